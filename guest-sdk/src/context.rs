@@ -1,0 +1,147 @@
+//! The context of one call: who is calling, and handles to send to clients
+//! and manage groups. Every send is scoped by the host to the calling hub of
+//! the calling tenant.
+
+use crate::args::ToArgs;
+use crate::bindings::hubhost::hub::types::{Caller, GroupExcluding, Target};
+use crate::bindings::hubhost::hub::{clients, groups};
+use crate::methods::HubError;
+
+/// The call's context.
+pub struct Context {
+    caller: Caller,
+}
+
+impl Context {
+    #[doc(hidden)]
+    pub fn new(caller: Caller) -> Self {
+        Self { caller }
+    }
+
+    /// The calling connection's id.
+    pub fn connection_id(&self) -> &str {
+        &self.caller.connection_id
+    }
+
+    /// The authenticated user's id, if the tenant authenticates clients.
+    pub fn user_id(&self) -> Option<&str> {
+        self.caller.user_id.as_deref()
+    }
+
+    /// The authenticated user's claims, as (name, value) pairs.
+    pub fn claims(&self) -> &[(String, String)] {
+        &self.caller.claims
+    }
+
+    /// Whom to send to.
+    pub fn clients(&self) -> Clients<'_> {
+        Clients { ctx: self }
+    }
+
+    /// Group membership.
+    pub fn groups(&self) -> Groups {
+        Groups { _private: () }
+    }
+}
+
+/// Picks the connections a message goes to, like SignalR's `Clients`.
+pub struct Clients<'a> {
+    ctx: &'a Context,
+}
+
+impl Clients<'_> {
+    /// Every connection of this hub.
+    pub fn all(&self) -> ClientProxy {
+        ClientProxy(Target::All)
+    }
+
+    /// Every connection but these.
+    pub fn all_except<I: IntoIterator<Item = S>, S: Into<String>>(&self, ids: I) -> ClientProxy {
+        ClientProxy(Target::AllExcept(ids.into_iter().map(Into::into).collect()))
+    }
+
+    /// The calling connection.
+    pub fn caller(&self) -> ClientProxy {
+        ClientProxy(Target::Connection(self.ctx.connection_id().to_owned()))
+    }
+
+    /// Every connection but the caller.
+    pub fn others(&self) -> ClientProxy {
+        ClientProxy(Target::AllExcept(vec![self.ctx.connection_id().to_owned()]))
+    }
+
+    /// One connection.
+    pub fn client(&self, id: impl Into<String>) -> ClientProxy {
+        ClientProxy(Target::Connection(id.into()))
+    }
+
+    /// These connections.
+    pub fn clients<I: IntoIterator<Item = S>, S: Into<String>>(&self, ids: I) -> ClientProxy {
+        ClientProxy(Target::Connections(ids.into_iter().map(Into::into).collect()))
+    }
+
+    /// The members of a group.
+    pub fn group(&self, group: impl Into<String>) -> ClientProxy {
+        ClientProxy(Target::Group(group.into()))
+    }
+
+    /// The members of a group but these connections.
+    pub fn group_except<I: IntoIterator<Item = S>, S: Into<String>>(
+        &self,
+        group: impl Into<String>,
+        excluded: I,
+    ) -> ClientProxy {
+        ClientProxy(Target::GroupExcept(GroupExcluding {
+            group: group.into(),
+            excluded: excluded.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    /// The members of any of these groups, each connection once.
+    pub fn groups<I: IntoIterator<Item = S>, S: Into<String>>(&self, groups: I) -> ClientProxy {
+        ClientProxy(Target::Groups(groups.into_iter().map(Into::into).collect()))
+    }
+
+    /// The caller's group members but the caller.
+    pub fn others_in_group(&self, group: impl Into<String>) -> ClientProxy {
+        self.group_except(group, [self.ctx.connection_id()])
+    }
+
+    /// Every connection of one user.
+    pub fn user(&self, user_id: impl Into<String>) -> ClientProxy {
+        ClientProxy(Target::User(user_id.into()))
+    }
+
+    /// Every connection of these users.
+    pub fn users<I: IntoIterator<Item = S>, S: Into<String>>(&self, user_ids: I) -> ClientProxy {
+        ClientProxy(Target::Users(user_ids.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// Some connections, ready to be sent to.
+pub struct ClientProxy(Target);
+
+impl ClientProxy {
+    /// Call `method` on these clients with `args` (a tuple, `()` for none).
+    /// `Ok` means the host accepted the message for delivery.
+    pub fn send<A: ToArgs>(&self, method: &str, args: A) -> Result<(), HubError> {
+        clients::send(&self.0, method, &args.to_args()?).map_err(HubError::Failed)
+    }
+}
+
+/// Group membership of this hub's connections.
+pub struct Groups {
+    _private: (),
+}
+
+impl Groups {
+    /// Put a connection into a group (created on first use).
+    pub fn add(&self, connection_id: &str, group: &str) -> Result<(), HubError> {
+        groups::add(connection_id, group).map_err(HubError::Failed)
+    }
+
+    /// Take a connection out of a group.
+    pub fn remove(&self, connection_id: &str, group: &str) -> Result<(), HubError> {
+        groups::remove(connection_id, group).map_err(HubError::Failed)
+    }
+}

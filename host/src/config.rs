@@ -1,0 +1,227 @@
+//! Typed configuration: defaults, then a TOML file (`--config`), then
+//! environment variables and flags (`HUBHOST_*` / `--…`), later ones winning.
+//! Unknown keys in the file are errors, so a typo never goes unnoticed.
+
+use crate::connection::ConnectionLimits;
+use crate::lifetime::HubKey;
+use crate::runtime::HubLimits;
+use anyhow::{Context as _, bail};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The configuration file's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Hubs to serve.
+    pub hubs: Vec<HubConfig>,
+    /// Directory of static files served under `/` (the demo page).
+    pub static_dir: Option<PathBuf>,
+    /// Prefix of every backplane channel of this cluster.
+    pub cluster_prefix: String,
+    /// Protocol limits and timings.
+    pub connection: ConnectionConfig,
+    /// Limits of every hub call.
+    pub hub_limits: HubLimitsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            hubs: Vec::new(),
+            static_dir: None,
+            cluster_prefix: "hubhost".into(),
+            connection: ConnectionConfig::default(),
+            hub_limits: HubLimitsConfig::default(),
+        }
+    }
+}
+
+/// One hub to serve: `tenant/hub` from a component file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubConfig {
+    pub tenant: String,
+    pub hub: String,
+    pub path: PathBuf,
+}
+
+impl HubConfig {
+    /// Parse the `--hub TENANT/HUB=PATH.wasm` form.
+    pub fn parse_flag(spec: &str) -> anyhow::Result<Self> {
+        let (name, path) = spec.split_once('=').context("expected TENANT/HUB=PATH.wasm")?;
+        let (tenant, hub) = name.split_once('/').context("expected TENANT/HUB=PATH.wasm")?;
+        HubKey::new(tenant, hub)?;
+        Ok(Self { tenant: tenant.into(), hub: hub.into(), path: path.into() })
+    }
+}
+
+/// Protocol limits and timings; ASP.NET Core's defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionConfig {
+    pub handshake_timeout_ms: u64,
+    pub keep_alive_interval_ms: u64,
+    pub client_timeout_ms: u64,
+    pub max_message_size: usize,
+    pub outbound_queue: usize,
+    pub send_timeout_ms: u64,
+    pub disconnect_timeout_ms: u64,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        let d = ConnectionLimits::default();
+        Self {
+            handshake_timeout_ms: millis(d.handshake_timeout),
+            keep_alive_interval_ms: millis(d.keep_alive_interval),
+            client_timeout_ms: millis(d.client_timeout),
+            max_message_size: d.max_message_size,
+            outbound_queue: d.outbound_capacity,
+            send_timeout_ms: millis(d.send_timeout),
+            disconnect_timeout_ms: 15_000,
+        }
+    }
+}
+
+/// Limits of every hub call.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HubLimitsConfig {
+    pub memory_bytes: usize,
+    pub call_timeout_ms: u64,
+    pub max_sends_per_call: u32,
+    pub max_log_lines_per_call: u32,
+    pub max_result_bytes: usize,
+}
+
+impl Default for HubLimitsConfig {
+    fn default() -> Self {
+        let d = HubLimits::default();
+        Self {
+            memory_bytes: d.memory_bytes,
+            call_timeout_ms: millis(d.call_timeout),
+            max_sends_per_call: d.max_sends_per_call,
+            max_log_lines_per_call: d.max_log_lines_per_call,
+            max_result_bytes: d.max_result_bytes,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The settings the server runs with, checked and in their working types.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cluster_prefix: String,
+    pub connection: ConnectionLimits,
+    /// How long a negotiated connection may wait for its transport.
+    pub disconnect_timeout: Duration,
+    /// Largest WebSocket message accepted; above the protocol's message limit
+    /// because one WebSocket message may carry a batch of messages.
+    pub max_websocket_message: usize,
+    pub hub_limits: HubLimits,
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Read a TOML configuration file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Check the values and derive the runtime settings.
+    pub fn settings(&self) -> anyhow::Result<Settings> {
+        let c = &self.connection;
+        if c.max_message_size == 0 || c.outbound_queue == 0 {
+            bail!("connection.max_message_size and connection.outbound_queue must be at least 1");
+        }
+        for (name, value) in [
+            ("handshake_timeout_ms", c.handshake_timeout_ms),
+            ("keep_alive_interval_ms", c.keep_alive_interval_ms),
+            ("client_timeout_ms", c.client_timeout_ms),
+            ("send_timeout_ms", c.send_timeout_ms),
+            ("disconnect_timeout_ms", c.disconnect_timeout_ms),
+            ("hub_limits.call_timeout_ms", self.hub_limits.call_timeout_ms),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if c.client_timeout_ms < 2 * c.keep_alive_interval_ms {
+            tracing::warn!(
+                "client_timeout_ms is under twice keep_alive_interval_ms; clients may be timed out while idle"
+            );
+        }
+        if self.cluster_prefix.is_empty() || self.cluster_prefix.contains(char::is_whitespace) {
+            bail!("cluster_prefix must be non-empty and without spaces");
+        }
+        let h = &self.hub_limits;
+        Ok(Settings {
+            cluster_prefix: self.cluster_prefix.clone(),
+            connection: ConnectionLimits {
+                handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+                keep_alive_interval: Duration::from_millis(c.keep_alive_interval_ms),
+                client_timeout: Duration::from_millis(c.client_timeout_ms),
+                max_message_size: c.max_message_size,
+                outbound_capacity: c.outbound_queue,
+                send_timeout: Duration::from_millis(c.send_timeout_ms),
+            },
+            disconnect_timeout: Duration::from_millis(c.disconnect_timeout_ms),
+            max_websocket_message: c.max_message_size.saturating_mul(16).max(1 << 20),
+            hub_limits: HubLimits {
+                memory_bytes: h.memory_bytes,
+                call_timeout: Duration::from_millis(h.call_timeout_ms),
+                max_sends_per_call: h.max_sends_per_call,
+                max_log_lines_per_call: h.max_log_lines_per_call,
+                max_result_bytes: h.max_result_bytes,
+            },
+            static_dir: self.static_dir.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_files_and_refuses_unknown_keys() -> anyhow::Result<()> {
+        let config: Config = toml::from_str(
+            r#"
+            listen = "0.0.0.0:6000"
+            [[hubs]]
+            tenant = "demo"
+            hub = "chat"
+            path = "chat.wasm"
+            [connection]
+            max_message_size = 1024
+            "#,
+        )?;
+        assert_eq!(config.listen.port(), 6000);
+        assert_eq!(config.hubs[0].hub, "chat");
+        let settings = config.settings()?;
+        assert_eq!(settings.connection.max_message_size, 1024);
+        assert_eq!(settings.connection.keep_alive_interval, Duration::from_secs(15));
+        assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn parses_hub_flags() -> anyhow::Result<()> {
+        let hub = HubConfig::parse_flag("acme/chat=/x/chat.wasm")?;
+        assert_eq!((hub.tenant.as_str(), hub.hub.as_str()), ("acme", "chat"));
+        assert!(HubConfig::parse_flag("acme-chat.wasm").is_err());
+        assert!(HubConfig::parse_flag("Acme/chat=x.wasm").is_err());
+        Ok(())
+    }
+}

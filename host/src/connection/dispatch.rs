@@ -1,0 +1,218 @@
+//! Reading hub messages and dispatching them to the hub, one at a time.
+
+use super::outbound::{CloseRequest, Frame, Outbound};
+use super::{ConnectionContext, Stream, close_with_error};
+use crate::protocol::{Incoming, ProtocolError, json, split_messages};
+use crate::runtime::{CallError, HubError};
+use axum::extract::ws::Message as WsMessage;
+use futures_util::StreamExt;
+use std::future::pending;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep_until};
+
+/// How the read loop ended.
+pub(super) struct Outcome {
+    /// Why the connection ended, for the hub's `on-disconnected`.
+    pub error: Option<String>,
+    /// The writer, if it is still running.
+    pub writer: Option<JoinHandle<()>>,
+    /// Whether the hub hears about the disconnect (it saw the connect).
+    pub notify_hub: bool,
+}
+
+pub(super) struct Dispatcher<'a> {
+    ctx: &'a ConnectionContext,
+    outbound: Outbound,
+}
+
+enum Flow {
+    Continue,
+    /// Stop reading; the error (if any) goes to `on-disconnected`.
+    Stop(Option<String>),
+}
+
+impl<'a> Dispatcher<'a> {
+    pub fn new(ctx: &'a ConnectionContext, outbound: Outbound) -> Self {
+        Self { ctx, outbound }
+    }
+
+    /// Run the hub's `on-connected`; false if it refused the client.
+    pub fn connected(&mut self) -> bool {
+        let version = self.ctx.slot.active();
+        let error = match version.on_connected(&self.ctx.lifetime, &self.ctx.caller) {
+            Ok(Ok(())) => return true,
+            Ok(Err(error)) => format!("{error:?}"),
+            Err(error) => error.to_string(),
+        };
+        tracing::warn!(%error, "on-connected failed; closing the connection");
+        self.outbound.close(CloseRequest {
+            error: Some("Connection closed with an error.".into()),
+            allow_reconnect: false,
+        });
+        false
+    }
+
+    /// Run the hub's `on-disconnected`.
+    pub fn disconnected(&mut self, error: Option<&str>) {
+        let version = self.ctx.slot.active();
+        if let Err(error) = version.on_disconnected(&self.ctx.lifetime, &self.ctx.caller, error) {
+            tracing::warn!(%error, "on-disconnected failed");
+        }
+    }
+
+    /// Read and dispatch until the client leaves, the writer stops, or a
+    /// protocol error or timeout closes the connection.
+    pub async fn read(
+        &mut self,
+        stream: &mut Stream,
+        mut buffer: Vec<u8>,
+        mut writer: JoinHandle<()>,
+    ) -> Outcome {
+        let limits = &self.ctx.limits;
+        // The client timeout starts with the client's first Ping: clients that
+        // never ping are never timed out, as in ASP.NET Core.
+        let mut pinged = false;
+        let mut last_received = Instant::now();
+        let mut pending_input = !buffer.is_empty();
+        let outcome = |error, writer| Outcome { error, writer, notify_hub: true };
+        loop {
+            if !pending_input {
+                let client_deadline = async {
+                    if pinged {
+                        sleep_until(last_received + limits.client_timeout).await;
+                    } else {
+                        pending::<()>().await;
+                    }
+                };
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    () = client_deadline => {
+                        let text = format!(
+                            "The client sent nothing for {:?} (client timeout).",
+                            limits.client_timeout
+                        );
+                        self.outbound.close(close_with_error(&text, true));
+                        return outcome(Some(text), Some(writer));
+                    }
+                    _ = &mut writer => return outcome(Some("Connection lost.".into()), None),
+                };
+                match next {
+                    None => return outcome(None, Some(writer)),
+                    Some(Err(error)) => return outcome(Some(error.to_string()), Some(writer)),
+                    Some(Ok(WsMessage::Text(text))) => buffer.extend_from_slice(text.as_bytes()),
+                    Some(Ok(WsMessage::Binary(bytes))) => buffer.extend_from_slice(&bytes),
+                    Some(Ok(WsMessage::Close(_))) => return outcome(None, Some(writer)),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                }
+            }
+            pending_input = false;
+
+            let (messages, used) = split_messages(&buffer);
+            for message in messages {
+                let flow = if message.len() > limits.max_message_size {
+                    self.too_large(message.len())
+                } else {
+                    self.dispatch(message, &mut pinged)
+                };
+                if let Flow::Stop(error) = flow {
+                    return outcome(error, Some(writer));
+                }
+            }
+            buffer.drain(..used);
+            if buffer.len() > limits.max_message_size {
+                if let Flow::Stop(error) = self.too_large(buffer.len()) {
+                    return outcome(error, Some(writer));
+                }
+            }
+            // Time spent dispatching does not count against the client.
+            last_received = Instant::now();
+        }
+    }
+
+    fn too_large(&self, size: usize) -> Flow {
+        let error = ProtocolError::TooLarge { size, limit: self.ctx.limits.max_message_size };
+        self.protocol_error(error)
+    }
+
+    fn protocol_error(&self, error: ProtocolError) -> Flow {
+        tracing::info!(%error, "closing connection: protocol error");
+        self.outbound.close(close_with_error(&error, false));
+        Flow::Stop(Some(error.to_string()))
+    }
+
+    fn dispatch(&mut self, message: &[u8], pinged: &mut bool) -> Flow {
+        let message = match json::parse(message) {
+            Ok(message) => message,
+            Err(error) => return self.protocol_error(error),
+        };
+        match message {
+            Incoming::Invocation { invocation_id, target, arguments, stream_ids } => {
+                if !stream_ids.is_empty() {
+                    let error = format!("Client sent {} stream(s), Hub method expects 0.", stream_ids.len());
+                    self.complete_with_error(invocation_id.as_deref(), &error);
+                } else {
+                    self.invoke(invocation_id.as_deref(), &target, arguments.get());
+                }
+            }
+            Incoming::StreamInvocation { invocation_id, target } => {
+                let error = format!(
+                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
+                );
+                self.complete_with_error(Some(&invocation_id), &error);
+            }
+            Incoming::Ping => *pinged = true,
+            Incoming::Close { error } => return Flow::Stop(error),
+            Incoming::Ignored { kind } => tracing::trace!(kind, "ignoring message"),
+        }
+        Flow::Continue
+    }
+
+    fn invoke(&mut self, invocation_id: Option<&str>, method: &str, args: &str) {
+        let version = self.ctx.slot.active();
+        let result = version.invoke(&self.ctx.lifetime, &self.ctx.caller, method, args);
+        let error = match result {
+            Ok(Ok(value)) => {
+                if let Some(id) = invocation_id {
+                    self.outbound.push(Frame::Own(json::completion_result(id, &value).into()));
+                }
+                return;
+            }
+            Ok(Err(error)) => client_text(method, &error),
+            Err(error) => {
+                tracing::warn!(method, %error, "hub call failed");
+                match error {
+                    CallError::Timeout(limit) => format!(
+                        "An unexpected error occurred invoking '{method}' on the server: the hub \
+                         exceeded its time limit of {} ms.",
+                        limit.as_millis()
+                    ),
+                    _ => format!("An unexpected error occurred invoking '{method}' on the server."),
+                }
+            }
+        };
+        self.complete_with_error(invocation_id, &error);
+    }
+
+    fn complete_with_error(&self, invocation_id: Option<&str>, error: &str) {
+        // Without an id the client wants no reply, not even an error.
+        if let Some(id) = invocation_id {
+            self.outbound.push(Frame::Own(json::completion_error(id, error).into()));
+        }
+    }
+}
+
+/// The text a client sees for a hub's own error, as ASP.NET Core words it.
+fn client_text(method: &str, error: &HubError) -> String {
+    match error {
+        HubError::UnknownMethod(_) => format!("Unknown hub method '{method}'"),
+        HubError::BadArguments(detail) => {
+            tracing::info!(method, detail, "bad arguments");
+            format!("Failed to invoke '{method}' due to an error on the server.")
+        }
+        HubError::Unauthorized(detail) => {
+            tracing::info!(method, detail, "unauthorized");
+            format!("Failed to invoke '{method}' because user is unauthorized")
+        }
+        HubError::Failed(text) => text.clone(),
+    }
+}

@@ -1,0 +1,153 @@
+//! One client connection over a WebSocket: handshake, then hub messages in
+//! order, keep-alive both ways, and a clean close.
+//!
+//! Two tasks serve a connection. The reader (this module's [`serve`]) parses
+//! what the client sends and dispatches invocations one at a time, in order,
+//! like ASP.NET Core's default of one parallel invocation per client. The
+//! writer ([`writer`]) owns the socket's sending half: it drains the bounded
+//! outbound queue, batching what is waiting into one WebSocket message, pings
+//! when nothing was written for the keep-alive interval, and sends the Close.
+
+mod dispatch;
+pub mod outbound;
+mod writer;
+
+use crate::hubs::HubSlot;
+use crate::lifetime::{HubKey, HubLifetimeManager, LocalConnection};
+use crate::protocol::{RECORD_SEPARATOR, handshake};
+use crate::runtime::CallerInfo;
+use axum::extract::ws::{Message as WsMessage, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use outbound::CloseRequest;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{Instant, timeout_at};
+
+/// Protocol timings and sizes, with ASP.NET Core's defaults.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Time for the client to send its handshake (15 s).
+    pub handshake_timeout: Duration,
+    /// Ping the client when nothing was written for this long (15 s).
+    pub keep_alive_interval: Duration,
+    /// Close when the client, once it has pinged, is silent this long (30 s).
+    pub client_timeout: Duration,
+    /// Largest message a client may send, handshake included (32 KiB).
+    pub max_message_size: usize,
+    /// Frames that may wait for a slow client before it is closed.
+    pub outbound_capacity: usize,
+    /// Longest a single write may take before the connection is dropped (10 s).
+    pub send_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            handshake_timeout: Duration::from_secs(15),
+            keep_alive_interval: Duration::from_secs(15),
+            client_timeout: Duration::from_secs(30),
+            max_message_size: 32 * 1024,
+            outbound_capacity: 1024,
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything a connection needs from the server.
+pub struct ConnectionContext {
+    pub hub: HubKey,
+    pub slot: Arc<HubSlot>,
+    pub lifetime: Arc<HubLifetimeManager>,
+    pub caller: CallerInfo,
+    pub limits: ConnectionLimits,
+}
+
+/// Serve one WebSocket until either side closes it.
+pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
+    let (mut sink, mut stream) = socket.split();
+    let Some(leftover) = handshake(&mut sink, &mut stream, &ctx.limits).await else {
+        let _ = sink.close().await;
+        return;
+    };
+
+    let (outbound, receiver) = outbound::channel(ctx.limits.outbound_capacity);
+    ctx.lifetime.add_connection(
+        &ctx.hub,
+        LocalConnection {
+            id: ctx.caller.connection_id.clone(),
+            user_id: ctx.caller.user_id.clone(),
+            outbound: outbound.clone(),
+        },
+    );
+    let writer = tokio::spawn(writer::run(sink, receiver, ctx.limits.clone()));
+    tracing::debug!("connected");
+
+    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound);
+    let outcome = if dispatcher.connected() {
+        dispatcher.read(&mut stream, leftover, writer).await
+    } else {
+        dispatch::Outcome { error: None, writer: Some(writer), notify_hub: false }
+    };
+
+    ctx.lifetime.remove_connection(&ctx.hub, &ctx.caller.connection_id);
+    if outcome.notify_hub {
+        dispatcher.disconnected(outcome.error.as_deref());
+    }
+    // Dropping the last sender lets the writer flush what is queued and finish.
+    drop(dispatcher);
+    if let Some(writer) = outcome.writer {
+        let _ = writer.await;
+    }
+    tracing::debug!(error = ?outcome.error, "disconnected");
+}
+
+type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
+type Stream = futures_util::stream::SplitStream<WebSocket>;
+
+/// Read the handshake request and answer it. Returns the bytes that followed
+/// the request (already hub messages), or `None` when the connection must end.
+async fn handshake(sink: &mut Sink, stream: &mut Stream, limits: &ConnectionLimits) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + limits.handshake_timeout;
+    let mut buffer = Vec::new();
+    let result = loop {
+        let next = match timeout_at(deadline, stream.next()).await {
+            Err(_) => break Err(handshake::HandshakeError::Canceled),
+            Ok(None | Some(Err(_))) => return None,
+            Ok(Some(Ok(message))) => message,
+        };
+        match next {
+            WsMessage::Text(text) => buffer.extend_from_slice(text.as_bytes()),
+            WsMessage::Binary(bytes) => buffer.extend_from_slice(&bytes),
+            WsMessage::Close(_) => return None,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+        }
+        match buffer.iter().position(|&b| b == RECORD_SEPARATOR) {
+            Some(end) if end <= limits.max_message_size => {
+                break handshake::parse_request(&buffer[..end]).map(|_| end);
+            }
+            Some(_) => break Err(handshake::HandshakeError::Canceled),
+            None if buffer.len() > limits.max_message_size => {
+                break Err(handshake::HandshakeError::Canceled);
+            }
+            None => {}
+        }
+    };
+    match result {
+        Ok(end) => {
+            let reply = std::str::from_utf8(handshake::success_response()).unwrap_or("{}\u{1e}");
+            sink.send(WsMessage::Text(reply.into())).await.ok()?;
+            Some(buffer.split_off(end + 1))
+        }
+        Err(error) => {
+            tracing::info!(%error, "handshake refused");
+            let reply = String::from_utf8_lossy(&handshake::error_response(&error)).into_owned();
+            let _ = sink.send(WsMessage::Text(reply.into())).await;
+            None
+        }
+    }
+}
+
+/// The Close a client gets when the server ends the connection over an error.
+fn close_with_error(detail: impl std::fmt::Display, allow_reconnect: bool) -> CloseRequest {
+    CloseRequest { error: Some(format!("Connection closed with an error. {detail}")), allow_reconnect }
+}

@@ -1,0 +1,85 @@
+//! Node ids, connection ids and connection tokens.
+//!
+//! A connection id is 16 bytes in unpadded base64url (22 characters, the shape
+//! of ASP.NET Core's): the owning node's 6-byte id, then 10 random bytes. Any
+//! node can read the owner from the id, so a message to one connection goes
+//! straight to its node without a subscription per connection.
+//! A connection token is 16 random bytes: it is the secret that lets a
+//! transport attach to a negotiated connection, and is never shown to others.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::fmt;
+
+const NODE_BYTES: usize = 6;
+/// Length of a node id in base64url: 6 bytes encode to exactly 8 characters.
+const NODE_CHARS: usize = 8;
+
+/// The id of one hubhost process in a cluster.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId([u8; NODE_BYTES]);
+
+impl NodeId {
+    /// A fresh random node id.
+    pub fn random() -> Self {
+        Self(random_bytes())
+    }
+
+    /// The node that owns `connection_id`, if it is one of ours.
+    pub fn owner_of(connection_id: &str) -> Option<Self> {
+        let prefix = connection_id.get(..NODE_CHARS)?;
+        let bytes = URL_SAFE_NO_PAD.decode(prefix).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+
+    /// A fresh connection id owned by this node.
+    pub fn new_connection_id(&self) -> String {
+        let mut bytes = [0u8; 16];
+        bytes[..NODE_BYTES].copy_from_slice(&self.0);
+        bytes[NODE_BYTES..].copy_from_slice(&random_bytes::<10>());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&URL_SAFE_NO_PAD.encode(self.0))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+/// A fresh connection token: 16 bytes from the OS's CSPRNG.
+pub fn new_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    // The OS random source failing is unrecoverable for a server handing out
+    // secrets; there is nothing sane to continue with.
+    #[allow(clippy::expect_used)]
+    getrandom::fill(&mut bytes).expect("the OS random number generator failed");
+    bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_name_their_node() {
+        let node = NodeId::random();
+        let id = node.new_connection_id();
+        assert_eq!(id.len(), 22);
+        assert_eq!(NodeId::owner_of(&id), Some(node));
+        assert_ne!(node.new_connection_id(), id);
+        assert_eq!(NodeId::owner_of("short"), None);
+        assert_eq!(NodeId::owner_of("!!!!!!!!xxxxxxxx"), None);
+        assert_eq!(new_token().len(), 22);
+    }
+}

@@ -1,0 +1,161 @@
+//! This node's connections, groups and users, per hub.
+
+use super::Target;
+use crate::connection::outbound::{Frame, Outbound};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// One local connection as the lifetime manager sees it.
+#[derive(Debug, Clone)]
+pub struct LocalConnection {
+    pub id: Arc<str>,
+    pub user_id: Option<Arc<str>>,
+    pub outbound: Outbound,
+}
+
+#[derive(Debug)]
+struct Entry {
+    connection: LocalConnection,
+    groups: HashSet<String>,
+}
+
+/// The connections of one hub on this node.
+#[derive(Debug, Default)]
+pub struct HubConnections {
+    connections: HashMap<Arc<str>, Entry>,
+    groups: HashMap<String, HashSet<Arc<str>>>,
+    users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+/// What a membership change did to this node's interest in a channel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// The first local member arrived: subscribe.
+    Gained,
+    /// The last local member left: unsubscribe.
+    Lost,
+    Unchanged,
+}
+
+impl HubConnections {
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Add a connection; returns whether its user gained a first local connection.
+    pub fn insert(&mut self, connection: LocalConnection) -> Interest {
+        let mut interest = Interest::Unchanged;
+        if let Some(user) = &connection.user_id {
+            let members = self.users.entry(user.clone()).or_default();
+            if members.is_empty() {
+                interest = Interest::Gained;
+            }
+            members.insert(connection.id.clone());
+        }
+        self.connections
+            .insert(connection.id.clone(), Entry { connection, groups: HashSet::new() });
+        interest
+    }
+
+    /// Remove a connection. Returns it, the groups this node no longer has
+    /// members of, and whether its user lost the last local connection.
+    pub fn remove(&mut self, id: &str) -> Option<(LocalConnection, Vec<String>, Interest)> {
+        let entry = self.connections.remove(id)?;
+        let mut emptied = Vec::new();
+        for group in entry.groups {
+            if self.leave(id, &group) == Interest::Lost {
+                emptied.push(group);
+            }
+        }
+        let mut interest = Interest::Unchanged;
+        if let Some(user) = &entry.connection.user_id
+            && let Some(members) = self.users.get_mut(user)
+        {
+            members.remove(id);
+            if members.is_empty() {
+                self.users.remove(user);
+                interest = Interest::Lost;
+            }
+        }
+        Some((entry.connection, emptied, interest))
+    }
+
+    /// Put a local connection into a group. `None` if there is no such connection.
+    pub fn join(&mut self, id: &str, group: &str) -> Option<Interest> {
+        let entry = self.connections.get_mut(id)?;
+        entry.groups.insert(group.to_owned());
+        let members = self.groups.entry(group.to_owned()).or_default();
+        let gained = members.is_empty();
+        members.insert(entry.connection.id.clone());
+        Some(if gained { Interest::Gained } else { Interest::Unchanged })
+    }
+
+    /// Take a local connection out of a group. `None` if there is no such connection.
+    pub fn remove_from_group(&mut self, id: &str, group: &str) -> Option<Interest> {
+        let entry = self.connections.get_mut(id)?;
+        entry.groups.remove(group);
+        Some(self.leave(id, group))
+    }
+
+    fn leave(&mut self, id: &str, group: &str) -> Interest {
+        let Some(members) = self.groups.get_mut(group) else { return Interest::Unchanged };
+        if !members.remove(id) || !members.is_empty() {
+            return Interest::Unchanged;
+        }
+        self.groups.remove(group);
+        Interest::Lost
+    }
+
+    /// The local connections `target` names, each once.
+    pub fn resolve(&self, target: &Target) -> Vec<&LocalConnection> {
+        let by_id = |id: &str| self.connections.get(id).map(|e| &e.connection);
+        let members = |group: &str| self.groups.get(group).into_iter().flatten();
+        let of_user = |user: &str| self.users.get(user).into_iter().flatten();
+        let unique = |ids: &mut dyn Iterator<Item = &Arc<str>>| {
+            let mut seen = HashSet::new();
+            let mut found = Vec::new();
+            for id in ids {
+                if seen.insert(id.clone()) {
+                    found.extend(by_id(id));
+                }
+            }
+            found
+        };
+        match target {
+            Target::All => self.connections.values().map(|e| &e.connection).collect(),
+            Target::AllExcept(excluded) => self
+                .connections
+                .values()
+                .filter(|e| !excluded.iter().any(|x| x.as_str() == &*e.connection.id))
+                .map(|e| &e.connection)
+                .collect(),
+            Target::Connection(id) => by_id(id).into_iter().collect(),
+            Target::Connections(ids) => {
+                let mut seen = HashSet::new();
+                ids.iter().filter(|id| seen.insert(id.as_str())).filter_map(|id| by_id(id)).collect()
+            }
+            Target::Group(group) => members(group).filter_map(|id| by_id(id)).collect(),
+            Target::GroupExcept { group, excluded } => members(group)
+                .filter(|id| !excluded.iter().any(|x| x.as_str() == &***id))
+                .filter_map(|id| by_id(id))
+                .collect(),
+            Target::Groups(groups) => unique(&mut groups.iter().flat_map(|g| members(g))),
+            Target::User(user) => of_user(user).filter_map(|id| by_id(id)).collect(),
+            Target::Users(users) => unique(&mut users.iter().flat_map(|u| of_user(u))),
+        }
+    }
+
+    /// Queue `frame_for()` on every connection `target` names; returns how many.
+    pub fn deliver(&self, target: &Target, frame_for: impl Fn() -> Frame) -> usize {
+        self.resolve(target).into_iter().filter(|c| c.outbound.push(frame_for())).count()
+    }
+
+    /// Every local connection.
+    pub fn connections(&self) -> impl Iterator<Item = &LocalConnection> {
+        self.connections.values().map(|e| &e.connection)
+    }
+}

@@ -1,0 +1,193 @@
+//! The JSON hub protocol: reading client messages and writing server ones.
+//!
+//! Keys are camelCase and may come in any order; unknown keys are ignored, as
+//! ASP.NET Core does. Arguments and results stay raw JSON text end to end: the
+//! host checks that they are well formed but never re-encodes them.
+
+use super::{Incoming, ProtocolError, RECORD_SEPARATOR};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawMessage<'a> {
+    #[serde(rename = "type")]
+    kind: Option<u64>,
+    invocation_id: Option<String>,
+    target: Option<String>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+    stream_ids: Option<Vec<String>>,
+    error: Option<String>,
+}
+
+/// Reads one message (without its separator).
+pub fn parse(message: &[u8]) -> Result<Incoming<'_>, ProtocolError> {
+    let raw: RawMessage<'_> =
+        serde_json::from_slice(message).map_err(|e| ProtocolError::Json(e.to_string()))?;
+    let kind = raw.kind.ok_or(ProtocolError::Missing("type"))?;
+    Ok(match kind {
+        1 => Incoming::Invocation {
+            // .NET treats an empty id like a missing one.
+            invocation_id: raw.invocation_id.filter(|id| !id.is_empty()),
+            target: raw.target.ok_or(ProtocolError::Missing("target"))?,
+            arguments: array(raw.arguments)?,
+            stream_ids: raw.stream_ids.unwrap_or_default(),
+        },
+        4 => {
+            array(raw.arguments)?;
+            Incoming::StreamInvocation {
+                invocation_id: raw.invocation_id.ok_or(ProtocolError::Missing("invocationId"))?,
+                target: raw.target.ok_or(ProtocolError::Missing("target"))?,
+            }
+        }
+        6 => Incoming::Ping,
+        7 => Incoming::Close { error: raw.error },
+        kind => Incoming::Ignored { kind },
+    })
+}
+
+fn array(arguments: Option<&RawValue>) -> Result<&RawValue, ProtocolError> {
+    let arguments = arguments.ok_or(ProtocolError::Missing("arguments"))?;
+    if arguments.get().starts_with('[') {
+        Ok(arguments)
+    } else {
+        Err(ProtocolError::Invalid("arguments", "an array"))
+    }
+}
+
+/// Checks that `text` is one well-formed JSON value and returns it raw.
+pub fn raw_value(text: &str) -> Result<&RawValue, ProtocolError> {
+    serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))
+}
+
+/// Checks that `text` is a well-formed JSON array and returns it raw.
+pub fn raw_array(text: &str) -> Result<&RawValue, ProtocolError> {
+    array(Some(raw_value(text)?))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Outgoing<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invocation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arguments: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    // .NET writes it only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    allow_reconnect: bool,
+}
+
+impl Outgoing<'_> {
+    const fn new(kind: u8) -> Self {
+        Self {
+            kind,
+            invocation_id: None,
+            target: None,
+            arguments: None,
+            result: None,
+            error: None,
+            allow_reconnect: false,
+        }
+    }
+}
+
+fn frame(message: &Outgoing<'_>) -> String {
+    // Serializing strings, bools and already-validated raw JSON cannot fail.
+    let mut out = serde_json::to_string(message).unwrap_or_default();
+    out.push(char::from(RECORD_SEPARATOR));
+    out
+}
+
+/// An Invocation without id: the server calls a client method.
+pub fn invocation(target: &str, arguments: &RawValue) -> String {
+    frame(&Outgoing { target: Some(target), arguments: Some(arguments), ..Outgoing::new(1) })
+}
+
+/// A Completion with a result (`null` for methods without one).
+pub fn completion_result(invocation_id: &str, result: &RawValue) -> String {
+    frame(&Outgoing { invocation_id: Some(invocation_id), result: Some(result), ..Outgoing::new(3) })
+}
+
+/// A Completion with an error.
+pub fn completion_error(invocation_id: &str, error: &str) -> String {
+    frame(&Outgoing { invocation_id: Some(invocation_id), error: Some(error), ..Outgoing::new(3) })
+}
+
+/// A Ping.
+pub const PING: &str = "{\"type\":6}\u{1e}";
+
+/// A Close, with an optional error and whether the client may reconnect.
+pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
+    frame(&Outgoing { error, allow_reconnect, ..Outgoing::new(7) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_invocations_in_any_key_order() -> Result<(), ProtocolError> {
+        let message = br#"{"arguments":[1,"a"],"target":"Echo","x":{},"invocationId":"7","type":1}"#;
+        match parse(message)? {
+            Incoming::Invocation { invocation_id, target, arguments, stream_ids } => {
+                assert_eq!(invocation_id.as_deref(), Some("7"));
+                assert_eq!(target, "Echo");
+                assert_eq!(arguments.get(), r#"[1,"a"]"#);
+                assert!(stream_ids.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rejects_broken_messages() {
+        assert_eq!(parse(br#"{"target":"x"}"#).err(), Some(ProtocolError::Missing("type")));
+        assert_eq!(
+            parse(br#"{"type":1,"target":"x"}"#).err(),
+            Some(ProtocolError::Missing("arguments"))
+        );
+        assert_eq!(
+            parse(br#"{"type":1,"target":"x","arguments":{}}"#).err(),
+            Some(ProtocolError::Invalid("arguments", "an array"))
+        );
+        assert!(matches!(parse(b"{\"type\":"), Err(ProtocolError::Json(_))));
+    }
+
+    #[test]
+    fn ignores_what_servers_do_not_act_on() {
+        assert!(matches!(parse(br#"{"type":99,"foo":1}"#), Ok(Incoming::Ignored { kind: 99 })));
+        assert!(matches!(parse(br#"{"type":3,"invocationId":"1"}"#), Ok(Incoming::Ignored { .. })));
+        assert!(matches!(parse(br#"{"type":6}"#), Ok(Incoming::Ping)));
+    }
+
+    #[test]
+    fn writes_messages() -> Result<(), ProtocolError> {
+        assert_eq!(
+            completion_result("1", raw_value("null")?),
+            "{\"type\":3,\"invocationId\":\"1\",\"result\":null}\u{1e}"
+        );
+        assert_eq!(
+            completion_error("2", "no \"way\""),
+            "{\"type\":3,\"invocationId\":\"2\",\"error\":\"no \\\"way\\\"\"}\u{1e}"
+        );
+        assert_eq!(
+            invocation("ReceiveMessage", raw_array(r#"["a","b"]"#)?),
+            "{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"a\",\"b\"]}\u{1e}"
+        );
+        assert_eq!(close(None, true), "{\"type\":7,\"allowReconnect\":true}\u{1e}");
+        assert_eq!(close(Some("bye"), false), "{\"type\":7,\"error\":\"bye\"}\u{1e}");
+        assert!(raw_array("{}").is_err());
+        assert!(raw_value("[1,").is_err());
+        Ok(())
+    }
+}

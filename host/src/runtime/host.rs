@@ -1,0 +1,128 @@
+//! The host side of the imports a hub may call: generated `Host` traits,
+//! translated into the domain's [`HubLifetimeManager`].
+//!
+//! Import functions never trap on a hub's mistakes: bad input is an `Err` the
+//! hub can handle. Limits (sends per call, log lines) are counted here.
+
+use super::HubLimits;
+use super::hubhost::hub::log::Level;
+use super::hubhost::hub::types::Target as WitTarget;
+use super::hubhost::hub::{clients, groups, log, types};
+use crate::lifetime::{HubKey, HubLifetimeManager, MAX_NAME_BYTES, Message, Target};
+use crate::protocol::json;
+use std::sync::Arc;
+use wasmtime::StoreLimits;
+
+/// Longest client method name a hub may send, in bytes.
+const MAX_METHOD_BYTES: usize = 256;
+
+/// The data of one call's store.
+pub struct CallState {
+    hub: HubKey,
+    lifetime: Arc<HubLifetimeManager>,
+    connection_id: Arc<str>,
+    pub(super) limits: StoreLimits,
+    sends_left: u32,
+    log_lines_left: u32,
+}
+
+impl CallState {
+    pub(super) fn new(
+        hub: HubKey,
+        lifetime: Arc<HubLifetimeManager>,
+        connection_id: Arc<str>,
+        limits: StoreLimits,
+        hub_limits: &HubLimits,
+    ) -> Self {
+        Self {
+            hub,
+            lifetime,
+            connection_id,
+            limits,
+            sends_left: hub_limits.max_sends_per_call,
+            log_lines_left: hub_limits.max_log_lines_per_call,
+        }
+    }
+}
+
+fn check_names<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+    if names.into_iter().any(|n| n.is_empty() || n.len() > MAX_NAME_BYTES) {
+        Err(format!("group names and user ids must be 1 to {MAX_NAME_BYTES} bytes"))
+    } else {
+        Ok(())
+    }
+}
+
+impl From<WitTarget> for Target {
+    fn from(target: WitTarget) -> Self {
+        match target {
+            WitTarget::All => Self::All,
+            WitTarget::AllExcept(ids) => Self::AllExcept(ids),
+            WitTarget::Connection(id) => Self::Connection(id),
+            WitTarget::Connections(ids) => Self::Connections(ids),
+            WitTarget::Group(group) => Self::Group(group),
+            WitTarget::GroupExcept(g) => Self::GroupExcept { group: g.group, excluded: g.excluded },
+            WitTarget::Groups(groups) => Self::Groups(groups),
+            WitTarget::User(user) => Self::User(user),
+            WitTarget::Users(users) => Self::Users(users),
+        }
+    }
+}
+
+impl types::Host for CallState {}
+
+impl clients::Host for CallState {
+    fn send(&mut self, to: WitTarget, method: String, args_json: String) -> Result<(), String> {
+        if self.sends_left == 0 {
+            return Err("this call reached its limit of sends".into());
+        }
+        self.sends_left -= 1;
+        if method.is_empty() || method.len() > MAX_METHOD_BYTES {
+            return Err(format!("method names must be 1 to {MAX_METHOD_BYTES} bytes"));
+        }
+        let to = Target::from(to);
+        match &to {
+            Target::Group(name) | Target::GroupExcept { group: name, .. } | Target::User(name) => {
+                check_names([name])?;
+            }
+            Target::Groups(names) | Target::Users(names) => check_names(names)?,
+            _ => {}
+        }
+        json::raw_array(&args_json).map_err(|e| format!("args-json must be a JSON array: {e}"))?;
+        let arguments = serde_json::value::RawValue::from_string(args_json)
+            .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
+        self.lifetime.send(&self.hub, to, Message::new(method, arguments));
+        Ok(())
+    }
+}
+
+impl groups::Host for CallState {
+    fn add(&mut self, connection: String, group: String) -> Result<(), String> {
+        self.lifetime.add_to_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
+    }
+
+    fn remove(&mut self, connection: String, group: String) -> Result<(), String> {
+        self.lifetime.remove_from_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
+    }
+}
+
+impl log::Host for CallState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log_lines_left == 0 {
+            return;
+        }
+        self.log_lines_left -= 1;
+        let (tenant, hub, connection) = (self.hub.tenant(), self.hub.hub(), &*self.connection_id);
+        // Keep a hub from writing unbounded lines into the host's log.
+        let message = message.get(..message.floor_char_boundary(4096)).unwrap_or_default();
+        match level {
+            Level::Debug => tracing::debug!(tenant, hub, connection, "hub: {message}"),
+            Level::Info => tracing::info!(tenant, hub, connection, "hub: {message}"),
+            Level::Warn => tracing::warn!(tenant, hub, connection, "hub: {message}"),
+            Level::Error => tracing::error!(tenant, hub, connection, "hub: {message}"),
+        }
+        if self.log_lines_left == 0 {
+            tracing::warn!(tenant, hub, connection, "hub reached its log limit for this call");
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! Running hub components: one wasmtime [`Engine`], the one `bindgen!` of the
+//! `hub-component` world, and [`HubVersion`]s ready to call.
+//!
+//! Every call runs in a fresh instance of its own [`Store`] (a Rust hub
+//! instantiates in microseconds from an [`InstancePre`]), so a call can keep
+//! nothing between calls and a trap can never poison the next call. Each call
+//! has a memory limit and a deadline, enforced by epoch interruption.
+
+mod host;
+mod wasi;
+
+pub use host::CallState;
+
+use crate::lifetime::{HubKey, HubLifetimeManager};
+use serde_json::value::RawValue;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "hub-component",
+});
+
+use hubhost::hub::types::Caller as WitCaller;
+
+/// How often the epoch advances; a call's deadline is a whole number of ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Interface names a component may import besides our own world. Guest
+/// toolchains link these in (Rust's std, for one) but a hub never needs them,
+/// so they are satisfied by functions that trap when called — except
+/// `wasi:random`, which is real (see [`wasi`]).
+const STUBBED_IMPORT_PREFIXES: &[&str] =
+    &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+const OWN_IMPORT_PREFIX: &str = "hubhost:hub/";
+
+/// Limits applied to every call of a hub.
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock deadline for one call.
+    pub call_timeout: Duration,
+    /// Messages one call may send.
+    pub max_sends_per_call: u32,
+    /// Log lines one call may write; further lines are dropped.
+    pub max_log_lines_per_call: u32,
+    /// Size of one call's JSON result, in bytes.
+    pub max_result_bytes: usize,
+}
+
+impl Default for HubLimits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            call_timeout: Duration::from_secs(5),
+            max_sends_per_call: 1_000,
+            max_log_lines_per_call: 100,
+            max_result_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why a component could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("the component imports '{0}', which hubhost does not provide")]
+    ForbiddenImport(String),
+    #[error("the component does not fit the hubhost:hub/hub-component world: {0}")]
+    WrongWorld(String),
+}
+
+/// Why a call did not produce an answer from the hub.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("the hub exceeded its time limit of {0:?}")]
+    Timeout(Duration),
+    #[error("the hub trapped: {0}")]
+    Trap(String),
+    #[error("the hub returned a result that is not valid JSON: {0}")]
+    BadResult(String),
+    #[error("the hub's result of {0} bytes exceeds the limit")]
+    ResultTooLarge(usize),
+}
+
+/// The engine and what every hub shares.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<CallState>,
+    limits: HubLimits,
+}
+
+impl Runtime {
+    pub fn new(limits: HubLimits) -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
+        let mut linker = Linker::new(&engine);
+        HubComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        spawn_epoch_ticker(&engine);
+        Ok(Self { engine, linker, limits })
+    }
+
+    /// Compile and check a component for `key`.
+    pub fn load(&self, key: HubKey, bytes: &[u8]) -> Result<HubVersion, LoadError> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let mut linker = self.linker.clone();
+        for (name, _) in component.component_type().imports(&self.engine) {
+            if name.starts_with(OWN_IMPORT_PREFIX) {
+                continue;
+            }
+            if !STUBBED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                return Err(LoadError::ForbiddenImport(name.to_owned()));
+            }
+            wasi::add_random(&mut linker, name).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        }
+        linker
+            .define_unknown_imports_as_traps(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = HubComponentPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(HubVersion { key, pre, limits: self.limits.clone() })
+    }
+
+    /// Read, compile and check a component file for `key`.
+    pub fn load_file(&self, key: HubKey, path: &Path) -> Result<HubVersion, LoadError> {
+        let bytes = std::fs::read(path)
+            .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+        self.load(key, &bytes)
+    }
+}
+
+/// Advance the engine's epoch until the engine is dropped.
+fn spawn_epoch_ticker(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new().name("hubhost-epoch".into()).spawn(move || {
+        while let Some(engine) = weak.upgrade() {
+            engine.increment_epoch();
+            drop(engine);
+            std::thread::sleep(EPOCH_TICK);
+        }
+    });
+    if let Err(error) = spawned {
+        // Without the ticker deadlines never fire; calls still run.
+        tracing::error!(%error, "cannot start the epoch thread; hub call deadlines are off");
+    }
+}
+
+/// Who is calling, as the hub sees it.
+#[derive(Debug, Clone)]
+pub struct CallerInfo {
+    pub connection_id: Arc<str>,
+    pub user_id: Option<Arc<str>>,
+    pub claims: Vec<(String, String)>,
+}
+
+impl CallerInfo {
+    fn to_wit(&self) -> WitCaller {
+        WitCaller {
+            connection_id: self.connection_id.to_string(),
+            user_id: self.user_id.as_deref().map(str::to_owned),
+            claims: self.claims.clone(),
+        }
+    }
+}
+
+/// A hub error, as the hub reported it.
+pub use exports::hubhost::hub::hub::HubError;
+
+/// One compiled, checked version of a hub, ready to instantiate.
+pub struct HubVersion {
+    key: HubKey,
+    pre: HubComponentPre<CallState>,
+    limits: HubLimits,
+}
+
+impl HubVersion {
+    pub fn key(&self) -> &HubKey {
+        &self.key
+    }
+
+    fn store(&self, lifetime: &Arc<HubLifetimeManager>, caller: &CallerInfo) -> Store<CallState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(4)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let state = CallState::new(
+            self.key.clone(),
+            lifetime.clone(),
+            caller.connection_id.clone(),
+            limits,
+            &self.limits,
+        );
+        let mut store = Store::new(self.pre.engine(), state);
+        store.limiter(|state| &mut state.limits);
+        let ticks = self.limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        store
+    }
+
+    fn call<R>(
+        &self,
+        lifetime: &Arc<HubLifetimeManager>,
+        caller: &CallerInfo,
+        run: impl FnOnce(&mut Store<CallState>, &HubComponent, &WitCaller) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut store = self.store(lifetime, caller);
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| run(&mut store, &instance, &caller.to_wit()));
+        result.map_err(|error| match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallError::Timeout(self.limits.call_timeout),
+            _ => CallError::Trap(format!("{error:#}")),
+        })
+    }
+
+    /// Call hub method `method` with `args` (a JSON array). The outer error is
+    /// the host's (trap, limit); the inner one the hub's.
+    pub fn invoke(
+        &self,
+        lifetime: &Arc<HubLifetimeManager>,
+        caller: &CallerInfo,
+        method: &str,
+        args: &str,
+    ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
+        let result = self.call(lifetime, caller, |store, hub, caller| {
+            hub.hubhost_hub_hub().call_invoke(store, caller, method, args)
+        })?;
+        let json = match result {
+            Ok(json) => json,
+            Err(error) => return Ok(Err(error)),
+        };
+        if json.len() > self.limits.max_result_bytes {
+            return Err(CallError::ResultTooLarge(json.len()));
+        }
+        let value = RawValue::from_string(json).map_err(|e| CallError::BadResult(e.to_string()))?;
+        Ok(Ok(value))
+    }
+
+    /// A client connected; an inner error refuses it.
+    pub fn on_connected(
+        &self,
+        lifetime: &Arc<HubLifetimeManager>,
+        caller: &CallerInfo,
+    ) -> Result<Result<(), HubError>, CallError> {
+        self.call(lifetime, caller, |store, hub, caller| {
+            hub.hubhost_hub_hub().call_on_connected(store, caller)
+        })
+    }
+
+    /// A client left.
+    pub fn on_disconnected(
+        &self,
+        lifetime: &Arc<HubLifetimeManager>,
+        caller: &CallerInfo,
+        error: Option<&str>,
+    ) -> Result<(), CallError> {
+        self.call(lifetime, caller, |store, hub, caller| {
+            hub.hubhost_hub_hub().call_on_disconnected(store, caller, error)
+        })
+    }
+}

@@ -1,0 +1,62 @@
+//! `POST /{tenant}/{hub}/negotiate`.
+//!
+//! Protocol errors are answered with HTTP 200 and `{"error": …}`, which is
+//! what the official clients expect; only an unknown hub is a 404.
+
+use super::find_hub;
+use crate::ids::new_token;
+use crate::server::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The highest negotiate version we speak.
+const MAX_NEGOTIATE_VERSION: i64 = 1;
+
+pub async fn negotiate(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, hub)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let (key, _) = match find_hub(&state, &tenant, &hub) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let version = match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
+        None => 0,
+        Some(Err(_)) => return error("The client requested a non-integer protocol version."),
+        Some(Ok(v)) if v < 0 => {
+            return error(&format!(
+                "The client requested version '{v}', but the server does not support this version."
+            ));
+        }
+        Some(Ok(v)) => v.min(MAX_NEGOTIATE_VERSION),
+    };
+    let connection_id = state.lifetime.node().new_connection_id();
+    // Version 0 clients connect with the connection id itself.
+    let token = if version >= 1 { new_token() } else { connection_id.clone() };
+    state.tokens.negotiated(token.clone(), key, connection_id.clone());
+    let transports = json!([{ "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }]);
+    let body = if version >= 1 {
+        json!({
+            "negotiateVersion": version,
+            "connectionId": connection_id,
+            "connectionToken": token,
+            "availableTransports": transports,
+        })
+    } else {
+        json!({
+            "negotiateVersion": 0,
+            "connectionId": connection_id,
+            "availableTransports": transports,
+        })
+    };
+    Json(body).into_response()
+}
+
+fn error(text: &str) -> Response {
+    Json(json!({ "error": text })).into_response()
+}

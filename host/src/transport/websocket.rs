@@ -1,0 +1,83 @@
+//! `GET /{tenant}/{hub}[?id=TOKEN]`: the WebSocket transport.
+
+use super::find_hub;
+use super::tokens::{Claim, Tokens};
+use crate::connection::{ConnectionContext, serve};
+use crate::runtime::CallerInfo;
+use crate::server::AppState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// Releases a claimed token when the connection ends, or when the upgrade
+/// never happens (the closure holding it is dropped either way).
+struct TokenGuard {
+    tokens: Tokens,
+    token: Option<String>,
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        if let Some(token) = self.token.take() {
+            self.tokens.release(&token);
+        }
+    }
+}
+
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    Path((tenant, hub)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let (key, slot) = match find_hub(&state, &tenant, &hub) {
+        Ok(found) => found,
+        Err(response) => return response,
+    };
+    let token = query.get("id");
+    let Ok(upgrade) = upgrade else {
+        // Server-Sent Events and long polling are not served yet.
+        return match token {
+            None => (StatusCode::BAD_REQUEST, "Connection ID required").into_response(),
+            Some(_) => (StatusCode::BAD_REQUEST, "This hub is served over WebSockets only.")
+                .into_response(),
+        };
+    };
+    let (connection_id, guard) = match token {
+        // skipNegotiation: the connection is created on the spot.
+        None => (state.lifetime.node().new_connection_id(), TokenGuard { tokens: state.tokens.clone(), token: None }),
+        Some(token) => match state.tokens.claim(token, &key) {
+            Claim::Claimed(id) => {
+                (id, TokenGuard { tokens: state.tokens.clone(), token: Some(token.clone()) })
+            }
+            Claim::Unknown => return (StatusCode::NOT_FOUND, "No Connection with that ID").into_response(),
+            Claim::InUse => {
+                return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
+            }
+        },
+    };
+    let span = tracing::info_span!("connection", hub = %key, id = %connection_id);
+    let ctx = ConnectionContext {
+        hub: key,
+        slot,
+        lifetime: state.lifetime.clone(),
+        caller: CallerInfo { connection_id: connection_id.into(), user_id: None, claims: Vec::new() },
+        limits: state.settings.connection.clone(),
+    };
+    let tasks = state.tasks.clone();
+    upgrade
+        .max_message_size(state.settings.max_websocket_message)
+        .on_upgrade(move |socket| {
+            tasks.track_future(
+                async move {
+                    serve(socket, ctx).await;
+                    drop(guard);
+                }
+                .instrument(span),
+            )
+        })
+}

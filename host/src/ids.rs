@@ -12,8 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::fmt;
 
 const NODE_BYTES: usize = 6;
-/// Length of a node id in base64url: 6 bytes encode to exactly 8 characters.
-const NODE_CHARS: usize = 8;
+/// Length of a connection id in base64url: 16 bytes encode to 22 characters.
+const ID_CHARS: usize = 22;
 
 /// The id of one hubhost process in a cluster.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,9 +27,11 @@ impl NodeId {
 
     /// The node that owns `connection_id`, if it is one of ours.
     pub fn owner_of(connection_id: &str) -> Option<Self> {
-        let prefix = connection_id.get(..NODE_CHARS)?;
-        let bytes = URL_SAFE_NO_PAD.decode(prefix).ok()?;
-        Some(Self(bytes.try_into().ok()?))
+        if connection_id.len() != ID_CHARS {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(connection_id).ok()?;
+        Some(Self(bytes.get(..NODE_BYTES)?.try_into().ok()?))
     }
 
     /// A fresh connection id owned by this node.
@@ -79,7 +81,8 @@ mod tests {
         assert_eq!(NodeId::owner_of(&id), Some(node));
         assert_ne!(node.new_connection_id(), id);
         assert_eq!(NodeId::owner_of("short"), None);
-        assert_eq!(NodeId::owner_of("!!!!!!!!xxxxxxxx"), None);
+        assert_eq!(NodeId::owner_of("no-such-connection"), None);
+        assert_eq!(NodeId::owner_of("!!!!!!!!xxxxxxxxxxxxxx"), None);
         assert_eq!(new_token().len(), 22);
     }
 }

@@ -1,0 +1,222 @@
+//! Helpers for the end-to-end tests: in-process servers on port 0, the test
+//! guests, and a raw SignalR JSON client over a real WebSocket.
+//!
+//! # Layout
+//! - [`guest`]: paths of the built hub components.
+//! - [`TestServer`]: a hubhost server on an ephemeral port, shut down on drop.
+//! - [`RawClient`]: a WebSocket speaking the JSON hub protocol by hand, for
+//!   the cases the official client would never produce.
+//! - [`spec`]: the lifetime-manager scenarios every backplane must pass.
+
+pub mod spec;
+
+use anyhow::{Context as _, bail};
+use futures_util::{SinkExt, StreamExt};
+use hubhost::config::{Config, HubConfig};
+use hubhost::server::{self, AppState};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for something that should happen at once.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The path of a test guest built by `make guests` (`chat` or `faulty`).
+pub fn guest(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the guests first (`make guests`, which the README's test command runs)",
+        path.display()
+    );
+    path
+}
+
+/// A config serving `demo/chat` and `demo/faulty` on an ephemeral port.
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    for name in ["chat", "faulty"] {
+        config.hubs.push(HubConfig { tenant: "demo".into(), hub: name.into(), path: guest(name) });
+    }
+    config
+}
+
+/// A running server; dropping it shuts it down.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let state = AppState::new(&config)?;
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server::run(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Ok(Self { addr, state, shutdown: Some(tx), task: Some(task) })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Shut down and wait for the server to finish.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(task) => tokio::time::timeout(PATIENCE, task).await.context("shutdown hung")??,
+            None => Ok(()),
+        }
+    }
+
+    /// POST negotiate and return the JSON body.
+    pub async fn negotiate(&self, hub_path: &str, query: &str) -> anyhow::Result<(u16, String)> {
+        http(self.addr, "POST", &format!("{hub_path}/negotiate{query}")).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 request without body; returns status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await?;
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
+    let text = String::from_utf8(response)?;
+    let status = text.get(9..12).context("short response")?.parse()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A WebSocket speaking the JSON hub protocol by hand.
+pub struct RawClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Messages received but not yet taken.
+    pending: std::collections::VecDeque<Value>,
+}
+
+impl RawClient {
+    /// Open a WebSocket to `path` (with its query) without any handshake.
+    pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;
+        Ok(Self { ws, pending: Default::default() })
+    }
+
+    /// Negotiate, open the WebSocket and complete the JSON handshake.
+    pub async fn connect(server: &TestServer, hub_path: &str) -> anyhow::Result<(Self, String)> {
+        let (_, body) = server.negotiate(hub_path, "?negotiateVersion=1").await?;
+        let body: Value = serde_json::from_str(&body)?;
+        let token = body["connectionToken"].as_str().context("no token")?;
+        let mut client = Self::open(server.addr, &format!("{hub_path}?id={token}")).await?;
+        client.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}").await?;
+        let reply = client.next().await?;
+        if reply != serde_json::json!({}) {
+            bail!("handshake failed: {reply}");
+        }
+        let id = body["connectionId"].as_str().context("no id")?.to_owned();
+        Ok((client, id))
+    }
+
+    pub async fn send_text(&mut self, text: &str) -> anyhow::Result<()> {
+        self.ws.send(Message::text(text)).await?;
+        Ok(())
+    }
+
+    /// Send one message, framed.
+    pub async fn send(&mut self, message: Value) -> anyhow::Result<()> {
+        self.send_text(&format!("{message}\u{1e}")).await
+    }
+
+    /// Invoke `target` with `args` and wait for its completion, skipping
+    /// other messages (they stay available to [`Self::next`]).
+    pub async fn invoke(&mut self, id: &str, target: &str, args: Value) -> anyhow::Result<Value> {
+        self.send(serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": args}))
+            .await?;
+        self.next_where(|m| m["type"] == 3 && m["invocationId"] == id).await
+    }
+
+    /// The next message (as JSON), waiting up to [`PATIENCE`].
+    pub async fn next(&mut self) -> anyhow::Result<Value> {
+        if let Some(message) = self.pending.pop_front() {
+            return Ok(message);
+        }
+        self.read().await?;
+        self.pending.pop_front().context("no message")
+    }
+
+    /// The first message matching `pred`; others are kept in order.
+    pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        loop {
+            if let Some(i) = self.pending.iter().position(&pred) {
+                return self.pending.remove(i).context("vanished");
+            }
+            self.read().await?;
+        }
+    }
+
+    /// Read one WebSocket message into `pending`; errors when the socket ends.
+    async fn read(&mut self) -> anyhow::Result<()> {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .context("no message in time")?
+                .context("socket ended")??;
+            let text = match message {
+                Message::Text(text) => text.to_string(),
+                Message::Close(_) => bail!("socket closed"),
+                _ => continue,
+            };
+            for part in text.split('\u{1e}').filter(|p| !p.is_empty()) {
+                self.pending.push_back(serde_json::from_str(part)?);
+            }
+            if !text.ends_with('\u{1e}') {
+                bail!("message without record separator: {text:?}");
+            }
+            return Ok(());
+        }
+    }
+
+    /// Read until the socket ends; returns every message seen (including the
+    /// ones already pending) and whether the server sent a WebSocket close.
+    pub async fn drain(&mut self) -> (Vec<Value>, bool) {
+        let mut seen: Vec<Value> = self.pending.drain(..).collect();
+        loop {
+            match tokio::time::timeout(PATIENCE, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => seen.extend(
+                    text.split('\u{1e}').filter(|p| !p.is_empty()).filter_map(|p| serde_json::from_str(p).ok()),
+                ),
+                Ok(Some(Ok(Message::Close(_)))) => return (seen, true),
+                Ok(Some(Ok(_))) => {}
+                _ => return (seen, false),
+            }
+        }
+    }
+}

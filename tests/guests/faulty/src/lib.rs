@@ -16,6 +16,18 @@ impl hubhost_guest::Hub for Faulty {
         m.on("AddToGroup", |ctx, (connection, group): (String, String)| {
             ctx.groups().add(&connection, &group)
         });
+        // Sends `count` messages of `size` bytes to the caller in one call.
+        m.on("Flood", |ctx, (count, size): (u32, usize)| {
+            let payload = "x".repeat(size);
+            for _ in 0..count {
+                ctx.clients().caller().send("Flood", (&payload,))?;
+            }
+            Ok(())
+        });
+        m.on("Loop", |_, ()| -> Result<(), HubError> {
+            #[allow(clippy::empty_loop)]
+            loop {}
+        });
         m.on("Deny", |_, ()| Err::<(), _>(HubError::Unauthorized("no".into())));
     }
 

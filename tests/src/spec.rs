@@ -1,0 +1,162 @@
+//! The lifetime-manager spec: the same scenarios against every backplane.
+//!
+//! Three nodes (lifetime managers) share one backplane. Each has connections
+//! of hub `demo/chat`, and bystanders of another hub and another tenant that
+//! must never receive anything. After every send the sending node sends a
+//! marker to everyone; since delivery keeps per-sender order, a connection
+//! that has its marker has everything meant for it, so the exact set of
+//! recipients can be checked without sleeping.
+
+use hubhost::backplane::Backplane;
+use hubhost::backplane::channels::Channels;
+use hubhost::connection::outbound::{self, Frame, OutboundReceiver};
+use hubhost::ids::NodeId;
+use hubhost::lifetime::{GroupError, HubKey, HubLifetimeManager, LocalConnection, Message, Target};
+use serde_json::value::RawValue;
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::PATIENCE;
+
+struct Conn {
+    name: &'static str,
+    node: usize,
+    hub: HubKey,
+    id: String,
+    rx: OutboundReceiver,
+}
+
+struct Cluster {
+    nodes: Vec<Arc<HubLifetimeManager>>,
+    conns: Vec<Conn>,
+    chat: HubKey,
+    markers: u32,
+}
+
+fn message(target: &str, arg: &str) -> anyhow::Result<Message> {
+    Ok(Message::new(target.into(), RawValue::from_string(serde_json::to_string(&[arg])?)?))
+}
+
+impl Cluster {
+    fn new(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::Result<Self> {
+        let nodes = backplanes
+            .into_iter()
+            .map(|b| HubLifetimeManager::start(NodeId::random(), Channels::new(prefix), b))
+            .collect();
+        Ok(Self { nodes, conns: Vec::new(), chat: HubKey::new("demo", "chat")?, markers: 0 })
+    }
+
+    fn connect(&mut self, name: &'static str, node: usize, hub: &HubKey, user: Option<&str>) -> String {
+        let id = self.nodes[node].node().new_connection_id();
+        let (tx, rx) = outbound::channel(1024);
+        let local = LocalConnection { id: id.as_str().into(), user_id: user.map(Into::into), outbound: tx };
+        self.nodes[node].add_connection(hub, local);
+        self.conns.push(Conn { name, node, hub: hub.clone(), id: id.clone(), rx });
+        id
+    }
+
+    fn id(&self, name: &str) -> String {
+        self.conns.iter().find(|c| c.name == name).map(|c| c.id.clone()).unwrap_or_default()
+    }
+
+    fn conn_node(&self, name: &str) -> usize {
+        self.conns.iter().find(|c| c.name == name).map_or(0, |c| c.node)
+    }
+
+    fn join(&self, name: &str, group: &str) -> Result<(), GroupError> {
+        self.nodes[self.conn_node(name)].add_to_group(&self.chat, &self.id(name), group)
+    }
+
+    /// Send `target` from node `from`; return the names that received it.
+    async fn send(&mut self, from: usize, target: Target) -> anyhow::Result<BTreeSet<&'static str>> {
+        self.markers += 1;
+        let marker = format!("marker-{}", self.markers);
+        self.nodes[from].send(&self.chat, target, message("Test", &marker)?);
+        self.nodes[from].send(&self.chat, Target::All, message("Marker", &marker)?);
+        let mut got = BTreeSet::new();
+        for conn in self.conns.iter_mut().filter(|c| c.hub == self.chat) {
+            loop {
+                let frame = tokio::time::timeout(PATIENCE, conn.rx.frames.recv())
+                    .await
+                    .map_err(|_| anyhow::anyhow!("{} never got {marker}", conn.name))?
+                    .ok_or_else(|| anyhow::anyhow!("{} closed", conn.name))?;
+                let Frame::Message(m) = frame else { anyhow::bail!("unexpected frame") };
+                let arg: Vec<String> = serde_json::from_str(m.arguments().get())?;
+                anyhow::ensure!(arg[0] == marker, "{} got a stale message {arg:?}", conn.name);
+                if m.target() == "Marker" {
+                    break;
+                }
+                anyhow::ensure!(got.insert(conn.name), "{} got {marker} twice", conn.name);
+            }
+        }
+        for conn in self.conns.iter_mut().filter(|c| c.hub != self.chat) {
+            anyhow::ensure!(conn.rx.frames.try_recv().is_err(), "{} of another hub got a message", conn.name);
+        }
+        Ok(got)
+    }
+}
+
+fn names(list: &[&'static str]) -> BTreeSet<&'static str> {
+    list.iter().copied().collect()
+}
+
+/// Run every scenario on three nodes over `backplanes` (three attachments to
+/// one backplane), with channel names under `prefix`.
+pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(backplanes.len() == 3, "the spec needs three nodes");
+    let mut c = Cluster::new(backplanes, prefix)?;
+    let chat = c.chat.clone();
+    let other_hub = HubKey::new("demo", "other")?;
+    let other_tenant = HubKey::new("acme", "chat")?;
+    c.connect("a1", 0, &chat, Some("u1"));
+    c.connect("a2", 0, &chat, None);
+    c.connect("b1", 1, &chat, Some("u1"));
+    c.connect("b2", 1, &chat, None);
+    c.connect("c1", 2, &chat, Some("u2"));
+    c.connect("c2", 2, &chat, None);
+    c.connect("x-hub", 0, &other_hub, Some("u1"));
+    c.connect("x-tenant", 1, &other_tenant, Some("u1"));
+    let other_tenant_conn = c.id("x-tenant");
+    c.nodes[1].add_to_group(&other_tenant, &other_tenant_conn, "g")?;
+    c.join("a1", "g")?;
+    c.join("b2", "g")?;
+    c.join("a1", "h")?;
+    c.join("c2", "h")?;
+    let ids = |c: &Cluster, list: &[&str]| list.iter().map(|n| c.id(n)).collect::<Vec<_>>();
+
+    let all = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
+    assert_eq!(c.send(0, Target::All).await?, all);
+    assert_eq!(c.send(2, Target::AllExcept(ids(&c, &["a1", "b1"]))).await?, names(&["a2", "b2", "c1", "c2"]));
+    assert_eq!(c.send(0, Target::Connection(c.id("b2"))).await?, names(&["b2"]));
+    assert_eq!(c.send(1, Target::Connection(c.id("b2"))).await?, names(&["b2"]));
+    assert_eq!(c.send(1, Target::Connections(ids(&c, &["a2", "c1", "c1"]))).await?, names(&["a2", "c1"]));
+    assert_eq!(c.send(2, Target::Group("g".into())).await?, names(&["a1", "b2"]));
+    let except_b2 = Target::GroupExcept { group: "g".into(), excluded: ids(&c, &["b2"]) };
+    assert_eq!(c.send(0, except_b2).await?, names(&["a1"]));
+    assert_eq!(c.send(1, Target::Groups(vec!["g".into(), "h".into()])).await?, names(&["a1", "b2", "c2"]));
+    assert_eq!(c.send(2, Target::User("u1".into())).await?, names(&["a1", "b1"]));
+    assert_eq!(c.send(0, Target::Users(vec!["u1".into(), "u2".into()])).await?, names(&["a1", "b1", "c1"]));
+    assert_eq!(c.send(0, Target::Group("nobody".into())).await?, names(&[]));
+    assert_eq!(c.send(0, Target::Connection("not-a-connection".into())).await?, names(&[]));
+
+    // Leaving a group, and leaving altogether, stop delivery.
+    c.nodes[0].remove_from_group(&chat, &c.id("a1"), "g")?;
+    assert_eq!(c.send(2, Target::Group("g".into())).await?, names(&["b2"]));
+    let b2 = c.id("b2");
+    c.nodes[1].remove_connection(&chat, &b2);
+    c.conns.retain(|conn| conn.name != "b2");
+    assert_eq!(c.send(0, Target::Group("g".into())).await?, names(&[]));
+    assert_eq!(c.send(2, Target::All).await?, names(&["a1", "a2", "b1", "c1", "c2"]));
+
+    // Group changes are made on the owning node; others say so.
+    let a1 = c.id("a1");
+    assert_eq!(c.nodes[1].add_to_group(&chat, &a1, "g"), Err(GroupError::Remote(a1.clone())));
+    assert_eq!(
+        c.nodes[1].add_to_group(&chat, &b2, "g"),
+        Err(GroupError::UnknownConnection(b2.clone())),
+        "a connection that left is unknown on its own node"
+    );
+    assert_eq!(c.nodes[0].add_to_group(&other_hub, &a1, "g"), Err(GroupError::UnknownConnection(a1.clone())));
+    assert_eq!(c.nodes[0].add_to_group(&chat, &a1, ""), Err(GroupError::BadName));
+    Ok(())
+}

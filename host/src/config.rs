@@ -98,6 +98,7 @@ pub struct HubLimitsConfig {
     pub max_sends_per_call: u32,
     pub max_log_lines_per_call: u32,
     pub max_result_bytes: usize,
+    pub reuse_instances: bool,
 }
 
 impl Default for HubLimitsConfig {
@@ -109,6 +110,7 @@ impl Default for HubLimitsConfig {
             max_sends_per_call: d.max_sends_per_call,
             max_log_lines_per_call: d.max_log_lines_per_call,
             max_result_bytes: d.max_result_bytes,
+            reuse_instances: d.reuse_instances,
         }
     }
 }
@@ -184,6 +186,7 @@ impl Config {
                 max_sends_per_call: h.max_sends_per_call,
                 max_log_lines_per_call: h.max_log_lines_per_call,
                 max_result_bytes: h.max_result_bytes,
+                reuse_instances: h.reuse_instances,
             },
             static_dir: self.static_dir.clone(),
         })

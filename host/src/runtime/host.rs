@@ -16,32 +16,42 @@ use wasmtime::StoreLimits;
 /// Longest client method name a hub may send, in bytes.
 const MAX_METHOD_BYTES: usize = 256;
 
-/// The data of one call's store.
+/// The data of an instance's store. The per-call part is set by `begin`
+/// and cleared by `end`, since an instance serves many calls.
 pub struct CallState {
     hub: HubKey,
-    lifetime: Arc<HubLifetimeManager>,
-    connection_id: Arc<str>,
     pub(super) limits: StoreLimits,
+    /// The node's lifetime manager, while a call runs.
+    lifetime: Option<Arc<HubLifetimeManager>>,
+    connection_id: Arc<str>,
     sends_left: u32,
     log_lines_left: u32,
 }
 
 impl CallState {
-    pub(super) fn new(
-        hub: HubKey,
-        lifetime: Arc<HubLifetimeManager>,
-        connection_id: Arc<str>,
-        limits: StoreLimits,
+    pub(super) fn new(hub: HubKey, limits: StoreLimits) -> Self {
+        Self { hub, limits, lifetime: None, connection_id: "".into(), sends_left: 0, log_lines_left: 0 }
+    }
+
+    pub(super) fn begin(
+        &mut self,
+        lifetime: &Arc<HubLifetimeManager>,
+        connection_id: &Arc<str>,
         hub_limits: &HubLimits,
-    ) -> Self {
-        Self {
-            hub,
-            lifetime,
-            connection_id,
-            limits,
-            sends_left: hub_limits.max_sends_per_call,
-            log_lines_left: hub_limits.max_log_lines_per_call,
-        }
+    ) {
+        self.lifetime = Some(lifetime.clone());
+        self.connection_id = connection_id.clone();
+        self.sends_left = hub_limits.max_sends_per_call;
+        self.log_lines_left = hub_limits.max_log_lines_per_call;
+    }
+
+    pub(super) fn end(&mut self) {
+        self.lifetime = None;
+    }
+
+    fn lifetime(&self) -> Result<&HubLifetimeManager, String> {
+        // Imports only run inside a call, which always sets it.
+        self.lifetime.as_deref().ok_or_else(|| "no call in progress".to_owned())
     }
 }
 
@@ -91,18 +101,18 @@ impl clients::Host for CallState {
         json::raw_array(&args_json).map_err(|e| format!("args-json must be a JSON array: {e}"))?;
         let arguments = serde_json::value::RawValue::from_string(args_json)
             .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
-        self.lifetime.send(&self.hub, to, Message::new(method, arguments));
+        self.lifetime()?.send(&self.hub, to, Message::new(method, arguments));
         Ok(())
     }
 }
 
 impl groups::Host for CallState {
     fn add(&mut self, connection: String, group: String) -> Result<(), String> {
-        self.lifetime.add_to_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
+        self.lifetime()?.add_to_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
     }
 
     fn remove(&mut self, connection: String, group: String) -> Result<(), String> {
-        self.lifetime.remove_from_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
+        self.lifetime()?.remove_from_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
     }
 }
 

@@ -1,10 +1,15 @@
 //! Running hub components: one wasmtime [`Engine`], the one `bindgen!` of the
 //! `hub-component` world, and [`HubVersion`]s ready to call.
 //!
-//! Every call runs in a fresh instance of its own [`Store`] (a Rust hub
-//! instantiates in microseconds from an [`InstancePre`]), so a call can keep
-//! nothing between calls and a trap can never poison the next call. Each call
-//! has a memory limit and a deadline, enforced by epoch interruption.
+//! Calls run on warm instances: each [`HubVersion`] keeps a few idle
+//! instances (each in its own [`Store`]) and reuses them, because a fresh
+//! instance per call costs ~40 µs of page faults for a Rust hub against
+//! ~1 µs for a call on a warm one (see `make bench`). An instance that traps
+//! or hits a limit is dropped, never reused. So a hub may find globals left
+//! by an earlier call on the same instance, but must not rely on them: which
+//! instance serves a call, and how long it lives, is the host's choice, and
+//! every node has its own. Connection state belongs in the host (groups,
+//! users). Each call has a memory limit and a deadline (epoch interruption).
 
 mod host;
 mod wasi;
@@ -14,7 +19,7 @@ pub use host::CallState;
 use crate::lifetime::{HubKey, HubLifetimeManager};
 use serde_json::value::RawValue;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
@@ -50,6 +55,9 @@ pub struct HubLimits {
     pub max_log_lines_per_call: u32,
     /// Size of one call's JSON result, in bytes.
     pub max_result_bytes: usize,
+    /// Reuse instances between calls (the default), or instantiate afresh
+    /// for every call (slower; nothing can carry over between calls).
+    pub reuse_instances: bool,
 }
 
 impl Default for HubLimits {
@@ -60,6 +68,7 @@ impl Default for HubLimits {
             max_sends_per_call: 1_000,
             max_log_lines_per_call: 100,
             max_result_bytes: 1 << 20,
+            reuse_instances: true,
         }
     }
 }
@@ -128,7 +137,7 @@ impl Runtime {
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = HubComponentPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        Ok(HubVersion { key, pre, limits: self.limits.clone() })
+        Ok(HubVersion { key, pre, limits: self.limits.clone(), idle: Mutex::default() })
     }
 
     /// Read, compile and check a component file for `key`.
@@ -176,11 +185,21 @@ impl CallerInfo {
 /// A hub error, as the hub reported it.
 pub use exports::hubhost::hub::hub::HubError;
 
+/// Idle instances kept per hub version.
+const MAX_IDLE_INSTANCES: usize = 8;
+
+/// An instance with its store, between calls.
+struct Warm {
+    store: Store<CallState>,
+    hub: HubComponent,
+}
+
 /// One compiled, checked version of a hub, ready to instantiate.
 pub struct HubVersion {
     key: HubKey,
     pre: HubComponentPre<CallState>,
     limits: HubLimits,
+    idle: Mutex<Vec<Warm>>,
 }
 
 impl HubVersion {
@@ -188,7 +207,7 @@ impl HubVersion {
         &self.key
     }
 
-    fn store(&self, lifetime: &Arc<HubLifetimeManager>, caller: &CallerInfo) -> Store<CallState> {
+    fn instantiate(&self) -> wasmtime::Result<Warm> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(4)
@@ -196,18 +215,23 @@ impl HubVersion {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let state = CallState::new(
-            self.key.clone(),
-            lifetime.clone(),
-            caller.connection_id.clone(),
-            limits,
-            &self.limits,
-        );
-        let mut store = Store::new(self.pre.engine(), state);
+        let mut store = Store::new(self.pre.engine(), CallState::new(self.key.clone(), limits));
         store.limiter(|state| &mut state.limits);
+        // With epochs on, a new store's deadline is already due: set one
+        // before anything runs, instantiation included.
+        store.set_epoch_deadline(self.deadline_ticks());
+        let hub = self.pre.instantiate(&mut store)?;
+        Ok(Warm { store, hub })
+    }
+
+    fn deadline_ticks(&self) -> u64 {
         let ticks = self.limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
-        store
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+        // The vector is only pushed to and popped from; poisoning is harmless.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn call<R>(
@@ -216,11 +240,21 @@ impl HubVersion {
         caller: &CallerInfo,
         run: impl FnOnce(&mut Store<CallState>, &HubComponent, &WitCaller) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let mut store = self.store(lifetime, caller);
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| run(&mut store, &instance, &caller.to_wit()));
+        let reused = if self.limits.reuse_instances { self.idle().pop() } else { None };
+        let result = reused.map_or_else(|| self.instantiate(), Ok).and_then(|mut warm| {
+            warm.store.data_mut().begin(lifetime, &caller.connection_id, &self.limits);
+            warm.store.set_epoch_deadline(self.deadline_ticks());
+            let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
+            warm.store.data_mut().end();
+            // Only an instance that finished cleanly is reused.
+            if result.is_ok() && self.limits.reuse_instances {
+                let mut idle = self.idle();
+                if idle.len() < MAX_IDLE_INSTANCES {
+                    idle.push(warm);
+                }
+            }
+            result
+        });
         result.map_err(|error| match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.call_timeout),
             _ => CallError::Trap(format!("{error:#}")),

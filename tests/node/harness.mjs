@@ -1,0 +1,83 @@
+// Test harness: start real hubhost processes and connect official clients.
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+import * as signalR from "@microsoft/signalr";
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const target = process.env.CARGO_TARGET_DIR ?? path.join(root, "target");
+export const binary = path.join(target, "debug", "hubhost");
+export const guest = (name) => path.join(target, "wasm32-wasip2", "guest", `${name}.wasm`);
+
+/** Start `hubhost serve` on `listen` (port 0 by default); resolves once it listens. */
+export async function startServer({ listen = "127.0.0.1:0", args = [] } = {}) {
+  for (const file of [binary, guest("chat")]) {
+    if (!existsSync(file)) throw new Error(`${file} is missing: run the README test command (make test)`);
+  }
+  const child = spawn(binary, ["serve", "--listen", listen, "--hub", `demo/chat=${guest("chat")}`, ...args], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn,hubhost=info", NO_COLOR: "1" },
+  });
+  let output = "";
+  const address = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`hubhost did not start:\n${output}`)), 30_000);
+    child.stdout.on("data", (chunk) => {
+      output += chunk;
+      const match = output.match(/listening on (http:\/\/[0-9.]+:\d+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`hubhost exited with ${code}:\n${output}`)));
+  });
+  child.stdout.resume();
+  const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
+  return {
+    url: address,
+    port: Number(new URL(address).port),
+    /** SIGTERM, then wait for a clean exit. */
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      return exited;
+    },
+  };
+}
+
+/** A started HubConnection that records every ReceiveMessage call. */
+export async function connect(url, configure = (b) => b, options = {}) {
+  const builder = configure(
+    new signalR.HubConnectionBuilder().withUrl(url, options).configureLogging(signalR.LogLevel.Warning),
+  );
+  const connection = builder.build();
+  const received = [];
+  const waiters = [];
+  connection.on("ReceiveMessage", (user, message) => {
+    received.push([user, message]);
+    for (const w of [...waiters]) w();
+  });
+  /** Resolves once a message satisfies `pred`; rejects after 10 s. */
+  connection.waitFor = (pred, what = "message") =>
+    new Promise((resolve, reject) => {
+      const check = () => {
+        const found = received.find(pred);
+        if (found) {
+          waiters.splice(waiters.indexOf(check), 1);
+          clearTimeout(timer);
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(check), 1);
+        reject(new Error(`timed out waiting for ${what}; got ${JSON.stringify(received)}`));
+      }, 10_000);
+      waiters.push(check);
+      check();
+    });
+  connection.received = received;
+  await connection.start();
+  return connection;
+}
+
+export { signalR };

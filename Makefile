@@ -14,9 +14,9 @@ setup:
 	npm ci --prefix tests --no-audit --no-fund
 	npm ci --prefix examples/demo --no-audit --no-fund
 
-# Hub components: the chat example and the misbehaving test hub.
+# Hub components: the examples and the misbehaving test hub.
 guests:
-	cargo build --profile guest --target wasm32-wasip2 -p chat -p faulty
+	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty
 
 build: guests
 	cargo build -p hubhost

@@ -363,3 +363,20 @@ async fn unclaimed_tokens_expire() -> anyhow::Result<()> {
     assert!(reused.is_err_and(|e| e.to_string().contains("404")));
     server.stop().await
 }
+
+#[tokio::test]
+async fn the_readme_greeter_example_works() -> anyhow::Result<()> {
+    let mut config = config();
+    config.hubs.push(hubhost::config::HubConfig {
+        tenant: "demo".into(),
+        hub: "greeter".into(),
+        path: hubhost_tests::guest("greeter"),
+    });
+    let server = TestServer::start(config).await?;
+    let (mut a, a_id) = RawClient::connect(&server, "/demo/greeter").await?;
+    assert_eq!(a.invoke("1", "add", json!([2, 40])).await?["result"], 42);
+    assert_eq!(a.invoke("2", "Refuse", json!([])).await?["error"], "not today");
+    a.send(json!({"type": 1, "target": "Greet", "arguments": ["ada"]})).await?;
+    assert_eq!(a.next().await?, json!({"type": 1, "target": "Greeted", "arguments": ["ada", a_id]}));
+    server.stop().await
+}

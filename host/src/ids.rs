@@ -64,7 +64,6 @@ fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS random source failing is unrecoverable for a server handing out
     // secrets; there is nothing sane to continue with.
-    #[allow(clippy::expect_used)]
     getrandom::fill(&mut bytes).expect("the OS random number generator failed");
     bytes
 }

@@ -90,11 +90,20 @@ pub async fn run(
         })
         .await;
     expiry.abort();
-    // Connections that arrive while closing are closed too.
-    state.lifetime.close_all(&CloseRequest { error: None, allow_reconnect: true });
     state.tasks.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
-        tracing::warn!(left = state.tasks.len(), "connections still open after the shutdown grace period");
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    loop {
+        // Again and again: a connection still in its handshake registers
+        // after the first round, and is closed by a later one.
+        state.lifetime.close_all(&CloseRequest { error: None, allow_reconnect: true });
+        let round = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+        if tokio::time::timeout_at(round, state.tasks.wait()).await.is_ok() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(left = state.tasks.len(), "connections still open after the shutdown grace period");
+            break;
+        }
     }
     result.context("server error")
 }
@@ -102,7 +111,7 @@ pub async fn run(
 /// Drop negotiated connections that no transport claimed in time.
 async fn expire_tokens(state: Arc<AppState>) {
     let max_age = state.settings.disconnect_timeout;
-    let mut tick = tokio::time::interval(max_age / 3);
+    let mut tick = tokio::time::interval((max_age / 3).max(Duration::from_millis(1)));
     loop {
         tick.tick().await;
         let expired = state.tokens.expire(max_age);

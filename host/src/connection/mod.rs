@@ -134,14 +134,12 @@ async fn handshake(sink: &mut Sink, stream: &mut Stream, limits: &ConnectionLimi
     };
     match result {
         Ok(end) => {
-            let reply = std::str::from_utf8(handshake::success_response()).unwrap_or("{}\u{1e}");
-            sink.send(WsMessage::Text(reply.into())).await.ok()?;
+            sink.send(WsMessage::Text(handshake::SUCCESS_RESPONSE.into())).await.ok()?;
             Some(buffer.split_off(end + 1))
         }
         Err(error) => {
             tracing::info!(%error, "handshake refused");
-            let reply = String::from_utf8_lossy(&handshake::error_response(&error)).into_owned();
-            let _ = sink.send(WsMessage::Text(reply.into())).await;
+            let _ = sink.send(WsMessage::Text(handshake::error_response(&error).into())).await;
             None
         }
     }

@@ -58,15 +58,12 @@ pub enum Protocol {
 }
 
 /// The success response, framed.
-pub fn success_response() -> &'static [u8] {
-    b"{}\x1e"
-}
+pub const SUCCESS_RESPONSE: &str = "{}\u{1e}";
 
 /// The error response, framed.
-pub fn error_response(error: &HandshakeError) -> Vec<u8> {
-    let mut out = serde_json::to_vec(&serde_json::json!({ "error": error.to_string() }))
-        .unwrap_or_else(|_| b"{\"error\":\"Handshake failed.\"}".to_vec());
-    out.push(RECORD_SEPARATOR);
+pub fn error_response(error: &HandshakeError) -> String {
+    let mut out = serde_json::json!({ "error": error.to_string() }).to_string();
+    out.push(char::from(RECORD_SEPARATOR));
     out
 }
 
@@ -100,10 +97,7 @@ mod tests {
 
     #[test]
     fn frames_responses() {
-        assert_eq!(success_response(), b"{}\x1e");
-        assert_eq!(
-            error_response(&HandshakeError::Canceled),
-            b"{\"error\":\"Handshake was canceled.\"}\x1e".to_vec()
-        );
+        assert_eq!(SUCCESS_RESPONSE, "{}\u{1e}");
+        assert_eq!(error_response(&HandshakeError::Canceled), "{\"error\":\"Handshake was canceled.\"}\u{1e}");
     }
 }

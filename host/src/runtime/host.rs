@@ -9,7 +9,6 @@ use super::hubhost::hub::log::Level;
 use super::hubhost::hub::types::Target as WitTarget;
 use super::hubhost::hub::{clients, groups, log, types};
 use crate::lifetime::{HubKey, HubLifetimeManager, MAX_NAME_BYTES, Message, Target};
-use crate::protocol::json;
 use std::sync::Arc;
 use wasmtime::StoreLimits;
 
@@ -98,9 +97,11 @@ impl clients::Host for CallState {
             Target::Groups(names) | Target::Users(names) => check_names(names)?,
             _ => {}
         }
-        json::raw_array(&args_json).map_err(|e| format!("args-json must be a JSON array: {e}"))?;
         let arguments = serde_json::value::RawValue::from_string(args_json)
             .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
+        if !arguments.get().starts_with('[') {
+            return Err("args-json must be a JSON array".into());
+        }
         self.lifetime()?.send(&self.hub, to, Message::new(method, arguments));
         Ok(())
     }

@@ -44,8 +44,7 @@ pub fn guest(name: &str) -> PathBuf {
 
 /// A config serving `demo/chat` and `demo/faulty` on an ephemeral port.
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
     for name in ["chat", "faulty"] {
         config.hubs.push(HubConfig { tenant: "demo".into(), hub: name.into(), path: guest(name) });
     }

@@ -119,10 +119,10 @@ impl<'a> Dispatcher<'a> {
                 }
             }
             buffer.drain(..used);
-            if buffer.len() > limits.max_message_size {
-                if let Flow::Stop(error) = self.too_large(buffer.len()) {
-                    return outcome(error, Some(writer));
-                }
+            if buffer.len() > limits.max_message_size
+                && let Flow::Stop(error) = self.too_large(buffer.len())
+            {
+                return outcome(error, Some(writer));
             }
             // Time spent dispatching does not count against the client.
             last_received = Instant::now();

@@ -19,9 +19,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
-/// The hub a request names, or the 404 to answer with.
-fn find_hub(state: &AppState, tenant: &str, hub: &str) -> Result<(HubKey, Arc<HubSlot>), Response> {
-    let not_found = || (StatusCode::NOT_FOUND, format!("No hub '{tenant}/{hub}'.")).into_response();
+/// A request named a hub this node does not serve.
+struct NoSuchHub(String);
+
+impl IntoResponse for NoSuchHub {
+    fn into_response(self) -> Response {
+        (StatusCode::NOT_FOUND, format!("No hub '{}'.", self.0)).into_response()
+    }
+}
+
+/// The hub a request names.
+fn find_hub(state: &AppState, tenant: &str, hub: &str) -> Result<(HubKey, Arc<HubSlot>), NoSuchHub> {
+    let not_found = || NoSuchHub(format!("{tenant}/{hub}"));
     let key = HubKey::new(tenant, hub).map_err(|_| not_found())?;
     let slot = state.hubs.get(&key).ok_or_else(not_found)?;
     Ok((key, slot))

@@ -23,7 +23,7 @@ pub async fn negotiate(
 ) -> Response {
     let (key, _) = match find_hub(&state, &tenant, &hub) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(missing) => return missing.into_response(),
     };
     let version = match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
         None => 0,

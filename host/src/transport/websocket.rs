@@ -36,7 +36,7 @@ pub async fn connect(
 ) -> Response {
     let (key, slot) = match find_hub(&state, &tenant, &hub) {
         Ok(found) => found,
-        Err(response) => return response,
+        Err(missing) => return missing.into_response(),
     };
     let token = query.get("id");
     let Ok(upgrade) = upgrade else {

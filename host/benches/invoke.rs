@@ -6,10 +6,9 @@
 //! also instantiates the component (a fresh instance per call) and crosses
 //! the component boundary twice. Run with `make bench`.
 
-use hubhost::backplane::channels::Channels;
 use hubhost::backplane::memory::MemoryBackplane;
 use hubhost::ids::NodeId;
-use hubhost::lifetime::{HubKey, HubLifetimeManager};
+use hubhost::lifetime::{HubKey, HubLifetimeManager, LifetimeConfig};
 use hubhost::protocol::{Incoming, json};
 use hubhost::runtime::{CallerInfo, HubLimits, Runtime};
 use std::hint::black_box;
@@ -68,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let fresh_version = fresh_runtime.load_file(key, &guest)?;
     let lifetime = HubLifetimeManager::start(
         NodeId::random(),
-        Channels::new("bench"),
+        LifetimeConfig::new("bench"),
         Arc::new(MemoryBackplane::standalone()),
     );
     let caller =

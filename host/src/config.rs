@@ -2,8 +2,9 @@
 //! environment variables and flags (`HUBHOST_*` / `--…`), later ones winning.
 //! Unknown keys in the file are errors, so a typo never goes unnoticed.
 
+use crate::backplane::redis::RedisSettings;
 use crate::connection::ConnectionLimits;
-use crate::lifetime::HubKey;
+use crate::lifetime::{HubKey, LifetimeConfig};
 use crate::runtime::HubLimits;
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
@@ -23,6 +24,10 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// Prefix of every backplane channel of this cluster.
     pub cluster_prefix: String,
+    /// Redis URL for the backplane; none means the in-memory one (one node).
+    pub redis_url: Option<String>,
+    /// Backplane buffering and timing.
+    pub backplane: BackplaneConfig,
     /// Protocol limits and timings.
     pub connection: ConnectionConfig,
     /// Limits of every hub call.
@@ -36,6 +41,8 @@ impl Default for Config {
             hubs: Vec::new(),
             static_dir: None,
             cluster_prefix: "hubhost".into(),
+            redis_url: None,
+            backplane: BackplaneConfig::default(),
             connection: ConnectionConfig::default(),
             hub_limits: HubLimitsConfig::default(),
         }
@@ -58,6 +65,32 @@ impl HubConfig {
         let (tenant, hub) = name.split_once('/').context("expected TENANT/HUB=PATH.wasm")?;
         HubKey::new(tenant, hub)?;
         Ok(Self { tenant: tenant.into(), hub: hub.into(), path: path.into() })
+    }
+}
+
+/// Backplane buffering and timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackplaneConfig {
+    /// Bytes of cross-node messages kept while Redis is unreachable.
+    pub max_buffer_bytes: usize,
+    /// How long a cross-node message may wait for Redis.
+    pub max_buffer_age_ms: u64,
+    /// After Redis returns, how long to wait before flushing the buffer.
+    pub resubscribe_grace_ms: u64,
+    /// How long a group change for a connection on another node may take.
+    pub group_timeout_ms: u64,
+}
+
+impl Default for BackplaneConfig {
+    fn default() -> Self {
+        let redis = RedisSettings::new("");
+        Self {
+            max_buffer_bytes: redis.max_buffer_bytes,
+            max_buffer_age_ms: millis(redis.max_buffer_age),
+            resubscribe_grace_ms: millis(redis.resubscribe_grace),
+            group_timeout_ms: millis(LifetimeConfig::new("").group_timeout),
+        }
     }
 }
 
@@ -122,7 +155,9 @@ fn millis(d: Duration) -> u64 {
 /// The settings the server runs with, checked and in their working types.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub cluster_prefix: String,
+    pub lifetime: LifetimeConfig,
+    /// The Redis backplane, if configured.
+    pub redis: Option<RedisSettings>,
     pub connection: ConnectionLimits,
     /// How long a negotiated connection may wait for its transport.
     pub disconnect_timeout: Duration,
@@ -154,6 +189,7 @@ impl Config {
             ("send_timeout_ms", c.send_timeout_ms),
             ("disconnect_timeout_ms", c.disconnect_timeout_ms),
             ("hub_limits.call_timeout_ms", self.hub_limits.call_timeout_ms),
+            ("backplane.group_timeout_ms", self.backplane.group_timeout_ms),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
@@ -167,9 +203,21 @@ impl Config {
         if self.cluster_prefix.is_empty() || self.cluster_prefix.contains(char::is_whitespace) {
             bail!("cluster_prefix must be non-empty and without spaces");
         }
+        let b = &self.backplane;
+        let redis = self.redis_url.as_ref().map(|url| RedisSettings {
+            url: url.clone(),
+            max_buffer_bytes: b.max_buffer_bytes,
+            max_buffer_age: Duration::from_millis(b.max_buffer_age_ms),
+            resubscribe_grace: Duration::from_millis(b.resubscribe_grace_ms),
+        });
+        let lifetime = LifetimeConfig {
+            group_timeout: Duration::from_millis(b.group_timeout_ms),
+            ..LifetimeConfig::new(&self.cluster_prefix)
+        };
         let h = &self.hub_limits;
         Ok(Settings {
-            cluster_prefix: self.cluster_prefix.clone(),
+            lifetime,
+            redis,
             connection: ConnectionLimits {
                 handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
                 keep_alive_interval: Duration::from_millis(c.keep_alive_interval_ms),

@@ -34,6 +34,12 @@ impl NodeId {
         Some(Self(bytes.get(..NODE_BYTES)?.try_into().ok()?))
     }
 
+    /// A node id from its text form (see `Display`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+        Some(Self(bytes.try_into().ok()?))
+    }
+
     /// A fresh connection id owned by this node.
     pub fn new_connection_id(&self) -> String {
         let mut bytes = [0u8; 16];
@@ -83,5 +89,7 @@ mod tests {
         assert_eq!(NodeId::owner_of("no-such-connection"), None);
         assert_eq!(NodeId::owner_of("!!!!!!!!xxxxxxxxxxxxxx"), None);
         assert_eq!(new_token().len(), 22);
+        assert_eq!(NodeId::parse(&node.to_string()), Some(node));
+        assert_eq!(NodeId::parse("x"), None);
     }
 }

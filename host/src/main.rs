@@ -33,6 +33,14 @@ struct ServeArgs {
     /// A hub to serve, as TENANT/HUB=PATH.wasm; repeatable.
     #[arg(long = "hub", value_name = "TENANT/HUB=PATH", env = "HUBHOST_HUBS", value_delimiter = ',')]
     hubs: Vec<String>,
+    /// Redis URL for the backplane (redis://[user:password@]host:port[/db], rediss:// for TLS);
+    /// without it the node runs alone on the in-memory backplane.
+    #[arg(long, env = "HUBHOST_REDIS")]
+    redis: Option<String>,
+    /// Prefix of every backplane channel; clusters sharing one Redis need different ones
+    /// [default: hubhost].
+    #[arg(long, env = "HUBHOST_CLUSTER_PREFIX")]
+    cluster_prefix: Option<String>,
     /// Serve the files of this directory under `/` (the demo page).
     #[arg(long, env = "HUBHOST_STATIC_DIR")]
     static_dir: Option<PathBuf>,
@@ -71,6 +79,10 @@ impl ServeArgs {
         if self.static_dir.is_some() {
             config.static_dir = self.static_dir;
         }
+        if self.redis.is_some() {
+            config.redis_url = self.redis;
+        }
+        set(&mut config.cluster_prefix, self.cluster_prefix);
         let c = &mut config.connection;
         set(&mut c.max_message_size, self.max_message_size);
         set(&mut c.keep_alive_interval_ms, self.keep_alive_ms);

@@ -1,7 +1,7 @@
 //! The server: state, routes, and `run(listener, shutdown)`.
 
-use crate::backplane::channels::Channels;
 use crate::backplane::memory::MemoryBackplane;
+use crate::backplane::redis::RedisBackplane;
 use crate::backplane::Backplane;
 use crate::config::{Config, Settings};
 use crate::connection::outbound::CloseRequest;
@@ -11,8 +11,11 @@ use crate::lifetime::{HubKey, HubLifetimeManager};
 use crate::runtime::Runtime;
 use crate::transport::{self, tokens::Tokens};
 use anyhow::Context as _;
-use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,10 +37,18 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Build the state for `config` on the single-node memory backplane.
-    /// Must run inside a tokio runtime.
+    /// Build the state for `config`: on Redis when it names a Redis URL,
+    /// else on the single-node memory backplane. Must run inside a tokio
+    /// runtime. Redis need not be reachable yet (see `/readyz`).
     pub fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
-        Self::with_backplane(config, Arc::new(MemoryBackplane::standalone()))
+        let backplane: Arc<dyn Backplane> = match config.settings()?.redis {
+            Some(redis) => {
+                tracing::info!(url = %redacted(&redis.url), prefix = config.cluster_prefix, "redis backplane");
+                Arc::new(RedisBackplane::start(redis).context("invalid Redis URL")?)
+            }
+            None => Arc::new(MemoryBackplane::standalone()),
+        };
+        Self::with_backplane(config, backplane)
     }
 
     /// Build the state for `config` on `backplane`, loading every configured hub.
@@ -54,8 +65,7 @@ impl AppState {
             tracing::info!(hub = %key, path = %hub.path.display(), "hub loaded");
         }
         let node = NodeId::random();
-        let lifetime =
-            HubLifetimeManager::start(node, Channels::new(settings.cluster_prefix.clone()), backplane);
+        let lifetime = HubLifetimeManager::start(node, settings.lifetime.clone(), backplane);
         Ok(Arc::new(Self { settings, runtime, hubs, lifetime, tokens: Tokens::default(), tasks: TaskTracker::new() }))
     }
 }
@@ -64,6 +74,7 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/{tenant}/{hub}/negotiate", post(transport::negotiate))
         .route("/{tenant}/{hub}", get(transport::connect));
     let router = match &state.settings.static_dir {
@@ -71,6 +82,22 @@ pub fn app(state: Arc<AppState>) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+/// 200 when the backplane is connected, else 503; the body has its counters.
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let backplane = state.lifetime.backplane();
+    let ready = backplane.is_ready();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::json!({ "ready": ready, "backplane": backplane.stats() })))
+}
+
+/// A Redis URL with its password hidden, for logs.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
 }
 
 /// Serve on `listener` until `shutdown` completes, then close every connection

@@ -28,6 +28,30 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long a test waits for something that should happen at once.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
+/// The machine's Redis, shared by every test: each uses a channel prefix of
+/// its own and never flushes it.
+pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A cluster prefix no other test or run uses.
+pub fn unique_prefix(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("test-{name}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Poll `condition` every 10 ms until it holds; an error after `limit`.
+pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("condition not met within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// The path of a test guest built by `make guests` (`chat` or `faulty`).
 pub fn guest(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")

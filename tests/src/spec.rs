@@ -8,10 +8,9 @@
 //! recipients can be checked without sleeping.
 
 use hubhost::backplane::Backplane;
-use hubhost::backplane::channels::Channels;
 use hubhost::connection::outbound::{self, Frame, OutboundReceiver};
 use hubhost::ids::NodeId;
-use hubhost::lifetime::{GroupError, HubKey, HubLifetimeManager, LocalConnection, Message, Target};
+use hubhost::lifetime::{GroupError, HubKey, HubLifetimeManager, LifetimeConfig, LocalConnection, Message, Target};
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,7 +19,6 @@ use crate::PATIENCE;
 
 struct Conn {
     name: &'static str,
-    node: usize,
     hub: HubKey,
     id: String,
     rx: OutboundReceiver,
@@ -41,17 +39,18 @@ impl Cluster {
     fn new(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::Result<Self> {
         let nodes = backplanes
             .into_iter()
-            .map(|b| HubLifetimeManager::start(NodeId::random(), Channels::new(prefix), b))
+            .map(|b| HubLifetimeManager::start(NodeId::random(), LifetimeConfig::new(prefix), b))
             .collect();
         Ok(Self { nodes, conns: Vec::new(), chat: HubKey::new("demo", "chat")?, markers: 0 })
     }
 
-    fn connect(&mut self, name: &'static str, node: usize, hub: &HubKey, user: Option<&str>) -> String {
+    async fn connect(&mut self, name: &'static str, node: usize, hub: &HubKey, user: Option<&str>) -> String {
         let id = self.nodes[node].node().new_connection_id();
         let (tx, rx) = outbound::channel(1024);
         let local = LocalConnection { id: id.as_str().into(), user_id: user.map(Into::into), outbound: tx };
-        self.nodes[node].add_connection(hub, local);
-        self.conns.push(Conn { name, node, hub: hub.clone(), id: id.clone(), rx });
+        let subscribed = self.nodes[node].add_connection(hub, local);
+        assert!(subscribed.ready(PATIENCE).await, "subscriptions of {name} not confirmed");
+        self.conns.push(Conn { name, hub: hub.clone(), id: id.clone(), rx });
         id
     }
 
@@ -59,12 +58,9 @@ impl Cluster {
         self.conns.iter().find(|c| c.name == name).map(|c| c.id.clone()).unwrap_or_default()
     }
 
-    fn conn_node(&self, name: &str) -> usize {
-        self.conns.iter().find(|c| c.name == name).map_or(0, |c| c.node)
-    }
-
-    fn join(&self, name: &str, group: &str) -> Result<(), GroupError> {
-        self.nodes[self.conn_node(name)].add_to_group(&self.chat, &self.id(name), group)
+    /// Join from node `via`, which need not own the connection.
+    async fn join(&self, via: usize, name: &str, group: &str) -> Result<(), GroupError> {
+        self.nodes[via].add_to_group(&self.chat, &self.id(name), group).await
     }
 
     /// Send `target` from node `from`; return the names that received it.
@@ -108,20 +104,21 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     let chat = c.chat.clone();
     let other_hub = HubKey::new("demo", "other")?;
     let other_tenant = HubKey::new("acme", "chat")?;
-    c.connect("a1", 0, &chat, Some("u1"));
-    c.connect("a2", 0, &chat, None);
-    c.connect("b1", 1, &chat, Some("u1"));
-    c.connect("b2", 1, &chat, None);
-    c.connect("c1", 2, &chat, Some("u2"));
-    c.connect("c2", 2, &chat, None);
-    c.connect("x-hub", 0, &other_hub, Some("u1"));
-    c.connect("x-tenant", 1, &other_tenant, Some("u1"));
+    c.connect("a1", 0, &chat, Some("u1")).await;
+    c.connect("a2", 0, &chat, None).await;
+    c.connect("b1", 1, &chat, Some("u1")).await;
+    c.connect("b2", 1, &chat, None).await;
+    c.connect("c1", 2, &chat, Some("u2")).await;
+    c.connect("c2", 2, &chat, None).await;
+    c.connect("x-hub", 0, &other_hub, Some("u1")).await;
+    c.connect("x-tenant", 1, &other_tenant, Some("u1")).await;
     let other_tenant_conn = c.id("x-tenant");
-    c.nodes[1].add_to_group(&other_tenant, &other_tenant_conn, "g")?;
-    c.join("a1", "g")?;
-    c.join("b2", "g")?;
-    c.join("a1", "h")?;
-    c.join("c2", "h")?;
+    c.nodes[1].add_to_group(&other_tenant, &other_tenant_conn, "g").await?;
+    // Group changes work from any node: the owner applies them.
+    c.join(0, "a1", "g").await?;
+    c.join(0, "b2", "g").await?;
+    c.join(2, "a1", "h").await?;
+    c.join(1, "c2", "h").await?;
     let ids = |c: &Cluster, list: &[&str]| list.iter().map(|n| c.id(n)).collect::<Vec<_>>();
 
     let all = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
@@ -139,8 +136,8 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     assert_eq!(c.send(0, Target::Group("nobody".into())).await?, names(&[]));
     assert_eq!(c.send(0, Target::Connection("not-a-connection".into())).await?, names(&[]));
 
-    // Leaving a group, and leaving altogether, stop delivery.
-    c.nodes[0].remove_from_group(&chat, &c.id("a1"), "g")?;
+    // Leaving a group (asked from another node), and leaving altogether, stop delivery.
+    c.nodes[2].remove_from_group(&chat, &c.id("a1"), "g").await?;
     assert_eq!(c.send(2, Target::Group("g".into())).await?, names(&["b2"]));
     let b2 = c.id("b2");
     c.nodes[1].remove_connection(&chat, &b2);
@@ -148,15 +145,21 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     assert_eq!(c.send(0, Target::Group("g".into())).await?, names(&[]));
     assert_eq!(c.send(2, Target::All).await?, names(&["a1", "a2", "b1", "c1", "c2"]));
 
-    // Group changes are made on the owning node; others say so.
+    // Unknown connections fail with a clear error as soon as the owner
+    // answers (or at once when the id names no node); scope is kept.
     let a1 = c.id("a1");
-    assert_eq!(c.nodes[1].add_to_group(&chat, &a1, "g"), Err(GroupError::Remote(a1.clone())));
+    let started = std::time::Instant::now();
+    assert_eq!(c.nodes[0].add_to_group(&chat, &b2, "g").await, Err(GroupError::UnknownConnection(b2.clone())));
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "an unknown connection fails fast");
     assert_eq!(
-        c.nodes[1].add_to_group(&chat, &b2, "g"),
-        Err(GroupError::UnknownConnection(b2.clone())),
-        "a connection that left is unknown on its own node"
+        c.nodes[0].add_to_group(&chat, "not-a-connection", "g").await,
+        Err(GroupError::UnknownConnection("not-a-connection".into()))
     );
-    assert_eq!(c.nodes[0].add_to_group(&other_hub, &a1, "g"), Err(GroupError::UnknownConnection(a1.clone())));
-    assert_eq!(c.nodes[0].add_to_group(&chat, &a1, ""), Err(GroupError::BadName));
+    assert_eq!(
+        c.nodes[1].add_to_group(&other_hub, &a1, "g").await,
+        Err(GroupError::UnknownConnection(a1.clone())),
+        "a connection of another hub is unknown here"
+    );
+    assert_eq!(c.nodes[0].add_to_group(&chat, &a1, "").await, Err(GroupError::BadName));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The in-memory backplane: the default for a single node, and the test
 //! double for a cluster (several lifetime managers sharing one [`MemoryBus`]).
 
-use super::{Backplane, BackplaneError, Delivery};
+use super::{Backplane, BackplaneError, BackplaneStats, Delivery, Subscribed};
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,8 +91,9 @@ impl Backplane for MemoryBackplane {
         Ok(())
     }
 
-    fn subscribe(&self, channel: &str) {
+    fn subscribe(&self, channel: &str) -> Subscribed {
         self.bus.lock().subscribers.entry(channel.to_owned()).or_default().insert(self.node);
+        Subscribed::done()
     }
 
     fn unsubscribe(&self, channel: &str) {
@@ -107,6 +108,10 @@ impl Backplane for MemoryBackplane {
 
     fn has_peers(&self) -> bool {
         self.bus.lock().nodes.len() > 1
+    }
+
+    fn stats(&self) -> BackplaneStats {
+        BackplaneStats { dropped_incoming: self.bus.dropped(), ..BackplaneStats::default() }
     }
 
     fn take_incoming(&self) -> Option<mpsc::Receiver<Delivery>> {
@@ -126,7 +131,7 @@ mod tests {
         let mut a_in = a.take_incoming().ok_or_else(|| anyhow::anyhow!("taken"))?;
         let mut b_in = b.take_incoming().ok_or_else(|| anyhow::anyhow!("taken"))?;
         assert!(a.take_incoming().is_none());
-        b.subscribe("x");
+        assert!(b.subscribe("x").ready(std::time::Duration::ZERO).await);
         a.publish("x", Bytes::from_static(b"1"))?;
         a.publish("y", Bytes::from_static(b"2"))?;
         let got = b_in.recv().await.ok_or_else(|| anyhow::anyhow!("closed"))?;

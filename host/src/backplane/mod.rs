@@ -14,15 +14,68 @@
 
 pub mod channels;
 pub mod memory;
+pub mod redis;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
 
 /// One message received from the backplane.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub channel: String,
     pub payload: Bytes,
+}
+
+/// Counters of a backplane, for logs, `/readyz` and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BackplaneStats {
+    /// Messages handed to the medium.
+    pub published: u64,
+    /// Messages received from it.
+    pub received: u64,
+    /// Outgoing messages waiting (for Redis to come back, say).
+    pub buffered: u64,
+    /// Outgoing messages dropped because the buffer was full.
+    pub dropped_overflow: u64,
+    /// Outgoing messages dropped because they waited too long.
+    pub dropped_expired: u64,
+    /// Outgoing messages lost in flight when the connection failed.
+    pub dropped_in_flight: u64,
+    /// Incoming messages dropped because this node did not keep up.
+    pub dropped_incoming: u64,
+}
+
+/// Resolves when subscriptions are in effect, so that a message published
+/// after it cannot be missed. Dropping it is fine: subscribing goes on.
+#[derive(Debug, Default)]
+#[must_use = "await `ready` where a missed message matters"]
+pub struct Subscribed(Vec<oneshot::Receiver<()>>);
+
+impl Subscribed {
+    /// Already in effect.
+    pub fn done() -> Self {
+        Self::default()
+    }
+
+    /// In effect once `ack` fires.
+    pub fn pending(ack: oneshot::Receiver<()>) -> Self {
+        Self(vec![ack])
+    }
+
+    /// Both.
+    pub fn and(mut self, other: Self) -> Self {
+        self.0.extend(other.0);
+        self
+    }
+
+    /// Wait until in effect, or at most `limit` (the backplane may be down;
+    /// the subscription then takes effect when it is back). Returns whether
+    /// everything is in effect.
+    pub async fn ready(self, limit: Duration) -> bool {
+        let all = futures_util::future::join_all(self.0);
+        matches!(tokio::time::timeout(limit, all).await, Ok(results) if results.iter().all(Result::is_ok))
+    }
 }
 
 /// Why a publish was not accepted.
@@ -37,13 +90,21 @@ pub trait Backplane: Send + Sync + 'static {
     /// Queue `payload` for every node subscribed to `channel`.
     fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError>;
     /// Start receiving `channel` (idempotent).
-    fn subscribe(&self, channel: &str);
+    fn subscribe(&self, channel: &str) -> Subscribed;
     /// Stop receiving `channel` (idempotent).
     fn unsubscribe(&self, channel: &str);
     /// Whether any other node may be listening. When false, publishing is
     /// pointless and the caller may skip encoding a message at all.
     fn has_peers(&self) -> bool {
         true
+    }
+    /// Whether the backplane is connected and delivering (for `/readyz`).
+    fn is_ready(&self) -> bool {
+        true
+    }
+    /// Counters so far.
+    fn stats(&self) -> BackplaneStats {
+        BackplaneStats::default()
     }
     /// The stream of incoming messages; taken once, by the lifetime manager.
     fn take_incoming(&self) -> Option<mpsc::Receiver<Delivery>>;

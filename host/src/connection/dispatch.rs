@@ -3,7 +3,9 @@
 use super::outbound::{CloseRequest, Frame, Outbound};
 use super::{ConnectionContext, Stream, close_with_error};
 use crate::protocol::{Incoming, ProtocolError, json, split_messages};
-use crate::runtime::{CallError, HubError};
+use crate::lifetime::HubLifetimeManager;
+use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
+use std::sync::Arc;
 use axum::extract::ws::Message as WsMessage;
 use futures_util::StreamExt;
 use std::future::pending;
@@ -36,13 +38,34 @@ impl<'a> Dispatcher<'a> {
         Self { ctx, outbound }
     }
 
-    /// Run the hub's `on-connected`; false if it refused the client.
-    pub fn connected(&mut self) -> bool {
+    /// Run `call` on the hub's active version, on a blocking thread: a hub
+    /// call is CPU-bound (up to its deadline) and may wait for another node
+    /// (group changes), so it never runs on the async workers that serve
+    /// other connections. `None` if the call panicked (a host bug).
+    async fn call_hub<R: Send + 'static>(
+        &self,
+        call: impl FnOnce(&HubVersion, &Arc<HubLifetimeManager>, &CallerInfo) -> R + Send + 'static,
+    ) -> Option<R> {
         let version = self.ctx.slot.active();
-        let error = match version.on_connected(&self.ctx.lifetime, &self.ctx.caller) {
-            Ok(Ok(())) => return true,
-            Ok(Err(error)) => format!("{error:?}"),
-            Err(error) => error.to_string(),
+        let lifetime = self.ctx.lifetime.clone();
+        let caller = self.ctx.caller.clone();
+        match tokio::task::spawn_blocking(move || call(&version, &lifetime, &caller)).await {
+            Ok(result) => Some(result),
+            Err(error) => {
+                tracing::error!(%error, "hub call task failed");
+                None
+            }
+        }
+    }
+
+    /// Run the hub's `on-connected`; false if it refused the client.
+    pub async fn connected(&mut self) -> bool {
+        let result = self.call_hub(|version, lifetime, caller| version.on_connected(lifetime, caller)).await;
+        let error = match result {
+            Some(Ok(Ok(()))) => return true,
+            Some(Ok(Err(error))) => format!("{error:?}"),
+            Some(Err(error)) => error.to_string(),
+            None => "host error".to_owned(),
         };
         tracing::warn!(%error, "on-connected failed; closing the connection");
         self.outbound.close(CloseRequest {
@@ -53,9 +76,11 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// Run the hub's `on-disconnected`.
-    pub fn disconnected(&mut self, error: Option<&str>) {
-        let version = self.ctx.slot.active();
-        if let Err(error) = version.on_disconnected(&self.ctx.lifetime, &self.ctx.caller, error) {
+    pub async fn disconnected(&mut self, error: Option<String>) {
+        let result = self
+            .call_hub(move |version, lifetime, caller| version.on_disconnected(lifetime, caller, error.as_deref()))
+            .await;
+        if let Some(Err(error)) = result {
             tracing::warn!(%error, "on-disconnected failed");
         }
     }
@@ -112,7 +137,7 @@ impl<'a> Dispatcher<'a> {
                 let flow = if message.len() > limits.max_message_size {
                     self.too_large(message.len())
                 } else {
-                    self.dispatch(message, &mut pinged)
+                    self.dispatch(message, &mut pinged).await
                 };
                 if let Flow::Stop(error) = flow {
                     return outcome(error, Some(writer));
@@ -140,7 +165,7 @@ impl<'a> Dispatcher<'a> {
         Flow::Stop(Some(error.to_string()))
     }
 
-    fn dispatch(&mut self, message: &[u8], pinged: &mut bool) -> Flow {
+    async fn dispatch(&mut self, message: &[u8], pinged: &mut bool) -> Flow {
         let message = match json::parse(message) {
             Ok(message) => message,
             Err(error) => return self.protocol_error(error),
@@ -151,7 +176,8 @@ impl<'a> Dispatcher<'a> {
                     let error = format!("Client sent {} stream(s), Hub method expects 0.", stream_ids.len());
                     self.complete_with_error(invocation_id.as_deref(), &error);
                 } else {
-                    self.invoke(invocation_id.as_deref(), &target, arguments.get());
+                    let arguments = arguments.get().to_owned();
+                    self.invoke(invocation_id.as_deref(), target, arguments).await;
                 }
             }
             Incoming::StreamInvocation { invocation_id, target } => {
@@ -167,18 +193,23 @@ impl<'a> Dispatcher<'a> {
         Flow::Continue
     }
 
-    fn invoke(&mut self, invocation_id: Option<&str>, method: &str, args: &str) {
-        let version = self.ctx.slot.active();
-        let result = version.invoke(&self.ctx.lifetime, &self.ctx.caller, method, args);
+    async fn invoke(&mut self, invocation_id: Option<&str>, method: String, args: String) {
+        let result = self
+            .call_hub({
+                let method = method.clone();
+                move |version, lifetime, caller| version.invoke(lifetime, caller, &method, &args)
+            })
+            .await;
+        let method = method.as_str();
         let error = match result {
-            Ok(Ok(value)) => {
+            Some(Ok(Ok(value))) => {
                 if let Some(id) = invocation_id {
                     self.outbound.push(Frame::Own(json::completion_result(id, &value).into()));
                 }
                 return;
             }
-            Ok(Err(error)) => client_text(method, &error),
-            Err(error) => {
+            Some(Ok(Err(error))) => client_text(method, &error),
+            Some(Err(error)) => {
                 tracing::warn!(method, %error, "hub call failed");
                 match error {
                     CallError::Timeout(limit) => format!(
@@ -189,6 +220,7 @@ impl<'a> Dispatcher<'a> {
                     _ => format!("An unexpected error occurred invoking '{method}' on the server."),
                 }
             }
+            None => format!("An unexpected error occurred invoking '{method}' on the server."),
         };
         self.complete_with_error(invocation_id, &error);
     }

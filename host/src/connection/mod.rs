@@ -58,7 +58,7 @@ pub struct ConnectionContext {
     pub hub: HubKey,
     pub slot: Arc<HubSlot>,
     pub lifetime: Arc<HubLifetimeManager>,
-    pub caller: CallerInfo,
+    pub caller: Arc<CallerInfo>,
     pub limits: ConnectionLimits,
 }
 
@@ -71,7 +71,7 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
     };
 
     let (outbound, receiver) = outbound::channel(ctx.limits.outbound_capacity);
-    ctx.lifetime.add_connection(
+    let subscribed = ctx.lifetime.add_connection(
         &ctx.hub,
         LocalConnection {
             id: ctx.caller.connection_id.clone(),
@@ -79,11 +79,16 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
             outbound: outbound.clone(),
         },
     );
+    // Messages from other nodes reach the client from here on (or, with the
+    // backplane down, from when it is back).
+    if !subscribed.ready(ctx.lifetime.group_timeout()).await {
+        tracing::warn!("backplane subscription not confirmed; cross-node messages may be missed");
+    }
     let writer = tokio::spawn(writer::run(sink, receiver, ctx.limits.clone()));
     tracing::debug!("connected");
 
     let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound);
-    let outcome = if dispatcher.connected() {
+    let outcome = if dispatcher.connected().await {
         dispatcher.read(&mut stream, leftover, writer).await
     } else {
         dispatch::Outcome { error: None, writer: Some(writer), notify_hub: false }
@@ -91,7 +96,7 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
 
     ctx.lifetime.remove_connection(&ctx.hub, &ctx.caller.connection_id);
     if outcome.notify_hub {
-        dispatcher.disconnected(outcome.error.as_deref());
+        dispatcher.disconnected(outcome.error.clone()).await;
     }
     // Dropping the last sender lets the writer flush what is queued and finish.
     drop(dispatcher);

@@ -39,6 +39,21 @@ impl Message {
     }
 }
 
+/// Everything nodes say to each other over the backplane, serialized once
+/// per publish.
+#[derive(Debug, Serialize, Deserialize)]
+// Externally tagged: an internally tagged enum would buffer its content,
+// which cannot hold the raw JSON arguments.
+#[serde(rename_all = "camelCase")]
+pub enum Wire {
+    /// A hub's send, for the recipient's local connections.
+    Send(Envelope),
+    /// Change the groups of a connection the recipient owns.
+    Group(GroupRequest),
+    /// The owner's answer to a [`GroupRequest`].
+    GroupReply(GroupReply),
+}
+
 /// A send as it crosses the backplane.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Envelope {
@@ -57,9 +72,46 @@ impl Envelope {
     }
 }
 
+/// Add a connection to, or remove it from, a group, on its owning node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupRequest {
+    /// The asking node, which gets the reply on its node channel.
+    pub origin: String,
+    pub request: u64,
+    pub tenant: String,
+    pub hub: String,
+    pub connection: String,
+    pub group: String,
+    pub add: bool,
+}
+
+/// The result of a [`GroupRequest`]: `error` is `None` on success.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GroupReply {
+    pub request: u64,
+    pub error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_messages_round_trip() -> anyhow::Result<()> {
+        let wire = Wire::Send(Envelope {
+            origin: "node".into(),
+            tenant: "t".into(),
+            hub: "h".into(),
+            to: Target::GroupExcept { group: "g".into(), excluded: vec!["x".into()] },
+            method: "M".into(),
+            arguments: RawValue::from_string("[1,{\"a\":null}]".into())?,
+        });
+        let bytes = serde_json::to_vec(&wire)?;
+        let Wire::Send(back) = serde_json::from_slice(&bytes)? else { anyhow::bail!("wrong kind") };
+        assert_eq!(back.arguments.get(), "[1,{\"a\":null}]");
+        assert_eq!(back.to, Target::GroupExcept { group: "g".into(), excluded: vec!["x".into()] });
+        Ok(())
+    }
 
     #[test]
     fn encodes_json_once() -> anyhow::Result<()> {

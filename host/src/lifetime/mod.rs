@@ -10,16 +10,19 @@
 //! - sending never blocks: a full connection queue closes that connection, a
 //!   busy backplane queues or drops (see [`crate::backplane`]).
 //!
-//! Group membership changes are applied on the node that owns the connection.
+//! Group membership changes are applied on the node that owns the
+//! connection: a change for a connection elsewhere is sent to its node, which
+//! answers; the caller waits up to the group timeout (see `groups.rs`).
 
+mod groups;
 mod local;
 mod message;
 
 pub use local::LocalConnection;
-pub use message::{Envelope, Message};
+pub use message::{Envelope, GroupReply, GroupRequest, Message, Wire};
 
 use crate::backplane::channels::Channels;
-use crate::backplane::{Backplane, Delivery};
+use crate::backplane::{Backplane, Delivery, Subscribed};
 use crate::connection::outbound::{CloseRequest, Frame};
 use crate::ids::NodeId;
 use local::{HubConnections, Interest};
@@ -27,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
 
 /// Longest group name or user id, in bytes.
 pub const MAX_NAME_BYTES: usize = 4096;
@@ -96,26 +100,54 @@ pub enum Target {
 pub enum GroupError {
     #[error("no connection '{0}' on this hub")]
     UnknownConnection(String),
-    #[error("connection '{0}' is on another node; changing its groups needs the Redis backplane")]
-    Remote(String),
+    #[error("the node of connection '{0}' did not answer in time")]
+    Timeout(String),
     #[error("group names must be 1 to {MAX_NAME_BYTES} bytes")]
     BadName,
+}
+
+/// How a lifetime manager names channels and waits for other nodes.
+#[derive(Debug, Clone)]
+pub struct LifetimeConfig {
+    pub channels: Channels,
+    /// How long a group change for a connection on another node may take.
+    pub group_timeout: Duration,
+}
+
+impl LifetimeConfig {
+    pub fn new(cluster_prefix: &str) -> Self {
+        Self { channels: Channels::new(cluster_prefix), group_timeout: Duration::from_secs(5) }
+    }
 }
 
 /// Delivery and groups for every hub on this node.
 pub struct HubLifetimeManager {
     node: NodeId,
+    /// `node` as text, as envelopes carry it.
+    node_name: String,
     channels: Channels,
+    group_timeout: Duration,
     backplane: Arc<dyn Backplane>,
     hubs: RwLock<HashMap<HubKey, HubConnections>>,
+    pending: groups::Pending,
 }
 
 impl HubLifetimeManager {
     /// A manager for node `node`, receiving from `backplane` until dropped.
-    pub fn start(node: NodeId, channels: Channels, backplane: Arc<dyn Backplane>) -> Arc<Self> {
+    pub fn start(node: NodeId, config: LifetimeConfig, backplane: Arc<dyn Backplane>) -> Arc<Self> {
         let incoming = backplane.take_incoming();
-        backplane.subscribe(&channels.node(node));
-        let manager = Arc::new(Self { node, channels, backplane, hubs: RwLock::default() });
+        // Readiness (`/readyz`) covers this one: it is in effect once the
+        // backplane is connected.
+        let _ = backplane.subscribe(&config.channels.node(node));
+        let manager = Arc::new(Self {
+            node,
+            node_name: node.to_string(),
+            channels: config.channels,
+            group_timeout: config.group_timeout,
+            backplane,
+            hubs: RwLock::default(),
+            pending: groups::Pending::default(),
+        });
         if let Some(incoming) = incoming {
             tokio::spawn(receive(Arc::downgrade(&manager), incoming));
         } else {
@@ -128,6 +160,16 @@ impl HubLifetimeManager {
         self.node
     }
 
+    /// How long to wait for another node, or for the backplane.
+    pub fn group_timeout(&self) -> Duration {
+        self.group_timeout
+    }
+
+    /// The backplane this node publishes on.
+    pub fn backplane(&self) -> &Arc<dyn Backplane> {
+        &self.backplane
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, HashMap<HubKey, HubConnections>> {
         // Every mutation below completes its map updates before anything can
         // panic, so a poisoned lock still guards consistent data.
@@ -138,19 +180,22 @@ impl HubLifetimeManager {
         self.hubs.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A connection arrived on this node.
-    pub fn add_connection(&self, hub: &HubKey, connection: LocalConnection) {
+    /// A connection arrived on this node. Await the result before relying
+    /// on messages from other nodes reaching it.
+    pub fn add_connection(&self, hub: &HubKey, connection: LocalConnection) -> Subscribed {
         let user = connection.user_id.clone();
         let mut hubs = self.write();
         let connections = hubs.entry(hub.clone()).or_default();
+        let mut subscribed = Subscribed::done();
         if connections.is_empty() {
-            self.backplane.subscribe(&self.channels.all(hub));
+            subscribed = subscribed.and(self.backplane.subscribe(&self.channels.all(hub)));
         }
         if connections.insert(connection) == Interest::Gained
             && let Some(user) = user
         {
-            self.backplane.subscribe(&self.channels.user(hub, &user));
+            subscribed = subscribed.and(self.backplane.subscribe(&self.channels.user(hub, &user)));
         }
+        subscribed
     }
 
     /// A connection left this node: it leaves its groups too.
@@ -222,17 +267,23 @@ impl HubLifetimeManager {
     }
 
     fn publish_to(&self, channel: &str, hub: &HubKey, to: Target, message: &Message) {
-        let envelope = Envelope {
-            origin: self.node.to_string(),
-            tenant: hub.tenant().to_owned(),
-            hub: hub.hub().to_owned(),
-            to,
-            method: message.target().to_owned(),
-            arguments: message.arguments().to_owned(),
-        };
-        let payload = match serde_json::to_vec(&envelope) {
+        self.publish_wire(
+            channel,
+            &Wire::Send(Envelope {
+                origin: self.node_name.clone(),
+                tenant: hub.tenant().to_owned(),
+                hub: hub.hub().to_owned(),
+                to,
+                method: message.target().to_owned(),
+                arguments: message.arguments().to_owned(),
+            }),
+        );
+    }
+
+    fn publish_wire(&self, channel: &str, wire: &Wire) {
+        let payload = match serde_json::to_vec(wire) {
             Ok(payload) => payload,
-            Err(error) => return tracing::error!(%error, "cannot encode backplane envelope"),
+            Err(error) => return tracing::error!(%error, "cannot encode backplane message"),
         };
         if let Err(error) = self.backplane.publish(channel, payload.into()) {
             tracing::warn!(%error, channel, "backplane publish failed; remote nodes miss this message");
@@ -240,51 +291,26 @@ impl HubLifetimeManager {
     }
 
     /// A message from another node.
-    fn on_delivery(&self, delivery: Delivery) {
-        let envelope: Envelope = match serde_json::from_slice(&delivery.payload) {
-            Ok(envelope) => envelope,
+    fn on_delivery(self: &Arc<Self>, delivery: Delivery) {
+        let wire: Wire = match serde_json::from_slice(&delivery.payload) {
+            Ok(wire) => wire,
             Err(error) => {
                 return tracing::warn!(%error, channel = delivery.channel, "dropping malformed backplane message");
             }
         };
-        if envelope.origin == self.node.to_string() {
-            return;
-        }
-        let Some(hub) = envelope.hub_key() else {
-            return tracing::warn!(channel = delivery.channel, "dropping backplane message for an invalid hub");
-        };
-        let message = Arc::new(Message::new(envelope.method, envelope.arguments));
-        self.deliver_local(&hub, &envelope.to, &message);
-    }
-
-    /// Put connection `id` of `hub` into `group`.
-    pub fn add_to_group(&self, hub: &HubKey, id: &str, group: &str) -> Result<(), GroupError> {
-        check_group(group)?;
-        let mut hubs = self.write();
-        match hubs.get_mut(hub).and_then(|c| c.join(id, group)) {
-            Some(Interest::Gained) => self.backplane.subscribe(&self.channels.group(hub, group)),
-            Some(_) => {}
-            None => return Err(self.not_here(id)),
-        }
-        Ok(())
-    }
-
-    /// Take connection `id` of `hub` out of `group`.
-    pub fn remove_from_group(&self, hub: &HubKey, id: &str, group: &str) -> Result<(), GroupError> {
-        check_group(group)?;
-        let mut hubs = self.write();
-        match hubs.get_mut(hub).and_then(|c| c.remove_from_group(id, group)) {
-            Some(Interest::Lost) => self.backplane.unsubscribe(&self.channels.group(hub, group)),
-            Some(_) => {}
-            None => return Err(self.not_here(id)),
-        }
-        Ok(())
-    }
-
-    fn not_here(&self, id: &str) -> GroupError {
-        match NodeId::owner_of(id) {
-            Some(owner) if owner != self.node => GroupError::Remote(id.to_owned()),
-            _ => GroupError::UnknownConnection(id.to_owned()),
+        match wire {
+            Wire::Send(envelope) => {
+                if envelope.origin == self.node_name {
+                    return;
+                }
+                let Some(hub) = envelope.hub_key() else {
+                    return tracing::warn!(channel = delivery.channel, "dropping a send for an invalid hub");
+                };
+                let message = Arc::new(Message::new(envelope.method, envelope.arguments));
+                self.deliver_local(&hub, &envelope.to, &message);
+            }
+            Wire::Group(request) => self.on_group_request(request),
+            Wire::GroupReply(reply) => self.on_group_reply(reply),
         }
     }
 
@@ -296,10 +322,6 @@ impl HubLifetimeManager {
             }
         }
     }
-}
-
-fn check_group(group: &str) -> Result<(), GroupError> {
-    if group.is_empty() || group.len() > MAX_NAME_BYTES { Err(GroupError::BadName) } else { Ok(()) }
 }
 
 async fn receive(manager: Weak<HubLifetimeManager>, mut incoming: tokio::sync::mpsc::Receiver<Delivery>) {

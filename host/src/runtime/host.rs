@@ -48,9 +48,25 @@ impl CallState {
         self.lifetime = None;
     }
 
-    fn lifetime(&self) -> Result<&HubLifetimeManager, String> {
+    fn lifetime(&self) -> Result<&Arc<HubLifetimeManager>, String> {
         // Imports only run inside a call, which always sets it.
-        self.lifetime.as_deref().ok_or_else(|| "no call in progress".to_owned())
+        self.lifetime.as_ref().ok_or_else(|| "no call in progress".to_owned())
+    }
+
+    /// Change a group, waiting for the owning node if it is another one.
+    /// Hub calls run on blocking threads (see the connection's dispatcher),
+    /// where waiting on the runtime is allowed.
+    fn change_group(&self, connection: &str, group: &str, add: bool) -> Result<(), String> {
+        let lifetime = self.lifetime()?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| "no runtime for group changes".to_owned())?;
+        let change = async {
+            if add {
+                lifetime.add_to_group(&self.hub, connection, group).await
+            } else {
+                lifetime.remove_from_group(&self.hub, connection, group).await
+            }
+        };
+        handle.block_on(change).map_err(|e| e.to_string())
     }
 }
 
@@ -109,11 +125,11 @@ impl clients::Host for CallState {
 
 impl groups::Host for CallState {
     fn add(&mut self, connection: String, group: String) -> Result<(), String> {
-        self.lifetime()?.add_to_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
+        self.change_group(&connection, &group, true)
     }
 
     fn remove(&mut self, connection: String, group: String) -> Result<(), String> {
-        self.lifetime()?.remove_from_group(&self.hub, &connection, &group).map_err(|e| e.to_string())
+        self.change_group(&connection, &group, false)
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn connect(
         hub: key,
         slot,
         lifetime: state.lifetime.clone(),
-        caller: CallerInfo { connection_id: connection_id.into(), user_id: None, claims: Vec::new() },
+        caller: Arc::new(CallerInfo { connection_id: connection_id.into(), user_id: None, claims: Vec::new() }),
         limits: state.settings.connection.clone(),
     };
     let tasks = state.tasks.clone();

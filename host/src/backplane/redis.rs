@@ -1,0 +1,404 @@
+//! The Redis backplane: Redis pub/sub between hubhost nodes.
+//!
+//! Two connections per node, each owned by one task:
+//! - the publisher drains an outgoing queue, pipelining what is waiting into
+//!   one round trip. The queue is bounded by bytes and age: while Redis is
+//!   away, messages wait (oldest dropped past the byte bound, expired ones
+//!   past the age bound, both counted) and are flushed in order once it is
+//!   back, after a grace period that lets the other nodes resubscribe;
+//! - the subscriber holds the set of channels this node wants, subscribes
+//!   them all again after every reconnect, and forwards messages to the
+//!   lifetime manager.
+//!
+//! Both reconnect with backoff (50 ms doubling to 500 ms) forever; a node
+//! starts without Redis and reports not ready until both are connected.
+//! A batch in flight when the connection fails is dropped and counted rather
+//! than sent again, since Redis may have delivered part of it: delivery stays
+//! at most once.
+
+use super::{Backplane, BackplaneError, BackplaneStats, Delivery, Subscribed};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use redis::aio::MultiplexedConnection;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, sleep, timeout};
+
+/// Messages forwarded to the lifetime manager that may wait to be handled.
+const INCOMING_CAPACITY: usize = 65_536;
+/// Most messages, and bytes, pipelined in one round trip.
+const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 1 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often an idle subscriber connection is checked with a PING.
+const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// Settings of the Redis backplane.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Bytes of outgoing messages kept while Redis is unreachable.
+    pub max_buffer_bytes: usize,
+    /// How long an outgoing message may wait for Redis before it is dropped.
+    pub max_buffer_age: Duration,
+    /// After Redis returns, how long to hold buffered messages so that other
+    /// nodes (which reconnect within the backoff maximum) have resubscribed.
+    pub resubscribe_grace: Duration,
+}
+
+impl RedisSettings {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_buffer_bytes: 16 << 20,
+            max_buffer_age: Duration::from_secs(30),
+            resubscribe_grace: Duration::from_secs(1),
+        }
+    }
+}
+
+struct Outgoing {
+    channel: String,
+    payload: Bytes,
+    queued: Instant,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Outgoing>,
+    bytes: usize,
+}
+
+enum Command {
+    /// Subscribe; the sender fires once the subscription is in effect.
+    Subscribe(String, oneshot::Sender<()>),
+    Unsubscribe(String),
+}
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    queued: Notify,
+    publisher_up: AtomicBool,
+    subscriber_up: AtomicBool,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped_overflow: AtomicU64,
+    dropped_expired: AtomicU64,
+    dropped_in_flight: AtomicU64,
+    dropped_incoming: AtomicU64,
+}
+
+impl Shared {
+    fn queue(&self) -> MutexGuard<'_, Queue> {
+        // Pushes and pops keep `bytes` in step before anything can panic.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A node's attachment to Redis.
+pub struct RedisBackplane {
+    shared: Arc<Shared>,
+    settings: RedisSettings,
+    commands: mpsc::UnboundedSender<Command>,
+    incoming: Mutex<Option<mpsc::Receiver<Delivery>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RedisBackplane {
+    /// Start connecting to Redis at `settings.url`; returns at once. Fails
+    /// only for a URL that cannot be used at all.
+    pub fn start(settings: RedisSettings) -> Result<Self, redis::RedisError> {
+        if settings.url.starts_with("rediss://") {
+            // rustls needs one process-wide crypto provider; a second
+            // install (another backplane) is refused harmlessly.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = redis::Client::open(settings.url.as_str())?;
+        let shared = Arc::new(Shared::default());
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
+        let tasks = vec![
+            tokio::spawn(publisher(client.clone(), shared.clone(), settings.clone())),
+            tokio::spawn(subscriber(client, shared.clone(), command_rx, incoming_tx)),
+        ];
+        Ok(Self { shared, settings, commands, incoming: Mutex::new(Some(incoming_rx)), tasks })
+    }
+}
+
+impl Drop for RedisBackplane {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Backplane for RedisBackplane {
+    fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
+        let mut queue = self.shared.queue();
+        queue.bytes += payload.len();
+        queue.items.push_back(Outgoing { channel: channel.to_owned(), payload, queued: Instant::now() });
+        let mut dropped = 0u64;
+        while queue.bytes > self.settings.max_buffer_bytes {
+            let Some(oldest) = queue.items.pop_front() else { break };
+            queue.bytes -= oldest.payload.len();
+            dropped += 1;
+        }
+        drop(queue);
+        if dropped > 0 {
+            let total = self.shared.dropped_overflow.fetch_add(dropped, Ordering::Relaxed) + dropped;
+            tracing::warn!(dropped, total, "redis backplane: outgoing buffer full; oldest messages dropped");
+        }
+        self.shared.queued.notify_one();
+        Ok(())
+    }
+
+    fn subscribe(&self, channel: &str) -> Subscribed {
+        let (ack, ready) = oneshot::channel();
+        let _ = self.commands.send(Command::Subscribe(channel.to_owned(), ack));
+        Subscribed::pending(ready)
+    }
+
+    fn unsubscribe(&self, channel: &str) {
+        let _ = self.commands.send(Command::Unsubscribe(channel.to_owned()));
+    }
+
+    fn take_incoming(&self) -> Option<mpsc::Receiver<Delivery>> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn is_ready(&self) -> bool {
+        self.shared.publisher_up.load(Ordering::Relaxed) && self.shared.subscriber_up.load(Ordering::Relaxed)
+    }
+
+    fn stats(&self) -> BackplaneStats {
+        let s = &self.shared;
+        BackplaneStats {
+            published: s.published.load(Ordering::Relaxed),
+            received: s.received.load(Ordering::Relaxed),
+            buffered: s.queue().items.len() as u64,
+            dropped_overflow: s.dropped_overflow.load(Ordering::Relaxed),
+            dropped_expired: s.dropped_expired.load(Ordering::Relaxed),
+            dropped_in_flight: s.dropped_in_flight.load(Ordering::Relaxed),
+            dropped_incoming: s.dropped_incoming.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Exponential backoff between reconnect attempts.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(BACKOFF_MIN)
+    }
+
+    async fn wait(&mut self) {
+        sleep(self.0).await;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String> {
+    match timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
+/// Take the next batch: expired messages are dropped, the rest stay queued
+/// until the batch is sent.
+fn next_batch(shared: &Shared, max_age: Duration) -> Vec<(String, Bytes)> {
+    let mut queue = shared.queue();
+    let mut expired = 0u64;
+    while queue.items.front().is_some_and(|m| m.queued.elapsed() > max_age) {
+        if let Some(old) = queue.items.pop_front() {
+            queue.bytes -= old.payload.len();
+            expired += 1;
+        }
+    }
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
+        let Some(message) = queue.items.pop_front() else { break };
+        queue.bytes -= message.payload.len();
+        bytes += message.payload.len();
+        batch.push((message.channel, message.payload));
+    }
+    drop(queue);
+    if expired > 0 {
+        let total = shared.dropped_expired.fetch_add(expired, Ordering::Relaxed) + expired;
+        tracing::warn!(expired, total, "redis backplane: messages waited too long for Redis; dropped");
+    }
+    batch
+}
+
+async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSettings) {
+    let mut backoff = Backoff::new();
+    let mut outage_since: Option<Instant> = None;
+    loop {
+        let mut connection = match connect(&client).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                if outage_since.is_none() {
+                    tracing::warn!(%error, "redis backplane: publisher cannot reach Redis; buffering");
+                    outage_since = Some(Instant::now());
+                }
+                backoff.wait().await;
+                continue;
+            }
+        };
+        backoff = Backoff::new();
+        if let Some(since) = outage_since.take() {
+            // Let the other nodes' subscribers come back before flushing.
+            sleep(settings.resubscribe_grace).await;
+            tracing::info!(outage = ?since.elapsed(), buffered = shared.queue().items.len(),
+                "redis backplane: publisher reconnected; flushing");
+        }
+        shared.publisher_up.store(true, Ordering::Relaxed);
+        loop {
+            let waiting = shared.queued.notified();
+            let batch = next_batch(&shared, settings.max_buffer_age);
+            if batch.is_empty() {
+                waiting.await;
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (channel, payload) in &batch {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload.as_ref()).ignore();
+            }
+            match timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut connection)).await {
+                Ok(Ok(())) => {
+                    shared.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+                failure => {
+                    let error = match failure {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "publish timed out".into(),
+                    };
+                    let lost = batch.len() as u64;
+                    shared.dropped_in_flight.fetch_add(lost, Ordering::Relaxed);
+                    tracing::warn!(%error, lost, "redis backplane: lost Redis while publishing; reconnecting");
+                    shared.publisher_up.store(false, Ordering::Relaxed);
+                    outage_since = Some(Instant::now());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn subscriber(
+    client: redis::Client,
+    shared: Arc<Shared>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    incoming: mpsc::Sender<Delivery>,
+) {
+    let mut wanted: HashSet<String> = HashSet::new();
+    // Acks of subscriptions asked for while disconnected.
+    let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut backoff = Backoff::new();
+    let mut reported = false;
+    loop {
+        // Keep track of what is wanted while disconnected.
+        while let Ok(command) = commands.try_recv() {
+            acks.extend(apply(&mut wanted, command));
+        }
+        let pubsub = match timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+            Ok(Ok(pubsub)) => pubsub,
+            failure => {
+                if !reported {
+                    let error = match failure {
+                        Ok(Err(error)) => error.to_string(),
+                        _ => "connect timed out".into(),
+                    };
+                    tracing::warn!(%error, "redis backplane: subscriber cannot reach Redis; retrying");
+                    reported = true;
+                }
+                backoff.wait().await;
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let channels: Vec<&String> = wanted.iter().collect();
+        if !channels.is_empty() && sink.subscribe(channels).await.is_err() {
+            backoff.wait().await;
+            continue;
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        backoff = Backoff::new();
+        reported = false;
+        shared.subscriber_up.store(true, Ordering::Relaxed);
+        tracing::info!(channels = wanted.len(), "redis backplane: subscribed");
+        let mut ping = tokio::time::interval(SUBSCRIBER_PING);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else { break };
+                    shared.received.fetch_add(1, Ordering::Relaxed);
+                    let delivery = Delivery {
+                        channel: message.get_channel_name().to_owned(),
+                        payload: Bytes::copy_from_slice(message.get_payload_bytes()),
+                    };
+                    if incoming.try_send(delivery).is_err() {
+                        let total = shared.dropped_incoming.fetch_add(1, Ordering::Relaxed) + 1;
+                        if total.is_power_of_two() {
+                            tracing::warn!(total, "redis backplane: node is not keeping up; incoming messages dropped");
+                        }
+                    }
+                }
+                command = commands.recv() => {
+                    let Some(command) = command else { return };
+                    let result = match &command {
+                        Command::Subscribe(c, _) if !wanted.contains(c) => sink.subscribe(c).await,
+                        Command::Unsubscribe(c) if wanted.contains(c) => sink.unsubscribe(c).await,
+                        _ => Ok(()),
+                    };
+                    let ack = apply(&mut wanted, command);
+                    if result.is_err() {
+                        // Subscribed again, with the ack, after reconnecting.
+                        acks.extend(ack);
+                        break;
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(());
+                    }
+                }
+                _ = ping.tick() => {
+                    if timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await.map_or(true, |r| r.is_err()) {
+                        break;
+                    }
+                }
+            }
+        }
+        shared.subscriber_up.store(false, Ordering::Relaxed);
+        tracing::warn!("redis backplane: subscriber lost Redis; reconnecting");
+    }
+}
+
+/// Record `command` in `wanted`; returns the ack to fire once subscribed.
+fn apply(wanted: &mut HashSet<String>, command: Command) -> Option<oneshot::Sender<()>> {
+    match command {
+        Command::Subscribe(channel, ack) => {
+            wanted.insert(channel);
+            Some(ack)
+        }
+        Command::Unsubscribe(channel) => {
+            wanted.remove(&channel);
+            None
+        }
+    }
+}

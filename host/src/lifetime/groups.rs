@@ -1,0 +1,128 @@
+//! Group membership, wherever the connection lives.
+//!
+//! A change for a local connection is applied at once. A change for a
+//! connection of another node goes to that node's channel as a
+//! [`GroupRequest`]; the owner applies it and answers with a [`GroupReply`] on
+//! the asking node's channel. The caller waits up to the group timeout. A
+//! connection the owner does not have fails as soon as the owner answers; an
+//! id that names no node, or any id while this node has no peers, fails at once.
+
+use super::{GroupError, GroupReply, GroupRequest, HubKey, HubLifetimeManager, MAX_NAME_BYTES, Wire};
+use crate::ids::NodeId;
+use super::local::Interest;
+use std::collections::HashMap;
+use crate::backplane::Subscribed;
+use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::oneshot;
+
+/// Group requests sent to other nodes and not yet answered.
+#[derive(Default)]
+pub(super) struct Pending {
+    next: AtomicU64,
+    waiting: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+}
+
+impl Pending {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Option<String>>>> {
+        // Single inserts and removes only: a poisoned map is still consistent.
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn check_group(group: &str) -> Result<(), GroupError> {
+    if group.is_empty() || group.len() > MAX_NAME_BYTES { Err(GroupError::BadName) } else { Ok(()) }
+}
+
+impl HubLifetimeManager {
+    /// Put connection `id` of `hub` into `group`.
+    pub async fn add_to_group(&self, hub: &HubKey, id: &str, group: &str) -> Result<(), GroupError> {
+        self.change_group(hub, id, group, true).await
+    }
+
+    /// Take connection `id` of `hub` out of `group`.
+    pub async fn remove_from_group(&self, hub: &HubKey, id: &str, group: &str) -> Result<(), GroupError> {
+        self.change_group(hub, id, group, false).await
+    }
+
+    async fn change_group(&self, hub: &HubKey, id: &str, group: &str, add: bool) -> Result<(), GroupError> {
+        check_group(group)?;
+        if let Some(subscribed) = self.change_local(hub, id, group, add) {
+            // As in ASP.NET Core's Redis lifetime manager, a join returns once
+            // group messages from other nodes can reach the connection.
+            subscribed.ready(self.group_timeout).await;
+            return Ok(());
+        }
+        let unknown = || GroupError::UnknownConnection(id.to_owned());
+        let owner = match NodeId::owner_of(id) {
+            Some(owner) if owner != self.node && self.backplane.has_peers() => owner,
+            _ => return Err(unknown()),
+        };
+        let request = self.pending.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.waiting().insert(request, tx);
+        let wire = Wire::Group(GroupRequest {
+            origin: self.node_name.clone(),
+            request,
+            tenant: hub.tenant().to_owned(),
+            hub: hub.hub().to_owned(),
+            connection: id.to_owned(),
+            group: group.to_owned(),
+            add,
+        });
+        self.publish_wire(&self.channels.node(owner), &wire);
+        match tokio::time::timeout(self.group_timeout, rx).await {
+            Ok(Ok(None)) => Ok(()),
+            Ok(Ok(Some(_))) => Err(unknown()),
+            Ok(Err(_)) | Err(_) => {
+                self.pending.waiting().remove(&request);
+                Err(GroupError::Timeout(id.to_owned()))
+            }
+        }
+    }
+
+    /// Apply a change to a local connection; `None` if there is none.
+    fn change_local(&self, hub: &HubKey, id: &str, group: &str, add: bool) -> Option<Subscribed> {
+        let mut hubs = self.write();
+        let connections = hubs.get_mut(hub)?;
+        let interest = if add { connections.join(id, group)? } else { connections.remove_from_group(id, group)? };
+        Some(match interest {
+            Interest::Gained => self.backplane.subscribe(&self.channels.group(hub, group)),
+            Interest::Lost => {
+                self.backplane.unsubscribe(&self.channels.group(hub, group));
+                Subscribed::done()
+            }
+            Interest::Unchanged => Subscribed::done(),
+        })
+    }
+
+    /// Another node asks us to change one of our connections' groups.
+    pub(super) fn on_group_request(self: &Arc<Self>, request: GroupRequest) {
+        let Some(origin) = NodeId::parse(&request.origin) else {
+            return tracing::warn!(origin = request.origin, "dropping a group request from an invalid node id");
+        };
+        let applied = HubKey::new(&request.tenant, &request.hub).ok().and_then(|hub| {
+            check_group(&request.group).ok()?;
+            self.change_local(&hub, &request.connection, &request.group, request.add)
+        });
+        let error = applied.is_none().then(|| format!("no connection '{}' on this hub", request.connection));
+        let reply = Wire::GroupReply(GroupReply { request: request.request, error });
+        let channel = self.channels.node(origin);
+        let manager = self.clone();
+        // Answer once the subscription is in effect, without holding up the
+        // delivery of other messages.
+        tokio::spawn(async move {
+            if let Some(subscribed) = applied {
+                subscribed.ready(manager.group_timeout).await;
+            }
+            manager.publish_wire(&channel, &reply);
+        });
+    }
+
+    /// The owner answered one of our group requests.
+    pub(super) fn on_group_reply(&self, reply: GroupReply) {
+        if let Some(waiter) = self.pending.waiting().remove(&reply.request) {
+            let _ = waiter.send(reply.error);
+        }
+    }
+}

@@ -7,7 +7,9 @@
 //! - [`RawClient`]: a WebSocket speaking the JSON hub protocol by hand, for
 //!   the cases the official client would never produce.
 //! - [`spec`]: the lifetime-manager scenarios every backplane must pass.
+//! - [`redis_server`]: a `redis-server` of a test's own, for fault tests.
 
+pub mod redis_server;
 pub mod spec;
 
 use anyhow::{Context as _, bail};
@@ -40,6 +42,22 @@ pub fn unique_prefix(name: &str) -> String {
     format!("test-{name}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Like [`wait_until`], for a condition that has to await.
+pub async fn wait_until_async<F, Fut>(limit: Duration, mut condition: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        if tokio::time::Instant::now() >= deadline {
+            bail!("condition not met within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
 /// Poll `condition` every 10 ms until it holds; an error after `limit`.
 pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
@@ -64,6 +82,14 @@ pub fn guest(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A config for one node of a cluster on Redis at `url` under `prefix`.
+pub fn cluster_config(url: &str, prefix: &str) -> Config {
+    let mut config = config();
+    config.redis_url = Some(url.to_owned());
+    config.cluster_prefix = prefix.to_owned();
+    config
 }
 
 /// A config serving `demo/chat` and `demo/faulty` on an ephemeral port.
@@ -193,6 +219,11 @@ impl RawClient {
         }
         self.read().await?;
         self.pending.pop_front().context("no message")
+    }
+
+    /// Messages received and not yet taken, in order.
+    pub fn pending(&self) -> &std::collections::VecDeque<Value> {
+        &self.pending
     }
 
     /// The first message matching `pred`; others are kept in order.

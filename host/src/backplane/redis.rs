@@ -12,9 +12,10 @@
 //!
 //! Both reconnect with backoff (50 ms doubling to 500 ms) forever; a node
 //! starts without Redis and reports not ready until both are connected.
-//! A batch in flight when the connection fails is dropped and counted rather
-//! than sent again, since Redis may have delivered part of it: delivery stays
-//! at most once.
+//! The publisher holds its batch while the subscriber's connection is down
+//! (a dead Redis shows there first), so a crash rarely catches a batch in
+//! flight; one that is caught is dropped and counted rather than sent again,
+//! since Redis may have delivered part of it: delivery stays at most once.
 
 use super::{Backplane, BackplaneError, BackplaneStats, Delivery, Subscribed};
 use bytes::Bytes;
@@ -218,7 +219,7 @@ async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String
 
 /// Take the next batch: expired messages are dropped, the rest stay queued
 /// until the batch is sent.
-fn next_batch(shared: &Shared, max_age: Duration) -> Vec<(String, Bytes)> {
+fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
     let mut queue = shared.queue();
     let mut expired = 0u64;
     while queue.items.front().is_some_and(|m| m.queued.elapsed() > max_age) {
@@ -233,7 +234,7 @@ fn next_batch(shared: &Shared, max_age: Duration) -> Vec<(String, Bytes)> {
         let Some(message) = queue.items.pop_front() else { break };
         queue.bytes -= message.payload.len();
         bytes += message.payload.len();
-        batch.push((message.channel, message.payload));
+        batch.push(message);
     }
     drop(queue);
     if expired > 0 {
@@ -241,6 +242,15 @@ fn next_batch(shared: &Shared, max_age: Duration) -> Vec<(String, Bytes)> {
         tracing::warn!(expired, total, "redis backplane: messages waited too long for Redis; dropped");
     }
     batch
+}
+
+/// Put an unsent batch back at the head of the queue, in order.
+fn requeue(shared: &Shared, batch: Vec<Outgoing>) {
+    let mut queue = shared.queue();
+    for message in batch.into_iter().rev() {
+        queue.bytes += message.payload.len();
+        queue.items.push_front(message);
+    }
 }
 
 async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSettings) {
@@ -260,6 +270,9 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
         };
         backoff = Backoff::new();
         if let Some(since) = outage_since.take() {
+            while !shared.subscriber_up.load(Ordering::Relaxed) {
+                sleep(BACKOFF_MIN).await;
+            }
             // Let the other nodes' subscribers come back before flushing.
             sleep(settings.resubscribe_grace).await;
             tracing::info!(outage = ?since.elapsed(), buffered = shared.queue().items.len(),
@@ -273,9 +286,18 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
                 waiting.await;
                 continue;
             }
+            if !shared.subscriber_up.load(Ordering::Relaxed) {
+                // The subscriber sees a dead Redis first (its connection
+                // reads EOF at once): hold the batch instead of losing it in
+                // flight, and wait for Redis with everything else.
+                requeue(&shared, batch);
+                shared.publisher_up.store(false, Ordering::Relaxed);
+                outage_since = Some(Instant::now());
+                break;
+            }
             let mut pipe = redis::pipe();
-            for (channel, payload) in &batch {
-                pipe.cmd("PUBLISH").arg(channel).arg(payload.as_ref()).ignore();
+            for message in &batch {
+                pipe.cmd("PUBLISH").arg(&message.channel).arg(message.payload.as_ref()).ignore();
             }
             match timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut connection)).await {
                 Ok(Ok(())) => {

@@ -29,9 +29,11 @@ test: setup build
 	cargo test
 	npm test --prefix tests
 
-# Per-call cost of a trivial hub call, next to the same dispatch without Wasm.
+# Per-call cost of a trivial hub call next to the same dispatch without Wasm,
+# and broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379).
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
+	cargo bench -p hubhost-tests --bench fanout
 
 clean:
 	cargo clean

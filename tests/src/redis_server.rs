@@ -20,8 +20,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 impl RedisServer {
     /// Start on `port` and wait until it accepts connections.
     pub async fn start(port: u16) -> anyhow::Result<Self> {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Start on `port` with extra `redis-server` arguments.
+    pub async fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -100,8 +100,10 @@ async fn clusters_with_different_prefixes_never_see_each_other() -> anyhow::Resu
 
 #[tokio::test]
 async fn a_node_starts_without_redis_and_connects_when_it_appears() -> anyhow::Result<()> {
+    // A password and a database number in the URL, as operators write them.
     let port = free_port()?;
-    let node = TestServer::start(cluster_config(&format!("redis://127.0.0.1:{port}"), &unique_prefix("late"))).await?;
+    let url = format!("redis://:s3cret@127.0.0.1:{port}/3");
+    let node = TestServer::start(cluster_config(&url, &unique_prefix("late"))).await?;
     let (status, body) = http(node.addr, "GET", "/readyz").await?;
     assert_eq!(status, 503, "{body}");
     assert_eq!(http(node.addr, "GET", "/healthz").await?.0, 200, "alive while not ready");
@@ -109,12 +111,32 @@ async fn a_node_starts_without_redis_and_connects_when_it_appears() -> anyhow::R
     let (mut client, _) = RawClient::connect(&node, "/demo/chat").await?;
     assert_eq!(client.invoke("1", "Echo", json!(["up"])).await?["result"], "up");
 
-    let redis = RedisServer::start(port).await?;
+    let redis = RedisServer::start_with(port, &["--requirepass", "s3cret"]).await?;
     ready(&node).await?;
     let (status, body) = http(node.addr, "GET", "/readyz").await?;
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body)?["ready"], true);
     node.stop().await?;
+    drop(redis);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wrong_password_keeps_the_node_unready() -> anyhow::Result<()> {
+    let port = free_port()?;
+    let redis = RedisServer::start_with(port, &["--requirepass", "right"]).await?;
+    let prefix = unique_prefix("pw");
+    let node = TestServer::start(cluster_config(&format!("redis://:wrong@127.0.0.1:{port}"), &prefix)).await?;
+    let control = TestServer::start(cluster_config(&format!("redis://:right@127.0.0.1:{port}"), &prefix)).await?;
+    // Started together: once the node with the right password is ready, the
+    // other has been refused at least once. It keeps trying (and logging
+    // why) without becoming ready, and serves its own clients all along.
+    ready(&control).await?;
+    assert_eq!(http(node.addr, "GET", "/readyz").await?.0, 503);
+    let (mut client, _) = RawClient::connect(&node, "/demo/chat").await?;
+    assert_eq!(client.invoke("1", "Echo", json!([1])).await?["result"], 1);
+    node.stop().await?;
+    control.stop().await?;
     drop(redis);
     Ok(())
 }

@@ -175,6 +175,11 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
         sender.send(send(i)).await?;
     }
     sender.next_where(is_message("seq", (before + during - 1).to_string())).await?;
+    // Hub calls never wait for Redis, group changes included.
+    let started = std::time::Instant::now();
+    let join = sender.invoke("join", "JoinGroup", json!(["during-outage"])).await?;
+    assert_eq!(join["result"], Value::Null, "{join}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "JoinGroup waited {:?}", started.elapsed());
     let stats = a.state.lifetime.backplane().stats();
     assert!(stats.buffered > 0, "messages wait for Redis: {stats:?}");
 

@@ -81,9 +81,7 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
     );
     // Messages from other nodes reach the client from here on (or, with the
     // backplane down, from when it is back).
-    if !subscribed.ready(ctx.lifetime.group_timeout()).await {
-        tracing::warn!("backplane subscription not confirmed; cross-node messages may be missed");
-    }
+    ctx.lifetime.settle(subscribed).await;
     let writer = tokio::spawn(writer::run(sink, receiver, ctx.limits.clone()));
     tracing::debug!("connected");
 

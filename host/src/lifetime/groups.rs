@@ -50,7 +50,7 @@ impl HubLifetimeManager {
         if let Some(subscribed) = self.change_local(hub, id, group, add) {
             // As in ASP.NET Core's Redis lifetime manager, a join returns once
             // group messages from other nodes can reach the connection.
-            subscribed.ready(self.group_timeout).await;
+            self.settle(subscribed).await;
             return Ok(());
         }
         let unknown = || GroupError::UnknownConnection(id.to_owned());
@@ -113,7 +113,7 @@ impl HubLifetimeManager {
         // delivery of other messages.
         tokio::spawn(async move {
             if let Some(subscribed) = applied {
-                subscribed.ready(manager.group_timeout).await;
+                manager.settle(subscribed).await;
             }
             manager.publish_wire(&channel, &reply);
         });

@@ -160,9 +160,14 @@ impl HubLifetimeManager {
         self.node
     }
 
-    /// How long to wait for another node, or for the backplane.
-    pub fn group_timeout(&self) -> Duration {
-        self.group_timeout
+    /// Wait until `subscribed` is in effect, so that messages from other
+    /// nodes cannot be missed from here on; at most the group timeout, and
+    /// not at all while the backplane is down (the subscription then takes
+    /// effect when it is back): nothing on a client's path waits for Redis.
+    pub async fn settle(&self, subscribed: Subscribed) {
+        if self.backplane.is_ready() && !subscribed.ready(self.group_timeout).await {
+            tracing::warn!("backplane subscription not confirmed in time; cross-node messages may be missed");
+        }
     }
 
     /// The backplane this node publishes on.

@@ -27,7 +27,10 @@ impl FromArgs for () {
         if args.is_empty() {
             Ok(())
         } else {
-            Err(HubError::BadArguments(format!("expected no arguments, got {}", args.len())))
+            Err(HubError::BadArguments(format!(
+                "expected no arguments, got {}",
+                args.len()
+            )))
         }
     }
 }
@@ -79,11 +82,26 @@ mod tests {
 
     #[test]
     fn rejects_wrong_counts_and_types() {
-        assert!(matches!(<(String,)>::from_args("[]"), Err(HubError::BadArguments(_))));
-        assert!(matches!(<(String,)>::from_args(r#"["a","b"]"#), Err(HubError::BadArguments(_))));
-        assert!(matches!(<(String,)>::from_args("[1]"), Err(HubError::BadArguments(_))));
-        assert!(matches!(<()>::from_args("[1]"), Err(HubError::BadArguments(_))));
-        assert!(matches!(<()>::from_args("{}"), Err(HubError::BadArguments(_))));
+        assert!(matches!(
+            <(String,)>::from_args("[]"),
+            Err(HubError::BadArguments(_))
+        ));
+        assert!(matches!(
+            <(String,)>::from_args(r#"["a","b"]"#),
+            Err(HubError::BadArguments(_))
+        ));
+        assert!(matches!(
+            <(String,)>::from_args("[1]"),
+            Err(HubError::BadArguments(_))
+        ));
+        assert!(matches!(
+            <()>::from_args("[1]"),
+            Err(HubError::BadArguments(_))
+        ));
+        assert!(matches!(
+            <()>::from_args("{}"),
+            Err(HubError::BadArguments(_))
+        ));
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl Clients<'_> {
 
     /// These connections.
     pub fn clients<I: IntoIterator<Item = S>, S: Into<String>>(&self, ids: I) -> ClientProxy {
-        ClientProxy(Target::Connections(ids.into_iter().map(Into::into).collect()))
+        ClientProxy(Target::Connections(
+            ids.into_iter().map(Into::into).collect(),
+        ))
     }
 
     /// The members of a group.
@@ -114,7 +116,9 @@ impl Clients<'_> {
 
     /// Every connection of these users.
     pub fn users<I: IntoIterator<Item = S>, S: Into<String>>(&self, user_ids: I) -> ClientProxy {
-        ClientProxy(Target::Users(user_ids.into_iter().map(Into::into).collect()))
+        ClientProxy(Target::Users(
+            user_ids.into_iter().map(Into::into).collect(),
+        ))
     }
 }
 

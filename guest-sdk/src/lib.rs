@@ -143,6 +143,8 @@ pub mod __rt {
     }
 
     pub fn invoke<H: Hub>(caller: Caller, method: &str, args: &str) -> Result<String, WitHubError> {
-        methods::<H>().call(&Context::new(caller), method, args).map_err(Into::into)
+        methods::<H>()
+            .call(&Context::new(caller), method, args)
+            .map_err(Into::into)
     }
 }

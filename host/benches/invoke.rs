@@ -46,16 +46,26 @@ fn measure(budget: Duration, mut f: impl FnMut()) -> (f64, u64) {
 
 fn parse(message: &[u8]) -> (String, String) {
     match json::parse(message) {
-        Ok(Incoming::Invocation { invocation_id, arguments, .. }) => {
-            (invocation_id.unwrap_or_default(), arguments.get().to_owned())
-        }
+        Ok(Incoming::Invocation {
+            invocation_id,
+            arguments,
+            ..
+        }) => (
+            invocation_id.unwrap_or_default(),
+            arguments.get().to_owned(),
+        ),
         _ => unreachable!("benchmark message is an invocation"),
     }
 }
 
 fn main() -> anyhow::Result<()> {
-    let guest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/guest/chat.wasm");
-    anyhow::ensure!(guest.exists(), "{} is missing: run `make guests`", guest.display());
+    let guest =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/guest/chat.wasm");
+    anyhow::ensure!(
+        guest.exists(),
+        "{} is missing: run `make guests`",
+        guest.display()
+    );
     let tokio = tokio::runtime::Runtime::new()?;
     let _guard = tokio.enter();
     let key = HubKey::new("bench", "chat")?;
@@ -63,21 +73,28 @@ fn main() -> anyhow::Result<()> {
     let load_start = Instant::now();
     let version = runtime.load_file(key.clone(), &guest)?;
     let load = load_start.elapsed();
-    let fresh_runtime = Runtime::new(HubLimits { reuse_instances: false, ..HubLimits::default() })?;
+    let fresh_runtime = Runtime::new(HubLimits {
+        reuse_instances: false,
+        ..HubLimits::default()
+    })?;
     let fresh_version = fresh_runtime.load_file(key, &guest)?;
     let lifetime = HubLifetimeManager::start(
         NodeId::random(),
         LifetimeConfig::new("bench"),
         Arc::new(MemoryBackplane::standalone()),
     );
-    let caller =
-        CallerInfo { connection_id: NodeId::random().new_connection_id().into(), user_id: None, claims: vec![] };
+    let caller = CallerInfo {
+        connection_id: NodeId::random().new_connection_id().into(),
+        user_id: None,
+        claims: vec![],
+    };
     let budget = Duration::from_secs(3);
 
     let (native, native_n) = measure(budget, || {
         let (id, args) = parse(black_box(MESSAGE));
         // The native "hub": Echo returns its only argument.
-        let args: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(&args).unwrap_or_default();
+        let args: Vec<Box<serde_json::value::RawValue>> =
+            serde_json::from_str(&args).unwrap_or_default();
         let result = args.into_iter().next().unwrap_or_default();
         black_box(json::completion_result(&id, &result));
     });
@@ -85,20 +102,35 @@ fn main() -> anyhow::Result<()> {
         let (id, args) = parse(black_box(MESSAGE));
         match version.invoke(&lifetime, &caller, "Echo", &args) {
             Ok(Ok(result)) => black_box(json::completion_result(&id, &result)),
-            other => panic!("Echo failed: {:?}", other.map(|r| r.map(|v| v.get().to_owned()))),
+            other => panic!(
+                "Echo failed: {:?}",
+                other.map(|r| r.map(|v| v.get().to_owned()))
+            ),
         };
     };
     let (warm, warm_n) = measure(budget, || wasm_call(&version));
     let (fresh, fresh_n) = measure(budget, || wasm_call(&fresh_version));
     println!("hub call cost: Echo with a ~40-byte argument");
-    println!("component load (compile + link): {:.1} ms", load.as_secs_f64() * 1e3);
-    println!("{:<40} {:>10} {:>10} {:>14}", "dispatch", "ns/call", "calls", "over native");
-    println!("{:<40} {:>10.0} {:>10} {:>14}", "native handler (no hub)", native, native_n, "-");
+    println!(
+        "component load (compile + link): {:.1} ms",
+        load.as_secs_f64() * 1e3
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>14}",
+        "dispatch", "ns/call", "calls", "over native"
+    );
+    println!(
+        "{:<40} {:>10.0} {:>10} {:>14}",
+        "native handler (no hub)", native, native_n, "-"
+    );
     for (name, ns, n) in [
         ("Wasm hub, warm instance (default)", warm, warm_n),
         ("Wasm hub, fresh instance per call", fresh, fresh_n),
     ] {
-        println!("{name:<40} {ns:>10.0} {n:>10} {:>11.2} µs", (ns - native) / 1e3);
+        println!(
+            "{name:<40} {ns:>10.0} {n:>10} {:>11.2} µs",
+            (ns - native) / 1e3
+        );
     }
     Ok(())
 }

@@ -61,10 +61,18 @@ pub struct HubConfig {
 impl HubConfig {
     /// Parse the `--hub TENANT/HUB=PATH.wasm` form.
     pub fn parse_flag(spec: &str) -> anyhow::Result<Self> {
-        let (name, path) = spec.split_once('=').context("expected TENANT/HUB=PATH.wasm")?;
-        let (tenant, hub) = name.split_once('/').context("expected TENANT/HUB=PATH.wasm")?;
+        let (name, path) = spec
+            .split_once('=')
+            .context("expected TENANT/HUB=PATH.wasm")?;
+        let (tenant, hub) = name
+            .split_once('/')
+            .context("expected TENANT/HUB=PATH.wasm")?;
         HubKey::new(tenant, hub)?;
-        Ok(Self { tenant: tenant.into(), hub: hub.into(), path: path.into() })
+        Ok(Self {
+            tenant: tenant.into(),
+            hub: hub.into(),
+            path: path.into(),
+        })
     }
 }
 
@@ -188,8 +196,14 @@ impl Config {
             ("client_timeout_ms", c.client_timeout_ms),
             ("send_timeout_ms", c.send_timeout_ms),
             ("disconnect_timeout_ms", c.disconnect_timeout_ms),
-            ("hub_limits.call_timeout_ms", self.hub_limits.call_timeout_ms),
-            ("backplane.group_timeout_ms", self.backplane.group_timeout_ms),
+            (
+                "hub_limits.call_timeout_ms",
+                self.hub_limits.call_timeout_ms,
+            ),
+            (
+                "backplane.group_timeout_ms",
+                self.backplane.group_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 bail!("{name} must be at least 1");
@@ -262,7 +276,10 @@ mod tests {
         assert_eq!(config.hubs[0].hub, "chat");
         let settings = config.settings()?;
         assert_eq!(settings.connection.max_message_size, 1024);
-        assert_eq!(settings.connection.keep_alive_interval, Duration::from_secs(15));
+        assert_eq!(
+            settings.connection.keep_alive_interval,
+            Duration::from_secs(15)
+        );
         assert!(toml::from_str::<Config>("lisen = \"x\"").is_err());
         Ok(())
     }

@@ -18,7 +18,9 @@ pub struct HubSlot {
 
 impl HubSlot {
     pub fn new(version: HubVersion) -> Self {
-        Self { active: ArcSwap::from_pointee(version) }
+        Self {
+            active: ArcSwap::from_pointee(version),
+        }
     }
 
     /// The version new calls run on.
@@ -40,7 +42,11 @@ pub struct Hubs {
 
 impl Hubs {
     pub fn get(&self, key: &HubKey) -> Option<Arc<HubSlot>> {
-        self.slots.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Serve `version` for its hub: a new hub, or a new active version.
@@ -57,8 +63,13 @@ impl Hubs {
 
     /// The hubs served, sorted.
     pub fn keys(&self) -> Vec<HubKey> {
-        let mut keys: Vec<_> =
-            self.slots.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut keys: Vec<_> = self
+            .slots
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         keys.sort_by(|a, b| (a.tenant(), a.hub()).cmp(&(b.tenant(), b.hub())));
         keys
     }

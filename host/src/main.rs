@@ -10,7 +10,11 @@ use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "hubhost", version, about = "SignalR-compatible server running hubs as Wasm components")]
+#[command(
+    name = "hubhost",
+    version,
+    about = "SignalR-compatible server running hubs as Wasm components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,7 +35,12 @@ struct ServeArgs {
     #[arg(long, env = "HUBHOST_LISTEN")]
     listen: Option<SocketAddr>,
     /// A hub to serve, as TENANT/HUB=PATH.wasm; repeatable.
-    #[arg(long = "hub", value_name = "TENANT/HUB=PATH", env = "HUBHOST_HUBS", value_delimiter = ',')]
+    #[arg(
+        long = "hub",
+        value_name = "TENANT/HUB=PATH",
+        env = "HUBHOST_HUBS",
+        value_delimiter = ','
+    )]
     hubs: Vec<String>,
     /// Redis URL for the backplane (redis://[user:password@]host:port[/db], rediss:// for TLS);
     /// without it the node runs alone on the in-memory backplane.
@@ -74,7 +83,9 @@ impl ServeArgs {
             config.listen = listen;
         }
         for spec in &self.hubs {
-            config.hubs.push(HubConfig::parse_flag(spec).with_context(|| format!("--hub {spec}"))?);
+            config
+                .hubs
+                .push(HubConfig::parse_flag(spec).with_context(|| format!("--hub {spec}"))?);
         }
         if self.static_dir.is_some() {
             config.static_dir = self.static_dir;
@@ -103,7 +114,9 @@ fn set<T>(field: &mut T, value: Option<T>) {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
@@ -114,7 +127,9 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     if config.hubs.is_empty() {
-        tracing::warn!("no hubs configured (use --hub TENANT/HUB=PATH.wasm); every hub URL will answer 404");
+        tracing::warn!(
+            "no hubs configured (use --hub TENANT/HUB=PATH.wasm); every hub URL will answer 404"
+        );
     }
     let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -130,14 +145,15 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(error) => {
-                tracing::error!(%error, "cannot watch SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(error) => {
+                    tracing::error!(%error, "cannot watch SIGTERM; only SIGINT stops the server");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = term.recv() => {}

@@ -1,8 +1,8 @@
 //! The server: state, routes, and `run(listener, shutdown)`.
 
+use crate::backplane::Backplane;
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
-use crate::backplane::Backplane;
 use crate::config::{Config, Settings};
 use crate::connection::outbound::CloseRequest;
 use crate::hubs::Hubs;
@@ -52,7 +52,10 @@ impl AppState {
     }
 
     /// Build the state for `config` on `backplane`, loading every configured hub.
-    pub fn with_backplane(config: &Config, backplane: Arc<dyn Backplane>) -> anyhow::Result<Arc<Self>> {
+    pub fn with_backplane(
+        config: &Config,
+        backplane: Arc<dyn Backplane>,
+    ) -> anyhow::Result<Arc<Self>> {
         let settings = config.settings()?;
         let runtime = Runtime::new(settings.hub_limits.clone())?;
         let hubs = Hubs::default();
@@ -66,7 +69,14 @@ impl AppState {
         }
         let node = NodeId::random();
         let lifetime = HubLifetimeManager::start(node, settings.lifetime.clone(), backplane);
-        Ok(Arc::new(Self { settings, runtime, hubs, lifetime, tokens: Tokens::default(), tasks: TaskTracker::new() }))
+        Ok(Arc::new(Self {
+            settings,
+            runtime,
+            hubs,
+            lifetime,
+            tokens: Tokens::default(),
+            tasks: TaskTracker::new(),
+        }))
     }
 }
 
@@ -88,14 +98,23 @@ pub fn app(state: Arc<AppState>) -> Router {
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let backplane = state.lifetime.backplane();
     let ready = backplane.is_ready();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(serde_json::json!({ "ready": ready, "backplane": backplane.stats() })))
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(serde_json::json!({ "ready": ready, "backplane": backplane.stats() })),
+    )
 }
 
 /// A Redis URL with its password hidden, for logs.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -113,7 +132,10 @@ pub async fn run(
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
-            closing.lifetime.close_all(&CloseRequest { error: None, allow_reconnect: true });
+            closing.lifetime.close_all(&CloseRequest {
+                error: None,
+                allow_reconnect: true,
+            });
         })
         .await;
     expiry.abort();
@@ -122,13 +144,22 @@ pub async fn run(
     loop {
         // Again and again: a connection still in its handshake registers
         // after the first round, and is closed by a later one.
-        state.lifetime.close_all(&CloseRequest { error: None, allow_reconnect: true });
+        state.lifetime.close_all(&CloseRequest {
+            error: None,
+            allow_reconnect: true,
+        });
         let round = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
-        if tokio::time::timeout_at(round, state.tasks.wait()).await.is_ok() {
+        if tokio::time::timeout_at(round, state.tasks.wait())
+            .await
+            .is_ok()
+        {
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(left = state.tasks.len(), "connections still open after the shutdown grace period");
+            tracing::warn!(
+                left = state.tasks.len(),
+                "connections still open after the shutdown grace period"
+            );
             break;
         }
     }

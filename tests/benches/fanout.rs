@@ -19,9 +19,13 @@ const MESSAGES: usize = 200;
 async fn receivers(server: &TestServer, count: usize) -> anyhow::Result<Vec<Arc<AtomicU64>>> {
     let mut counters = Vec::new();
     for _ in 0..count {
-        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
-        ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}")).await?;
-        ws.next().await.ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
+        let (mut ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
+        ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+            .await?;
+        ws.next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
         let counter = Arc::new(AtomicU64::new(0));
         let seen = counter.clone();
         tokio::spawn(async move {
@@ -37,10 +41,18 @@ async fn receivers(server: &TestServer, count: usize) -> anyhow::Result<Vec<Arc<
 
 /// Send MESSAGES broadcasts through `server` and time their arrival at every
 /// counter. Returns (seconds until all arrived, seconds until all arrived at `remote`).
-async fn run(server: &TestServer, all: &[Arc<AtomicU64>], remote: &[Arc<AtomicU64>]) -> anyhow::Result<(f64, f64)> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
-    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}")).await?;
-    ws.next().await.ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
+async fn run(
+    server: &TestServer,
+    all: &[Arc<AtomicU64>],
+    remote: &[Arc<AtomicU64>],
+) -> anyhow::Result<(f64, f64)> {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
+    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await?;
+    ws.next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
     let text = "x".repeat(64);
     let start = Instant::now();
     for _ in 0..MESSAGES {
@@ -53,11 +65,17 @@ async fn run(server: &TestServer, all: &[Arc<AtomicU64>], remote: &[Arc<AtomicU6
     let limit = Duration::from_secs(120);
     let remote_done = {
         let remote = remote.to_vec();
-        wait_until(limit, move || remote.iter().all(|c| c.load(Ordering::Relaxed) >= expected)).await?;
+        wait_until(limit, move || {
+            remote.iter().all(|c| c.load(Ordering::Relaxed) >= expected)
+        })
+        .await?;
         start.elapsed().as_secs_f64()
     };
     let all = all.to_vec();
-    wait_until(limit, move || all.iter().all(|c| c.load(Ordering::Relaxed) >= expected)).await?;
+    wait_until(limit, move || {
+        all.iter().all(|c| c.load(Ordering::Relaxed) >= expected)
+    })
+    .await?;
     Ok((start.elapsed().as_secs_f64(), remote_done))
 }
 
@@ -82,10 +100,28 @@ async fn main() -> anyhow::Result<()> {
 
     let deliveries = (MESSAGES * CLIENTS) as f64;
     println!("fan-out: {MESSAGES} broadcasts of 64 bytes to {CLIENTS} clients, one sender");
-    println!("{:<36} {:>10} {:>14} {:>16}", "setup", "seconds", "messages/s", "deliveries/s");
-    println!("{:<36} {:>10.2} {:>14.0} {:>16.0}", "1 node, in-memory backplane", one_node, MESSAGES as f64 / one_node, deliveries / one_node);
-    println!("{:<36} {:>10.2} {:>14.0} {:>16.0}", "2 nodes over Redis (500 + 500)", two_nodes, MESSAGES as f64 / two_nodes, deliveries / two_nodes);
-    println!("cross-node: all {MESSAGES} messages reached the other node's 500 clients in {remote:.2} s = {:.0} messages/s", MESSAGES as f64 / remote);
+    println!(
+        "{:<36} {:>10} {:>14} {:>16}",
+        "setup", "seconds", "messages/s", "deliveries/s"
+    );
+    println!(
+        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
+        "1 node, in-memory backplane",
+        one_node,
+        MESSAGES as f64 / one_node,
+        deliveries / one_node
+    );
+    println!(
+        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
+        "2 nodes over Redis (500 + 500)",
+        two_nodes,
+        MESSAGES as f64 / two_nodes,
+        deliveries / two_nodes
+    );
+    println!(
+        "cross-node: all {MESSAGES} messages reached the other node's 500 clients in {remote:.2} s = {:.0} messages/s",
+        MESSAGES as f64 / remote
+    );
     a.stop().await?;
     b.stop().await?;
     Ok(())

@@ -38,8 +38,14 @@ pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub fn unique_prefix(name: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("test-{name}-{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "test-{name}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Like [`wait_until`], for a condition that has to await.
@@ -59,7 +65,10 @@ where
 }
 
 /// Poll `condition` every 10 ms until it holds; an error after `limit`.
-pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub async fn wait_until(
+    limit: Duration,
+    mut condition: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     while !condition() {
         if tokio::time::Instant::now() >= deadline {
@@ -70,12 +79,28 @@ pub async fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) ->
     Ok(())
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The `hubhost` binary built by `make build`, for tests that need a process.
+pub fn binary() -> PathBuf {
+    let path = target_dir().join("debug/hubhost");
+    assert!(
+        path.exists(),
+        "{} is missing: run `make build` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
 /// The path of a test guest built by `make guests` (`chat` or `faulty`).
 pub fn guest(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("wasm32-wasip2/guest").join(format!("{name}.wasm"));
+    let path = target_dir()
+        .join("wasm32-wasip2/guest")
+        .join(format!("{name}.wasm"));
     assert!(
         path.exists(),
         "{} is missing: build the guests first (`make guests`, which the README's test command runs)",
@@ -94,9 +119,16 @@ pub fn cluster_config(url: &str, prefix: &str) -> Config {
 
 /// A config serving `demo/chat` and `demo/faulty` on an ephemeral port.
 pub fn config() -> Config {
-    let mut config = Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Config::default() };
+    let mut config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    };
     for name in ["chat", "faulty"] {
-        config.hubs.push(HubConfig { tenant: "demo".into(), hub: name.into(), path: guest(name) });
+        config.hubs.push(HubConfig {
+            tenant: "demo".into(),
+            hub: name.into(),
+            path: guest(name),
+        });
     }
     config
 }
@@ -118,7 +150,12 @@ impl TestServer {
         let task = tokio::spawn(server::run(listener, state.clone(), async move {
             let _ = rx.await;
         }));
-        Ok(Self { addr, state, shutdown: Some(tx), task: Some(task) })
+        Ok(Self {
+            addr,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -131,7 +168,9 @@ impl TestServer {
             let _ = tx.send(());
         }
         match self.task.take() {
-            Some(task) => tokio::time::timeout(PATIENCE, task).await.context("shutdown hung")??,
+            Some(task) => tokio::time::timeout(PATIENCE, task)
+                .await
+                .context("shutdown hung")??,
             None => Ok(()),
         }
     }
@@ -154,14 +193,18 @@ impl Drop for TestServer {
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;
-    let request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
     let text = String::from_utf8(response)?;
     let status = text.get(9..12).context("short response")?.parse()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -176,7 +219,10 @@ impl RawClient {
     /// Open a WebSocket to `path` (with its query) without any handshake.
     pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;
-        Ok(Self { ws, pending: Default::default() })
+        Ok(Self {
+            ws,
+            pending: Default::default(),
+        })
     }
 
     /// Negotiate, open the WebSocket and complete the JSON handshake.
@@ -185,7 +231,9 @@ impl RawClient {
         let body: Value = serde_json::from_str(&body)?;
         let token = body["connectionToken"].as_str().context("no token")?;
         let mut client = Self::open(server.addr, &format!("{hub_path}?id={token}")).await?;
-        client.send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}").await?;
+        client
+            .send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
+            .await?;
         let reply = client.next().await?;
         if reply != serde_json::json!({}) {
             bail!("handshake failed: {reply}");
@@ -207,9 +255,12 @@ impl RawClient {
     /// Invoke `target` with `args` and wait for its completion, skipping
     /// other messages (they stay available to [`Self::next`]).
     pub async fn invoke(&mut self, id: &str, target: &str, args: Value) -> anyhow::Result<Value> {
-        self.send(serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": args}))
-            .await?;
-        self.next_where(|m| m["type"] == 3 && m["invocationId"] == id).await
+        self.send(
+            serde_json::json!({"type": 1, "invocationId": id, "target": target, "arguments": args}),
+        )
+        .await?;
+        self.next_where(|m| m["type"] == 3 && m["invocationId"] == id)
+            .await
     }
 
     /// The next message (as JSON), waiting up to [`PATIENCE`].
@@ -265,7 +316,9 @@ impl RawClient {
         loop {
             match tokio::time::timeout(PATIENCE, self.ws.next()).await {
                 Ok(Some(Ok(Message::Text(text)))) => seen.extend(
-                    text.split('\u{1e}').filter(|p| !p.is_empty()).filter_map(|p| serde_json::from_str(p).ok()),
+                    text.split('\u{1e}')
+                        .filter(|p| !p.is_empty())
+                        .filter_map(|p| serde_json::from_str(p).ok()),
                 ),
                 Ok(Some(Ok(Message::Close(_)))) => return (seen, true),
                 Ok(Some(Ok(_))) => {}

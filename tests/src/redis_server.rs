@@ -14,7 +14,9 @@ pub struct RedisServer {
 
 /// A port nothing listens on right now.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl RedisServer {
@@ -26,16 +28,30 @@ impl RedisServer {
     /// Start on `port` with extra `redis-server` arguments.
     pub async fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .context("cannot start redis-server (is it installed?)")?;
-        let server = Self { port, child: Some(child) };
+        let server = Self {
+            port,
+            child: Some(child),
+        };
         crate::wait_until_async(crate::PATIENCE, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         })
         .await
         .context("redis-server did not start")?;
@@ -53,7 +69,9 @@ impl RedisServer {
         }
         let port = self.port;
         crate::wait_until_async(crate::PATIENCE, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err()
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
         })
         .await
     }

@@ -10,7 +10,9 @@
 use hubhost::backplane::Backplane;
 use hubhost::connection::outbound::{self, Frame, OutboundReceiver};
 use hubhost::ids::NodeId;
-use hubhost::lifetime::{GroupError, HubKey, HubLifetimeManager, LifetimeConfig, LocalConnection, Message, Target};
+use hubhost::lifetime::{
+    GroupError, HubKey, HubLifetimeManager, LifetimeConfig, LocalConnection, Message, Target,
+};
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,7 +34,10 @@ struct Cluster {
 }
 
 fn message(target: &str, arg: &str) -> anyhow::Result<Message> {
-    Ok(Message::new(target.into(), RawValue::from_string(serde_json::to_string(&[arg])?)?))
+    Ok(Message::new(
+        target.into(),
+        RawValue::from_string(serde_json::to_string(&[arg])?)?,
+    ))
 }
 
 impl Cluster {
@@ -41,30 +46,63 @@ impl Cluster {
             .into_iter()
             .map(|b| HubLifetimeManager::start(NodeId::random(), LifetimeConfig::new(prefix), b))
             .collect();
-        Ok(Self { nodes, conns: Vec::new(), chat: HubKey::new("demo", "chat")?, markers: 0 })
+        Ok(Self {
+            nodes,
+            conns: Vec::new(),
+            chat: HubKey::new("demo", "chat")?,
+            markers: 0,
+        })
     }
 
-    async fn connect(&mut self, name: &'static str, node: usize, hub: &HubKey, user: Option<&str>) -> String {
+    async fn connect(
+        &mut self,
+        name: &'static str,
+        node: usize,
+        hub: &HubKey,
+        user: Option<&str>,
+    ) -> String {
         let id = self.nodes[node].node().new_connection_id();
         let (tx, rx) = outbound::channel(1024);
-        let local = LocalConnection { id: id.as_str().into(), user_id: user.map(Into::into), outbound: tx };
+        let local = LocalConnection {
+            id: id.as_str().into(),
+            user_id: user.map(Into::into),
+            outbound: tx,
+        };
         let subscribed = self.nodes[node].add_connection(hub, local);
-        assert!(subscribed.ready(PATIENCE).await, "subscriptions of {name} not confirmed");
-        self.conns.push(Conn { name, hub: hub.clone(), id: id.clone(), rx });
+        assert!(
+            subscribed.ready(PATIENCE).await,
+            "subscriptions of {name} not confirmed"
+        );
+        self.conns.push(Conn {
+            name,
+            hub: hub.clone(),
+            id: id.clone(),
+            rx,
+        });
         id
     }
 
     fn id(&self, name: &str) -> String {
-        self.conns.iter().find(|c| c.name == name).map(|c| c.id.clone()).unwrap_or_default()
+        self.conns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id.clone())
+            .unwrap_or_default()
     }
 
     /// Join from node `via`, which need not own the connection.
     async fn join(&self, via: usize, name: &str, group: &str) -> Result<(), GroupError> {
-        self.nodes[via].add_to_group(&self.chat, &self.id(name), group).await
+        self.nodes[via]
+            .add_to_group(&self.chat, &self.id(name), group)
+            .await
     }
 
     /// Send `target` from node `from`; return the names that received it.
-    async fn send(&mut self, from: usize, target: Target) -> anyhow::Result<BTreeSet<&'static str>> {
+    async fn send(
+        &mut self,
+        from: usize,
+        target: Target,
+    ) -> anyhow::Result<BTreeSet<&'static str>> {
         self.markers += 1;
         let marker = format!("marker-{}", self.markers);
         self.nodes[from].send(&self.chat, target, message("Test", &marker)?);
@@ -76,9 +114,15 @@ impl Cluster {
                     .await
                     .map_err(|_| anyhow::anyhow!("{} never got {marker}", conn.name))?
                     .ok_or_else(|| anyhow::anyhow!("{} closed", conn.name))?;
-                let Frame::Message(m) = frame else { anyhow::bail!("unexpected frame") };
+                let Frame::Message(m) = frame else {
+                    anyhow::bail!("unexpected frame")
+                };
                 let arg: Vec<String> = serde_json::from_str(m.arguments().get())?;
-                anyhow::ensure!(arg[0] == marker, "{} got a stale message {arg:?}", conn.name);
+                anyhow::ensure!(
+                    arg[0] == marker,
+                    "{} got a stale message {arg:?}",
+                    conn.name
+                );
                 if m.target() == "Marker" {
                     break;
                 }
@@ -86,7 +130,11 @@ impl Cluster {
             }
         }
         for conn in self.conns.iter_mut().filter(|c| c.hub != self.chat) {
-            anyhow::ensure!(conn.rx.frames.try_recv().is_err(), "{} of another hub got a message", conn.name);
+            anyhow::ensure!(
+                conn.rx.frames.try_recv().is_err(),
+                "{} of another hub got a message",
+                conn.name
+            );
         }
         Ok(got)
     }
@@ -113,7 +161,9 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     c.connect("x-hub", 0, &other_hub, Some("u1")).await;
     c.connect("x-tenant", 1, &other_tenant, Some("u1")).await;
     let other_tenant_conn = c.id("x-tenant");
-    c.nodes[1].add_to_group(&other_tenant, &other_tenant_conn, "g").await?;
+    c.nodes[1]
+        .add_to_group(&other_tenant, &other_tenant_conn, "g")
+        .await?;
     // Group changes work from any node: the owner applies them.
     c.join(0, "a1", "g").await?;
     c.join(0, "b2", "g").await?;
@@ -123,36 +173,83 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
 
     let all = names(&["a1", "a2", "b1", "b2", "c1", "c2"]);
     assert_eq!(c.send(0, Target::All).await?, all);
-    assert_eq!(c.send(2, Target::AllExcept(ids(&c, &["a1", "b1"]))).await?, names(&["a2", "b2", "c1", "c2"]));
-    assert_eq!(c.send(0, Target::Connection(c.id("b2"))).await?, names(&["b2"]));
-    assert_eq!(c.send(1, Target::Connection(c.id("b2"))).await?, names(&["b2"]));
-    assert_eq!(c.send(1, Target::Connections(ids(&c, &["a2", "c1", "c1"]))).await?, names(&["a2", "c1"]));
-    assert_eq!(c.send(2, Target::Group("g".into())).await?, names(&["a1", "b2"]));
-    let except_b2 = Target::GroupExcept { group: "g".into(), excluded: ids(&c, &["b2"]) };
+    assert_eq!(
+        c.send(2, Target::AllExcept(ids(&c, &["a1", "b1"]))).await?,
+        names(&["a2", "b2", "c1", "c2"])
+    );
+    assert_eq!(
+        c.send(0, Target::Connection(c.id("b2"))).await?,
+        names(&["b2"])
+    );
+    assert_eq!(
+        c.send(1, Target::Connection(c.id("b2"))).await?,
+        names(&["b2"])
+    );
+    assert_eq!(
+        c.send(1, Target::Connections(ids(&c, &["a2", "c1", "c1"])))
+            .await?,
+        names(&["a2", "c1"])
+    );
+    assert_eq!(
+        c.send(2, Target::Group("g".into())).await?,
+        names(&["a1", "b2"])
+    );
+    let except_b2 = Target::GroupExcept {
+        group: "g".into(),
+        excluded: ids(&c, &["b2"]),
+    };
     assert_eq!(c.send(0, except_b2).await?, names(&["a1"]));
-    assert_eq!(c.send(1, Target::Groups(vec!["g".into(), "h".into()])).await?, names(&["a1", "b2", "c2"]));
-    assert_eq!(c.send(2, Target::User("u1".into())).await?, names(&["a1", "b1"]));
-    assert_eq!(c.send(0, Target::Users(vec!["u1".into(), "u2".into()])).await?, names(&["a1", "b1", "c1"]));
+    assert_eq!(
+        c.send(1, Target::Groups(vec!["g".into(), "h".into()]))
+            .await?,
+        names(&["a1", "b2", "c2"])
+    );
+    assert_eq!(
+        c.send(2, Target::User("u1".into())).await?,
+        names(&["a1", "b1"])
+    );
+    assert_eq!(
+        c.send(0, Target::Users(vec!["u1".into(), "u2".into()]))
+            .await?,
+        names(&["a1", "b1", "c1"])
+    );
     assert_eq!(c.send(0, Target::Group("nobody".into())).await?, names(&[]));
-    assert_eq!(c.send(0, Target::Connection("not-a-connection".into())).await?, names(&[]));
+    assert_eq!(
+        c.send(0, Target::Connection("not-a-connection".into()))
+            .await?,
+        names(&[])
+    );
 
     // Leaving a group (asked from another node), and leaving altogether, stop delivery.
-    c.nodes[2].remove_from_group(&chat, &c.id("a1"), "g").await?;
+    c.nodes[2]
+        .remove_from_group(&chat, &c.id("a1"), "g")
+        .await?;
     assert_eq!(c.send(2, Target::Group("g".into())).await?, names(&["b2"]));
     let b2 = c.id("b2");
     c.nodes[1].remove_connection(&chat, &b2);
     c.conns.retain(|conn| conn.name != "b2");
     assert_eq!(c.send(0, Target::Group("g".into())).await?, names(&[]));
-    assert_eq!(c.send(2, Target::All).await?, names(&["a1", "a2", "b1", "c1", "c2"]));
+    assert_eq!(
+        c.send(2, Target::All).await?,
+        names(&["a1", "a2", "b1", "c1", "c2"])
+    );
 
     // Unknown connections fail with a clear error as soon as the owner
     // answers (or at once when the id names no node); scope is kept.
     let a1 = c.id("a1");
     let started = std::time::Instant::now();
-    assert_eq!(c.nodes[0].add_to_group(&chat, &b2, "g").await, Err(GroupError::UnknownConnection(b2.clone())));
-    assert!(started.elapsed() < std::time::Duration::from_secs(2), "an unknown connection fails fast");
     assert_eq!(
-        c.nodes[0].add_to_group(&chat, "not-a-connection", "g").await,
+        c.nodes[0].add_to_group(&chat, &b2, "g").await,
+        Err(GroupError::UnknownConnection(b2.clone()))
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "an unknown connection fails fast"
+    );
+    assert_eq!(
+        c.nodes[0]
+            .add_to_group(&chat, "not-a-connection", "g")
+            .await,
         Err(GroupError::UnknownConnection("not-a-connection".into()))
     );
     assert_eq!(
@@ -160,6 +257,9 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
         Err(GroupError::UnknownConnection(a1.clone())),
         "a connection of another hub is unknown here"
     );
-    assert_eq!(c.nodes[0].add_to_group(&chat, &a1, "").await, Err(GroupError::BadName));
+    assert_eq!(
+        c.nodes[0].add_to_group(&chat, &a1, "").await,
+        Err(GroupError::BadName)
+    );
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! fault tests run a `redis-server` of their own.
 
 use hubhost_tests::redis_server::{NOTICE, RedisServer, free_port};
-use hubhost_tests::{REDIS_URL, RawClient, TestServer, cluster_config, http, unique_prefix, wait_until};
+use hubhost_tests::{
+    REDIS_URL, RawClient, TestServer, cluster_config, http, unique_prefix, wait_until,
+};
 use serde_json::{Value, json};
 
 fn is_message(user: &'static str, text: String) -> impl Fn(&Value) -> bool {
@@ -25,31 +27,50 @@ async fn chat_crosses_nodes() -> anyhow::Result<()> {
     let (mut on_a, a_id) = RawClient::connect(&a, "/demo/chat").await?;
     let (mut on_b, b_id) = RawClient::connect(&b, "/demo/chat").await?;
 
-    on_a.invoke("1", "SendMessage", json!(["ann", "to all"])).await?;
+    on_a.invoke("1", "SendMessage", json!(["ann", "to all"]))
+        .await?;
     on_b.next_where(is_message("ann", "to all".into())).await?;
     on_a.next_where(is_message("ann", "to all".into())).await?;
 
     // A group joined on B, sent to from A.
     on_b.invoke("2", "JoinGroup", json!(["room"])).await?;
-    on_a.invoke("3", "SendToGroup", json!(["room", "ann", "to room"])).await?;
+    on_a.invoke("3", "SendToGroup", json!(["room", "ann", "to room"]))
+        .await?;
     on_b.next_where(is_message("ann", "to room".into())).await?;
 
     // Others: B hears A, and A hears itself only through its own marker.
-    on_a.invoke("4", "SendToOthers", json!(["ann", "not me"])).await?;
+    on_a.invoke("4", "SendToOthers", json!(["ann", "not me"]))
+        .await?;
     on_b.next_where(is_message("ann", "not me".into())).await?;
-    on_a.invoke("5", "SendMessage", json!(["ann", "marker"])).await?;
+    on_a.invoke("5", "SendMessage", json!(["ann", "marker"]))
+        .await?;
     on_a.next_where(is_message("ann", "marker".into())).await?;
     // The marker was queued after the SendToOthers message, so that one
     // would have arrived first.
-    assert!(!on_a.pending().iter().any(is_message("ann", "not me".into())), "the caller got its own SendToOthers");
+    assert!(
+        !on_a
+            .pending()
+            .iter()
+            .any(is_message("ann", "not me".into())),
+        "the caller got its own SendToOthers"
+    );
 
     // A hub on A puts a connection of B into a group: routed and acknowledged.
     let (mut faulty_a, _) = RawClient::connect(&a, "/demo/faulty").await?;
     let (_faulty_b, faulty_b_id) = RawClient::connect(&b, "/demo/faulty").await?;
-    let reply = faulty_a.invoke("6", "AddToGroup", json!([faulty_b_id, "g"])).await?;
+    let reply = faulty_a
+        .invoke("6", "AddToGroup", json!([faulty_b_id, "g"]))
+        .await?;
     assert_eq!(reply["result"], Value::Null, "{reply}");
-    let reply = faulty_a.invoke("7", "AddToGroup", json!([b_id, "g"])).await?;
-    assert!(reply["error"].as_str().is_some_and(|e| e.contains("no connection")), "another hub's connection: {reply}");
+    let reply = faulty_a
+        .invoke("7", "AddToGroup", json!([b_id, "g"]))
+        .await?;
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no connection")),
+        "another hub's connection: {reply}"
+    );
     assert_ne!(a_id, b_id);
     a.stop().await?;
     b.stop().await
@@ -73,24 +94,48 @@ async fn clusters_with_different_prefixes_never_see_each_other() -> anyhow::Resu
         clients.push(client);
     }
     for client in &mut clients {
-        client.invoke("join", "JoinGroup", json!(["same-group"])).await?;
+        client
+            .invoke("join", "JoinGroup", json!(["same-group"]))
+            .await?;
     }
     // X's message crosses to X's other node...
-    clients[0].invoke("1", "SendMessage", json!(["x", "for x"])).await?;
-    clients[0].invoke("2", "SendToGroup", json!(["same-group", "x", "group of x"])).await?;
-    clients[1].next_where(is_message("x", "group of x".into())).await?;
+    clients[0]
+        .invoke("1", "SendMessage", json!(["x", "for x"]))
+        .await?;
+    clients[0]
+        .invoke("2", "SendToGroup", json!(["same-group", "x", "group of x"]))
+        .await?;
+    clients[1]
+        .next_where(is_message("x", "group of x".into()))
+        .await?;
     // ...and was published before Y's message, which Redis therefore delivers
     // after it to any subscriber of both: once Y's nodes have Y's message,
     // X's would have been there already.
-    clients[2].invoke("3", "SendToGroup", json!(["same-group", "y", "group of y"])).await?;
-    clients[3].next_where(is_message("y", "group of y".into())).await?;
-    clients[2].next_where(is_message("y", "group of y".into())).await?;
+    clients[2]
+        .invoke("3", "SendToGroup", json!(["same-group", "y", "group of y"]))
+        .await?;
+    clients[3]
+        .next_where(is_message("y", "group of y".into()))
+        .await?;
+    clients[2]
+        .next_where(is_message("y", "group of y".into()))
+        .await?;
     for y_client in &clients[2..] {
-        let leaked: Vec<_> = y_client.pending().iter().filter(|m| m["arguments"][0] == "x").collect();
-        assert!(leaked.is_empty(), "cluster y got cluster x's messages: {leaked:?}");
+        let leaked: Vec<_> = y_client
+            .pending()
+            .iter()
+            .filter(|m| m["arguments"][0] == "x")
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "cluster y got cluster x's messages: {leaked:?}"
+        );
     }
     for x_client in &clients[..2] {
-        assert!(!x_client.pending().iter().any(|m| m["arguments"][0] == "y"), "cluster x got y's messages");
+        assert!(
+            !x_client.pending().iter().any(|m| m["arguments"][0] == "y"),
+            "cluster x got y's messages"
+        );
     }
     for node in nodes {
         node.stop().await?;
@@ -106,10 +151,17 @@ async fn a_node_starts_without_redis_and_connects_when_it_appears() -> anyhow::R
     let node = TestServer::start(cluster_config(&url, &unique_prefix("late"))).await?;
     let (status, body) = http(node.addr, "GET", "/readyz").await?;
     assert_eq!(status, 503, "{body}");
-    assert_eq!(http(node.addr, "GET", "/healthz").await?.0, 200, "alive while not ready");
+    assert_eq!(
+        http(node.addr, "GET", "/healthz").await?.0,
+        200,
+        "alive while not ready"
+    );
     // Local traffic works without Redis.
     let (mut client, _) = RawClient::connect(&node, "/demo/chat").await?;
-    assert_eq!(client.invoke("1", "Echo", json!(["up"])).await?["result"], "up");
+    assert_eq!(
+        client.invoke("1", "Echo", json!(["up"])).await?["result"],
+        "up"
+    );
 
     let redis = RedisServer::start_with(port, &["--requirepass", "s3cret"]).await?;
     ready(&node).await?;
@@ -126,8 +178,16 @@ async fn a_wrong_password_keeps_the_node_unready() -> anyhow::Result<()> {
     let port = free_port()?;
     let redis = RedisServer::start_with(port, &["--requirepass", "right"]).await?;
     let prefix = unique_prefix("pw");
-    let node = TestServer::start(cluster_config(&format!("redis://:wrong@127.0.0.1:{port}"), &prefix)).await?;
-    let control = TestServer::start(cluster_config(&format!("redis://:right@127.0.0.1:{port}"), &prefix)).await?;
+    let node = TestServer::start(cluster_config(
+        &format!("redis://:wrong@127.0.0.1:{port}"),
+        &prefix,
+    ))
+    .await?;
+    let control = TestServer::start(cluster_config(
+        &format!("redis://:right@127.0.0.1:{port}"),
+        &prefix,
+    ))
+    .await?;
     // Started together: once the node with the right password is ready, the
     // other has been refused at least once. It keeps trying (and logging
     // why) without becoming ready, and serves its own clients all along.
@@ -155,14 +215,17 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
     ready(&b).await?;
     let (mut sender, _) = RawClient::connect(&a, "/demo/chat").await?;
     let (mut receiver, _) = RawClient::connect(&b, "/demo/chat").await?;
-    let send = |i: usize| json!({"type": 1, "target": "SendMessage", "arguments": ["seq", i.to_string()]});
+    let send =
+        |i: usize| json!({"type": 1, "target": "SendMessage", "arguments": ["seq", i.to_string()]});
 
     // 250 messages 20 ms apart: a 5-second outage.
     let (before, during, after) = (20, 250, 20);
     for i in 0..before {
         sender.send(send(i)).await?;
     }
-    receiver.next_where(is_message("seq", (before - 1).to_string())).await?;
+    receiver
+        .next_where(is_message("seq", (before - 1).to_string()))
+        .await?;
 
     redis.kill().await?;
     let backplane = a.state.lifetime.backplane().clone();
@@ -174,12 +237,20 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
         paced.as_mut().tick().await;
         sender.send(send(i)).await?;
     }
-    sender.next_where(is_message("seq", (before + during - 1).to_string())).await?;
+    sender
+        .next_where(is_message("seq", (before + during - 1).to_string()))
+        .await?;
     // Hub calls never wait for Redis, group changes included.
     let started = std::time::Instant::now();
-    let join = sender.invoke("join", "JoinGroup", json!(["during-outage"])).await?;
+    let join = sender
+        .invoke("join", "JoinGroup", json!(["during-outage"]))
+        .await?;
     assert_eq!(join["result"], Value::Null, "{join}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(1), "JoinGroup waited {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "JoinGroup waited {:?}",
+        started.elapsed()
+    );
     let stats = a.state.lifetime.backplane().stats();
     assert!(stats.buffered > 0, "messages wait for Redis: {stats:?}");
 
@@ -207,10 +278,24 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
     );
     // In order, each at most once; what is missing is exactly the batch that
     // was in flight when Redis died (counted), nothing buffered.
-    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order or duplicated: {got:?}");
-    assert_eq!(received as u64 + stats.dropped_in_flight, (total - before) as u64, "{got:?}");
-    assert!(stats.dropped_in_flight <= 1, "only the message in flight is lost: {stats:?}");
-    assert_eq!(stats.dropped_overflow + stats.dropped_expired, 0, "{stats:?}");
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "out of order or duplicated: {got:?}"
+    );
+    assert_eq!(
+        received as u64 + stats.dropped_in_flight,
+        (total - before) as u64,
+        "{got:?}"
+    );
+    assert!(
+        stats.dropped_in_flight <= 1,
+        "only the message in flight is lost: {stats:?}"
+    );
+    assert_eq!(
+        stats.dropped_overflow + stats.dropped_expired,
+        0,
+        "{stats:?}"
+    );
     a.stop().await?;
     b.stop().await?;
     drop(redis);

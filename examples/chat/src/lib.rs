@@ -17,20 +17,34 @@ impl hubhost_guest::Hub for Chat {
         m.on("LeaveGroup", |ctx, (group,): (String,)| {
             ctx.groups().remove(ctx.connection_id(), &group)
         });
-        m.on("SendToGroup", |ctx, (group, user, message): (String, String, String)| {
-            ctx.clients().group(group).send("ReceiveMessage", (user, message))
-        });
+        m.on(
+            "SendToGroup",
+            |ctx, (group, user, message): (String, String, String)| {
+                ctx.clients()
+                    .group(group)
+                    .send("ReceiveMessage", (user, message))
+            },
+        );
         m.on("SendToOthers", |ctx, (user, message): (String, String)| {
-            ctx.clients().others().send("ReceiveMessage", (user, message))
+            ctx.clients()
+                .others()
+                .send("ReceiveMessage", (user, message))
         });
-        m.on("SendToUser", |ctx, (user_id, user, message): (String, String, String)| {
-            ctx.clients().user(user_id).send("ReceiveMessage", (user, message))
-        });
+        m.on(
+            "SendToUser",
+            |ctx, (user_id, user, message): (String, String, String)| {
+                ctx.clients()
+                    .user(user_id)
+                    .send("ReceiveMessage", (user, message))
+            },
+        );
         m.on("Echo", |_, (value,): (Value,)| Ok(value));
         m.on("WhoAmI", |ctx, ()| {
             Ok(json!({ "connectionId": ctx.connection_id(), "userId": ctx.user_id() }))
         });
-        m.on("Fail", |_, (text,): (String,)| Err::<(), _>(HubError::failed(text)));
+        m.on("Fail", |_, (text,): (String,)| {
+            Err::<(), _>(HubError::failed(text))
+        });
     }
 }
 

@@ -17,7 +17,9 @@ pub struct Channels {
 
 impl Channels {
     pub fn new(cluster: impl Into<String>) -> Self {
-        Self { cluster: cluster.into() }
+        Self {
+            cluster: cluster.into(),
+        }
     }
 
     fn hub(&self, hub: &HubKey) -> String {
@@ -57,7 +59,11 @@ mod tests {
         assert_eq!(channels.group(&hub, "a:b*"), "hubhost:acme:chat:group:a:b*");
         assert_eq!(channels.user(&hub, "u 1"), "hubhost:acme:chat:user:u 1");
         let other = HubKey::new("acme-2", "chat")?;
-        assert!(!channels.group(&hub, ":x").starts_with(&channels.all(&other)));
+        assert!(
+            !channels
+                .group(&hub, ":x")
+                .starts_with(&channels.all(&other))
+        );
         Ok(())
     }
 }

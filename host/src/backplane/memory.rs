@@ -55,7 +55,11 @@ impl MemoryBackplane {
         let node = bus.next_node.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(INCOMING_CAPACITY);
         bus.lock().nodes.insert(node, tx);
-        Self { bus, node, incoming: Mutex::new(Some(rx)) }
+        Self {
+            bus,
+            node,
+            incoming: Mutex::new(Some(rx)),
+        }
     }
 
     /// A node on a bus of its own: the single-node default.
@@ -78,21 +82,36 @@ impl Drop for MemoryBackplane {
 impl Backplane for MemoryBackplane {
     fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
         let bus = self.bus.lock();
-        let Some(nodes) = bus.subscribers.get(channel) else { return Ok(()) };
+        let Some(nodes) = bus.subscribers.get(channel) else {
+            return Ok(());
+        };
         // The publisher never hears itself here: it already delivered locally.
         for node in nodes.iter().filter(|n| **n != self.node) {
-            let Some(tx) = bus.nodes.get(node) else { continue };
-            let delivery = Delivery { channel: channel.to_owned(), payload: payload.clone() };
+            let Some(tx) = bus.nodes.get(node) else {
+                continue;
+            };
+            let delivery = Delivery {
+                channel: channel.to_owned(),
+                payload: payload.clone(),
+            };
             if tx.try_send(delivery).is_err() {
                 self.bus.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(channel, "memory backplane: a node is not keeping up; message dropped");
+                tracing::warn!(
+                    channel,
+                    "memory backplane: a node is not keeping up; message dropped"
+                );
             }
         }
         Ok(())
     }
 
     fn subscribe(&self, channel: &str) -> Subscribed {
-        self.bus.lock().subscribers.entry(channel.to_owned()).or_default().insert(self.node);
+        self.bus
+            .lock()
+            .subscribers
+            .entry(channel.to_owned())
+            .or_default()
+            .insert(self.node);
         Subscribed::done()
     }
 
@@ -111,11 +130,17 @@ impl Backplane for MemoryBackplane {
     }
 
     fn stats(&self) -> BackplaneStats {
-        BackplaneStats { dropped_incoming: self.bus.dropped(), ..BackplaneStats::default() }
+        BackplaneStats {
+            dropped_incoming: self.bus.dropped(),
+            ..BackplaneStats::default()
+        }
     }
 
     fn take_incoming(&self) -> Option<mpsc::Receiver<Delivery>> {
-        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 }
 

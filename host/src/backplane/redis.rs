@@ -131,7 +131,13 @@ impl RedisBackplane {
             tokio::spawn(publisher(client.clone(), shared.clone(), settings.clone())),
             tokio::spawn(subscriber(client, shared.clone(), command_rx, incoming_tx)),
         ];
-        Ok(Self { shared, settings, commands, incoming: Mutex::new(Some(incoming_rx)), tasks })
+        Ok(Self {
+            shared,
+            settings,
+            commands,
+            incoming: Mutex::new(Some(incoming_rx)),
+            tasks,
+        })
     }
 }
 
@@ -147,17 +153,31 @@ impl Backplane for RedisBackplane {
     fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
         let mut queue = self.shared.queue();
         queue.bytes += payload.len();
-        queue.items.push_back(Outgoing { channel: channel.to_owned(), payload, queued: Instant::now() });
+        queue.items.push_back(Outgoing {
+            channel: channel.to_owned(),
+            payload,
+            queued: Instant::now(),
+        });
         let mut dropped = 0u64;
         while queue.bytes > self.settings.max_buffer_bytes {
-            let Some(oldest) = queue.items.pop_front() else { break };
+            let Some(oldest) = queue.items.pop_front() else {
+                break;
+            };
             queue.bytes -= oldest.payload.len();
             dropped += 1;
         }
         drop(queue);
         if dropped > 0 {
-            let total = self.shared.dropped_overflow.fetch_add(dropped, Ordering::Relaxed) + dropped;
-            tracing::warn!(dropped, total, "redis backplane: outgoing buffer full; oldest messages dropped");
+            let total = self
+                .shared
+                .dropped_overflow
+                .fetch_add(dropped, Ordering::Relaxed)
+                + dropped;
+            tracing::warn!(
+                dropped,
+                total,
+                "redis backplane: outgoing buffer full; oldest messages dropped"
+            );
         }
         self.shared.queued.notify_one();
         Ok(())
@@ -165,7 +185,9 @@ impl Backplane for RedisBackplane {
 
     fn subscribe(&self, channel: &str) -> Subscribed {
         let (ack, ready) = oneshot::channel();
-        let _ = self.commands.send(Command::Subscribe(channel.to_owned(), ack));
+        let _ = self
+            .commands
+            .send(Command::Subscribe(channel.to_owned(), ack));
         Subscribed::pending(ready)
     }
 
@@ -174,11 +196,15 @@ impl Backplane for RedisBackplane {
     }
 
     fn take_incoming(&self) -> Option<mpsc::Receiver<Delivery>> {
-        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     fn is_ready(&self) -> bool {
-        self.shared.publisher_up.load(Ordering::Relaxed) && self.shared.subscriber_up.load(Ordering::Relaxed)
+        self.shared.publisher_up.load(Ordering::Relaxed)
+            && self.shared.subscriber_up.load(Ordering::Relaxed)
     }
 
     fn stats(&self) -> BackplaneStats {
@@ -222,7 +248,11 @@ async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String
 fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
     let mut queue = shared.queue();
     let mut expired = 0u64;
-    while queue.items.front().is_some_and(|m| m.queued.elapsed() > max_age) {
+    while queue
+        .items
+        .front()
+        .is_some_and(|m| m.queued.elapsed() > max_age)
+    {
         if let Some(old) = queue.items.pop_front() {
             queue.bytes -= old.payload.len();
             expired += 1;
@@ -231,7 +261,9 @@ fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
     let mut batch = Vec::new();
     let mut bytes = 0;
     while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-        let Some(message) = queue.items.pop_front() else { break };
+        let Some(message) = queue.items.pop_front() else {
+            break;
+        };
         queue.bytes -= message.payload.len();
         bytes += message.payload.len();
         batch.push(message);
@@ -239,7 +271,11 @@ fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
     drop(queue);
     if expired > 0 {
         let total = shared.dropped_expired.fetch_add(expired, Ordering::Relaxed) + expired;
-        tracing::warn!(expired, total, "redis backplane: messages waited too long for Redis; dropped");
+        tracing::warn!(
+            expired,
+            total,
+            "redis backplane: messages waited too long for Redis; dropped"
+        );
     }
     batch
 }
@@ -297,11 +333,16 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
             }
             let mut pipe = redis::pipe();
             for message in &batch {
-                pipe.cmd("PUBLISH").arg(&message.channel).arg(message.payload.as_ref()).ignore();
+                pipe.cmd("PUBLISH")
+                    .arg(&message.channel)
+                    .arg(message.payload.as_ref())
+                    .ignore();
             }
             match timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut connection)).await {
                 Ok(Ok(())) => {
-                    shared.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    shared
+                        .published
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 }
                 failure => {
                     let error = match failure {

@@ -2,13 +2,13 @@
 
 use super::outbound::{CloseRequest, Frame, Outbound};
 use super::{ConnectionContext, Stream, close_with_error};
-use crate::protocol::{Incoming, ProtocolError, json, split_messages};
 use crate::lifetime::HubLifetimeManager;
+use crate::protocol::{Incoming, ProtocolError, json, split_messages};
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
-use std::sync::Arc;
 use axum::extract::ws::Message as WsMessage;
 use futures_util::StreamExt;
 use std::future::pending;
+use std::sync::Arc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until};
 
@@ -60,7 +60,9 @@ impl<'a> Dispatcher<'a> {
 
     /// Run the hub's `on-connected`; false if it refused the client.
     pub async fn connected(&mut self) -> bool {
-        let result = self.call_hub(|version, lifetime, caller| version.on_connected(lifetime, caller)).await;
+        let result = self
+            .call_hub(|version, lifetime, caller| version.on_connected(lifetime, caller))
+            .await;
         let error = match result {
             Some(Ok(Ok(()))) => return true,
             Some(Ok(Err(error))) => format!("{error:?}"),
@@ -78,7 +80,9 @@ impl<'a> Dispatcher<'a> {
     /// Run the hub's `on-disconnected`.
     pub async fn disconnected(&mut self, error: Option<String>) {
         let result = self
-            .call_hub(move |version, lifetime, caller| version.on_disconnected(lifetime, caller, error.as_deref()))
+            .call_hub(move |version, lifetime, caller| {
+                version.on_disconnected(lifetime, caller, error.as_deref())
+            })
             .await;
         if let Some(Err(error)) = result {
             tracing::warn!(%error, "on-disconnected failed");
@@ -99,7 +103,11 @@ impl<'a> Dispatcher<'a> {
         let mut pinged = false;
         let mut last_received = Instant::now();
         let mut pending_input = !buffer.is_empty();
-        let outcome = |error, writer| Outcome { error, writer, notify_hub: true };
+        let outcome = |error, writer| Outcome {
+            error,
+            writer,
+            notify_hub: true,
+        };
         loop {
             if !pending_input {
                 let client_deadline = async {
@@ -155,7 +163,10 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn too_large(&self, size: usize) -> Flow {
-        let error = ProtocolError::TooLarge { size, limit: self.ctx.limits.max_message_size };
+        let error = ProtocolError::TooLarge {
+            size,
+            limit: self.ctx.limits.max_message_size,
+        };
         self.protocol_error(error)
     }
 
@@ -171,16 +182,28 @@ impl<'a> Dispatcher<'a> {
             Err(error) => return self.protocol_error(error),
         };
         match message {
-            Incoming::Invocation { invocation_id, target, arguments, stream_ids } => {
+            Incoming::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            } => {
                 if !stream_ids.is_empty() {
-                    let error = format!("Client sent {} stream(s), Hub method expects 0.", stream_ids.len());
+                    let error = format!(
+                        "Client sent {} stream(s), Hub method expects 0.",
+                        stream_ids.len()
+                    );
                     self.complete_with_error(invocation_id.as_deref(), &error);
                 } else {
                     let arguments = arguments.get().to_owned();
-                    self.invoke(invocation_id.as_deref(), target, arguments).await;
+                    self.invoke(invocation_id.as_deref(), target, arguments)
+                        .await;
                 }
             }
-            Incoming::StreamInvocation { invocation_id, target } => {
+            Incoming::StreamInvocation {
+                invocation_id,
+                target,
+            } => {
                 let error = format!(
                     "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
                 );
@@ -204,7 +227,8 @@ impl<'a> Dispatcher<'a> {
         let error = match result {
             Some(Ok(Ok(value))) => {
                 if let Some(id) = invocation_id {
-                    self.outbound.push(Frame::Own(json::completion_result(id, &value).into()));
+                    self.outbound
+                        .push(Frame::Own(json::completion_result(id, &value).into()));
                 }
                 return;
             }
@@ -228,7 +252,8 @@ impl<'a> Dispatcher<'a> {
     fn complete_with_error(&self, invocation_id: Option<&str>, error: &str) {
         // Without an id the client wants no reply, not even an error.
         if let Some(id) = invocation_id {
-            self.outbound.push(Frame::Own(json::completion_error(id, error).into()));
+            self.outbound
+                .push(Frame::Own(json::completion_error(id, error).into()));
         }
     }
 }

@@ -89,10 +89,15 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
     let outcome = if dispatcher.connected().await {
         dispatcher.read(&mut stream, leftover, writer).await
     } else {
-        dispatch::Outcome { error: None, writer: Some(writer), notify_hub: false }
+        dispatch::Outcome {
+            error: None,
+            writer: Some(writer),
+            notify_hub: false,
+        }
     };
 
-    ctx.lifetime.remove_connection(&ctx.hub, &ctx.caller.connection_id);
+    ctx.lifetime
+        .remove_connection(&ctx.hub, &ctx.caller.connection_id);
     if outcome.notify_hub {
         dispatcher.disconnected(outcome.error.clone()).await;
     }
@@ -109,7 +114,11 @@ type Stream = futures_util::stream::SplitStream<WebSocket>;
 
 /// Read the handshake request and answer it. Returns the bytes that followed
 /// the request (already hub messages), or `None` when the connection must end.
-async fn handshake(sink: &mut Sink, stream: &mut Stream, limits: &ConnectionLimits) -> Option<Vec<u8>> {
+async fn handshake(
+    sink: &mut Sink,
+    stream: &mut Stream,
+    limits: &ConnectionLimits,
+) -> Option<Vec<u8>> {
     let deadline = Instant::now() + limits.handshake_timeout;
     let mut buffer = Vec::new();
     let result = loop {
@@ -137,12 +146,16 @@ async fn handshake(sink: &mut Sink, stream: &mut Stream, limits: &ConnectionLimi
     };
     match result {
         Ok(end) => {
-            sink.send(WsMessage::Text(handshake::SUCCESS_RESPONSE.into())).await.ok()?;
+            sink.send(WsMessage::Text(handshake::SUCCESS_RESPONSE.into()))
+                .await
+                .ok()?;
             Some(buffer.split_off(end + 1))
         }
         Err(error) => {
             tracing::info!(%error, "handshake refused");
-            let _ = sink.send(WsMessage::Text(handshake::error_response(&error).into())).await;
+            let _ = sink
+                .send(WsMessage::Text(handshake::error_response(&error).into()))
+                .await;
             None
         }
     }
@@ -150,5 +163,8 @@ async fn handshake(sink: &mut Sink, stream: &mut Stream, limits: &ConnectionLimi
 
 /// The Close a client gets when the server ends the connection over an error.
 fn close_with_error(detail: impl std::fmt::Display, allow_reconnect: bool) -> CloseRequest {
-    CloseRequest { error: Some(format!("Connection closed with an error. {detail}")), allow_reconnect }
+    CloseRequest {
+        error: Some(format!("Connection closed with an error. {detail}")),
+        allow_reconnect,
+    }
 }

@@ -47,8 +47,14 @@ pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
     let (frames_tx, frames_rx) = mpsc::channel(capacity.max(1));
     let (close_tx, close_rx) = watch::channel(None);
     (
-        Outbound { frames: frames_tx, close: Arc::new(close_tx) },
-        OutboundReceiver { frames: frames_rx, close: close_rx },
+        Outbound {
+            frames: frames_tx,
+            close: Arc::new(close_tx),
+        },
+        OutboundReceiver {
+            frames: frames_rx,
+            close: close_rx,
+        },
     )
 }
 
@@ -103,8 +109,16 @@ mod tests {
         let request = rx.close.borrow_and_update().clone();
         assert!(request.is_some_and(|r| r.error.is_some_and(|e| e.contains("fast enough"))));
         // The first reason sticks.
-        out.close(CloseRequest { error: None, allow_reconnect: false });
-        assert!(rx.close.borrow().as_ref().is_some_and(|r| r.allow_reconnect));
+        out.close(CloseRequest {
+            error: None,
+            allow_reconnect: false,
+        });
+        assert!(
+            rx.close
+                .borrow()
+                .as_ref()
+                .is_some_and(|r| r.allow_reconnect)
+        );
         assert!(matches!(rx.frames.try_recv(), Ok(Frame::Own(_))));
     }
 }

@@ -1,8 +1,8 @@
 //! The writer task: the only place that sends on a connection's socket.
 
 use super::ConnectionLimits;
-use super::outbound::{CloseRequest, Frame, OutboundReceiver};
 use super::Sink;
+use super::outbound::{CloseRequest, Frame, OutboundReceiver};
 use crate::protocol::json;
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, close_code};
 use futures_util::SinkExt;
@@ -72,7 +72,9 @@ fn batch(first: Frame, rx: &mut OutboundReceiver) -> Utf8Bytes {
     let mut text = String::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
     text.push_str(first.as_str());
     while text.len() < MAX_BATCH_BYTES {
-        let Ok(frame) = rx.frames.try_recv() else { break };
+        let Ok(frame) = rx.frames.try_recv() else {
+            break;
+        };
         text.push_str(bytes_of(frame).as_str());
     }
     text.into()
@@ -80,7 +82,10 @@ fn batch(first: Frame, rx: &mut OutboundReceiver) -> Utf8Bytes {
 
 async fn close(sink: &mut Sink, request: &CloseRequest, limits: &ConnectionLimits) {
     let message = json::close(request.error.as_deref(), request.allow_reconnect);
-    let frame = CloseFrame { code: close_code::NORMAL, reason: Utf8Bytes::from_static("") };
+    let frame = CloseFrame {
+        code: close_code::NORMAL,
+        reason: Utf8Bytes::from_static(""),
+    };
     let _ = timeout(limits.send_timeout, async {
         sink.send(WsMessage::Text(message.into())).await?;
         sink.send(WsMessage::Close(Some(frame))).await

@@ -7,13 +7,15 @@
 //! connection the owner does not have fails as soon as the owner answers; an
 //! id that names no node, or any id while this node has no peers, fails at once.
 
-use super::{GroupError, GroupReply, GroupRequest, HubKey, HubLifetimeManager, MAX_NAME_BYTES, Wire};
-use crate::ids::NodeId;
 use super::local::Interest;
-use std::collections::HashMap;
+use super::{
+    GroupError, GroupReply, GroupRequest, HubKey, HubLifetimeManager, MAX_NAME_BYTES, Wire,
+};
 use crate::backplane::Subscribed;
-use std::sync::{Arc, Mutex};
+use crate::ids::NodeId;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Group requests sent to other nodes and not yet answered.
@@ -31,21 +33,41 @@ impl Pending {
 }
 
 fn check_group(group: &str) -> Result<(), GroupError> {
-    if group.is_empty() || group.len() > MAX_NAME_BYTES { Err(GroupError::BadName) } else { Ok(()) }
+    if group.is_empty() || group.len() > MAX_NAME_BYTES {
+        Err(GroupError::BadName)
+    } else {
+        Ok(())
+    }
 }
 
 impl HubLifetimeManager {
     /// Put connection `id` of `hub` into `group`.
-    pub async fn add_to_group(&self, hub: &HubKey, id: &str, group: &str) -> Result<(), GroupError> {
+    pub async fn add_to_group(
+        &self,
+        hub: &HubKey,
+        id: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
         self.change_group(hub, id, group, true).await
     }
 
     /// Take connection `id` of `hub` out of `group`.
-    pub async fn remove_from_group(&self, hub: &HubKey, id: &str, group: &str) -> Result<(), GroupError> {
+    pub async fn remove_from_group(
+        &self,
+        hub: &HubKey,
+        id: &str,
+        group: &str,
+    ) -> Result<(), GroupError> {
         self.change_group(hub, id, group, false).await
     }
 
-    async fn change_group(&self, hub: &HubKey, id: &str, group: &str, add: bool) -> Result<(), GroupError> {
+    async fn change_group(
+        &self,
+        hub: &HubKey,
+        id: &str,
+        group: &str,
+        add: bool,
+    ) -> Result<(), GroupError> {
         check_group(group)?;
         if let Some(subscribed) = self.change_local(hub, id, group, add) {
             // As in ASP.NET Core's Redis lifetime manager, a join returns once
@@ -85,7 +107,11 @@ impl HubLifetimeManager {
     fn change_local(&self, hub: &HubKey, id: &str, group: &str, add: bool) -> Option<Subscribed> {
         let mut hubs = self.write();
         let connections = hubs.get_mut(hub)?;
-        let interest = if add { connections.join(id, group)? } else { connections.remove_from_group(id, group)? };
+        let interest = if add {
+            connections.join(id, group)?
+        } else {
+            connections.remove_from_group(id, group)?
+        };
         Some(match interest {
             Interest::Gained => self.backplane.subscribe(&self.channels.group(hub, group)),
             Interest::Lost => {
@@ -99,14 +125,24 @@ impl HubLifetimeManager {
     /// Another node asks us to change one of our connections' groups.
     pub(super) fn on_group_request(self: &Arc<Self>, request: GroupRequest) {
         let Some(origin) = NodeId::parse(&request.origin) else {
-            return tracing::warn!(origin = request.origin, "dropping a group request from an invalid node id");
+            return tracing::warn!(
+                origin = request.origin,
+                "dropping a group request from an invalid node id"
+            );
         };
-        let applied = HubKey::new(&request.tenant, &request.hub).ok().and_then(|hub| {
-            check_group(&request.group).ok()?;
-            self.change_local(&hub, &request.connection, &request.group, request.add)
+        let applied = HubKey::new(&request.tenant, &request.hub)
+            .ok()
+            .and_then(|hub| {
+                check_group(&request.group).ok()?;
+                self.change_local(&hub, &request.connection, &request.group, request.add)
+            });
+        let error = applied
+            .is_none()
+            .then(|| format!("no connection '{}' on this hub", request.connection));
+        let reply = Wire::GroupReply(GroupReply {
+            request: request.request,
+            error,
         });
-        let error = applied.is_none().then(|| format!("no connection '{}' on this hub", request.connection));
-        let reply = Wire::GroupReply(GroupReply { request: request.request, error });
         let channel = self.channels.node(origin);
         let manager = self.clone();
         // Answer once the subscription is in effect, without holding up the

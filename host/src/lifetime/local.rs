@@ -56,8 +56,13 @@ impl HubConnections {
             }
             members.insert(connection.id.clone());
         }
-        self.connections
-            .insert(connection.id.clone(), Entry { connection, groups: HashSet::new() });
+        self.connections.insert(
+            connection.id.clone(),
+            Entry {
+                connection,
+                groups: HashSet::new(),
+            },
+        );
         interest
     }
 
@@ -91,7 +96,11 @@ impl HubConnections {
         let members = self.groups.entry(group.to_owned()).or_default();
         let gained = members.is_empty();
         members.insert(entry.connection.id.clone());
-        Some(if gained { Interest::Gained } else { Interest::Unchanged })
+        Some(if gained {
+            Interest::Gained
+        } else {
+            Interest::Unchanged
+        })
     }
 
     /// Take a local connection out of a group. `None` if there is no such connection.
@@ -102,7 +111,9 @@ impl HubConnections {
     }
 
     fn leave(&mut self, id: &str, group: &str) -> Interest {
-        let Some(members) = self.groups.get_mut(group) else { return Interest::Unchanged };
+        let Some(members) = self.groups.get_mut(group) else {
+            return Interest::Unchanged;
+        };
         if !members.remove(id) || !members.is_empty() {
             return Interest::Unchanged;
         }
@@ -136,7 +147,10 @@ impl HubConnections {
             Target::Connection(id) => by_id(id).into_iter().collect(),
             Target::Connections(ids) => {
                 let mut seen = HashSet::new();
-                ids.iter().filter(|id| seen.insert(id.as_str())).filter_map(|id| by_id(id)).collect()
+                ids.iter()
+                    .filter(|id| seen.insert(id.as_str()))
+                    .filter_map(|id| by_id(id))
+                    .collect()
             }
             Target::Group(group) => members(group).filter_map(|id| by_id(id)).collect(),
             Target::GroupExcept { group, excluded } => members(group)
@@ -151,7 +165,10 @@ impl HubConnections {
 
     /// Queue `frame_for()` on every connection `target` names; returns how many.
     pub fn deliver(&self, target: &Target, frame_for: impl Fn() -> Frame) -> usize {
-        self.resolve(target).into_iter().filter(|c| c.outbound.push(frame_for())).count()
+        self.resolve(target)
+            .into_iter()
+            .filter(|c| c.outbound.push(frame_for()))
+            .count()
     }
 
     /// Every local connection.

@@ -22,7 +22,11 @@ pub struct Message {
 impl Message {
     /// `arguments` must be a JSON array (see [`json::raw_array`]).
     pub fn new(target: String, arguments: Box<RawValue>) -> Self {
-        Self { target, arguments, json: OnceLock::new() }
+        Self {
+            target,
+            arguments,
+            json: OnceLock::new(),
+        }
     }
 
     pub fn target(&self) -> &str {
@@ -35,7 +39,8 @@ impl Message {
 
     /// The framed JSON protocol Invocation, encoded on first use.
     pub fn json(&self) -> &Utf8Bytes {
-        self.json.get_or_init(|| json::invocation(&self.target, &self.arguments).into())
+        self.json
+            .get_or_init(|| json::invocation(&self.target, &self.arguments).into())
     }
 }
 
@@ -102,14 +107,25 @@ mod tests {
             origin: "node".into(),
             tenant: "t".into(),
             hub: "h".into(),
-            to: Target::GroupExcept { group: "g".into(), excluded: vec!["x".into()] },
+            to: Target::GroupExcept {
+                group: "g".into(),
+                excluded: vec!["x".into()],
+            },
             method: "M".into(),
             arguments: RawValue::from_string("[1,{\"a\":null}]".into())?,
         });
         let bytes = serde_json::to_vec(&wire)?;
-        let Wire::Send(back) = serde_json::from_slice(&bytes)? else { anyhow::bail!("wrong kind") };
+        let Wire::Send(back) = serde_json::from_slice(&bytes)? else {
+            anyhow::bail!("wrong kind")
+        };
         assert_eq!(back.arguments.get(), "[1,{\"a\":null}]");
-        assert_eq!(back.to, Target::GroupExcept { group: "g".into(), excluded: vec!["x".into()] });
+        assert_eq!(
+            back.to,
+            Target::GroupExcept {
+                group: "g".into(),
+                excluded: vec!["x".into()]
+            }
+        );
         Ok(())
     }
 
@@ -117,8 +133,14 @@ mod tests {
     fn encodes_json_once() -> anyhow::Result<()> {
         let message = Message::new("M".into(), RawValue::from_string("[1]".into())?);
         let first = message.json().clone();
-        assert_eq!(first.as_str(), "{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\u{1e}");
-        assert!(std::ptr::eq(first.as_str().as_ptr(), message.json().as_str().as_ptr()));
+        assert_eq!(
+            first.as_str(),
+            "{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\u{1e}"
+        );
+        assert!(std::ptr::eq(
+            first.as_str().as_ptr(),
+            message.json().as_str().as_ptr()
+        ));
         Ok(())
     }
 }

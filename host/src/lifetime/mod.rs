@@ -54,15 +54,27 @@ fn check_name(kind: &'static str, name: &str) -> Result<(), InvalidName> {
     let bytes = name.as_bytes();
     let valid = (1..=63).contains(&bytes.len())
         && bytes[0] != b'-'
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if valid { Ok(()) } else { Err(InvalidName { kind, name: name.to_owned() }) }
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(InvalidName {
+            kind,
+            name: name.to_owned(),
+        })
+    }
 }
 
 impl HubKey {
     pub fn new(tenant: &str, hub: &str) -> Result<Self, InvalidName> {
         check_name("tenant", tenant)?;
         check_name("hub", hub)?;
-        Ok(Self { tenant: tenant.into(), hub: hub.into() })
+        Ok(Self {
+            tenant: tenant.into(),
+            hub: hub.into(),
+        })
     }
 
     pub fn tenant(&self) -> &str {
@@ -89,7 +101,10 @@ pub enum Target {
     Connection(String),
     Connections(Vec<String>),
     Group(String),
-    GroupExcept { group: String, excluded: Vec<String> },
+    GroupExcept {
+        group: String,
+        excluded: Vec<String>,
+    },
     Groups(Vec<String>),
     User(String),
     Users(Vec<String>),
@@ -116,7 +131,10 @@ pub struct LifetimeConfig {
 
 impl LifetimeConfig {
     pub fn new(cluster_prefix: &str) -> Self {
-        Self { channels: Channels::new(cluster_prefix), group_timeout: Duration::from_secs(5) }
+        Self {
+            channels: Channels::new(cluster_prefix),
+            group_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -151,7 +169,9 @@ impl HubLifetimeManager {
         if let Some(incoming) = incoming {
             tokio::spawn(receive(Arc::downgrade(&manager), incoming));
         } else {
-            tracing::error!("backplane incoming stream already taken; cross-node messages will not arrive");
+            tracing::error!(
+                "backplane incoming stream already taken; cross-node messages will not arrive"
+            );
         }
         manager
     }
@@ -166,7 +186,9 @@ impl HubLifetimeManager {
     /// effect when it is back): nothing on a client's path waits for Redis.
     pub async fn settle(&self, subscribed: Subscribed) {
         if self.backplane.is_ready() && !subscribed.ready(self.group_timeout).await {
-            tracing::warn!("backplane subscription not confirmed in time; cross-node messages may be missed");
+            tracing::warn!(
+                "backplane subscription not confirmed in time; cross-node messages may be missed"
+            );
         }
     }
 
@@ -206,10 +228,15 @@ impl HubLifetimeManager {
     /// A connection left this node: it leaves its groups too.
     pub fn remove_connection(&self, hub: &HubKey, id: &str) {
         let mut hubs = self.write();
-        let Some(connections) = hubs.get_mut(hub) else { return };
-        let Some((connection, emptied, user_interest)) = connections.remove(id) else { return };
+        let Some(connections) = hubs.get_mut(hub) else {
+            return;
+        };
+        let Some((connection, emptied, user_interest)) = connections.remove(id) else {
+            return;
+        };
         for group in emptied {
-            self.backplane.unsubscribe(&self.channels.group(hub, &group));
+            self.backplane
+                .unsubscribe(&self.channels.group(hub, &group));
         }
         if user_interest == Interest::Lost
             && let Some(user) = connection.user_id
@@ -248,7 +275,9 @@ impl HubLifetimeManager {
             Target::All | Target::AllExcept(_) | Target::Groups(_) | Target::Users(_) => {
                 self.channels.all(hub)
             }
-            Target::Group(group) | Target::GroupExcept { group, .. } => self.channels.group(hub, group),
+            Target::Group(group) | Target::GroupExcept { group, .. } => {
+                self.channels.group(hub, group)
+            }
             Target::User(user) => self.channels.user(hub, user),
             Target::Connection(id) => match NodeId::owner_of(id) {
                 Some(owner) if owner != self.node => self.channels.node(owner),
@@ -263,7 +292,12 @@ impl HubLifetimeManager {
                     }
                 }
                 for (owner, ids) in by_node {
-                    self.publish_to(&self.channels.node(owner), hub, Target::Connections(ids), message);
+                    self.publish_to(
+                        &self.channels.node(owner),
+                        hub,
+                        Target::Connections(ids),
+                        message,
+                    );
                 }
                 return;
             }
@@ -309,7 +343,10 @@ impl HubLifetimeManager {
                     return;
                 }
                 let Some(hub) = envelope.hub_key() else {
-                    return tracing::warn!(channel = delivery.channel, "dropping a send for an invalid hub");
+                    return tracing::warn!(
+                        channel = delivery.channel,
+                        "dropping a send for an invalid hub"
+                    );
                 };
                 let message = Arc::new(Message::new(envelope.method, envelope.arguments));
                 self.deliver_local(&hub, &envelope.to, &message);
@@ -329,9 +366,14 @@ impl HubLifetimeManager {
     }
 }
 
-async fn receive(manager: Weak<HubLifetimeManager>, mut incoming: tokio::sync::mpsc::Receiver<Delivery>) {
+async fn receive(
+    manager: Weak<HubLifetimeManager>,
+    mut incoming: tokio::sync::mpsc::Receiver<Delivery>,
+) {
     while let Some(delivery) = incoming.recv().await {
-        let Some(manager) = manager.upgrade() else { return };
+        let Some(manager) = manager.upgrade() else {
+            return;
+        };
         manager.on_delivery(delivery);
     }
 }

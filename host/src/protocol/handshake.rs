@@ -39,7 +39,9 @@ pub fn parse_request(message: &[u8]) -> Result<Protocol, HandshakeError> {
         .version
         .ok_or_else(|| HandshakeError::Malformed("Missing required property 'version'.".into()))?
         .as_u64()
-        .ok_or_else(|| HandshakeError::Malformed("'version' must be a non-negative integer.".into()))?;
+        .ok_or_else(|| {
+            HandshakeError::Malformed("'version' must be a non-negative integer.".into())
+        })?;
     let supported = match protocol.as_str() {
         "json" => Protocol::Json,
         // MessagePack arrives with the protocols issue; refuse it by name until then.
@@ -73,8 +75,14 @@ mod tests {
 
     #[test]
     fn accepts_json_up_to_version_2() {
-        assert_eq!(parse_request(br#"{"protocol":"json","version":1}"#), Ok(Protocol::Json));
-        assert_eq!(parse_request(br#"{"version":2,"protocol":"json","x":1}"#), Ok(Protocol::Json));
+        assert_eq!(
+            parse_request(br#"{"protocol":"json","version":1}"#),
+            Ok(Protocol::Json)
+        );
+        assert_eq!(
+            parse_request(br#"{"version":2,"protocol":"json","x":1}"#),
+            Ok(Protocol::Json)
+        );
     }
 
     #[test]
@@ -87,8 +95,14 @@ mod tests {
             parse_request(br#"{"protocol":"json","version":3}"#).map_err(|e| e.to_string()),
             Err("The server does not support version 3 of the 'json' protocol.".into())
         );
-        assert!(matches!(parse_request(br#"{"version":1}"#), Err(HandshakeError::Malformed(_))));
-        assert!(matches!(parse_request(b"nope"), Err(HandshakeError::Malformed(_))));
+        assert!(matches!(
+            parse_request(br#"{"version":1}"#),
+            Err(HandshakeError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(b"nope"),
+            Err(HandshakeError::Malformed(_))
+        ));
         assert!(matches!(
             parse_request(br#"{"protocol":"json","version":-1}"#),
             Err(HandshakeError::Malformed(_))
@@ -98,6 +112,9 @@ mod tests {
     #[test]
     fn frames_responses() {
         assert_eq!(SUCCESS_RESPONSE, "{}\u{1e}");
-        assert_eq!(error_response(&HandshakeError::Canceled), "{\"error\":\"Handshake was canceled.\"}\u{1e}");
+        assert_eq!(
+            error_response(&HandshakeError::Canceled),
+            "{\"error\":\"Handshake was canceled.\"}\u{1e}"
+        );
     }
 }

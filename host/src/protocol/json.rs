@@ -37,7 +37,9 @@ pub fn parse(message: &[u8]) -> Result<Incoming<'_>, ProtocolError> {
         4 => {
             array(raw.arguments)?;
             Incoming::StreamInvocation {
-                invocation_id: raw.invocation_id.ok_or(ProtocolError::Missing("invocationId"))?,
+                invocation_id: raw
+                    .invocation_id
+                    .ok_or(ProtocolError::Missing("invocationId"))?,
                 target: raw.target.ok_or(ProtocolError::Missing("target"))?,
             }
         }
@@ -109,17 +111,29 @@ fn frame(message: &Outgoing<'_>) -> String {
 
 /// An Invocation without id: the server calls a client method.
 pub fn invocation(target: &str, arguments: &RawValue) -> String {
-    frame(&Outgoing { target: Some(target), arguments: Some(arguments), ..Outgoing::new(1) })
+    frame(&Outgoing {
+        target: Some(target),
+        arguments: Some(arguments),
+        ..Outgoing::new(1)
+    })
 }
 
 /// A Completion with a result (`null` for methods without one).
 pub fn completion_result(invocation_id: &str, result: &RawValue) -> String {
-    frame(&Outgoing { invocation_id: Some(invocation_id), result: Some(result), ..Outgoing::new(3) })
+    frame(&Outgoing {
+        invocation_id: Some(invocation_id),
+        result: Some(result),
+        ..Outgoing::new(3)
+    })
 }
 
 /// A Completion with an error.
 pub fn completion_error(invocation_id: &str, error: &str) -> String {
-    frame(&Outgoing { invocation_id: Some(invocation_id), error: Some(error), ..Outgoing::new(3) })
+    frame(&Outgoing {
+        invocation_id: Some(invocation_id),
+        error: Some(error),
+        ..Outgoing::new(3)
+    })
 }
 
 /// A Ping.
@@ -127,7 +141,11 @@ pub const PING: &str = "{\"type\":6}\u{1e}";
 
 /// A Close, with an optional error and whether the client may reconnect.
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
-    frame(&Outgoing { error, allow_reconnect, ..Outgoing::new(7) })
+    frame(&Outgoing {
+        error,
+        allow_reconnect,
+        ..Outgoing::new(7)
+    })
 }
 
 #[cfg(test)]
@@ -136,9 +154,15 @@ mod tests {
 
     #[test]
     fn parses_invocations_in_any_key_order() -> Result<(), ProtocolError> {
-        let message = br#"{"arguments":[1,"a"],"target":"Echo","x":{},"invocationId":"7","type":1}"#;
+        let message =
+            br#"{"arguments":[1,"a"],"target":"Echo","x":{},"invocationId":"7","type":1}"#;
         match parse(message)? {
-            Incoming::Invocation { invocation_id, target, arguments, stream_ids } => {
+            Incoming::Invocation {
+                invocation_id,
+                target,
+                arguments,
+                stream_ids,
+            } => {
                 assert_eq!(invocation_id.as_deref(), Some("7"));
                 assert_eq!(target, "Echo");
                 assert_eq!(arguments.get(), r#"[1,"a"]"#);
@@ -151,7 +175,10 @@ mod tests {
 
     #[test]
     fn rejects_broken_messages() {
-        assert_eq!(parse(br#"{"target":"x"}"#).err(), Some(ProtocolError::Missing("type")));
+        assert_eq!(
+            parse(br#"{"target":"x"}"#).err(),
+            Some(ProtocolError::Missing("type"))
+        );
         assert_eq!(
             parse(br#"{"type":1,"target":"x"}"#).err(),
             Some(ProtocolError::Missing("arguments"))
@@ -165,8 +192,14 @@ mod tests {
 
     #[test]
     fn ignores_what_servers_do_not_act_on() {
-        assert!(matches!(parse(br#"{"type":99,"foo":1}"#), Ok(Incoming::Ignored { kind: 99 })));
-        assert!(matches!(parse(br#"{"type":3,"invocationId":"1"}"#), Ok(Incoming::Ignored { .. })));
+        assert!(matches!(
+            parse(br#"{"type":99,"foo":1}"#),
+            Ok(Incoming::Ignored { kind: 99 })
+        ));
+        assert!(matches!(
+            parse(br#"{"type":3,"invocationId":"1"}"#),
+            Ok(Incoming::Ignored { .. })
+        ));
         assert!(matches!(parse(br#"{"type":6}"#), Ok(Incoming::Ping)));
     }
 
@@ -184,8 +217,14 @@ mod tests {
             invocation("ReceiveMessage", raw_array(r#"["a","b"]"#)?),
             "{\"type\":1,\"target\":\"ReceiveMessage\",\"arguments\":[\"a\",\"b\"]}\u{1e}"
         );
-        assert_eq!(close(None, true), "{\"type\":7,\"allowReconnect\":true}\u{1e}");
-        assert_eq!(close(Some("bye"), false), "{\"type\":7,\"error\":\"bye\"}\u{1e}");
+        assert_eq!(
+            close(None, true),
+            "{\"type\":7,\"allowReconnect\":true}\u{1e}"
+        );
+        assert_eq!(
+            close(Some("bye"), false),
+            "{\"type\":7,\"error\":\"bye\"}\u{1e}"
+        );
         assert!(raw_array("{}").is_err());
         assert!(raw_value("[1,").is_err());
         Ok(())

@@ -25,7 +25,10 @@ pub enum Incoming<'a> {
         stream_ids: Vec<String>,
     },
     /// Type 4; hubs have no streaming methods yet, so these get an error.
-    StreamInvocation { invocation_id: String, target: String },
+    StreamInvocation {
+        invocation_id: String,
+        target: String,
+    },
     /// Type 6.
     Ping,
     /// Type 7: the client is leaving; `error` says why.
@@ -55,7 +58,10 @@ pub enum ProtocolError {
 pub fn split_messages(buffer: &[u8]) -> (Vec<&[u8]>, usize) {
     let mut messages = Vec::new();
     let mut consumed = 0;
-    while let Some(end) = buffer[consumed..].iter().position(|&b| b == RECORD_SEPARATOR) {
+    while let Some(end) = buffer[consumed..]
+        .iter()
+        .position(|&b| b == RECORD_SEPARATOR)
+    {
         messages.push(&buffer[consumed..consumed + end]);
         consumed += end + 1;
     }

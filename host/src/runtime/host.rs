@@ -29,7 +29,14 @@ pub struct CallState {
 
 impl CallState {
     pub(super) fn new(hub: HubKey, limits: StoreLimits) -> Self {
-        Self { hub, limits, lifetime: None, connection_id: "".into(), sends_left: 0, log_lines_left: 0 }
+        Self {
+            hub,
+            limits,
+            lifetime: None,
+            connection_id: "".into(),
+            sends_left: 0,
+            log_lines_left: 0,
+        }
     }
 
     pub(super) fn begin(
@@ -50,7 +57,9 @@ impl CallState {
 
     fn lifetime(&self) -> Result<&Arc<HubLifetimeManager>, String> {
         // Imports only run inside a call, which always sets it.
-        self.lifetime.as_ref().ok_or_else(|| "no call in progress".to_owned())
+        self.lifetime
+            .as_ref()
+            .ok_or_else(|| "no call in progress".to_owned())
     }
 
     /// Change a group, waiting for the owning node if it is another one.
@@ -58,12 +67,15 @@ impl CallState {
     /// where waiting on the runtime is allowed.
     fn change_group(&self, connection: &str, group: &str, add: bool) -> Result<(), String> {
         let lifetime = self.lifetime()?;
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| "no runtime for group changes".to_owned())?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "no runtime for group changes".to_owned())?;
         let change = async {
             if add {
                 lifetime.add_to_group(&self.hub, connection, group).await
             } else {
-                lifetime.remove_from_group(&self.hub, connection, group).await
+                lifetime
+                    .remove_from_group(&self.hub, connection, group)
+                    .await
             }
         };
         handle.block_on(change).map_err(|e| e.to_string())
@@ -71,8 +83,13 @@ impl CallState {
 }
 
 fn check_names<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
-    if names.into_iter().any(|n| n.is_empty() || n.len() > MAX_NAME_BYTES) {
-        Err(format!("group names and user ids must be 1 to {MAX_NAME_BYTES} bytes"))
+    if names
+        .into_iter()
+        .any(|n| n.is_empty() || n.len() > MAX_NAME_BYTES)
+    {
+        Err(format!(
+            "group names and user ids must be 1 to {MAX_NAME_BYTES} bytes"
+        ))
     } else {
         Ok(())
     }
@@ -86,7 +103,10 @@ impl From<WitTarget> for Target {
             WitTarget::Connection(id) => Self::Connection(id),
             WitTarget::Connections(ids) => Self::Connections(ids),
             WitTarget::Group(group) => Self::Group(group),
-            WitTarget::GroupExcept(g) => Self::GroupExcept { group: g.group, excluded: g.excluded },
+            WitTarget::GroupExcept(g) => Self::GroupExcept {
+                group: g.group,
+                excluded: g.excluded,
+            },
             WitTarget::Groups(groups) => Self::Groups(groups),
             WitTarget::User(user) => Self::User(user),
             WitTarget::Users(users) => Self::Users(users),
@@ -103,7 +123,9 @@ impl clients::Host for CallState {
         }
         self.sends_left -= 1;
         if method.is_empty() || method.len() > MAX_METHOD_BYTES {
-            return Err(format!("method names must be 1 to {MAX_METHOD_BYTES} bytes"));
+            return Err(format!(
+                "method names must be 1 to {MAX_METHOD_BYTES} bytes"
+            ));
         }
         let to = Target::from(to);
         match &to {
@@ -118,7 +140,8 @@ impl clients::Host for CallState {
         if !arguments.get().starts_with('[') {
             return Err("args-json must be a JSON array".into());
         }
-        self.lifetime()?.send(&self.hub, to, Message::new(method, arguments));
+        self.lifetime()?
+            .send(&self.hub, to, Message::new(method, arguments));
         Ok(())
     }
 }
@@ -141,7 +164,9 @@ impl log::Host for CallState {
         self.log_lines_left -= 1;
         let (tenant, hub, connection) = (self.hub.tenant(), self.hub.hub(), &*self.connection_id);
         // Keep a hub from writing unbounded lines into the host's log.
-        let message = message.get(..message.floor_char_boundary(4096)).unwrap_or_default();
+        let message = message
+            .get(..message.floor_char_boundary(4096))
+            .unwrap_or_default();
         match level {
             Level::Debug => tracing::debug!(tenant, hub, connection, "hub: {message}"),
             Level::Info => tracing::info!(tenant, hub, connection, "hub: {message}"),
@@ -149,7 +174,12 @@ impl log::Host for CallState {
             Level::Error => tracing::error!(tenant, hub, connection, "hub: {message}"),
         }
         if self.log_lines_left == 0 {
-            tracing::warn!(tenant, hub, connection, "hub reached its log limit for this call");
+            tracing::warn!(
+                tenant,
+                hub,
+                connection,
+                "hub reached its log limit for this call"
+            );
         }
     }
 }

@@ -38,8 +38,13 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// toolchains link these in (Rust's std, for one) but a hub never needs them,
 /// so they are satisfied by functions that trap when called — except
 /// `wasi:random`, which is real (see [`wasi`]).
-const STUBBED_IMPORT_PREFIXES: &[&str] =
-    &["wasi:cli/", "wasi:io/", "wasi:clocks/", "wasi:random/", "wasi:filesystem/"];
+const STUBBED_IMPORT_PREFIXES: &[&str] = &[
+    "wasi:cli/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:filesystem/",
+];
 const OWN_IMPORT_PREFIX: &str = "hubhost:hub/";
 
 /// Limits applied to every call of a hub.
@@ -77,7 +82,10 @@ impl Default for HubLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
     #[error("the component imports '{0}', which hubhost does not provide")]
@@ -115,13 +123,17 @@ impl Runtime {
         HubComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker, limits })
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+        })
     }
 
     /// Compile and check a component for `key`.
     pub fn load(&self, key: HubKey, bytes: &[u8]) -> Result<HubVersion, LoadError> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut linker = self.linker.clone();
         for (name, _) in component.component_type().imports(&self.engine) {
             if name.starts_with(OWN_IMPORT_PREFIX) {
@@ -130,20 +142,30 @@ impl Runtime {
             if !STUBBED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
                 return Err(LoadError::ForbiddenImport(name.to_owned()));
             }
-            wasi::add_random(&mut linker, name).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            wasi::add_random(&mut linker, name)
+                .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         }
         linker
             .define_unknown_imports_as_traps(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         let pre = HubComponentPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        Ok(HubVersion { key, pre, limits: self.limits.clone(), idle: Mutex::default() })
+        Ok(HubVersion {
+            key,
+            pre,
+            limits: self.limits.clone(),
+            idle: Mutex::default(),
+        })
     }
 
     /// Read, compile and check a component file for `key`.
     pub fn load_file(&self, key: HubKey, path: &Path) -> Result<HubVersion, LoadError> {
-        let bytes = std::fs::read(path)
-            .map_err(|source| LoadError::Read { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         self.load(key, &bytes)
     }
 }
@@ -151,13 +173,15 @@ impl Runtime {
 /// Advance the engine's epoch until the engine is dropped.
 fn spawn_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let spawned = std::thread::Builder::new().name("hubhost-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            std::thread::sleep(EPOCH_TICK);
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("hubhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
     if let Err(error) = spawned {
         // Without the ticker deadlines never fire; calls still run.
         tracing::error!(%error, "cannot start the epoch thread; hub call deadlines are off");
@@ -225,7 +249,12 @@ impl HubVersion {
     }
 
     fn deadline_ticks(&self) -> u64 {
-        let ticks = self.limits.call_timeout.as_millis().div_ceil(EPOCH_TICK.as_millis()) + 1;
+        let ticks = self
+            .limits
+            .call_timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis())
+            + 1;
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
@@ -240,21 +269,29 @@ impl HubVersion {
         caller: &CallerInfo,
         run: impl FnOnce(&mut Store<CallState>, &HubComponent, &WitCaller) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let reused = if self.limits.reuse_instances { self.idle().pop() } else { None };
-        let result = reused.map_or_else(|| self.instantiate(), Ok).and_then(|mut warm| {
-            warm.store.data_mut().begin(lifetime, &caller.connection_id, &self.limits);
-            warm.store.set_epoch_deadline(self.deadline_ticks());
-            let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
-            warm.store.data_mut().end();
-            // Only an instance that finished cleanly is reused.
-            if result.is_ok() && self.limits.reuse_instances {
-                let mut idle = self.idle();
-                if idle.len() < MAX_IDLE_INSTANCES {
-                    idle.push(warm);
+        let reused = if self.limits.reuse_instances {
+            self.idle().pop()
+        } else {
+            None
+        };
+        let result = reused
+            .map_or_else(|| self.instantiate(), Ok)
+            .and_then(|mut warm| {
+                warm.store
+                    .data_mut()
+                    .begin(lifetime, &caller.connection_id, &self.limits);
+                warm.store.set_epoch_deadline(self.deadline_ticks());
+                let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
+                warm.store.data_mut().end();
+                // Only an instance that finished cleanly is reused.
+                if result.is_ok() && self.limits.reuse_instances {
+                    let mut idle = self.idle();
+                    if idle.len() < MAX_IDLE_INSTANCES {
+                        idle.push(warm);
+                    }
                 }
-            }
-            result
-        });
+                result
+            });
         result.map_err(|error| match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => CallError::Timeout(self.limits.call_timeout),
             _ => CallError::Trap(format!("{error:#}")),
@@ -271,7 +308,8 @@ impl HubVersion {
         args: &str,
     ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
         let result = self.call(lifetime, caller, |store, hub, caller| {
-            hub.hubhost_hub_hub().call_invoke(store, caller, method, args)
+            hub.hubhost_hub_hub()
+                .call_invoke(store, caller, method, args)
         })?;
         let json = match result {
             Ok(json) => json,
@@ -303,7 +341,8 @@ impl HubVersion {
         error: Option<&str>,
     ) -> Result<(), CallError> {
         self.call(lifetime, caller, |store, hub, caller| {
-            hub.hubhost_hub_hub().call_on_disconnected(store, caller, error)
+            hub.hubhost_hub_hub()
+                .call_on_disconnected(store, caller, error)
         })
     }
 }

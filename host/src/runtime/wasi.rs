@@ -41,7 +41,9 @@ pub(super) fn add_random(linker: &mut Linker<CallState>, import: &str) -> wasmti
         "wasi:random/insecure-seed" => {
             linker
                 .instance(import)?
-                .func_wrap("insecure-seed", |_, (): ()| Ok(((random_u64()?, random_u64()?),)))?;
+                .func_wrap("insecure-seed", |_, (): ()| {
+                    Ok(((random_u64()?, random_u64()?),))
+                })?;
             return Ok(true);
         }
         _ => return Ok(false),

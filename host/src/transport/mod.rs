@@ -29,7 +29,11 @@ impl IntoResponse for NoSuchHub {
 }
 
 /// The hub a request names.
-fn find_hub(state: &AppState, tenant: &str, hub: &str) -> Result<(HubKey, Arc<HubSlot>), NoSuchHub> {
+fn find_hub(
+    state: &AppState,
+    tenant: &str,
+    hub: &str,
+) -> Result<(HubKey, Arc<HubSlot>), NoSuchHub> {
     let not_found = || NoSuchHub(format!("{tenant}/{hub}"));
     let key = HubKey::new(tenant, hub).map_err(|_| not_found())?;
     let slot = state.hubs.get(&key).ok_or_else(not_found)?;

@@ -37,8 +37,14 @@ pub async fn negotiate(
     };
     let connection_id = state.lifetime.node().new_connection_id();
     // Version 0 clients connect with the connection id itself.
-    let token = if version >= 1 { new_token() } else { connection_id.clone() };
-    state.tokens.negotiated(token.clone(), key, connection_id.clone());
+    let token = if version >= 1 {
+        new_token()
+    } else {
+        connection_id.clone()
+    };
+    state
+        .tokens
+        .negotiated(token.clone(), key, connection_id.clone());
     let transports = json!([{ "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }]);
     let body = if version >= 1 {
         json!({

@@ -42,7 +42,11 @@ impl Tokens {
 
     /// Record a negotiated connection.
     pub fn negotiated(&self, token: String, hub: HubKey, connection_id: String) {
-        let entry = Entry { hub, connection_id, negotiated_at: Some(Instant::now()) };
+        let entry = Entry {
+            hub,
+            connection_id,
+            negotiated_at: Some(Instant::now()),
+        };
         self.lock().insert(token, entry);
     }
 
@@ -92,10 +96,17 @@ mod tests {
         let tokens = Tokens::default();
         let hub = HubKey::new("t", "h")?;
         tokens.negotiated("tok".into(), hub.clone(), "id".into());
-        assert_eq!(tokens.claim("tok", &HubKey::new("t", "other")?), Claim::Unknown);
+        assert_eq!(
+            tokens.claim("tok", &HubKey::new("t", "other")?),
+            Claim::Unknown
+        );
         assert_eq!(tokens.claim("tok", &hub), Claim::Claimed("id".into()));
         assert_eq!(tokens.claim("tok", &hub), Claim::InUse);
-        assert_eq!(tokens.expire(Duration::ZERO), 0, "claimed tokens do not expire");
+        assert_eq!(
+            tokens.expire(Duration::ZERO),
+            0,
+            "claimed tokens do not expire"
+        );
         tokens.release("tok");
         assert_eq!(tokens.claim("tok", &hub), Claim::Unknown);
         tokens.negotiated("old".into(), hub.clone(), "id2".into());

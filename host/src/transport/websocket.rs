@@ -43,18 +43,33 @@ pub async fn connect(
         // Server-Sent Events and long polling are not served yet.
         return match token {
             None => (StatusCode::BAD_REQUEST, "Connection ID required").into_response(),
-            Some(_) => (StatusCode::BAD_REQUEST, "This hub is served over WebSockets only.")
+            Some(_) => (
+                StatusCode::BAD_REQUEST,
+                "This hub is served over WebSockets only.",
+            )
                 .into_response(),
         };
     };
     let (connection_id, guard) = match token {
         // skipNegotiation: the connection is created on the spot.
-        None => (state.lifetime.node().new_connection_id(), TokenGuard { tokens: state.tokens.clone(), token: None }),
+        None => (
+            state.lifetime.node().new_connection_id(),
+            TokenGuard {
+                tokens: state.tokens.clone(),
+                token: None,
+            },
+        ),
         Some(token) => match state.tokens.claim(token, &key) {
-            Claim::Claimed(id) => {
-                (id, TokenGuard { tokens: state.tokens.clone(), token: Some(token.clone()) })
+            Claim::Claimed(id) => (
+                id,
+                TokenGuard {
+                    tokens: state.tokens.clone(),
+                    token: Some(token.clone()),
+                },
+            ),
+            Claim::Unknown => {
+                return (StatusCode::NOT_FOUND, "No Connection with that ID").into_response();
             }
-            Claim::Unknown => return (StatusCode::NOT_FOUND, "No Connection with that ID").into_response(),
             Claim::InUse => {
                 return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
             }
@@ -65,7 +80,11 @@ pub async fn connect(
         hub: key,
         slot,
         lifetime: state.lifetime.clone(),
-        caller: Arc::new(CallerInfo { connection_id: connection_id.into(), user_id: None, claims: Vec::new() }),
+        caller: Arc::new(CallerInfo {
+            connection_id: connection_id.into(),
+            user_id: None,
+            claims: Vec::new(),
+        }),
         limits: state.settings.connection.clone(),
     };
     let tasks = state.tasks.clone();

@@ -7,15 +7,18 @@ struct Faulty;
 impl hubhost_guest::Hub for Faulty {
     fn methods(m: &mut Methods) {
         // A Rust panic aborts the instance: the host sees a trap.
-        m.on("Panic", |_, ()| -> Result<(), HubError> { panic!("faulty hub panicked on purpose") });
+        m.on("Panic", |_, ()| -> Result<(), HubError> {
+            panic!("faulty hub panicked on purpose")
+        });
         m.on("Echo", |_, (value,): (Value,)| Ok(value));
         m.on("Log", |_, (text,): (String,)| {
             log::warn(text);
             Ok(())
         });
-        m.on("AddToGroup", |ctx, (connection, group): (String, String)| {
-            ctx.groups().add(&connection, &group)
-        });
+        m.on(
+            "AddToGroup",
+            |ctx, (connection, group): (String, String)| ctx.groups().add(&connection, &group),
+        );
         // Sends `count` messages of `size` bytes to the caller in one call.
         m.on("Flood", |ctx, (count, size): (u32, usize)| {
             let payload = "x".repeat(size);
@@ -28,7 +31,9 @@ impl hubhost_guest::Hub for Faulty {
             #[allow(clippy::empty_loop)]
             loop {}
         });
-        m.on("Deny", |_, ()| Err::<(), _>(HubError::Unauthorized("no".into())));
+        m.on("Deny", |_, ()| {
+            Err::<(), _>(HubError::Unauthorized("no".into()))
+        });
     }
 
     fn on_connected(ctx: &hubhost_guest::Context) -> Result<(), HubError> {

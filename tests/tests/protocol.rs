@@ -2,7 +2,7 @@
 //! limits, keep-alive, timeouts, close, batching, malformed input, traps.
 
 use hubhost_tests::{RawClient, TestServer, config};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 async fn server() -> anyhow::Result<TestServer> {

@@ -14,18 +14,27 @@ use tokio_tungstenite::tungstenite::Message;
 const CLIENTS: usize = 1_000;
 const MESSAGES: usize = 200;
 
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket to the chat hub, past the handshake.
+async fn open(server: &TestServer) -> anyhow::Result<Socket> {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
+    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
+        .await?;
+    ws.next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
+    Ok(ws)
+}
+
 /// Connect `count` clients to `server` and count the ReceiveMessage calls
 /// each gets; returns the per-client counters.
 async fn receivers(server: &TestServer, count: usize) -> anyhow::Result<Vec<Arc<AtomicU64>>> {
     let mut counters = Vec::new();
     for _ in 0..count {
-        let (mut ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
-        ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
-            .await?;
-        ws.next()
-            .await
-            .ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
+        let mut ws = open(server).await?;
         let counter = Arc::new(AtomicU64::new(0));
         let seen = counter.clone();
         tokio::spawn(async move {
@@ -46,13 +55,7 @@ async fn run(
     all: &[Arc<AtomicU64>],
     remote: &[Arc<AtomicU64>],
 ) -> anyhow::Result<(f64, f64)> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
-    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
-        .await?;
-    ws.next()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
+    let mut ws = open(server).await?;
     let text = "x".repeat(64);
     let start = Instant::now();
     for _ in 0..MESSAGES {

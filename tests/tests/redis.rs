@@ -301,3 +301,74 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
     drop(redis);
     Ok(())
 }
+
+/// An outage longer than the buffer holds: the oldest messages are dropped
+/// and counted, the newest arrive in order.
+#[tokio::test]
+async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow::Result<()> {
+    let port = free_port()?;
+    let redis = RedisServer::start(port).await?;
+    let prefix = unique_prefix("overflow");
+    let mut small = cluster_config(&redis.url(), &prefix);
+    // Room for about 10 of the ~250-byte envelopes below.
+    small.backplane.max_buffer_bytes = 2_500;
+    let a = TestServer::start(small).await?;
+    let b = TestServer::start(cluster_config(&redis.url(), &prefix)).await?;
+    ready(&a).await?;
+    ready(&b).await?;
+    let (mut sender, _) = RawClient::connect(&a, "/demo/chat").await?;
+    let (mut receiver, _) = RawClient::connect(&b, "/demo/chat").await?;
+
+    redis.kill().await?;
+    let backplane = a.state.lifetime.backplane().clone();
+    wait_until(NOTICE, move || !backplane.is_ready()).await?;
+    let sent = 50;
+    for i in 0..sent {
+        let text = format!("{i:03}-{}", "p".repeat(60));
+        sender
+            .send(json!({"type": 1, "target": "SendMessage", "arguments": ["ovf", text]}))
+            .await?;
+    }
+    sender
+        .next_where(|m| {
+            m["arguments"][1]
+                .as_str()
+                .is_some_and(|t| t.starts_with("049-"))
+        })
+        .await?;
+    let dropped = a.state.lifetime.backplane().stats().dropped_overflow;
+    assert!(
+        dropped > 0 && dropped < sent,
+        "some, not all, were dropped: {dropped}"
+    );
+
+    let _redis = RedisServer::start(port).await?;
+    ready(&a).await?;
+    receiver
+        .next_where(|m| {
+            m["arguments"][1]
+                .as_str()
+                .is_some_and(|t| t.starts_with("049-"))
+        })
+        .await?;
+    let mut got: Vec<u64> = receiver
+        .pending()
+        .iter()
+        .filter(|m| m["arguments"][0] == "ovf")
+        .filter_map(|m| m["arguments"][1].as_str()?.get(..3)?.parse().ok())
+        .collect();
+    got.push(49);
+    let first_kept = dropped;
+    assert_eq!(
+        got,
+        (first_kept..sent).collect::<Vec<_>>(),
+        "the newest {} arrive, in order",
+        sent - dropped
+    );
+    println!(
+        "overflow: sent {sent} during the outage, {dropped} dropped (counted), {} delivered",
+        got.len()
+    );
+    a.stop().await?;
+    b.stop().await
+}

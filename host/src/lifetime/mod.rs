@@ -284,22 +284,17 @@ impl HubLifetimeManager {
                 _ => return,
             },
             Target::Connections(ids) => {
-                // One publish per other node that owns some of them.
-                let mut by_node: HashMap<NodeId, Vec<String>> = HashMap::new();
-                for id in ids {
-                    if let Some(owner) = NodeId::owner_of(id).filter(|o| *o != self.node) {
-                        by_node.entry(owner).or_default().push(id.clone());
-                    }
+                let mut owners = ids
+                    .iter()
+                    .filter_map(|id| NodeId::owner_of(id))
+                    .filter(|owner| *owner != self.node);
+                match owners.next() {
+                    None => return,
+                    // All on one other node: straight to it.
+                    Some(first) if owners.all(|o| o == first) => self.channels.node(first),
+                    // Spread over nodes: still one publish, every node filters.
+                    Some(_) => self.channels.all(hub),
                 }
-                for (owner, ids) in by_node {
-                    self.publish_to(
-                        &self.channels.node(owner),
-                        hub,
-                        Target::Connections(ids),
-                        message,
-                    );
-                }
-                return;
             }
         };
         self.publish_to(&channel, hub, target, message);

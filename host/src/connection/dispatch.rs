@@ -234,14 +234,18 @@ impl<'a> Dispatcher<'a> {
             }
             Some(Ok(Err(error))) => client_text(method, &error),
             Some(Err(error)) => {
-                tracing::warn!(method, %error, "hub call failed");
-                match error {
-                    CallError::Timeout(limit) => format!(
-                        "An unexpected error occurred invoking '{method}' on the server: the hub \
-                         exceeded its time limit of {} ms.",
-                        limit.as_millis()
+                tracing::warn!(
+                    tenant = self.ctx.hub.tenant(),
+                    hub = self.ctx.hub.hub(),
+                    method,
+                    %error,
+                    "hub call failed"
+                );
+                match limit_text(&error) {
+                    Some(limit) => format!(
+                        "An unexpected error occurred invoking '{method}' on the server: {limit}."
                     ),
-                    _ => format!("An unexpected error occurred invoking '{method}' on the server."),
+                    None => format!("An unexpected error occurred invoking '{method}' on the server."),
                 }
             }
             None => format!("An unexpected error occurred invoking '{method}' on the server."),
@@ -256,6 +260,22 @@ impl<'a> Dispatcher<'a> {
                 .push(Frame::Own(json::completion_error(id, error).into()));
         }
     }
+}
+
+/// The limit a failed call hit, in words for the caller; `None` for other
+/// failures, whose detail stays in the log.
+fn limit_text(error: &CallError) -> Option<String> {
+    Some(match error {
+        CallError::Timeout(limit) => {
+            format!("the hub exceeded its time limit of {} ms", limit.as_millis())
+        }
+        CallError::MemoryLimit(bytes) => format!("the hub exceeded its memory limit of {bytes} bytes"),
+        CallError::StackOverflow => "the hub overflowed its stack".into(),
+        CallError::ResultTooLarge { limit, .. } => {
+            format!("the hub's result exceeds the limit of {limit} bytes")
+        }
+        CallError::BadResult(_) | CallError::Trap(_) => return None,
+    })
 }
 
 /// The text a client sees for a hub's own error, as ASP.NET Core words it.

@@ -10,7 +10,7 @@ use super::hubhost::hub::types::Target as WitTarget;
 use super::hubhost::hub::{clients, groups, log, types};
 use crate::lifetime::{HubKey, HubLifetimeManager, MAX_NAME_BYTES, Message, Target};
 use std::sync::Arc;
-use wasmtime::StoreLimits;
+use super::limits::{LimitHit, Limiter};
 
 /// Longest client method name a hub may send, in bytes.
 const MAX_METHOD_BYTES: usize = 256;
@@ -19,7 +19,7 @@ const MAX_METHOD_BYTES: usize = 256;
 /// and cleared by `end`, since an instance serves many calls.
 pub struct CallState {
     hub: HubKey,
-    pub(super) limits: StoreLimits,
+    pub(super) limiter: Limiter,
     /// The node's lifetime manager, while a call runs.
     lifetime: Option<Arc<HubLifetimeManager>>,
     connection_id: Arc<str>,
@@ -28,10 +28,10 @@ pub struct CallState {
 }
 
 impl CallState {
-    pub(super) fn new(hub: HubKey, limits: StoreLimits) -> Self {
+    pub(super) fn new(hub: HubKey, limiter: Limiter) -> Self {
         Self {
             hub,
-            limits,
+            limiter,
             lifetime: None,
             connection_id: "".into(),
             sends_left: 0,
@@ -51,8 +51,10 @@ impl CallState {
         self.log_lines_left = hub_limits.max_log_lines_per_call;
     }
 
-    pub(super) fn end(&mut self) {
+    /// The call is over; returns the limit it hit, if any.
+    pub(super) fn end(&mut self) -> Option<LimitHit> {
         self.lifetime = None;
+        self.limiter.take_hit()
     }
 
     fn lifetime(&self) -> Result<&Arc<HubLifetimeManager>, String> {

@@ -12,6 +12,7 @@
 //! users). Each call has a memory limit and a deadline (epoch interruption).
 
 mod host;
+mod limits;
 mod wasi;
 
 pub use host::CallState;
@@ -22,7 +23,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Config, Engine, Store, StoreLimitsBuilder, Trap};
+use limits::{LimitHit, Limiter};
+use wasmtime::{Config, Engine, Store, Trap};
 
 wasmtime::component::bindgen!({
     path: "../wit",
@@ -99,12 +101,16 @@ pub enum LoadError {
 pub enum CallError {
     #[error("the hub exceeded its time limit of {0:?}")]
     Timeout(Duration),
+    #[error("the hub exceeded its memory limit of {0} bytes")]
+    MemoryLimit(usize),
+    #[error("the hub overflowed its stack")]
+    StackOverflow,
     #[error("the hub trapped: {0}")]
     Trap(String),
     #[error("the hub returned a result that is not valid JSON: {0}")]
     BadResult(String),
-    #[error("the hub's result of {0} bytes exceeds the limit")]
-    ResultTooLarge(usize),
+    #[error("the hub's result of {size} bytes exceeds the limit of {limit} bytes")]
+    ResultTooLarge { size: usize, limit: usize },
 }
 
 /// The engine and what every hub shares.
@@ -232,15 +238,9 @@ impl HubVersion {
     }
 
     fn instantiate(&self) -> wasmtime::Result<Warm> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .instances(4)
-            .tables(16)
-            .memories(4)
-            .trap_on_grow_failure(true)
-            .build();
-        let mut store = Store::new(self.pre.engine(), CallState::new(self.key.clone(), limits));
-        store.limiter(|state| &mut state.limits);
+        let limiter = Limiter::new(self.limits.memory_bytes);
+        let mut store = Store::new(self.pre.engine(), CallState::new(self.key.clone(), limiter));
+        store.limiter(|state| &mut state.limiter);
         // With epochs on, a new store's deadline is already due: set one
         // before anything runs, instantiation included.
         store.set_epoch_deadline(self.deadline_ticks());
@@ -274,28 +274,40 @@ impl HubVersion {
         } else {
             None
         };
-        let result = reused
-            .map_or_else(|| self.instantiate(), Ok)
-            .and_then(|mut warm| {
-                warm.store
-                    .data_mut()
-                    .begin(lifetime, &caller.connection_id, &self.limits);
-                warm.store.set_epoch_deadline(self.deadline_ticks());
-                let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
-                warm.store.data_mut().end();
+        let mut warm = match reused.map_or_else(|| self.instantiate(), Ok) {
+            Ok(warm) => warm,
+            Err(error) => return Err(self.classify(&error, None)),
+        };
+        warm.store
+            .data_mut()
+            .begin(lifetime, &caller.connection_id, &self.limits);
+        warm.store.set_epoch_deadline(self.deadline_ticks());
+        let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
+        let hit = warm.store.data_mut().end();
+        match result {
+            Ok(value) => {
                 // Only an instance that finished cleanly is reused.
-                if result.is_ok() && self.limits.reuse_instances {
+                if self.limits.reuse_instances {
                     let mut idle = self.idle();
                     if idle.len() < MAX_IDLE_INSTANCES {
                         idle.push(warm);
                     }
                 }
-                result
-            });
-        result.map_err(|error| match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => CallError::Timeout(self.limits.call_timeout),
+                Ok(value)
+            }
+            Err(error) => Err(self.classify(&error, hit)),
+        }
+    }
+
+    /// Name the limit behind a failed call, if one was hit.
+    fn classify(&self, error: &wasmtime::Error, hit: Option<LimitHit>) -> CallError {
+        match (hit, error.downcast_ref::<Trap>()) {
+            (Some(LimitHit::Memory), _) => CallError::MemoryLimit(self.limits.memory_bytes),
+            (Some(LimitHit::Table), _) => CallError::Trap("table limit exceeded".into()),
+            (None, Some(Trap::Interrupt)) => CallError::Timeout(self.limits.call_timeout),
+            (None, Some(Trap::StackOverflow)) => CallError::StackOverflow,
             _ => CallError::Trap(format!("{error:#}")),
-        })
+        }
     }
 
     /// Call hub method `method` with `args` (a JSON array). The outer error is
@@ -316,7 +328,10 @@ impl HubVersion {
             Err(error) => return Ok(Err(error)),
         };
         if json.len() > self.limits.max_result_bytes {
-            return Err(CallError::ResultTooLarge(json.len()));
+            return Err(CallError::ResultTooLarge {
+                size: json.len(),
+                limit: self.limits.max_result_bytes,
+            });
         }
         let value = RawValue::from_string(json).map_err(|e| CallError::BadResult(e.to_string()))?;
         Ok(Ok(value))

@@ -31,6 +31,36 @@ impl hubhost_guest::Hub for Faulty {
             #[allow(clippy::empty_loop)]
             loop {}
         });
+        // Allocates until something gives.
+        m.on("MemoryBomb", |_, ()| -> Result<(), HubError> {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1; 1 << 20]);
+            }
+        });
+        // Deep calls with small frames: overflows the engine's call stack.
+        m.on("StackOverflow", |_, (depth,): (u64,)| Ok(recurse(depth)));
+        // Deep calls with big frames: runs the shadow stack in linear memory
+        // below address 0, which traps as an out-of-bounds access.
+        m.on("StackSmash", |_, (depth,): (u64,)| Ok(smash(depth)));
+        m.on("GiantResult", |_, (size,): (usize,)| Ok("x".repeat(size)));
+        // Sends `count` messages to the caller, stopping at the first refusal.
+        m.on("SendFlood", |ctx, (count,): (u32,)| {
+            for i in 0..count {
+                ctx.clients().caller().send("Flooded", (i,))?;
+            }
+            Ok(count)
+        });
+        m.on("LogFlood", |_, (count,): (u32,)| {
+            for i in 0..count {
+                log::info(format!("line {i}"));
+            }
+            Ok(count)
+        });
+        // Tries to reach a connection by id, whatever hub or tenant it is on.
+        m.on("SendTo", |ctx, (connection, text): (String, String)| {
+            ctx.clients().client(connection).send("ReceiveMessage", ("intruder", text))
+        });
         m.on("Deny", |_, ()| {
             Err::<(), _>(HubError::Unauthorized("no".into()))
         });
@@ -40,6 +70,26 @@ impl hubhost_guest::Hub for Faulty {
         log::info(format!("connected {}", ctx.connection_id()));
         Ok(())
     }
+}
+
+/// Recursion the optimizer cannot turn into a loop, with tiny frames.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    std::hint::black_box(recurse(depth - 1)).wrapping_add(depth)
+}
+
+/// Recursion with 512-byte frames in linear memory.
+#[inline(never)]
+fn smash(depth: u64) -> u64 {
+    if depth == 0 {
+        return 0;
+    }
+    let frame = [depth; 64];
+    std::hint::black_box(&frame);
+    smash(depth - 1).wrapping_add(std::hint::black_box(frame[depth as usize % 64]))
 }
 
 export_hub!(Faulty);

@@ -69,15 +69,15 @@ fn main() -> anyhow::Result<()> {
     let tokio = tokio::runtime::Runtime::new()?;
     let _guard = tokio.enter();
     let key = HubKey::new("bench", "chat")?;
-    let runtime = Runtime::new(HubLimits::default())?;
+    let runtime = Runtime::new()?;
     let load_start = Instant::now();
-    let version = runtime.load_file(key.clone(), &guest)?;
+    let version = runtime.load_file(key.clone(), &guest, &HubLimits::default())?;
     let load = load_start.elapsed();
-    let fresh_runtime = Runtime::new(HubLimits {
+    let fresh = HubLimits {
         reuse_instances: false,
         ..HubLimits::default()
-    })?;
-    let fresh_version = fresh_runtime.load_file(key, &guest)?;
+    };
+    let fresh_version = runtime.load_file(key, &guest, &fresh)?;
     let lifetime = HubLifetimeManager::start(
         NodeId::random(),
         LifetimeConfig::new("bench"),

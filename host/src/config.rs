@@ -6,8 +6,10 @@ use crate::backplane::redis::RedisSettings;
 use crate::connection::ConnectionLimits;
 use crate::lifetime::{HubKey, LifetimeConfig};
 use crate::runtime::HubLimits;
+use crate::tenants::{TenantConfig, TenantTable};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,6 +34,8 @@ pub struct Config {
     pub connection: ConnectionConfig,
     /// Limits of every hub call.
     pub hub_limits: HubLimitsConfig,
+    /// Per-tenant quotas and limits, by tenant name.
+    pub tenants: HashMap<String, TenantConfig>,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             backplane: BackplaneConfig::default(),
             connection: ConnectionConfig::default(),
             hub_limits: HubLimitsConfig::default(),
+            tenants: HashMap::new(),
         }
     }
 }
@@ -113,6 +118,8 @@ pub struct ConnectionConfig {
     pub outbound_queue: usize,
     pub send_timeout_ms: u64,
     pub disconnect_timeout_ms: u64,
+    /// Messages per second one connection may send; 0 means no limit.
+    pub max_messages_per_second: u32,
 }
 
 impl Default for ConnectionConfig {
@@ -126,6 +133,7 @@ impl Default for ConnectionConfig {
             outbound_queue: d.outbound_capacity,
             send_timeout_ms: millis(d.send_timeout),
             disconnect_timeout_ms: 15_000,
+            max_messages_per_second: 0,
         }
     }
 }
@@ -156,6 +164,19 @@ impl Default for HubLimitsConfig {
     }
 }
 
+impl HubLimitsConfig {
+    fn limits(&self) -> HubLimits {
+        HubLimits {
+            memory_bytes: self.memory_bytes,
+            call_timeout: Duration::from_millis(self.call_timeout_ms),
+            max_sends_per_call: self.max_sends_per_call,
+            max_log_lines_per_call: self.max_log_lines_per_call,
+            max_result_bytes: self.max_result_bytes,
+            reuse_instances: self.reuse_instances,
+        }
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -172,7 +193,9 @@ pub struct Settings {
     /// Largest WebSocket message accepted; above the protocol's message limit
     /// because one WebSocket message may carry a batch of messages.
     pub max_websocket_message: usize,
+    /// Global hub limits; see `tenants` for each tenant's.
     pub hub_limits: HubLimits,
+    pub tenants: TenantTable,
     pub static_dir: Option<PathBuf>,
 }
 
@@ -228,7 +251,8 @@ impl Config {
             group_timeout: Duration::from_millis(b.group_timeout_ms),
             ..LifetimeConfig::new(&self.cluster_prefix)
         };
-        let h = &self.hub_limits;
+        let hub_limits = self.hub_limits.limits();
+        let max_messages_per_second = Some(c.max_messages_per_second).filter(|rate| *rate > 0);
         Ok(Settings {
             lifetime,
             redis,
@@ -239,17 +263,12 @@ impl Config {
                 max_message_size: c.max_message_size,
                 outbound_capacity: c.outbound_queue,
                 send_timeout: Duration::from_millis(c.send_timeout_ms),
+                max_messages_per_second,
             },
             disconnect_timeout: Duration::from_millis(c.disconnect_timeout_ms),
             max_websocket_message: c.max_message_size.saturating_mul(16).max(1 << 20),
-            hub_limits: HubLimits {
-                memory_bytes: h.memory_bytes,
-                call_timeout: Duration::from_millis(h.call_timeout_ms),
-                max_sends_per_call: h.max_sends_per_call,
-                max_log_lines_per_call: h.max_log_lines_per_call,
-                max_result_bytes: h.max_result_bytes,
-                reuse_instances: h.reuse_instances,
-            },
+            tenants: TenantTable::new(&hub_limits, max_messages_per_second, &self.tenants)?,
+            hub_limits,
             static_dir: self.static_dir.clone(),
         })
     }

@@ -16,6 +16,7 @@
 //! - [`backplane`]: the node-to-node pub/sub seam and its in-memory implementation.
 //! - [`runtime`]: the wasmtime engine, the host imports, hub versions and limits.
 //! - [`hubs`]: the hubs a node serves and their active versions.
+//! - [`tenants`]: per-tenant limits and quotas (connections, message rate).
 //! - [`ids`]: node ids, connection ids, connection tokens.
 
 pub mod backplane;
@@ -27,4 +28,5 @@ pub mod lifetime;
 pub mod protocol;
 pub mod runtime;
 pub mod server;
+pub mod tenants;
 pub mod transport;

@@ -9,6 +9,7 @@ use crate::hubs::Hubs;
 use crate::ids::NodeId;
 use crate::lifetime::{HubKey, HubLifetimeManager};
 use crate::runtime::Runtime;
+use crate::tenants::ConnectionCounts;
 use crate::transport::{self, tokens::Tokens};
 use anyhow::Context as _;
 use axum::extract::State;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub hubs: Hubs,
     pub lifetime: Arc<HubLifetimeManager>,
     pub tokens: Tokens,
+    /// Open connections per tenant, for the tenants' connection quotas.
+    pub connection_counts: ConnectionCounts,
     /// Connection tasks, which outlive the HTTP request that upgraded them.
     pub tasks: TaskTracker,
 }
@@ -57,12 +60,16 @@ impl AppState {
         backplane: Arc<dyn Backplane>,
     ) -> anyhow::Result<Arc<Self>> {
         let settings = config.settings()?;
-        let runtime = Runtime::new(settings.hub_limits.clone())?;
+        let runtime = Runtime::new()?;
         let hubs = Hubs::default();
         for hub in &config.hubs {
             let key = HubKey::new(&hub.tenant, &hub.hub)?;
             let version = runtime
-                .load_file(key.clone(), &hub.path)
+                .load_file(
+                    key.clone(),
+                    &hub.path,
+                    &settings.tenants.get(&hub.tenant).hub_limits,
+                )
                 .with_context(|| format!("cannot load hub {key} from {}", hub.path.display()))?;
             hubs.install(version);
             tracing::info!(hub = %key, path = %hub.path.display(), "hub loaded");
@@ -75,6 +82,7 @@ impl AppState {
             hubs,
             lifetime,
             tokens: Tokens::default(),
+            connection_counts: ConnectionCounts::default(),
             tasks: TaskTracker::new(),
         }))
     }

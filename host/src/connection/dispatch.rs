@@ -5,6 +5,7 @@ use super::{ConnectionContext, Stream, close_with_error};
 use crate::lifetime::HubLifetimeManager;
 use crate::protocol::{Incoming, ProtocolError, json, split_messages};
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
+use crate::tenants::RateLimit;
 use axum::extract::ws::Message as WsMessage;
 use futures_util::StreamExt;
 use std::future::pending;
@@ -25,6 +26,7 @@ pub(super) struct Outcome {
 pub(super) struct Dispatcher<'a> {
     ctx: &'a ConnectionContext,
     outbound: Outbound,
+    rate: Option<RateLimit>,
 }
 
 enum Flow {
@@ -35,7 +37,12 @@ enum Flow {
 
 impl<'a> Dispatcher<'a> {
     pub fn new(ctx: &'a ConnectionContext, outbound: Outbound) -> Self {
-        Self { ctx, outbound }
+        let rate = ctx.limits.max_messages_per_second.map(RateLimit::new);
+        Self {
+            ctx,
+            outbound,
+            rate,
+        }
     }
 
     /// Run `call` on the hub's active version, on a blocking thread: a hub
@@ -177,6 +184,19 @@ impl<'a> Dispatcher<'a> {
     }
 
     async fn dispatch(&mut self, message: &[u8], pinged: &mut bool) -> Flow {
+        if let Some(rate) = &mut self.rate
+            && !rate.allow()
+        {
+            let limit = self.ctx.limits.max_messages_per_second.unwrap_or_default();
+            let text = format!("The client sent more than {limit} messages per second.");
+            tracing::info!(
+                tenant = self.ctx.hub.tenant(),
+                limit,
+                "closing connection: message rate"
+            );
+            self.outbound.close(close_with_error(&text, false));
+            return Flow::Stop(Some(text));
+        }
         let message = match json::parse(message) {
             Ok(message) => message,
             Err(error) => return self.protocol_error(error),
@@ -245,7 +265,9 @@ impl<'a> Dispatcher<'a> {
                     Some(limit) => format!(
                         "An unexpected error occurred invoking '{method}' on the server: {limit}."
                     ),
-                    None => format!("An unexpected error occurred invoking '{method}' on the server."),
+                    None => {
+                        format!("An unexpected error occurred invoking '{method}' on the server.")
+                    }
                 }
             }
             None => format!("An unexpected error occurred invoking '{method}' on the server."),
@@ -267,9 +289,14 @@ impl<'a> Dispatcher<'a> {
 fn limit_text(error: &CallError) -> Option<String> {
     Some(match error {
         CallError::Timeout(limit) => {
-            format!("the hub exceeded its time limit of {} ms", limit.as_millis())
+            format!(
+                "the hub exceeded its time limit of {} ms",
+                limit.as_millis()
+            )
         }
-        CallError::MemoryLimit(bytes) => format!("the hub exceeded its memory limit of {bytes} bytes"),
+        CallError::MemoryLimit(bytes) => {
+            format!("the hub exceeded its memory limit of {bytes} bytes")
+        }
         CallError::StackOverflow => "the hub overflowed its stack".into(),
         CallError::ResultTooLarge { limit, .. } => {
             format!("the hub's result exceeds the limit of {limit} bytes")

@@ -38,6 +38,8 @@ pub struct ConnectionLimits {
     pub outbound_capacity: usize,
     /// Longest a single write may take before the connection is dropped (10 s).
     pub send_timeout: Duration,
+    /// Messages per second the client may send; more closes the connection.
+    pub max_messages_per_second: Option<u32>,
 }
 
 impl Default for ConnectionLimits {
@@ -49,6 +51,7 @@ impl Default for ConnectionLimits {
             max_message_size: 32 * 1024,
             outbound_capacity: 1024,
             send_timeout: Duration::from_secs(10),
+            max_messages_per_second: None,
         }
     }
 }

@@ -8,9 +8,9 @@ use super::HubLimits;
 use super::hubhost::hub::log::Level;
 use super::hubhost::hub::types::Target as WitTarget;
 use super::hubhost::hub::{clients, groups, log, types};
+use super::limits::{LimitHit, Limiter};
 use crate::lifetime::{HubKey, HubLifetimeManager, MAX_NAME_BYTES, Message, Target};
 use std::sync::Arc;
-use super::limits::{LimitHit, Limiter};
 
 /// Longest client method name a hub may send, in bytes.
 const MAX_METHOD_BYTES: usize = 256;

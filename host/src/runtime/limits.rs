@@ -33,7 +33,11 @@ pub struct Limiter {
 
 impl Limiter {
     pub fn new(memory_limit: usize) -> Self {
-        Self { memory_limit, memory_used: 0, hit: None }
+        Self {
+            memory_limit,
+            memory_used: 0,
+            hit: None,
+        }
     }
 
     /// The limit hit since the last call, if any; clears it.
@@ -49,10 +53,15 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = self.memory_used.saturating_add(desired.saturating_sub(current));
+        let total = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
         if total > self.memory_limit {
             self.hit = Some(LimitHit::Memory);
-            wasmtime::bail!("hub exceeded its memory limit of {} bytes", self.memory_limit);
+            wasmtime::bail!(
+                "hub exceeded its memory limit of {} bytes",
+                self.memory_limit
+            );
         }
         self.memory_used = total;
         Ok(true)
@@ -92,7 +101,10 @@ mod tests {
     fn counts_every_memory_of_the_store() -> wasmtime::Result<()> {
         let mut limiter = Limiter::new(100);
         assert!(limiter.memory_growing(0, 60, None)?);
-        assert!(limiter.memory_growing(0, 40, None)?, "a second memory shares the budget");
+        assert!(
+            limiter.memory_growing(0, 40, None)?,
+            "a second memory shares the budget"
+        );
         assert!(limiter.memory_growing(40, 41, None).is_err());
         assert_eq!(limiter.take_hit(), Some(LimitHit::Memory));
         assert_eq!(limiter.take_hit(), None);

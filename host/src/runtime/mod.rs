@@ -18,12 +18,12 @@ mod wasi;
 pub use host::CallState;
 
 use crate::lifetime::{HubKey, HubLifetimeManager};
+use limits::{LimitHit, Limiter};
 use serde_json::value::RawValue;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, HasSelf, Linker};
-use limits::{LimitHit, Limiter};
 use wasmtime::{Config, Engine, Store, Trap};
 
 wasmtime::component::bindgen!({
@@ -117,11 +117,10 @@ pub enum CallError {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
-    limits: HubLimits,
 }
 
 impl Runtime {
-    pub fn new(limits: HubLimits) -> anyhow::Result<Self> {
+    pub fn new() -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
@@ -129,15 +128,16 @@ impl Runtime {
         HubComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         spawn_epoch_ticker(&engine);
-        Ok(Self {
-            engine,
-            linker,
-            limits,
-        })
+        Ok(Self { engine, linker })
     }
 
-    /// Compile and check a component for `key`.
-    pub fn load(&self, key: HubKey, bytes: &[u8]) -> Result<HubVersion, LoadError> {
+    /// Compile and check a component for `key`, to run under `limits`.
+    pub fn load(
+        &self,
+        key: HubKey,
+        bytes: &[u8],
+        limits: &HubLimits,
+    ) -> Result<HubVersion, LoadError> {
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut linker = self.linker.clone();
@@ -161,18 +161,23 @@ impl Runtime {
         Ok(HubVersion {
             key,
             pre,
-            limits: self.limits.clone(),
+            limits: limits.clone(),
             idle: Mutex::default(),
         })
     }
 
-    /// Read, compile and check a component file for `key`.
-    pub fn load_file(&self, key: HubKey, path: &Path) -> Result<HubVersion, LoadError> {
+    /// Read, compile and check a component file for `key`, to run under `limits`.
+    pub fn load_file(
+        &self,
+        key: HubKey,
+        path: &Path,
+        limits: &HubLimits,
+    ) -> Result<HubVersion, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        self.load(key, &bytes)
+        self.load(key, &bytes, limits)
     }
 }
 

@@ -35,6 +35,14 @@ pub async fn negotiate(
         }
         Some(Ok(v)) => v.min(MAX_NEGOTIATE_VERSION),
     };
+    let tenant = state.settings.tenants.get(key.tenant());
+    if let Err(quota) = state
+        .connection_counts
+        .check(key.tenant(), tenant.max_connections)
+    {
+        tracing::info!(tenant = key.tenant(), "negotiate refused: {quota}");
+        return error(&quota.to_string());
+    }
     let connection_id = state.lifetime.node().new_connection_id();
     // Version 0 clients connect with the connection id itself.
     let token = if version >= 1 {

@@ -75,6 +75,19 @@ pub async fn connect(
             }
         },
     };
+    let tenant = state.settings.tenants.get(key.tenant());
+    let admission = match state
+        .connection_counts
+        .admit(key.tenant(), tenant.max_connections)
+    {
+        Ok(admission) => admission,
+        Err(quota) => {
+            tracing::info!(tenant = key.tenant(), "connection refused: {quota}");
+            return (StatusCode::TOO_MANY_REQUESTS, quota.to_string()).into_response();
+        }
+    };
+    let mut limits = state.settings.connection.clone();
+    limits.max_messages_per_second = tenant.max_messages_per_second;
     let span = tracing::info_span!("connection", hub = %key, id = %connection_id);
     let ctx = ConnectionContext {
         hub: key,
@@ -85,7 +98,7 @@ pub async fn connect(
             user_id: None,
             claims: Vec::new(),
         }),
-        limits: state.settings.connection.clone(),
+        limits,
     };
     let tasks = state.tasks.clone();
     upgrade
@@ -95,6 +108,7 @@ pub async fn connect(
                 async move {
                     serve(socket, ctx).await;
                     drop(guard);
+                    drop(admission);
                 }
                 .instrument(span),
             )

@@ -59,7 +59,9 @@ impl hubhost_guest::Hub for Faulty {
         });
         // Tries to reach a connection by id, whatever hub or tenant it is on.
         m.on("SendTo", |ctx, (connection, text): (String, String)| {
-            ctx.clients().client(connection).send("ReceiveMessage", ("intruder", text))
+            ctx.clients()
+                .client(connection)
+                .send("ReceiveMessage", ("intruder", text))
         });
         m.on("Deny", |_, ()| {
             Err::<(), _>(HubError::Unauthorized("no".into()))

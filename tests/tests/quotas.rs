@@ -1,0 +1,95 @@
+//! Per-tenant quotas and limits: connections per tenant, messages per second
+//! per connection, and hub limits that differ by tenant.
+
+use hubhost::config::HubConfig;
+use hubhost::tenants::{HubLimitsOverride, TenantConfig};
+use hubhost_tests::{PATIENCE, RawClient, TestServer, config, guest, http, wait_until};
+use serde_json::{Value, json};
+
+async fn server() -> anyhow::Result<TestServer> {
+    let mut config = config();
+    config.hubs.push(HubConfig {
+        tenant: "small".into(),
+        hub: "chat".into(),
+        path: guest("chat"),
+    });
+    config.hubs.push(HubConfig {
+        tenant: "small".into(),
+        hub: "faulty".into(),
+        path: guest("faulty"),
+    });
+    let small = TenantConfig {
+        max_connections: Some(2),
+        max_messages_per_second: Some(5),
+        hub_limits: HubLimitsOverride {
+            call_timeout_ms: Some(150),
+            ..Default::default()
+        },
+    };
+    config.tenants.insert("small".into(), small);
+    TestServer::start(config).await
+}
+
+#[tokio::test]
+async fn a_tenant_at_its_connection_limit_is_refused_clearly() -> anyhow::Result<()> {
+    let server = server().await?;
+    let (first, _) = RawClient::connect(&server, "/small/chat").await?;
+    let (_second, _) = RawClient::connect(&server, "/small/faulty").await?;
+    let (status, body) = server
+        .negotiate("/small/chat", "?negotiateVersion=1")
+        .await?;
+    assert_eq!(status, 200, "negotiate errors are HTTP 200");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body)?,
+        json!({"error": "Tenant 'small' has reached its limit of 2 connections."})
+    );
+    // Past negotiate (skipNegotiation) the upgrade itself is refused.
+    let refused = RawClient::open(server.addr, "/small/chat").await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("429")));
+    // Other tenants are not affected.
+    let (mut other, _) = RawClient::connect(&server, "/demo/chat").await?;
+    assert_eq!(other.invoke("1", "Echo", json!([1])).await?["result"], 1);
+    // A connection that leaves makes room.
+    let mut first = first;
+    first.send(json!({"type": 7})).await?;
+    first.drain().await;
+    let counts = server.state.connection_counts.clone();
+    wait_until(PATIENCE, move || counts.open("small") == 1).await?;
+    assert!(RawClient::connect(&server, "/small/chat").await.is_ok());
+    assert_eq!(http(server.addr, "GET", "/healthz").await?.0, 200);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn a_client_over_its_message_rate_is_closed_with_a_reason() -> anyhow::Result<()> {
+    let server = server().await?;
+    let (mut calm, _) = RawClient::connect(&server, "/small/chat").await?;
+    assert_eq!(calm.invoke("1", "Echo", json!([1])).await?["result"], 1);
+    let (mut noisy, _) = RawClient::connect(&server, "/small/faulty").await?;
+    noisy.send_text(&"{\"type\":6}\u{1e}".repeat(20)).await?;
+    let close = noisy.next_where(|m| m["type"] == 7).await?;
+    assert_eq!(
+        close["error"],
+        "Connection closed with an error. The client sent more than 5 messages per second."
+    );
+    // The tenant's other connection, and tenants without the limit, go on.
+    assert_eq!(calm.invoke("2", "Echo", json!([2])).await?["result"], 2);
+    let (mut free, _) = RawClient::connect(&server, "/demo/chat").await?;
+    free.send_text(&"{\"type\":6}\u{1e}".repeat(20)).await?;
+    assert_eq!(free.invoke("3", "Echo", json!([3])).await?["result"], 3);
+    server.stop().await
+}
+
+#[tokio::test]
+async fn hub_limits_can_differ_by_tenant() -> anyhow::Result<()> {
+    let server = server().await?;
+    let (mut small, _) = RawClient::connect(&server, "/small/faulty").await?;
+    let reply = small.invoke("1", "Loop", json!([])).await?;
+    assert!(
+        reply["error"]
+            .as_str()
+            .is_some_and(|e| e.ends_with("time limit of 150 ms.")),
+        "{reply}"
+    );
+    server.stop().await
+}

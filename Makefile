@@ -29,11 +29,13 @@ test: setup build
 	cargo test
 	npm test --prefix tests
 
-# Per-call cost of a trivial hub call next to the same dispatch without Wasm,
-# and broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379).
+# Per-call cost of a trivial hub call next to the same dispatch without Wasm;
+# broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379);
+# one tenant's latency while another runs hostile hub code.
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
 	cargo bench -p hubhost-tests --bench fanout
+	cargo bench -p hubhost-tests --bench isolation
 
 clean:
 	cargo clean

@@ -94,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
                         break;
                     }
                     // Keep A's own inbox (flooded messages) from growing.
-                    while a.pending().len() > 0 {
+                    while !a.pending().is_empty() {
                         let _ = a.next().await;
                     }
                     i += 1;

@@ -5,6 +5,10 @@
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 GUESTS := $(TARGET_DIR)/wasm32-wasip2/guest
+# Compiled components, so restarts (and test processes) do not recompile.
+CACHE := $(TARGET_DIR)/hubhost-cache
+PY_TOOLS := $(TARGET_DIR)/guest-tools/python
+COMPONENTIZE_PY := $(PY_TOOLS)/bin/componentize-py
 LISTEN ?= 127.0.0.1:5000
 
 .PHONY: setup guests build run test bench clean
@@ -13,16 +17,31 @@ setup:
 	rustup target add wasm32-wasip2
 	npm ci --prefix tests --no-audit --no-fund
 	npm ci --prefix examples/demo --no-audit --no-fund
+	npm ci --prefix examples/chat-js --no-audit --no-fund
 
-# Hub components: the examples and the misbehaving test hub.
-guests:
+# Hub components: the Rust examples and the misbehaving test hub, and the chat
+# hub in Python and in JavaScript.
+guests: $(GUESTS)/chat-python.wasm $(GUESTS)/chat-js.wasm
 	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty
+
+$(COMPONENTIZE_PY): examples/chat-python/requirements.txt
+	python3 -m venv $(PY_TOOLS)
+	$(PY_TOOLS)/bin/pip install --quiet --disable-pip-version-check -r examples/chat-python/requirements.txt
+	touch $@
+
+$(GUESTS)/chat-python.wasm: examples/chat-python/app.py wit/hub.wit $(COMPONENTIZE_PY)
+	mkdir -p $(GUESTS)
+	$(COMPONENTIZE_PY) -d wit -w hub-component componentize -p examples/chat-python app --stub-wasi -o $@
+
+$(GUESTS)/chat-js.wasm: examples/chat-js/hub.js wit/hub.wit examples/chat-js/package-lock.json
+	mkdir -p $(GUESTS)
+	cd examples/chat-js && OUT=$(abspath $@) npm run --silent build
 
 build: guests
 	cargo build -p hubhost
 
 run: setup build
-	$(TARGET_DIR)/debug/hubhost serve --listen $(LISTEN) \
+	$(TARGET_DIR)/debug/hubhost serve --listen $(LISTEN) --cache-dir $(CACHE) \
 		--hub demo/chat=$(GUESTS)/chat.wasm --static-dir examples/demo
 
 test: setup build

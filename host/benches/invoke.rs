@@ -1,5 +1,7 @@
-//! Per-call cost of a trivial hub call (`Echo`), next to the same dispatch
-//! with a native handler in place of the Wasm hub.
+//! Per-call cost of a trivial hub call (`Echo`) in each guest language, on a
+//! warm instance and on a fresh one, next to the same dispatch with a native
+//! handler in place of the Wasm hub; and each component's load time,
+//! compiled and from the artifact cache.
 //!
 //! Both sides do what the connection does for one invocation: parse the
 //! client's JSON message, run the method, write the Completion. The Wasm side
@@ -10,9 +12,9 @@ use hubhost::backplane::memory::MemoryBackplane;
 use hubhost::ids::NodeId;
 use hubhost::lifetime::{HubKey, HubLifetimeManager, LifetimeConfig};
 use hubhost::protocol::{Incoming, json};
-use hubhost::runtime::{CallerInfo, HubLimits, Runtime};
+use hubhost::runtime::{CallerInfo, HubLimits, HubVersion, Runtime};
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -58,26 +60,41 @@ fn parse(message: &[u8]) -> (String, String) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let guest =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/guest/chat.wasm");
+/// Load `name` twice through a fresh cache: compiled, then from the cache.
+fn load_twice(
+    guests: &Path,
+    name: &str,
+    cache: &Path,
+    limits: &HubLimits,
+) -> anyhow::Result<(HubVersion, f64, f64, u64)> {
+    let path = guests.join(format!("{name}.wasm"));
     anyhow::ensure!(
-        guest.exists(),
+        path.exists(),
         "{} is missing: run `make guests`",
-        guest.display()
+        path.display()
     );
+    let size = std::fs::metadata(&path)?.len();
+    let key = HubKey::new("bench", name)?;
+    let _ = std::fs::remove_dir_all(cache);
+    let start = Instant::now();
+    Runtime::new()?
+        .with_cache(cache)?
+        .load_file(key.clone(), &path, limits)?;
+    let compiled = start.elapsed().as_secs_f64() * 1e3;
+    let start = Instant::now();
+    let version = Runtime::new()?
+        .with_cache(cache)?
+        .load_file(key, &path, limits)?;
+    let cached = start.elapsed().as_secs_f64() * 1e3;
+    Ok((version, compiled, cached, size))
+}
+
+fn main() -> anyhow::Result<()> {
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target");
+    let guests = target.join("wasm32-wasip2/guest");
+    let cache = target.join("bench-cache");
     let tokio = tokio::runtime::Runtime::new()?;
     let _guard = tokio.enter();
-    let key = HubKey::new("bench", "chat")?;
-    let runtime = Runtime::new()?;
-    let load_start = Instant::now();
-    let version = runtime.load_file(key.clone(), &guest, &HubLimits::default())?;
-    let load = load_start.elapsed();
-    let fresh = HubLimits {
-        reuse_instances: false,
-        ..HubLimits::default()
-    };
-    let fresh_version = runtime.load_file(key, &guest, &fresh)?;
     let lifetime = HubLifetimeManager::start(
         NodeId::random(),
         LifetimeConfig::new("bench"),
@@ -88,7 +105,11 @@ fn main() -> anyhow::Result<()> {
         user_id: None,
         claims: vec![],
     };
-    let budget = Duration::from_secs(3);
+    let budget = Duration::from_secs(2);
+    let fresh_limits = HubLimits {
+        reuse_instances: false,
+        ..HubLimits::default()
+    };
 
     let (native, native_n) = measure(budget, || {
         let (id, args) = parse(black_box(MESSAGE));
@@ -98,7 +119,7 @@ fn main() -> anyhow::Result<()> {
         let result = args.into_iter().next().unwrap_or_default();
         black_box(json::completion_result(&id, &result));
     });
-    let wasm_call = |version: &hubhost::runtime::HubVersion| {
+    let call = |version: &HubVersion| {
         let (id, args) = parse(black_box(MESSAGE));
         match version.invoke(&lifetime, &caller, "Echo", &args) {
             Ok(Ok(result)) => black_box(json::completion_result(&id, &result)),
@@ -108,29 +129,55 @@ fn main() -> anyhow::Result<()> {
             ),
         };
     };
-    let (warm, warm_n) = measure(budget, || wasm_call(&version));
-    let (fresh, fresh_n) = measure(budget, || wasm_call(&fresh_version));
-    println!("hub call cost: Echo with a ~40-byte argument");
+    println!("hub call cost: Echo with a ~40-byte argument: parse, call, write the Completion");
     println!(
-        "component load (compile + link): {:.1} ms",
-        load.as_secs_f64() * 1e3
-    );
-    println!(
-        "{:<40} {:>10} {:>10} {:>14}",
+        "{:<42} {:>10} {:>10} {:>12}",
         "dispatch", "ns/call", "calls", "over native"
     );
     println!(
-        "{:<40} {:>10.0} {:>10} {:>14}",
+        "{:<42} {:>10.0} {:>10} {:>12}",
         "native handler (no hub)", native, native_n, "-"
     );
-    for (name, ns, n) in [
-        ("Wasm hub, warm instance (default)", warm, warm_n),
-        ("Wasm hub, fresh instance per call", fresh, fresh_n),
+    let mut loads = Vec::new();
+    for (language, name) in [
+        ("Rust", "chat"),
+        ("Python", "chat-python"),
+        ("JavaScript", "chat-js"),
     ] {
+        let (warm_version, compiled, cached, size) =
+            load_twice(&guests, name, &cache, &HubLimits::default())?;
+        let fresh_version = Runtime::new()?.with_cache(&cache)?.load_file(
+            HubKey::new("bench", name)?,
+            &guests.join(format!("{name}.wasm")),
+            &fresh_limits,
+        )?;
+        let (warm, warm_n) = measure(budget, || call(&warm_version));
+        let (fresh, fresh_n) = measure(budget, || call(&fresh_version));
+        for (strategy, ns, n) in [
+            ("warm instance", warm, warm_n),
+            ("fresh instance per call", fresh, fresh_n),
+        ] {
+            let row = format!("{language} hub, {strategy}");
+            println!(
+                "{row:<42} {ns:>10.0} {n:>10} {:>9.2} µs",
+                (ns - native) / 1e3
+            );
+        }
+        loads.push((language, size, compiled, cached));
+    }
+    println!();
+    println!(
+        "{:<12} {:>12} {:>22} {:>20}",
+        "component", "size", "first load (compile)", "cached load"
+    );
+    for (language, size, compiled, cached) in loads {
         println!(
-            "{name:<40} {ns:>10.0} {n:>10} {:>11.2} µs",
-            (ns - native) / 1e3
+            "{language:<12} {:>9} KB {:>19.0} ms {:>17.1} ms",
+            size / 1024,
+            compiled,
+            cached
         );
     }
+    let _ = std::fs::remove_dir_all(&cache);
     Ok(())
 }

@@ -24,6 +24,8 @@ pub struct Config {
     pub hubs: Vec<HubConfig>,
     /// Directory of static files served under `/` (the demo page).
     pub static_dir: Option<PathBuf>,
+    /// Directory for compiled components, so restarts do not recompile.
+    pub cache_dir: Option<PathBuf>,
     /// Prefix of every backplane channel of this cluster.
     pub cluster_prefix: String,
     /// Redis URL for the backplane; none means the in-memory one (one node).
@@ -44,6 +46,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
             hubs: Vec::new(),
             static_dir: None,
+            cache_dir: None,
             cluster_prefix: "hubhost".into(),
             redis_url: None,
             backplane: BackplaneConfig::default(),
@@ -197,6 +200,7 @@ pub struct Settings {
     pub hub_limits: HubLimits,
     pub tenants: TenantTable,
     pub static_dir: Option<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -270,6 +274,7 @@ impl Config {
             tenants: TenantTable::new(&hub_limits, max_messages_per_second, &self.tenants)?,
             hub_limits,
             static_dir: self.static_dir.clone(),
+            cache_dir: self.cache_dir.clone(),
         })
     }
 }

@@ -60,10 +60,14 @@ impl AppState {
         backplane: Arc<dyn Backplane>,
     ) -> anyhow::Result<Arc<Self>> {
         let settings = config.settings()?;
-        let runtime = Runtime::new()?;
+        let runtime = match &settings.cache_dir {
+            Some(dir) => Runtime::new()?.with_cache(dir)?,
+            None => Runtime::new()?,
+        };
         let hubs = Hubs::default();
         for hub in &config.hubs {
             let key = HubKey::new(&hub.tenant, &hub.hub)?;
+            let started = std::time::Instant::now();
             let version = runtime
                 .load_file(
                     key.clone(),
@@ -72,7 +76,7 @@ impl AppState {
                 )
                 .with_context(|| format!("cannot load hub {key} from {}", hub.path.display()))?;
             hubs.install(version);
-            tracing::info!(hub = %key, path = %hub.path.display(), "hub loaded");
+            tracing::info!(hub = %key, path = %hub.path.display(), ms = started.elapsed().as_millis() as u64, "hub loaded");
         }
         let node = NodeId::random();
         let lifetime = HubLifetimeManager::start(node, settings.lifetime.clone(), backplane);

@@ -9,19 +9,26 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..")
 const target = process.env.CARGO_TARGET_DIR ?? path.join(root, "target");
 export const binary = path.join(target, "debug", "hubhost");
 export const guest = (name) => path.join(target, "wasm32-wasip2", "guest", `${name}.wasm`);
+const cache = path.join(target, "hubhost-cache");
 
-/** Start `hubhost serve` on `listen` (port 0 by default); resolves once it listens. */
-export async function startServer({ listen = "127.0.0.1:0", args = [] } = {}) {
-  for (const file of [binary, guest("chat")]) {
+/**
+ * Start `hubhost serve` on `listen` (port 0 by default) serving `demo/NAME`
+ * for each of `hubs`; resolves once it listens. Compiled components are
+ * cached, so only the first start of a large (Python, JS) hub compiles it.
+ */
+export async function startServer({ listen = "127.0.0.1:0", args = [], hubs = ["chat"] } = {}) {
+  for (const file of [binary, ...hubs.map(guest)]) {
     if (!existsSync(file)) throw new Error(`${file} is missing: run the README test command (make test)`);
   }
-  const child = spawn(binary, ["serve", "--listen", listen, "--hub", `demo/chat=${guest("chat")}`, ...args], {
+  const hubArgs = hubs.flatMap((name) => ["--hub", `demo/${name}=${guest(name)}`]);
+  const child = spawn(binary, ["serve", "--listen", listen, "--cache-dir", cache, ...hubArgs, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn,hubhost=info", NO_COLOR: "1" },
   });
   let output = "";
   const address = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`hubhost did not start:\n${output}`)), 30_000);
+    // A cold start compiles the Python and JS components: seconds each.
+    const timer = setTimeout(() => reject(new Error(`hubhost did not start:\n${output}`)), 120_000);
     child.stdout.on("data", (chunk) => {
       output += chunk;
       const match = output.match(/listening on (http:\/\/[0-9.]+:\d+)/);

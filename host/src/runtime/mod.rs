@@ -11,6 +11,7 @@
 //! every node has its own. Connection state belongs in the host (groups,
 //! users). Each call has a memory limit and a deadline (epoch interruption).
 
+mod cache;
 mod host;
 mod limits;
 mod wasi;
@@ -117,6 +118,7 @@ pub enum CallError {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
+    cache: Option<cache::ArtifactCache>,
 }
 
 impl Runtime {
@@ -128,7 +130,20 @@ impl Runtime {
         HubComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         spawn_epoch_ticker(&engine);
-        Ok(Self { engine, linker })
+        Ok(Self {
+            engine,
+            linker,
+            cache: None,
+        })
+    }
+
+    /// Keep compiled components in `dir` (which only hubhost may write) and
+    /// load them from there instead of compiling again.
+    pub fn with_cache(mut self, dir: &Path) -> anyhow::Result<Self> {
+        let cache = cache::ArtifactCache::new(dir)
+            .map_err(|e| anyhow::anyhow!("cannot use cache directory {}: {e}", dir.display()))?;
+        self.cache = Some(cache);
+        Ok(self)
     }
 
     /// Compile and check a component for `key`, to run under `limits`.
@@ -138,8 +153,11 @@ impl Runtime {
         bytes: &[u8],
         limits: &HubLimits,
     ) -> Result<HubVersion, LoadError> {
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = match &self.cache {
+            Some(cache) => cache.compile(&self.engine, bytes),
+            None => Component::new(&self.engine, bytes),
+        }
+        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let mut linker = self.linker.clone();
         for (name, _) in component.component_type().imports(&self.engine) {
             if name.starts_with(OWN_IMPORT_PREFIX) {

@@ -136,6 +136,17 @@ async fn floods_are_cut_off() -> anyhow::Result<()> {
     );
     still_fine(&mut hostile, &mut bystander, "flood").await?;
 
+    // Standard output and error go to the log (counted as log lines) instead
+    // of failing the call.
+    assert_eq!(
+        hostile.invoke("print", "Print", json!(["hi"])).await?["result"],
+        "hi"
+    );
+    let printed = "p\n".repeat(10_000);
+    assert_eq!(
+        hostile.invoke("prints", "Print", json!([printed])).await?["result"],
+        printed.as_str()
+    );
     // Log lines past the per-call limit are dropped; the call succeeds.
     assert_eq!(
         hostile.invoke("logs", "LogFlood", json!([100_000])).await?["result"],

@@ -158,8 +158,30 @@ impl groups::Host for CallState {
     }
 }
 
+impl CallState {
+    /// What the guest wrote to stdout or stderr: into the log, line by line,
+    /// counted against the call's log lines like the `log` import.
+    pub(super) fn guest_output(&mut self, stderr: bool, bytes: &[u8]) {
+        let (stream, level) = if stderr {
+            ("stderr", Level::Warn)
+        } else {
+            ("stdout", Level::Info)
+        };
+        let text = String::from_utf8_lossy(bytes);
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            self.write_log(level, &format!("{stream}: {line}"));
+        }
+    }
+}
+
 impl log::Host for CallState {
     fn log(&mut self, level: Level, message: String) {
+        self.write_log(level, &message);
+    }
+}
+
+impl CallState {
+    fn write_log(&mut self, level: Level, message: &str) {
         if self.log_lines_left == 0 {
             return;
         }

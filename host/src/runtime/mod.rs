@@ -166,8 +166,9 @@ impl Runtime {
             if !STUBBED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
                 return Err(LoadError::ForbiddenImport(name.to_owned()));
             }
-            wasi::add_random(&mut linker, name)
-                .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+            let defined = wasi::add_random(&mut linker, name)
+                .and_then(|random| Ok(random || wasi::add_output(&mut linker, name)?));
+            defined.map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         }
         linker
             .define_unknown_imports_as_traps(&component)

@@ -1,13 +1,14 @@
-//! The little WASI a hub gets for real: randomness.
+//! The little WASI a hub gets for real: randomness, stdout and stderr (into
+//! the log), and an empty environment.
 //!
-//! Guest standard libraries reach for it without the hub asking (Rust's
-//! `HashMap` seeds its hasher from `wasi:random/insecure-seed`), and it grants
-//! no authority. Everything else WASI that toolchains link in (files, clocks,
-//! streams, environment) is a stub that traps when called; see
-//! `STUBBED_IMPORT_PREFIXES`.
+//! Guest standard libraries reach for these without the hub asking (Rust's
+//! `HashMap` seeds its hasher from `wasi:random/insecure-seed`; a panic reads
+//! the environment, then prints to stderr), and they grant no authority.
+//! Everything else WASI that toolchains link in (files, clocks, input,
+//! sockets) is a stub that traps when called; see `STUBBED_IMPORT_PREFIXES`.
 
 use super::CallState;
-use wasmtime::component::Linker;
+use wasmtime::component::{Linker, Resource, ResourceType};
 
 /// Most random bytes one call of `get-random-bytes` may ask for.
 const MAX_RANDOM_BYTES: u64 = 1 << 20;
@@ -51,5 +52,136 @@ pub(super) fn add_random(linker: &mut Linker<CallState>, import: &str) -> wasmti
     let mut instance = linker.instance(import)?;
     instance.func_wrap(bytes_fn, |_, (len,): (u64,)| Ok((random_bytes(len)?,)))?;
     instance.func_wrap(u64_fn, |_, (): ()| Ok((random_u64()?,)))?;
+    Ok(true)
+}
+
+/// `wasi:io/error`'s `error`, never created: every write succeeds.
+pub(super) struct IoError;
+/// `wasi:io/streams`' `output-stream`: rep 1 is stdout, 2 is stderr.
+pub(super) struct OutputStream;
+/// `wasi:io/poll`'s `pollable`, always ready: output never blocks.
+pub(super) struct Pollable;
+
+const STDOUT: u32 = 1;
+const STDERR: u32 = 2;
+
+/// `wasi:io/streams`' `stream-error`: the type the write functions return,
+/// though writes into the log never fail.
+#[allow(dead_code, reason = "the WIT type has these cases; writes never fail")]
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(variant)]
+pub(super) enum StreamError {
+    #[component(name = "last-operation-failed")]
+    LastOperationFailed(Resource<IoError>),
+    #[component(name = "closed")]
+    Closed,
+}
+
+/// Each instance that names a resource type (its own or `use`d) must define
+/// it as the same host type, hence the repetitions below.
+///
+/// Define `import` if it is part of guest output: stdout and stderr (which
+/// go to the log, tagged and counted against the call's log lines), the
+/// output streams they hand out, and an empty environment (Rust's panic
+/// hook reads it before printing the panic to stderr). Exact names, as for
+/// randomness. Returns whether `import` was defined.
+pub(super) fn add_output(linker: &mut Linker<CallState>, import: &str) -> wasmtime::Result<bool> {
+    let interface = import.split('@').next().unwrap_or(import);
+    let mut instance = match interface {
+        "wasi:io/error"
+        | "wasi:io/poll"
+        | "wasi:io/streams"
+        | "wasi:cli/stdout"
+        | "wasi:cli/stderr"
+        | "wasi:cli/environment" => linker.instance(import)?,
+        _ => return Ok(false),
+    };
+    match interface {
+        "wasi:io/error" => {
+            instance.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
+        }
+        "wasi:io/poll" => {
+            instance.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+            instance.func_wrap(
+                "[method]pollable.block",
+                |_, (_,): (Resource<Pollable>,)| Ok(()),
+            )?;
+            instance.func_wrap(
+                "[method]pollable.ready",
+                |_, (_,): (Resource<Pollable>,)| Ok((true,)),
+            )?;
+            instance.func_wrap("poll", |_, (all,): (Vec<Resource<Pollable>>,)| {
+                Ok(((0..u32::try_from(all.len())?).collect::<Vec<u32>>(),))
+            })?;
+        }
+        "wasi:io/streams" => {
+            // Streams re-exports `error` and `pollable`: the same types.
+            instance.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
+            instance.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+            instance.func_wrap(
+                "[method]output-stream.subscribe",
+                |_, (_,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(0),)),
+            )?;
+            instance.resource(
+                "output-stream",
+                ResourceType::host::<OutputStream>(),
+                |_, _| Ok(()),
+            )?;
+            instance.func_wrap(
+                "[method]output-stream.check-write",
+                |_, (_,): (Resource<OutputStream>,)| Ok((Ok::<u64, StreamError>(4096),)),
+            )?;
+            for write in [
+                "[method]output-stream.write",
+                "[method]output-stream.blocking-write-and-flush",
+            ] {
+                instance.func_wrap(
+                    write,
+                    |mut store, (stream, contents): (Resource<OutputStream>, Vec<u8>)| {
+                        store
+                            .data_mut()
+                            .guest_output(stream.rep() == STDERR, &contents);
+                        Ok((Ok::<(), StreamError>(()),))
+                    },
+                )?;
+            }
+            for flush in [
+                "[method]output-stream.flush",
+                "[method]output-stream.blocking-flush",
+            ] {
+                instance.func_wrap(flush, |_, (_,): (Resource<OutputStream>,)| {
+                    Ok((Ok::<(), StreamError>(()),))
+                })?;
+            }
+        }
+        "wasi:cli/stdout" => {
+            instance.resource(
+                "output-stream",
+                ResourceType::host::<OutputStream>(),
+                |_, _| Ok(()),
+            )?;
+            instance.func_wrap("get-stdout", |_, (): ()| {
+                Ok((Resource::<OutputStream>::new_own(STDOUT),))
+            })?;
+        }
+        "wasi:cli/stderr" => {
+            instance.resource(
+                "output-stream",
+                ResourceType::host::<OutputStream>(),
+                |_, _| Ok(()),
+            )?;
+            instance.func_wrap("get-stderr", |_, (): ()| {
+                Ok((Resource::<OutputStream>::new_own(STDERR),))
+            })?;
+        }
+        _ => {
+            // wasi:cli/environment: nothing to see.
+            instance.func_wrap("get-environment", |_, (): ()| {
+                Ok((Vec::<(String, String)>::new(),))
+            })?;
+            instance.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
+            instance.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
+        }
+    }
     Ok(true)
 }

@@ -63,6 +63,12 @@ impl hubhost_guest::Hub for Faulty {
                 .client(connection)
                 .send("ReceiveMessage", ("intruder", text))
         });
+        // Writes to stdout and stderr, which the host puts into its log.
+        m.on("Print", |_, (text,): (String,)| {
+            println!("out: {text}");
+            eprintln!("err: {text}");
+            Ok(text)
+        });
         m.on("Deny", |_, ()| {
             Err::<(), _>(HubError::Unauthorized("no".into()))
         });

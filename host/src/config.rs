@@ -151,6 +151,10 @@ pub struct HubLimitsConfig {
     pub max_log_lines_per_call: u32,
     pub max_result_bytes: usize,
     pub reuse_instances: bool,
+    pub max_instances: usize,
+    pub max_tables: usize,
+    pub max_memories: usize,
+    pub max_table_elements: usize,
 }
 
 impl Default for HubLimitsConfig {
@@ -163,6 +167,10 @@ impl Default for HubLimitsConfig {
             max_log_lines_per_call: d.max_log_lines_per_call,
             max_result_bytes: d.max_result_bytes,
             reuse_instances: d.reuse_instances,
+            max_instances: d.max_instances,
+            max_tables: d.max_tables,
+            max_memories: d.max_memories,
+            max_table_elements: d.max_table_elements,
         }
     }
 }
@@ -176,6 +184,10 @@ impl HubLimitsConfig {
             max_log_lines_per_call: self.max_log_lines_per_call,
             max_result_bytes: self.max_result_bytes,
             reuse_instances: self.reuse_instances,
+            max_instances: self.max_instances,
+            max_tables: self.max_tables,
+            max_memories: self.max_memories,
+            max_table_elements: self.max_table_elements,
         }
     }
 }

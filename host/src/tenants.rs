@@ -30,6 +30,10 @@ pub struct HubLimitsOverride {
     pub max_sends_per_call: Option<u32>,
     pub max_log_lines_per_call: Option<u32>,
     pub max_result_bytes: Option<usize>,
+    pub max_instances: Option<usize>,
+    pub max_tables: Option<usize>,
+    pub max_memories: Option<usize>,
+    pub max_table_elements: Option<usize>,
 }
 
 impl HubLimitsOverride {
@@ -46,6 +50,10 @@ impl HubLimitsOverride {
                 .unwrap_or(base.max_log_lines_per_call),
             max_result_bytes: self.max_result_bytes.unwrap_or(base.max_result_bytes),
             reuse_instances: base.reuse_instances,
+            max_instances: self.max_instances.unwrap_or(base.max_instances),
+            max_tables: self.max_tables.unwrap_or(base.max_tables),
+            max_memories: self.max_memories.unwrap_or(base.max_memories),
+            max_table_elements: self.max_table_elements.unwrap_or(base.max_table_elements),
         }
     }
 }

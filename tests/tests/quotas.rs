@@ -27,6 +27,21 @@ async fn server() -> anyhow::Result<TestServer> {
         },
     };
     config.tenants.insert("small".into(), small);
+    // A tenant whose hubs may not have a function table of the size the
+    // Rust guest needs: no instance can be made, so clients are refused.
+    config.hubs.push(HubConfig {
+        tenant: "tiny".into(),
+        hub: "chat".into(),
+        path: guest("chat"),
+    });
+    let tiny = TenantConfig {
+        hub_limits: HubLimitsOverride {
+            max_table_elements: Some(1),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    config.tenants.insert("tiny".into(), tiny);
     TestServer::start(config).await
 }
 
@@ -83,6 +98,19 @@ async fn a_client_over_its_message_rate_is_closed_with_a_reason() -> anyhow::Res
 #[tokio::test]
 async fn hub_limits_can_differ_by_tenant() -> anyhow::Result<()> {
     let server = server().await?;
+    // on-connected cannot run: the connection is closed with an error, and
+    // the log names the limit.
+    let (mut tiny, _) = RawClient::connect(&server, "/tiny/chat").await?;
+    let (seen, _) = tiny.drain().await;
+    let close = seen
+        .iter()
+        .find(|m| m["type"] == 7)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        close["error"], "Connection closed with an error.",
+        "{seen:?}"
+    );
     let (mut small, _) = RawClient::connect(&server, "/small/faulty").await?;
     let reply = small.invoke("1", "Loop", json!([])).await?;
     assert!(

@@ -298,6 +298,9 @@ fn limit_text(error: &CallError) -> Option<String> {
             format!("the hub exceeded its memory limit of {bytes} bytes")
         }
         CallError::StackOverflow => "the hub overflowed its stack".into(),
+        CallError::TableLimit(elements) => {
+            format!("the hub exceeded its table limit of {elements} elements")
+        }
         CallError::ResultTooLarge { limit, .. } => {
             format!("the hub's result exceeds the limit of {limit} bytes")
         }

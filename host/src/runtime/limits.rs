@@ -5,14 +5,7 @@
 
 use wasmtime::ResourceLimiter;
 
-/// Most elements of one table.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-/// Core instances, tables and memories of one component instance. Guest
-/// toolchains differ (componentize-py links several modules), so these are
-/// generous; memory is what is really bounded.
-const MAX_INSTANCES: usize = 64;
-const MAX_TABLES: usize = 64;
-const MAX_MEMORIES: usize = 16;
+use super::HubLimits;
 
 /// Which limit stopped a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +18,10 @@ pub enum LimitHit {
 #[derive(Debug)]
 pub struct Limiter {
     memory_limit: usize,
+    table_elements: usize,
+    instances: usize,
+    tables: usize,
+    memories: usize,
     /// Bytes of linear memory the store holds, all memories together.
     memory_used: usize,
     /// The limit hit since the last [`Limiter::take_hit`].
@@ -32,9 +29,13 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    pub fn new(memory_limit: usize) -> Self {
+    pub fn new(limits: &HubLimits) -> Self {
         Self {
-            memory_limit,
+            memory_limit: limits.memory_bytes,
+            table_elements: limits.max_table_elements,
+            instances: limits.max_instances,
+            tables: limits.max_tables,
+            memories: limits.max_memories,
             memory_used: 0,
             hit: None,
         }
@@ -73,23 +74,26 @@ impl ResourceLimiter for Limiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > MAX_TABLE_ELEMENTS {
+        if desired > self.table_elements {
             self.hit = Some(LimitHit::Table);
-            wasmtime::bail!("hub exceeded its table limit of {MAX_TABLE_ELEMENTS} elements");
+            wasmtime::bail!(
+                "hub exceeded its table limit of {} elements",
+                self.table_elements
+            );
         }
         Ok(true)
     }
 
     fn instances(&self) -> usize {
-        MAX_INSTANCES
+        self.instances
     }
 
     fn tables(&self) -> usize {
-        MAX_TABLES
+        self.tables
     }
 
     fn memories(&self) -> usize {
-        MAX_MEMORIES
+        self.memories
     }
 }
 
@@ -99,7 +103,10 @@ mod tests {
 
     #[test]
     fn counts_every_memory_of_the_store() -> wasmtime::Result<()> {
-        let mut limiter = Limiter::new(100);
+        let mut limiter = Limiter::new(&HubLimits {
+            memory_bytes: 100,
+            ..HubLimits::default()
+        });
         assert!(limiter.memory_growing(0, 60, None)?);
         assert!(
             limiter.memory_growing(0, 40, None)?,

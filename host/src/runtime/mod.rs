@@ -66,6 +66,13 @@ pub struct HubLimits {
     /// Reuse instances between calls (the default), or instantiate afresh
     /// for every call (slower; nothing can carry over between calls).
     pub reuse_instances: bool,
+    /// Core instances, tables and memories one hub instance may create, and
+    /// elements per table. Toolchains differ (componentize-py links several
+    /// modules), so these are generous; memory is what is really bounded.
+    pub max_instances: usize,
+    pub max_tables: usize,
+    pub max_memories: usize,
+    pub max_table_elements: usize,
 }
 
 impl Default for HubLimits {
@@ -77,6 +84,10 @@ impl Default for HubLimits {
             max_log_lines_per_call: 100,
             max_result_bytes: 1 << 20,
             reuse_instances: true,
+            max_instances: 64,
+            max_tables: 64,
+            max_memories: 16,
+            max_table_elements: 1 << 20,
         }
     }
 }
@@ -104,6 +115,8 @@ pub enum CallError {
     Timeout(Duration),
     #[error("the hub exceeded its memory limit of {0} bytes")]
     MemoryLimit(usize),
+    #[error("the hub exceeded its table limit of {0} elements")]
+    TableLimit(usize),
     #[error("the hub overflowed its stack")]
     StackOverflow,
     #[error("the hub trapped: {0}")]
@@ -261,15 +274,17 @@ impl HubVersion {
         &self.key
     }
 
-    fn instantiate(&self) -> wasmtime::Result<Warm> {
-        let limiter = Limiter::new(self.limits.memory_bytes);
+    fn instantiate(&self) -> Result<Warm, CallError> {
+        let limiter = Limiter::new(&self.limits);
         let mut store = Store::new(self.pre.engine(), CallState::new(self.key.clone(), limiter));
         store.limiter(|state| &mut state.limiter);
         // With epochs on, a new store's deadline is already due: set one
         // before anything runs, instantiation included.
         store.set_epoch_deadline(self.deadline_ticks());
-        let hub = self.pre.instantiate(&mut store)?;
-        Ok(Warm { store, hub })
+        match self.pre.instantiate(&mut store) {
+            Ok(hub) => Ok(Warm { store, hub }),
+            Err(error) => Err(self.classify(&error, store.data_mut().limiter.take_hit())),
+        }
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -298,9 +313,9 @@ impl HubVersion {
         } else {
             None
         };
-        let mut warm = match reused.map_or_else(|| self.instantiate(), Ok) {
-            Ok(warm) => warm,
-            Err(error) => return Err(self.classify(&error, None)),
+        let mut warm = match reused {
+            Some(warm) => warm,
+            None => self.instantiate()?,
         };
         warm.store
             .data_mut()
@@ -327,7 +342,7 @@ impl HubVersion {
     fn classify(&self, error: &wasmtime::Error, hit: Option<LimitHit>) -> CallError {
         match (hit, error.downcast_ref::<Trap>()) {
             (Some(LimitHit::Memory), _) => CallError::MemoryLimit(self.limits.memory_bytes),
-            (Some(LimitHit::Table), _) => CallError::Trap("table limit exceeded".into()),
+            (Some(LimitHit::Table), _) => CallError::TableLimit(self.limits.max_table_elements),
             (None, Some(Trap::Interrupt)) => CallError::Timeout(self.limits.call_timeout),
             (None, Some(Trap::StackOverflow)) => CallError::StackOverflow,
             _ => CallError::Trap(format!("{error:#}")),

@@ -12,6 +12,32 @@ fn is_message(user: &'static str, text: String) -> impl Fn(&Value) -> bool {
     move |m: &Value| m["target"] == "ReceiveMessage" && m["arguments"] == json!([user, text])
 }
 
+/// Two nodes on a `redis-server` of the test's own, with a client on each:
+/// (redis, a, b, client on a, client on b). `tweak` adjusts a's config.
+async fn two_nodes(
+    name: &str,
+    tweak: impl FnOnce(&mut hubhost::config::Config),
+) -> anyhow::Result<(RedisServer, TestServer, TestServer, RawClient, RawClient)> {
+    let redis = RedisServer::start(free_port()?).await?;
+    let prefix = unique_prefix(name);
+    let mut config = cluster_config(&redis.url(), &prefix);
+    tweak(&mut config);
+    let a = TestServer::start(config).await?;
+    let b = TestServer::start(cluster_config(&redis.url(), &prefix)).await?;
+    ready(&a).await?;
+    ready(&b).await?;
+    let (on_a, _) = RawClient::connect(&a, "/demo/chat").await?;
+    let (on_b, _) = RawClient::connect(&b, "/demo/chat").await?;
+    Ok((redis, a, b, on_a, on_b))
+}
+
+/// Kill Redis and wait until `node` has noticed.
+async fn kill(redis: RedisServer, node: &TestServer) -> anyhow::Result<()> {
+    redis.kill().await?;
+    let backplane = node.state.lifetime.backplane().clone();
+    wait_until(NOTICE, move || !backplane.is_ready()).await
+}
+
 async fn ready(server: &TestServer) -> anyhow::Result<()> {
     let backplane = server.state.lifetime.backplane().clone();
     wait_until(NOTICE, move || backplane.is_ready()).await
@@ -206,15 +232,8 @@ async fn a_wrong_password_keeps_the_node_unready() -> anyhow::Result<()> {
 /// outage arrive afterwards, in order.
 #[tokio::test]
 async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
-    let port = free_port()?;
-    let redis = RedisServer::start(port).await?;
-    let prefix = unique_prefix("outage");
-    let a = TestServer::start(cluster_config(&redis.url(), &prefix)).await?;
-    let b = TestServer::start(cluster_config(&redis.url(), &prefix)).await?;
-    ready(&a).await?;
-    ready(&b).await?;
-    let (mut sender, _) = RawClient::connect(&a, "/demo/chat").await?;
-    let (mut receiver, _) = RawClient::connect(&b, "/demo/chat").await?;
+    let (redis, a, b, mut sender, mut receiver) = two_nodes("outage", |_| {}).await?;
+    let port = redis.port;
     let send =
         |i: usize| json!({"type": 1, "target": "SendMessage", "arguments": ["seq", i.to_string()]});
 
@@ -227,9 +246,7 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
         .next_where(is_message("seq", (before - 1).to_string()))
         .await?;
 
-    redis.kill().await?;
-    let backplane = a.state.lifetime.backplane().clone();
-    wait_until(NOTICE, move || !backplane.is_ready()).await?;
+    kill(redis, &a).await?;
     // During the outage: local delivery goes on; cross-node messages wait.
     let paced = tokio::time::interval(std::time::Duration::from_millis(20));
     tokio::pin!(paced);
@@ -306,22 +323,13 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
 /// and counted, the newest arrive in order.
 #[tokio::test]
 async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow::Result<()> {
-    let port = free_port()?;
-    let redis = RedisServer::start(port).await?;
-    let prefix = unique_prefix("overflow");
-    let mut small = cluster_config(&redis.url(), &prefix);
-    // Room for about 10 of the ~250-byte envelopes below.
-    small.backplane.max_buffer_bytes = 2_500;
-    let a = TestServer::start(small).await?;
-    let b = TestServer::start(cluster_config(&redis.url(), &prefix)).await?;
-    ready(&a).await?;
-    ready(&b).await?;
-    let (mut sender, _) = RawClient::connect(&a, "/demo/chat").await?;
-    let (mut receiver, _) = RawClient::connect(&b, "/demo/chat").await?;
-
-    redis.kill().await?;
-    let backplane = a.state.lifetime.backplane().clone();
-    wait_until(NOTICE, move || !backplane.is_ready()).await?;
+    // Room on the sending node for about 10 of the ~250-byte envelopes below.
+    let (redis, a, b, mut sender, mut receiver) = two_nodes("overflow", |config| {
+        config.backplane.max_buffer_bytes = 2_500
+    })
+    .await?;
+    let port = redis.port;
+    kill(redis, &a).await?;
     let sent = 50;
     for i in 0..sent {
         let text = format!("{i:03}-{}", "p".repeat(60));

@@ -154,24 +154,19 @@ pub(super) fn add_output(linker: &mut Linker<CallState>, import: &str) -> wasmti
                 })?;
             }
         }
-        "wasi:cli/stdout" => {
+        "wasi:cli/stdout" | "wasi:cli/stderr" => {
+            let (getter, rep) = if interface.ends_with("stdout") {
+                ("get-stdout", STDOUT)
+            } else {
+                ("get-stderr", STDERR)
+            };
             instance.resource(
                 "output-stream",
                 ResourceType::host::<OutputStream>(),
                 |_, _| Ok(()),
             )?;
-            instance.func_wrap("get-stdout", |_, (): ()| {
-                Ok((Resource::<OutputStream>::new_own(STDOUT),))
-            })?;
-        }
-        "wasi:cli/stderr" => {
-            instance.resource(
-                "output-stream",
-                ResourceType::host::<OutputStream>(),
-                |_, _| Ok(()),
-            )?;
-            instance.func_wrap("get-stderr", |_, (): ()| {
-                Ok((Resource::<OutputStream>::new_own(STDERR),))
+            instance.func_wrap(getter, move |_, (): ()| {
+                Ok((Resource::<OutputStream>::new_own(rep),))
             })?;
         }
         _ => {

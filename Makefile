@@ -19,10 +19,10 @@ setup:
 	npm ci --prefix examples/demo --no-audit --no-fund
 	npm ci --prefix examples/chat-js --no-audit --no-fund
 
-# Hub components: the Rust examples and the misbehaving test hub, and the chat
+# Hub components: the Rust examples and the misbehaving test hubs, and the chat
 # hub in Python and in JavaScript.
 guests: $(GUESTS)/chat-python.wasm $(GUESTS)/chat-js.wasm
-	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty
+	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty -p greedy
 
 $(COMPONENTIZE_PY): examples/chat-python/requirements.txt
 	python3 -m venv $(PY_TOOLS)

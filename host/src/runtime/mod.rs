@@ -3,9 +3,10 @@
 //!
 //! Calls run on warm instances: each [`HubVersion`] keeps a few idle
 //! instances (each in its own [`Store`]) and reuses them, because a fresh
-//! instance per call costs ~40 µs of page faults for a Rust hub against
-//! ~1 µs for a call on a warm one (see `make bench`). An instance that traps
-//! or hits a limit is dropped, never reused. So a hub may find globals left
+//! instance per call costs ~50 µs of page faults for a Rust hub (over a ms
+//! for Python and JS) against ~2 µs for a call on a warm one (see `make
+//! bench`). An instance that traps or hits a limit is dropped, never
+//! reused. So a hub may find globals left
 //! by an earlier call on the same instance, but must not rely on them: which
 //! instance serves a call, and how long it lives, is the host's choice, and
 //! every node has its own. Connection state belongs in the host (groups,

@@ -88,9 +88,4 @@ impl Methods {
             None => Err(HubError::UnknownMethod(method.to_owned())),
         }
     }
-
-    /// The registered names, lower-cased.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.handlers.keys().map(String::as_str)
-    }
 }

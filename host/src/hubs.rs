@@ -60,17 +60,4 @@ impl Hubs {
             }
         }
     }
-
-    /// The hubs served, sorted.
-    pub fn keys(&self) -> Vec<HubKey> {
-        let mut keys: Vec<_> = self
-            .slots
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        keys.sort_by(|a, b| (a.tenant(), a.hub()).cmp(&(b.tenant(), b.hub())));
-        keys
-    }
 }

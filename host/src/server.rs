@@ -44,22 +44,23 @@ impl AppState {
     /// else on the single-node memory backplane. Must run inside a tokio
     /// runtime. Redis need not be reachable yet (see `/readyz`).
     pub fn new(config: &Config) -> anyhow::Result<Arc<Self>> {
-        let backplane: Arc<dyn Backplane> = match config.settings()?.redis {
+        let settings = config.settings()?;
+        let backplane: Arc<dyn Backplane> = match settings.redis.clone() {
             Some(redis) => {
                 tracing::info!(url = %redacted(&redis.url), prefix = config.cluster_prefix, "redis backplane");
                 Arc::new(RedisBackplane::start(redis).context("invalid Redis URL")?)
             }
             None => Arc::new(MemoryBackplane::standalone()),
         };
-        Self::with_backplane(config, backplane)
+        Self::with_backplane(config, settings, backplane)
     }
 
     /// Build the state for `config` on `backplane`, loading every configured hub.
-    pub fn with_backplane(
+    fn with_backplane(
         config: &Config,
+        settings: Settings,
         backplane: Arc<dyn Backplane>,
     ) -> anyhow::Result<Arc<Self>> {
-        let settings = config.settings()?;
         let runtime = match &settings.cache_dir {
             Some(dir) => Runtime::new()?.with_cache(dir)?,
             None => Runtime::new()?,

@@ -90,11 +90,6 @@ impl Outbound {
             true
         });
     }
-
-    /// Whether a close was requested.
-    pub fn is_closing(&self) -> bool {
-        self.close.borrow().is_some()
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ pub struct Message {
 }
 
 impl Message {
-    /// `arguments` must be a JSON array (see [`json::raw_array`]).
+    /// `arguments` must be a JSON array.
     pub fn new(target: String, arguments: Box<RawValue>) -> Self {
         Self {
             target,

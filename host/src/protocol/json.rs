@@ -58,16 +58,6 @@ fn array(arguments: Option<&RawValue>) -> Result<&RawValue, ProtocolError> {
     }
 }
 
-/// Checks that `text` is one well-formed JSON value and returns it raw.
-pub fn raw_value(text: &str) -> Result<&RawValue, ProtocolError> {
-    serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))
-}
-
-/// Checks that `text` is a well-formed JSON array and returns it raw.
-pub fn raw_array(text: &str) -> Result<&RawValue, ProtocolError> {
-    array(Some(raw_value(text)?))
-}
-
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Outgoing<'a> {
@@ -151,6 +141,16 @@ pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks that `text` is one well-formed JSON value and returns it raw.
+    pub fn raw_value(text: &str) -> Result<&RawValue, ProtocolError> {
+        serde_json::from_str(text).map_err(|e| ProtocolError::Json(e.to_string()))
+    }
+
+    /// Checks that `text` is a well-formed JSON array and returns it raw.
+    pub fn raw_array(text: &str) -> Result<&RawValue, ProtocolError> {
+        array(Some(raw_value(text)?))
+    }
 
     #[test]
     fn parses_invocations_in_any_key_order() -> Result<(), ProtocolError> {

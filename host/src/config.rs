@@ -6,7 +6,7 @@ use crate::backplane::redis::RedisSettings;
 use crate::connection::ConnectionLimits;
 use crate::lifetime::{HubKey, LifetimeConfig};
 use crate::runtime::HubLimits;
-use crate::tenants::{TenantConfig, TenantTable};
+use crate::tenants::{TenantConfig, TenantDefaults, Tenants, key_digest};
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -36,8 +36,15 @@ pub struct Config {
     pub connection: ConnectionConfig,
     /// Limits of every hub call.
     pub hub_limits: HubLimitsConfig,
-    /// Per-tenant quotas and limits, by tenant name.
+    /// Tenants: admin keys, client authentication, quotas and limits.
     pub tenants: HashMap<String, TenantConfig>,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// Where uploaded hubs are kept on a node without Redis; without it (and
+    /// without Redis) they last until the process exits.
+    pub data_dir: Option<PathBuf>,
+    /// Development: serve `DIR/TENANT/HUB.wasm` files, reloading on change.
+    pub watch_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -53,6 +60,33 @@ impl Default for Config {
             connection: ConnectionConfig::default(),
             hub_limits: HubLimitsConfig::default(),
             tenants: HashMap::new(),
+            admin: AdminConfig::default(),
+            data_dir: None,
+            watch_dir: None,
+        }
+    }
+}
+
+/// The admin API (`/admin/v1/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Operator keys: they manage every tenant. Without any, only tenant keys work.
+    pub operator_keys: Vec<String>,
+    /// Largest component a tenant may upload unless its own limit says otherwise.
+    pub max_component_bytes: usize,
+    /// How often each node compares its hubs with the store, besides acting
+    /// on announcements at once (this catches announcements missed while
+    /// Redis was away).
+    pub sync_interval_ms: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            operator_keys: Vec::new(),
+            max_component_bytes: 32 << 20,
+            sync_interval_ms: 10_000,
         }
     }
 }
@@ -210,9 +244,14 @@ pub struct Settings {
     pub max_websocket_message: usize,
     /// Global hub limits; see `tenants` for each tenant's.
     pub hub_limits: HubLimits,
-    pub tenants: TenantTable,
+    pub tenants: Tenants,
+    /// Digests of the operator keys.
+    pub operator_keys: Vec<[u8; 32]>,
+    pub sync_interval: Duration,
     pub static_dir: Option<PathBuf>,
     pub cache_dir: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub watch_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -231,6 +270,8 @@ impl Config {
         }
         for (name, value) in [
             ("handshake_timeout_ms", c.handshake_timeout_ms),
+            ("admin.sync_interval_ms", self.admin.sync_interval_ms),
+            ("admin.max_component_bytes", self.admin.max_component_bytes as u64),
             ("keep_alive_interval_ms", c.keep_alive_interval_ms),
             ("client_timeout_ms", c.client_timeout_ms),
             ("send_timeout_ms", c.send_timeout_ms),
@@ -267,6 +308,9 @@ impl Config {
             group_timeout: Duration::from_millis(b.group_timeout_ms),
             ..LifetimeConfig::new(&self.cluster_prefix)
         };
+        if self.admin.operator_keys.iter().any(|k| k.len() < 16) {
+            bail!("admin.operator_keys must be at least 16 characters each");
+        }
         let hub_limits = self.hub_limits.limits();
         let max_messages_per_second = Some(c.max_messages_per_second).filter(|rate| *rate > 0);
         Ok(Settings {
@@ -283,10 +327,21 @@ impl Config {
             },
             disconnect_timeout: Duration::from_millis(c.disconnect_timeout_ms),
             max_websocket_message: c.max_message_size.saturating_mul(16).max(1 << 20),
-            tenants: TenantTable::new(&hub_limits, max_messages_per_second, &self.tenants)?,
+            tenants: Tenants::new(
+                TenantDefaults {
+                    hub_limits: hub_limits.clone(),
+                    max_messages_per_second,
+                    max_component_bytes: self.admin.max_component_bytes,
+                },
+                self.tenants.clone(),
+            )?,
+            operator_keys: self.admin.operator_keys.iter().map(|k| key_digest(k)).collect(),
+            sync_interval: Duration::from_millis(self.admin.sync_interval_ms),
             hub_limits,
             static_dir: self.static_dir.clone(),
             cache_dir: self.cache_dir.clone(),
+            data_dir: self.data_dir.clone(),
+            watch_dir: self.watch_dir.clone(),
         })
     }
 }

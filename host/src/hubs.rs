@@ -2,35 +2,57 @@
 //!
 //! Each hub has a [`HubSlot`] whose active version sits behind an atomic
 //! pointer: a call takes its own `Arc` of the version, so replacing the
-//! version never disturbs calls in flight, and connections (which live in the
-//! host, not the component) never notice.
+//! version never disturbs calls in flight (they finish on the old one), and
+//! connections (which live in the host, not the component) never notice.
 
 use crate::lifetime::HubKey;
 use crate::runtime::HubVersion;
 use arc_swap::ArcSwap;
+use serde::Serialize;
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+
+/// Where a served version came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "from")]
+pub enum Source {
+    /// `--hub` or `[[hubs]]` in the configuration.
+    File { path: PathBuf },
+    /// A version in the hub store (uploaded through the admin API).
+    Store { version: u64 },
+    /// A file in the watched directory (`--watch-dir`).
+    Watch { path: PathBuf },
+}
+
+/// A version as served: the compiled component and where it came from.
+pub struct Installed {
+    pub version: HubVersion,
+    pub source: Source,
+}
+
+impl std::ops::Deref for Installed {
+    type Target = HubVersion;
+    fn deref(&self) -> &HubVersion {
+        &self.version
+    }
+}
 
 /// One hub's active version.
 pub struct HubSlot {
-    active: ArcSwap<HubVersion>,
+    active: ArcSwap<Installed>,
 }
 
 impl HubSlot {
-    pub fn new(version: HubVersion) -> Self {
+    fn new(installed: Installed) -> Self {
         Self {
-            active: ArcSwap::from_pointee(version),
+            active: ArcSwap::from_pointee(installed),
         }
     }
 
     /// The version new calls run on.
-    pub fn active(&self) -> Arc<HubVersion> {
+    pub fn active(&self) -> Arc<Installed> {
         self.active.load_full()
-    }
-
-    /// Make `version` active; calls already running finish on the old one.
-    pub fn replace(&self, version: HubVersion) {
-        self.active.store(Arc::new(version));
     }
 }
 
@@ -50,14 +72,33 @@ impl Hubs {
     }
 
     /// Serve `version` for its hub: a new hub, or a new active version.
-    pub fn install(&self, version: HubVersion) {
+    pub fn install(&self, version: HubVersion, source: Source) {
         let key = version.key().clone();
+        let installed = Installed { version, source };
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         match slots.get(&key) {
-            Some(slot) => slot.replace(version),
+            Some(slot) => slot.active.store(Arc::new(installed)),
             None => {
-                slots.insert(key, Arc::new(HubSlot::new(version)));
+                slots.insert(key, Arc::new(HubSlot::new(installed)));
             }
         }
+    }
+
+    /// Stop serving `key`; its connections keep their slot until closed.
+    pub fn remove(&self, key: &HubKey) -> bool {
+        self.slots
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+            .is_some()
+    }
+
+    /// Every hub served, with where its active version came from.
+    pub fn list(&self) -> Vec<(HubKey, Source)> {
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots
+            .iter()
+            .map(|(key, slot)| (key.clone(), slot.active().source.clone()))
+            .collect()
     }
 }

@@ -2,7 +2,9 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use hubhost::admin::client::{AdminClient, describe_hubs};
 use hubhost::config::{Config, HubConfig};
+use hubhost::lifetime::HubKey;
 use hubhost::server::{self, AppState};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -24,6 +26,99 @@ struct Cli {
 enum Command {
     /// Serve hubs.
     Serve(ServeArgs),
+    /// Upload a hub component to a running node; active on every node at once
+    /// unless --no-activate.
+    Deploy {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The hub, as TENANT/HUB.
+        hub: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Store the version without serving it (activate it later).
+        #[arg(long)]
+        no_activate: bool,
+    },
+    /// List, activate, roll back or delete hubs on a running node.
+    Hubs {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: HubsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HubsCommand {
+    /// Every hub of a tenant: versions, the active one, what the node serves.
+    List { tenant: String },
+    /// One hub, as JSON.
+    Show { hub: String },
+    /// Make a stored version active.
+    Activate { hub: String, version: u64 },
+    /// Make the previously active version active again.
+    Rollback { hub: String },
+    /// Delete a hub and its versions; its clients are closed.
+    Delete { hub: String },
+}
+
+/// Where the admin API is and the key to use.
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Base URL of a hubhost node.
+    #[arg(long, env = "HUBHOST_SERVER", default_value = "http://127.0.0.1:5000")]
+    server: String,
+    /// Admin key: an operator key or the tenant's key.
+    #[arg(long, env = "HUBHOST_ADMIN_KEY", hide_env_values = true)]
+    key: String,
+}
+
+fn hub_key(text: &str) -> anyhow::Result<HubKey> {
+    let (tenant, hub) = text.split_once('/').context("expected TENANT/HUB")?;
+    Ok(HubKey::new(tenant, hub)?)
+}
+
+async fn admin(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(_) => unreachable!("handled by main"),
+        Command::Deploy { admin, hub, file, no_activate } => {
+            let key = hub_key(&hub)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let client = AdminClient::new(&admin.server, &admin.key)?;
+            let started = std::time::Instant::now();
+            let info = client.upload(&key, bytes, !no_activate).await?;
+            println!(
+                "{key} version {} ({} bytes, sha256 {}) {} in {} ms",
+                info["version"],
+                info["size"],
+                info["sha256"].as_str().unwrap_or("?"),
+                if no_activate { "stored" } else { "deployed and active" },
+                started.elapsed().as_millis()
+            );
+        }
+        Command::Hubs { admin, command } => {
+            let client = AdminClient::new(&admin.server, &admin.key)?;
+            match command {
+                HubsCommand::List { tenant } => print!("{}", describe_hubs(&client.hubs(&tenant).await?)),
+                HubsCommand::Show { hub } => {
+                    println!("{:#}", client.hub(&hub_key(&hub)?).await?);
+                }
+                HubsCommand::Activate { hub, version } => {
+                    client.activate(&hub_key(&hub)?, version).await?;
+                    println!("{hub}: version {version} active");
+                }
+                HubsCommand::Rollback { hub } => {
+                    let answer = client.rollback(&hub_key(&hub)?).await?;
+                    println!("{hub}: rolled back; version {} active", answer["active"]);
+                }
+                HubsCommand::Delete { hub } => {
+                    client.delete(&hub_key(&hub)?).await?;
+                    println!("{hub}: deleted");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -57,6 +152,16 @@ struct ServeArgs {
     /// restarts load them in milliseconds instead of compiling again.
     #[arg(long, env = "HUBHOST_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Keep uploaded hubs in this directory on a node without Redis (with Redis
+    /// they live in Redis); without it they last until the process exits.
+    #[arg(long, env = "HUBHOST_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Development: serve DIR/TENANT/HUB.wasm files and reload each on change.
+    #[arg(long, env = "HUBHOST_WATCH_DIR")]
+    watch_dir: Option<PathBuf>,
+    /// An operator key for the admin API (at least 16 characters); repeatable.
+    #[arg(long = "admin-key", env = "HUBHOST_OPERATOR_KEYS", value_delimiter = ',', hide_env_values = true)]
+    admin_keys: Vec<String>,
     /// Largest message a client may send, in bytes [default: 32768].
     #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
@@ -97,6 +202,13 @@ impl ServeArgs {
         if self.cache_dir.is_some() {
             config.cache_dir = self.cache_dir;
         }
+        if self.data_dir.is_some() {
+            config.data_dir = self.data_dir;
+        }
+        if self.watch_dir.is_some() {
+            config.watch_dir = self.watch_dir;
+        }
+        config.admin.operator_keys.extend(self.admin_keys);
         if self.redis.is_some() {
             config.redis_url = self.redis;
         }
@@ -129,14 +241,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.config()?)),
+        command => runtime.block_on(admin(command)),
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if config.hubs.is_empty() {
-        tracing::warn!(
-            "no hubs configured (use --hub TENANT/HUB=PATH.wasm); every hub URL will answer 404"
-        );
+    let has_admin_keys = !config.admin.operator_keys.is_empty()
+        || config.tenants.values().any(|t| !t.admin_keys.is_empty() || !t.admin_key_sha256.is_empty());
+    if !has_admin_keys {
+        tracing::warn!("no admin keys configured (--admin-key or [admin] operator_keys): the admin API refuses every request");
     }
     let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -1,15 +1,18 @@
 //! The server: state, routes, and `run(listener, shutdown)`.
 
+use crate::admin;
 use crate::backplane::Backplane;
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::RedisBackplane;
 use crate::config::{Config, Settings};
 use crate::connection::outbound::CloseRequest;
-use crate::hubs::Hubs;
+use crate::deploy::Deployer;
+use crate::hubs::{Hubs, Source};
 use crate::ids::NodeId;
 use crate::lifetime::{HubKey, HubLifetimeManager};
+use crate::quotas::ConnectionCounts;
 use crate::runtime::Runtime;
-use crate::tenants::ConnectionCounts;
+use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
 use crate::transport::{self, tokens::Tokens};
 use anyhow::Context as _;
 use axum::extract::State;
@@ -29,8 +32,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Everything the request handlers share.
 pub struct AppState {
     pub settings: Settings,
-    pub runtime: Runtime,
-    pub hubs: Hubs,
+    pub hubs: Arc<Hubs>,
+    /// Uploads, activations, deletes, and keeping `hubs` in step with the store.
+    pub deployer: Arc<Deployer>,
     pub lifetime: Arc<HubLifetimeManager>,
     pub tokens: Tokens,
     /// Open connections per tenant, for the tenants' connection quotas.
@@ -55,7 +59,8 @@ impl AppState {
         Self::with_backplane(config, settings, backplane)
     }
 
-    /// Build the state for `config` on `backplane`, loading every configured hub.
+    /// Build the state for `config` on `backplane`, loading every configured
+    /// hub file. Hubs in the store are loaded by [`run`].
     fn with_backplane(
         config: &Config,
         settings: Settings,
@@ -65,26 +70,44 @@ impl AppState {
             Some(dir) => Runtime::new()?.with_cache(dir)?,
             None => Runtime::new()?,
         };
-        let hubs = Hubs::default();
+        let store = match &settings.redis {
+            Some(redis) => HubStore::Redis(
+                RedisStore::new(&redis.url, &config.cluster_prefix).context("invalid Redis URL")?,
+            ),
+            None => {
+                if settings.data_dir.is_none() {
+                    tracing::info!("no --data-dir: uploaded hubs last until this process exits");
+                }
+                HubStore::Local(LocalStore::open(settings.data_dir.as_deref())?)
+            }
+        };
+        let hubs = Arc::new(Hubs::default());
+        let tenants = settings.tenants.current();
+        let mut files = std::collections::HashMap::new();
         for hub in &config.hubs {
             let key = HubKey::new(&hub.tenant, &hub.hub)?;
             let started = std::time::Instant::now();
             let version = runtime
-                .load_file(
-                    key.clone(),
-                    &hub.path,
-                    &settings.tenants.get(&hub.tenant).hub_limits,
-                )
+                .load_file(key.clone(), &hub.path, &tenants.get(&hub.tenant).hub_limits)
                 .with_context(|| format!("cannot load hub {key} from {}", hub.path.display()))?;
-            hubs.install(version);
+            hubs.install(version, Source::File { path: hub.path.clone() });
+            files.insert(key.clone(), hub.path.clone());
             tracing::info!(hub = %key, path = %hub.path.display(), ms = started.elapsed().as_millis() as u64, "hub loaded");
         }
         let node = NodeId::random();
         let lifetime = HubLifetimeManager::start(node, settings.lifetime.clone(), backplane);
+        let deployer = Deployer::new(
+            Arc::new(runtime),
+            hubs.clone(),
+            store,
+            settings.tenants.clone(),
+            lifetime.clone(),
+            files,
+        );
         Ok(Arc::new(Self {
             settings,
-            runtime,
             hubs,
+            deployer,
             lifetime,
             tokens: Tokens::default(),
             connection_counts: ConnectionCounts::default(),
@@ -99,7 +122,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/{tenant}/{hub}/negotiate", post(transport::negotiate))
-        .route("/{tenant}/{hub}", get(transport::connect));
+        .route("/{tenant}/{hub}", get(transport::connect))
+        .nest("/admin/v1", admin::routes());
     let router = match &state.settings.static_dir {
         Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
         None => router,
@@ -107,10 +131,12 @@ pub fn app(state: Arc<AppState>) -> Router {
     router.with_state(state)
 }
 
-/// 200 when the backplane is connected, else 503; the body has its counters.
+/// 200 when the backplane is connected and the hub store has been read,
+/// else 503; the body has the backplane's counters.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let backplane = state.lifetime.backplane();
-    let ready = backplane.is_ready();
+    let synced = state.deployer.is_synced();
+    let ready = backplane.is_ready() && synced;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -118,7 +144,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "backplane": backplane.stats() })),
+        Json(serde_json::json!({ "ready": ready, "hubsLoaded": synced, "backplane": backplane.stats() })),
     )
 }
 
@@ -132,13 +158,24 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// Serve on `listener` until `shutdown` completes, then close every connection
-/// with a Close that allows reconnecting, and wait (briefly) for them.
+/// Load the hubs in the store (requests wait in the listen queue meanwhile,
+/// so none meets a missing hub), serve on `listener` until `shutdown`
+/// completes, then close every connection with a Close that allows
+/// reconnecting, and wait (briefly) for them.
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    match state.deployer.sync_all().await {
+        Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "hubs in the store loaded"),
+        Err(error) => tracing::warn!("cannot read the hub store yet ({error}); retrying in the background"),
+    }
+    state.deployer.start(state.settings.sync_interval);
+    if let Some(dir) = &state.settings.watch_dir {
+        tokio::spawn(crate::deploy::watch(Arc::downgrade(&state.deployer), dir.clone()));
+    }
     let expiry = tokio::spawn(expire_tokens(state.clone()));
     let closing = state.clone();
     let result = axum::serve(listener, app(state.clone()))

@@ -1,28 +1,91 @@
-//! Per-tenant settings and quotas: overrides of the hub limits, the most
-//! connections a tenant may hold on a node, and the most messages per second
-//! each of its connections may send.
+//! Tenants: who may manage which hubs, how their clients authenticate, and
+//! their limits.
+//!
+//! A tenant is declared in the configuration file (`[tenants.NAME]`) or
+//! through the admin API by an operator (kept in the hub store, so every node
+//! sees it). Declared tenants cannot be changed through the API. A tenant
+//! named only by a hub (`--hub demo/chat=…`) gets the global settings:
+//! anonymous clients, managed by operator keys alone.
+//!
+//! Tenants are isolated by name: every backplane channel of a tenant sits
+//! under `{cluster}:{tenant}:` (see [`crate::backplane::channels`]), and every
+//! connection, group and user is scoped to one hub of one tenant.
 
+use crate::auth::{AuthConfig, Authenticator};
 use crate::lifetime::HubKey;
 use crate::runtime::HubLimits;
-use serde::Deserialize;
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A tenant's section of the configuration file (`[tenants.NAME]`).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// A tenant's section of the configuration file (`[tenants.NAME]`), and the
+/// body of `PUT /admin/v1/tenants/NAME`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TenantConfig {
+    /// Admin API keys of this tenant, in plain text.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_keys: Vec<String>,
+    /// Admin API keys as SHA-256 digests in hex (what the API stores).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_key_sha256: Vec<String>,
+    /// How the tenant's clients authenticate.
+    pub auth: AuthConfig,
+    /// Largest component the tenant may upload, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_component_bytes: Option<usize>,
     /// Connections the tenant may hold at once on one node.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,
     /// Messages per second one connection may send (overrides the global one).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_messages_per_second: Option<u32>,
     /// Hub limits that differ from the global ones.
     pub hub_limits: HubLimitsOverride,
 }
 
+impl TenantConfig {
+    /// The same tenant with its plain-text keys replaced by their digests,
+    /// for storing.
+    pub fn hashed(mut self) -> Self {
+        for key in std::mem::take(&mut self.admin_keys) {
+            self.admin_key_sha256.push(to_hex(&key_digest(&key)));
+        }
+        self
+    }
+}
+
+/// The SHA-256 digest of an admin key. Keys are compared by digest, so a
+/// comparison's timing says nothing about the key.
+pub fn key_digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn from_hex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Equal digests, in time independent of where they differ.
+pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Hub limits of one tenant; unset ones are the global ones.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HubLimitsOverride {
     pub memory_bytes: Option<usize>,
@@ -58,15 +121,66 @@ impl HubLimitsOverride {
     }
 }
 
+/// Where a tenant was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The configuration file; read-only through the API.
+    Config,
+    /// The admin API (kept in the hub store).
+    Api,
+    /// Not defined anywhere: the global settings.
+    Default,
+}
+
 /// One tenant's effective settings.
 #[derive(Debug, Clone)]
 pub struct TenantSettings {
+    pub origin: Origin,
     pub max_connections: Option<usize>,
     pub max_messages_per_second: Option<u32>,
+    pub max_component_bytes: usize,
     pub hub_limits: HubLimits,
+    pub auth: Authenticator,
+    /// Digests of the tenant's admin keys.
+    pub admin_keys: Vec<[u8; 32]>,
 }
 
-/// Every tenant's settings, with the global ones for tenants not named.
+/// The settings a tenant has unless it says otherwise.
+#[derive(Debug, Clone)]
+pub struct TenantDefaults {
+    pub hub_limits: HubLimits,
+    pub max_messages_per_second: Option<u32>,
+    pub max_component_bytes: usize,
+}
+
+impl TenantDefaults {
+    fn settings(&self, origin: Origin, config: &TenantConfig) -> anyhow::Result<TenantSettings> {
+        if config.max_messages_per_second == Some(0) {
+            anyhow::bail!("max_messages_per_second must be at least 1");
+        }
+        let mut admin_keys: Vec<[u8; 32]> = config.admin_keys.iter().map(|k| key_digest(k)).collect();
+        for hex in &config.admin_key_sha256 {
+            admin_keys.push(from_hex(hex).ok_or_else(|| {
+                anyhow::anyhow!("admin_key_sha256 entries must be 64 hex digits")
+            })?);
+        }
+        if config.admin_keys.iter().any(|k| k.len() < 16) {
+            anyhow::bail!("admin keys must be at least 16 characters");
+        }
+        Ok(TenantSettings {
+            origin,
+            max_connections: config.max_connections,
+            max_messages_per_second: config.max_messages_per_second.or(self.max_messages_per_second),
+            max_component_bytes: config.max_component_bytes.unwrap_or(self.max_component_bytes),
+            hub_limits: config.hub_limits.apply(&self.hub_limits),
+            auth: Authenticator::new(&config.auth)?,
+            admin_keys,
+        })
+    }
+}
+
+/// Every tenant's settings at one moment.
 #[derive(Debug, Clone)]
 pub struct TenantTable {
     default: TenantSettings,
@@ -74,202 +188,172 @@ pub struct TenantTable {
 }
 
 impl TenantTable {
-    pub fn new(
-        hub_limits: &HubLimits,
-        max_messages_per_second: Option<u32>,
-        tenants: &HashMap<String, TenantConfig>,
-    ) -> anyhow::Result<Self> {
-        let default = TenantSettings {
-            max_connections: None,
-            max_messages_per_second,
-            hub_limits: hub_limits.clone(),
-        };
-        let mut named = HashMap::new();
-        for (name, config) in tenants {
-            // Tenant names follow the same rule as in URLs.
-            HubKey::new(name, "x")?;
-            if config.max_messages_per_second == Some(0) {
-                anyhow::bail!("tenants.{name}.max_messages_per_second must be at least 1");
-            }
-            let settings = TenantSettings {
-                max_connections: config.max_connections,
-                max_messages_per_second: config.max_messages_per_second.or(max_messages_per_second),
-                hub_limits: config.hub_limits.apply(hub_limits),
-            };
-            named.insert(name.clone(), settings);
-        }
-        Ok(Self { default, named })
-    }
-
     pub fn get(&self, tenant: &str) -> &TenantSettings {
         self.named.get(tenant).unwrap_or(&self.default)
     }
-}
 
-/// A tenant is at its connection limit.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("Tenant '{tenant}' has reached its limit of {limit} connections.")]
-pub struct ConnectionQuota {
-    pub tenant: String,
-    pub limit: usize,
-}
+    /// Defined tenants, by name.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &TenantSettings)> {
+        self.named.iter().map(|(name, settings)| (name.as_str(), settings))
+    }
 
-/// Open connections per tenant on this node.
-#[derive(Debug, Default, Clone)]
-pub struct ConnectionCounts {
-    open: Arc<Mutex<HashMap<String, usize>>>,
-}
-
-/// One admitted connection; the count goes down when it is dropped.
-#[derive(Debug)]
-pub struct Admission {
-    counts: ConnectionCounts,
-    tenant: String,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut open = self.counts.lock();
-        if let Some(count) = open.get_mut(&self.tenant) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.tenant);
-            }
-        }
+    /// The tenant an admin key belongs to.
+    pub fn admin_key_owner(&self, digest: &[u8; 32]) -> Option<&str> {
+        // Every key is compared: no early exit on the first match.
+        self.named
+            .iter()
+            .filter(|(_, t)| t.admin_keys.iter().any(|k| digests_equal(k, digest)))
+            .map(|(name, _)| name.as_str())
+            .last()
     }
 }
 
-impl ConnectionCounts {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
-        // Single increments and decrements: never inconsistent.
-        self.open.lock().unwrap_or_else(|e| e.into_inner())
-    }
+/// The live tenant table: the declared tenants plus those the API stored,
+/// swapped atomically when the stored ones change.
+#[derive(Clone)]
+pub struct Tenants {
+    defaults: Arc<TenantDefaults>,
+    declared: Arc<HashMap<String, TenantConfig>>,
+    table: Arc<ArcSwap<TenantTable>>,
+}
 
-    /// Whether `tenant` could open one more connection (negotiate's early answer).
-    pub fn check(&self, tenant: &str, limit: Option<usize>) -> Result<(), ConnectionQuota> {
-        match limit {
-            Some(limit) if self.open(tenant) >= limit => Err(ConnectionQuota {
-                tenant: tenant.to_owned(),
-                limit,
-            }),
-            _ => Ok(()),
-        }
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants").field("table", &self.current()).finish()
     }
+}
 
-    /// Count one more connection of `tenant`, unless that passes `limit`.
-    pub fn admit(&self, tenant: &str, limit: Option<usize>) -> Result<Admission, ConnectionQuota> {
-        let mut open = self.lock();
-        let count = open.entry(tenant.to_owned()).or_default();
-        if limit.is_some_and(|limit| *count >= limit) {
-            return Err(ConnectionQuota {
-                tenant: tenant.to_owned(),
-                limit: limit.unwrap_or(0),
-            });
-        }
-        *count += 1;
-        Ok(Admission {
-            counts: self.clone(),
-            tenant: tenant.to_owned(),
+impl Tenants {
+    /// The declared tenants; errors name the tenant at fault.
+    pub fn new(defaults: TenantDefaults, declared: HashMap<String, TenantConfig>) -> anyhow::Result<Self> {
+        let table = build(&defaults, &declared, &HashMap::new())?;
+        Ok(Self {
+            defaults: Arc::new(defaults),
+            declared: Arc::new(declared),
+            table: Arc::new(ArcSwap::from_pointee(table)),
         })
     }
 
-    /// Open connections of `tenant`.
-    pub fn open(&self, tenant: &str) -> usize {
-        self.lock().get(tenant).copied().unwrap_or(0)
+    /// The table now.
+    pub fn current(&self) -> Arc<TenantTable> {
+        self.table.load_full()
+    }
+
+    pub fn is_declared(&self, tenant: &str) -> bool {
+        self.declared.contains_key(tenant)
+    }
+
+    /// Check a tenant the API is about to store.
+    pub fn check(&self, tenant: &str, config: &TenantConfig) -> anyhow::Result<()> {
+        HubKey::new(tenant, "x")?;
+        self.defaults.settings(Origin::Api, config).map(drop)
+    }
+
+    /// Take the API's tenants as they are now stored. One that no longer
+    /// checks out (a key file gone, say) is left out and logged.
+    pub fn set_stored(&self, stored: &HashMap<String, TenantConfig>) {
+        let mut valid = HashMap::new();
+        for (name, config) in stored {
+            if self.declared.contains_key(name) {
+                tracing::warn!(tenant = name, "stored tenant ignored: the configuration file declares it");
+            } else if let Err(error) = self.check(name, config) {
+                tracing::error!(tenant = name, "stored tenant ignored: {error:#}");
+            } else {
+                valid.insert(name.clone(), config.clone());
+            }
+        }
+        match build(&self.defaults, &self.declared, &valid) {
+            Ok(table) => self.table.store(Arc::new(table)),
+            Err(error) => tracing::error!("tenant table not updated: {error:#}"),
+        }
     }
 }
 
-/// A token bucket: `rate` messages a second, bursts of up to `rate`.
-#[derive(Debug)]
-pub struct RateLimit {
-    rate: f64,
-    tokens: f64,
-    last: tokio::time::Instant,
-}
-
-impl RateLimit {
-    pub fn new(rate: u32) -> Self {
-        let rate = f64::from(rate.max(1));
-        Self {
-            rate,
-            tokens: rate,
-            last: tokio::time::Instant::now(),
+fn build(
+    defaults: &TenantDefaults,
+    declared: &HashMap<String, TenantConfig>,
+    stored: &HashMap<String, TenantConfig>,
+) -> anyhow::Result<TenantTable> {
+    let mut named = HashMap::new();
+    for (origin, tenants) in [(Origin::Config, declared), (Origin::Api, stored)] {
+        for (name, config) in tenants {
+            // Tenant names follow the same rule as in URLs.
+            HubKey::new(name, "x")?;
+            let settings = defaults
+                .settings(origin, config)
+                .map_err(|e| anyhow::anyhow!("tenants.{name}: {e:#}"))?;
+            named.insert(name.clone(), settings);
         }
     }
-
-    /// Take one token; false when the sender is over its rate.
-    pub fn allow(&mut self) -> bool {
-        let now = tokio::time::Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.rate);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
+    let default = defaults.settings(Origin::Default, &TenantConfig::default())?;
+    Ok(TenantTable { default, named })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn counts_and_limits_connections() {
-        let counts = ConnectionCounts::default();
-        let first = counts.admit("t", Some(2));
-        let second = counts.admit("t", Some(2));
-        assert!(first.is_ok() && second.is_ok());
-        assert_eq!(
-            counts.check("t", Some(2)).map_err(|e| e.to_string()),
-            Err("Tenant 't' has reached its limit of 2 connections.".to_owned())
-        );
-        assert!(counts.admit("t", Some(2)).is_err());
-        assert!(
-            counts.admit("other", Some(2)).is_ok(),
-            "tenants are counted apart"
-        );
-        drop(first);
-        assert_eq!(counts.open("t"), 1);
-        assert!(counts.admit("t", Some(2)).is_ok());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_limit_refills_over_time() {
-        let mut limit = RateLimit::new(3);
-        assert!(limit.allow() && limit.allow() && limit.allow());
-        assert!(!limit.allow(), "a burst is capped at the rate");
-        tokio::time::advance(Duration::from_millis(400)).await;
-        assert!(limit.allow(), "a third of a second buys one message");
-        assert!(!limit.allow());
+    fn defaults() -> TenantDefaults {
+        TenantDefaults {
+            hub_limits: HubLimits::default(),
+            max_messages_per_second: Some(50),
+            max_component_bytes: 1000,
+        }
     }
 
     #[test]
     fn tenant_overrides_fall_back_to_the_global_values() -> anyhow::Result<()> {
-        let mut tenants = HashMap::new();
-        let config: TenantConfig =
-            toml::from_str("max_connections = 5\n[hub_limits]\ncall_timeout_ms = 100\n")?;
-        tenants.insert("acme".to_owned(), config);
-        let table = TenantTable::new(&HubLimits::default(), Some(50), &tenants)?;
+        let config: TenantConfig = toml::from_str(
+            "max_connections = 5\nadmin_keys = [\"acme-key-0123456789\"]\n[hub_limits]\ncall_timeout_ms = 100\n",
+        )?;
+        let tenants = Tenants::new(defaults(), HashMap::from([("acme".to_owned(), config)]))?;
+        let table = tenants.current();
         let acme = table.get("acme");
+        assert_eq!(acme.origin, Origin::Config);
         assert_eq!(acme.max_connections, Some(5));
         assert_eq!(acme.max_messages_per_second, Some(50));
+        assert_eq!(acme.max_component_bytes, 1000);
         assert_eq!(acme.hub_limits.call_timeout, Duration::from_millis(100));
-        assert_eq!(
-            acme.hub_limits.memory_bytes,
-            HubLimits::default().memory_bytes
-        );
-        assert_eq!(table.get("other").max_connections, None);
-        assert!(
-            TenantTable::new(
-                &HubLimits::default(),
-                None,
-                &HashMap::from([("Bad".to_owned(), TenantConfig::default())])
-            )
-            .is_err()
-        );
+        assert_eq!(acme.hub_limits.memory_bytes, HubLimits::default().memory_bytes);
+        assert_eq!(table.get("other").origin, Origin::Default);
+        assert_eq!(table.admin_key_owner(&key_digest("acme-key-0123456789")), Some("acme"));
+        assert_eq!(table.admin_key_owner(&key_digest("acme-key-012345678")), None);
+        let bad = HashMap::from([("Bad".to_owned(), TenantConfig::default())]);
+        assert!(Tenants::new(defaults(), bad).is_err());
+        let short_key = TenantConfig {
+            admin_keys: vec!["short".into()],
+            ..TenantConfig::default()
+        };
+        assert!(Tenants::new(defaults(), HashMap::from([("t".to_owned(), short_key)])).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn stored_tenants_keep_digests_and_never_replace_declared_ones() -> anyhow::Result<()> {
+        let tenants = Tenants::new(
+            defaults(),
+            HashMap::from([("acme".to_owned(), TenantConfig::default())]),
+        )?;
+        let globex = TenantConfig {
+            admin_keys: vec!["globex-key-0123456789".into()],
+            ..TenantConfig::default()
+        }
+        .hashed();
+        assert!(globex.admin_keys.is_empty());
+        let json = serde_json::to_string(&globex)?;
+        assert!(!json.contains("globex-key"), "stored form holds no plain key: {json}");
+        let takeover = TenantConfig {
+            max_connections: Some(1),
+            ..TenantConfig::default()
+        };
+        tenants.set_stored(&HashMap::from([
+            ("globex".to_owned(), serde_json::from_str(&json)?),
+            ("acme".to_owned(), takeover),
+        ]));
+        let table = tenants.current();
+        assert_eq!(table.admin_key_owner(&key_digest("globex-key-0123456789")), Some("globex"));
+        assert_eq!(table.get("globex").origin, Origin::Api);
+        assert_eq!(table.get("acme").max_connections, None, "declared tenant kept");
         Ok(())
     }
 }

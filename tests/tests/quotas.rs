@@ -25,6 +25,7 @@ async fn server() -> anyhow::Result<TestServer> {
             call_timeout_ms: Some(150),
             ..Default::default()
         },
+        ..Default::default()
     };
     config.tenants.insert("small".into(), small);
     // A tenant whose hubs may not have a function table of the size the

@@ -1,7 +1,9 @@
 //! Every backplane channel name, built in one place.
 //!
 //! Layout: `{cluster}:{tenant}:{hub}:all`, `…:group:{name}`, `…:user:{id}`, and
-//! `{cluster}:node:{node-id}` for messages to one node. Tenant and hub names
+//! `{cluster}:node:{node-id}` for messages to one node, `{cluster}:control` for
+//! hub and tenant changes. (`control` and `node` cannot be tenant names'
+//! channels: those have three parts before the kind, `{cluster}:{tenant}:{hub}:`.) Tenant and hub names
 //! are restricted to `[a-z0-9-]`, so the prefix up to the hub is unambiguous
 //! and a group or user name, which may hold any text (`:`, `*`, newlines…),
 //! only ever extends it: it can never produce another tenant's prefix.
@@ -39,6 +41,11 @@ impl Channels {
     /// The connections of one user of a hub.
     pub fn user(&self, hub: &HubKey, user: &str) -> String {
         format!("{}:user:{user}", self.hub(hub))
+    }
+
+    /// Announcements of hub and tenant changes, to every node.
+    pub fn control(&self) -> String {
+        format!("{}:control", self.cluster)
     }
 
     /// One node.

@@ -5,7 +5,7 @@ use super::{ConnectionContext, Stream, close_with_error};
 use crate::lifetime::HubLifetimeManager;
 use crate::protocol::{Incoming, ProtocolError, json, split_messages};
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
-use crate::tenants::RateLimit;
+use crate::quotas::RateLimit;
 use axum::extract::ws::Message as WsMessage;
 use futures_util::StreamExt;
 use std::future::pending;

@@ -57,6 +57,18 @@ pub enum Wire {
     Group(GroupRequest),
     /// The owner's answer to a [`GroupRequest`].
     GroupReply(GroupReply),
+    /// Hubs or tenants changed in the store (on the control channel).
+    Control(Control),
+}
+
+/// A change every node acts on: re-read the store for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Control {
+    /// A hub's active version changed, or the hub was deleted.
+    HubChanged { tenant: String, hub: String },
+    /// The API's tenants changed.
+    TenantsChanged,
 }
 
 /// A send as it crosses the backplane.

@@ -19,7 +19,7 @@ mod local;
 mod message;
 
 pub use local::LocalConnection;
-pub use message::{Envelope, GroupReply, GroupRequest, Message, Wire};
+pub use message::{Control, Envelope, GroupReply, GroupRequest, Message, Wire};
 
 use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed};
@@ -148,7 +148,13 @@ pub struct HubLifetimeManager {
     backplane: Arc<dyn Backplane>,
     hubs: RwLock<HashMap<HubKey, HubConnections>>,
     pending: groups::Pending,
+    /// Who hears about [`Control`] messages (the deployer).
+    control: RwLock<Option<ControlHandler>>,
 }
+
+/// Called with every [`Control`] message, from the receiving task: it must
+/// return quickly (note the change, wake a task).
+pub type ControlHandler = Arc<dyn Fn(Control) + Send + Sync>;
 
 impl HubLifetimeManager {
     /// A manager for node `node`, receiving from `backplane` until dropped.
@@ -165,6 +171,7 @@ impl HubLifetimeManager {
             backplane,
             hubs: RwLock::default(),
             pending: groups::Pending::default(),
+            control: RwLock::default(),
         });
         if let Some(incoming) = incoming {
             tokio::spawn(receive(Arc::downgrade(&manager), incoming));
@@ -190,6 +197,30 @@ impl HubLifetimeManager {
                 "backplane subscription not confirmed in time; cross-node messages may be missed"
             );
         }
+    }
+
+    /// Receive [`Control`] messages from every node (this one included) with
+    /// `handler`. The returned subscription is in effect once settled.
+    pub fn on_control(&self, handler: ControlHandler) -> Subscribed {
+        *self.control.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+        self.backplane.subscribe(&self.channels.control())
+    }
+
+    /// Tell every node (this one included) about `control`.
+    pub fn announce(&self, control: Control) {
+        self.publish_wire(&self.channels.control(), &Wire::Control(control));
+    }
+
+    /// Close every local connection of `hub` with `request` (the hub is gone).
+    pub fn close_hub(&self, hub: &HubKey, request: &CloseRequest) -> usize {
+        let hubs = self.read();
+        let Some(connections) = hubs.get(hub) else {
+            return 0;
+        };
+        for connection in connections.connections() {
+            connection.outbound.close(request.clone());
+        }
+        connections.len()
     }
 
     /// The backplane this node publishes on.
@@ -348,6 +379,12 @@ impl HubLifetimeManager {
             }
             Wire::Group(request) => self.on_group_request(request),
             Wire::GroupReply(reply) => self.on_group_reply(reply),
+            Wire::Control(control) => {
+                let handler = self.control.read().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(handler) = handler {
+                    handler(control);
+                }
+            }
         }
     }
 

@@ -4,6 +4,8 @@
 //! - `POST /TENANT/HUB/negotiate`: hands out a connection id and token;
 //! - `GET /TENANT/HUB?id=TOKEN` with a WebSocket upgrade: the connection;
 //!   without `id` (the client's `skipNegotiation`), a fresh connection.
+//!
+//! Both authenticate the client as its tenant says (see [`crate::auth`]).
 
 mod negotiate;
 pub mod tokens;
@@ -12,10 +14,12 @@ mod websocket;
 pub use negotiate::negotiate;
 pub use websocket::connect;
 
+use crate::auth::Identity;
 use crate::hubs::HubSlot;
 use crate::lifetime::HubKey;
 use crate::server::AppState;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
+use std::collections::HashMap;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
@@ -38,4 +42,25 @@ fn find_hub(
     let key = HubKey::new(tenant, hub).map_err(|_| not_found())?;
     let slot = state.hubs.get(&key).ok_or_else(not_found)?;
     Ok((key, slot))
+}
+
+/// The identity a request proves for `tenant`, or the 401 to answer. The
+/// client learns only "401"; the log says why.
+fn authenticate(
+    state: &AppState,
+    tenant: &str,
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<Identity, Response> {
+    let table = state.deployer.tenants().current();
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    table.get(tenant).auth.authenticate(authorization, query).map_err(|error| {
+        tracing::info!(tenant, %error, "client not authenticated");
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "Unauthorized",
+        )
+            .into_response()
+    })
 }

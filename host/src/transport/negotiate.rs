@@ -3,11 +3,12 @@
 //! Protocol errors are answered with HTTP 200 and `{"error": …}`, which is
 //! what the official clients expect; only an unknown hub is a 404.
 
-use super::find_hub;
+use super::{authenticate, find_hub};
 use crate::ids::new_token;
 use crate::server::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use std::collections::HashMap;
@@ -20,11 +21,15 @@ pub async fn negotiate(
     State(state): State<Arc<AppState>>,
     Path((tenant, hub)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
 ) -> Response {
     let (key, _) = match find_hub(&state, &tenant, &hub) {
         Ok(found) => found,
         Err(missing) => return missing.into_response(),
     };
+    if let Err(unauthorized) = authenticate(&state, key.tenant(), &headers, &query) {
+        return unauthorized;
+    }
     let version = match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
         None => 0,
         Some(Err(_)) => return error("The client requested a non-integer protocol version."),
@@ -35,7 +40,8 @@ pub async fn negotiate(
         }
         Some(Ok(v)) => v.min(MAX_NEGOTIATE_VERSION),
     };
-    let tenant = state.settings.tenants.get(key.tenant());
+    let tenants = state.deployer.tenants().current();
+    let tenant = tenants.get(key.tenant());
     if let Err(quota) = state
         .connection_counts
         .check(key.tenant(), tenant.max_connections)

@@ -1,13 +1,13 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]`: the WebSocket transport.
 
-use super::find_hub;
+use super::{authenticate, find_hub};
 use super::tokens::{Claim, Tokens};
 use crate::connection::{ConnectionContext, serve};
 use crate::runtime::CallerInfo;
 use crate::server::AppState;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,11 +32,16 @@ pub async fn connect(
     State(state): State<Arc<AppState>>,
     Path((tenant, hub)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let (key, slot) = match find_hub(&state, &tenant, &hub) {
         Ok(found) => found,
         Err(missing) => return missing.into_response(),
+    };
+    let identity = match authenticate(&state, key.tenant(), &headers, &query) {
+        Ok(identity) => identity,
+        Err(unauthorized) => return unauthorized,
     };
     let token = query.get("id");
     let Ok(upgrade) = upgrade else {
@@ -75,7 +80,8 @@ pub async fn connect(
             }
         },
     };
-    let tenant = state.settings.tenants.get(key.tenant());
+    let tenants = state.deployer.tenants().current();
+    let tenant = tenants.get(key.tenant());
     let admission = match state
         .connection_counts
         .admit(key.tenant(), tenant.max_connections)
@@ -88,15 +94,20 @@ pub async fn connect(
     };
     let mut limits = state.settings.connection.clone();
     limits.max_messages_per_second = tenant.max_messages_per_second;
-    let span = tracing::info_span!("connection", hub = %key, id = %connection_id);
+    let span = tracing::info_span!(
+        "connection",
+        hub = %key,
+        id = %connection_id,
+        user = identity.user_id.as_deref().unwrap_or("")
+    );
     let ctx = ConnectionContext {
         hub: key,
         slot,
         lifetime: state.lifetime.clone(),
         caller: Arc::new(CallerInfo {
             connection_id: connection_id.into(),
-            user_id: None,
-            claims: Vec::new(),
+            user_id: identity.user_id,
+            claims: identity.claims,
         }),
         limits,
     };

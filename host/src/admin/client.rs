@@ -1,0 +1,107 @@
+//! A client of the admin API, for the CLI (`hubhost deploy`, `hubhost hubs …`).
+
+use crate::lifetime::HubKey;
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// A node's admin API, reached with one key.
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl AdminClient {
+    /// `server` is the node's base URL (`http://host:port`).
+    pub fn new(server: &str, key: &str) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            // A large Python or JavaScript component compiles for seconds.
+            .timeout(Duration::from_secs(300))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Self {
+            http,
+            base: format!("{}/admin/v1", server.trim_end_matches('/')),
+            key: key.to_owned(),
+        })
+    }
+
+    fn hub_url(&self, key: &HubKey, rest: &str) -> String {
+        format!("{}/tenants/{}/hubs/{}{rest}", self.base, key.tenant(), key.hub())
+    }
+
+    /// Send and read the JSON answer; a non-2xx status is an error with the
+    /// server's message.
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = request
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {}", self.base))?;
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(body);
+        }
+        let message = body["error"].as_str().unwrap_or("(no error message)");
+        anyhow::bail!("{status}: {message}")
+    }
+
+    /// Upload `bytes` as a new version of `key`; active at once unless told not.
+    pub async fn upload(&self, key: &HubKey, bytes: Vec<u8>, activate: bool) -> anyhow::Result<Value> {
+        let url = self.hub_url(key, &format!("/versions?activate={activate}"));
+        self.send(self.http.post(url).header("content-type", "application/wasm").body(bytes))
+            .await
+    }
+
+    pub async fn hubs(&self, tenant: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(format!("{}/tenants/{tenant}/hubs", self.base))).await
+    }
+
+    pub async fn hub(&self, key: &HubKey) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.hub_url(key, ""))).await
+    }
+
+    pub async fn activate(&self, key: &HubKey, version: u64) -> anyhow::Result<Value> {
+        let url = self.hub_url(key, "/activate");
+        self.send(self.http.post(url).json(&json!({ "version": version }))).await
+    }
+
+    pub async fn rollback(&self, key: &HubKey) -> anyhow::Result<Value> {
+        self.send(self.http.post(self.hub_url(key, "/rollback"))).await
+    }
+
+    pub async fn delete(&self, key: &HubKey) -> anyhow::Result<Value> {
+        self.send(self.http.delete(self.hub_url(key, ""))).await
+    }
+}
+
+/// One line per hub of a `GET …/hubs` answer.
+pub fn describe_hubs(listing: &Value) -> String {
+    let mut out = String::new();
+    for hub in listing["hubs"].as_array().into_iter().flatten() {
+        let versions: Vec<String> = hub["versions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| v["version"].to_string())
+            .collect();
+        let active = match hub["active"].as_u64() {
+            Some(v) => format!("v{v}"),
+            None => "-".to_owned(),
+        };
+        let served = match hub["served"]["from"].as_str() {
+            Some("store") => format!("store v{}", hub["served"]["version"]),
+            Some(other) => format!("{other} {}", hub["served"]["path"].as_str().unwrap_or("")),
+            None => "not served".to_owned(),
+        };
+        out.push_str(&format!(
+            "{}/{}\tactive {active}\tversions [{}]\tthis node: {served}\n",
+            hub["tenant"].as_str().unwrap_or("?"),
+            hub["hub"].as_str().unwrap_or("?"),
+            versions.join(", "),
+        ));
+    }
+    out
+}

@@ -1,0 +1,353 @@
+//! Deploying hubs: uploads, activations, rollbacks and deletes, and keeping
+//! every node serving what the store says.
+//!
+//! The flow of a change, on the node that takes the admin request:
+//! 1. compile and check the component off the async workers (a bad one is
+//!    refused before anything changes);
+//! 2. under the hub's lock, write the store, then swap the served version
+//!    (calls in flight finish on the old one; connections stay);
+//! 3. announce `HubChanged` on the control channel.
+//!
+//! Every node (the first one too) answers an announcement by re-reading the
+//! hub from the store and loading its active version if it does not serve
+//! it yet. Nodes also compare everything with the store every sync interval,
+//! which catches announcements lost while Redis was away, and at start-up,
+//! so a node that starts later serves the active versions.
+//!
+//! A hub from the configuration (`--hub`) is served until the store has an
+//! active version of it, and again once that hub is deleted from the store.
+
+mod watch;
+
+pub use watch::watch;
+
+use crate::connection::outbound::CloseRequest;
+use crate::hubs::{Hubs, Source};
+use crate::lifetime::{Control, HubKey, HubLifetimeManager};
+use crate::runtime::{HubVersion, LoadError, Runtime};
+use crate::store::{HubStore, StoreError, VersionInfo};
+use crate::tenants::Tenants;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// How often a node that has not yet read the store tries again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a deployment failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the component is {size} bytes, over the tenant's limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+#[derive(Default)]
+struct Dirty {
+    hubs: HashSet<HubKey>,
+    tenants: bool,
+}
+
+/// Keeps this node's hubs in step with the store.
+pub struct Deployer {
+    runtime: Arc<Runtime>,
+    hubs: Arc<Hubs>,
+    store: HubStore,
+    tenants: Tenants,
+    lifetime: Arc<HubLifetimeManager>,
+    /// Hubs from the configuration, served while the store has none.
+    files: HashMap<HubKey, PathBuf>,
+    locks: Mutex<HashMap<HubKey, Arc<tokio::sync::Mutex<()>>>>,
+    dirty: Mutex<Dirty>,
+    wake: Arc<Notify>,
+    synced: AtomicBool,
+}
+
+impl Deployer {
+    pub fn new(
+        runtime: Arc<Runtime>,
+        hubs: Arc<Hubs>,
+        store: HubStore,
+        tenants: Tenants,
+        lifetime: Arc<HubLifetimeManager>,
+        files: HashMap<HubKey, PathBuf>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            runtime,
+            hubs,
+            store,
+            tenants,
+            lifetime,
+            files,
+            locks: Mutex::default(),
+            dirty: Mutex::default(),
+            wake: Arc::default(),
+            synced: AtomicBool::new(false),
+        })
+    }
+
+    /// Listen to announcements and sync every `interval` until the
+    /// deployer is dropped.
+    pub fn start(self: &Arc<Self>, interval: Duration) {
+        let weak = Arc::downgrade(self);
+        let _subscribed = self.lifetime.on_control(Arc::new(move |control| {
+            if let Some(deployer) = weak.upgrade() {
+                deployer.mark(control);
+            }
+        }));
+        tokio::spawn(sync_loop(Arc::downgrade(self), self.wake.clone(), interval));
+    }
+
+    pub fn store(&self) -> &HubStore {
+        &self.store
+    }
+
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
+    }
+
+    /// Whether the store has been read once since start-up (for `/readyz`).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Relaxed)
+    }
+
+    /// What this node serves for `key`.
+    pub fn served(&self, key: &HubKey) -> Option<Source> {
+        self.hubs.get(key).map(|slot| slot.active().source.clone())
+    }
+
+    fn mark(&self, control: Control) {
+        {
+            let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+            match control {
+                Control::HubChanged { tenant, hub } => match HubKey::new(&tenant, &hub) {
+                    Ok(key) => {
+                        dirty.hubs.insert(key);
+                    }
+                    Err(error) => return tracing::warn!(%error, "ignoring an announcement"),
+                },
+                Control::TenantsChanged => dirty.tenants = true,
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    async fn lock(&self, key: &HubKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
+    }
+
+    /// Compile and check `bytes` for `key` on a blocking thread.
+    pub async fn compile(&self, key: &HubKey, bytes: Arc<[u8]>) -> Result<HubVersion, DeployError> {
+        let runtime = self.runtime.clone();
+        let limits = self.tenants.current().get(key.tenant()).hub_limits.clone();
+        let key = key.clone();
+        tokio::task::spawn_blocking(move || runtime.load(key, &bytes, &limits))
+            .await
+            .map_err(|e| DeployError::Internal(format!("compiler task failed: {e}")))?
+            .map_err(DeployError::from)
+    }
+
+    /// Check and store a new version of `key`; serve it at once if `activate`.
+    pub async fn upload(&self, key: &HubKey, bytes: Vec<u8>, activate: bool) -> Result<VersionInfo, DeployError> {
+        let limit = self.tenants.current().get(key.tenant()).max_component_bytes;
+        if bytes.len() > limit {
+            return Err(DeployError::TooLarge { size: bytes.len(), limit });
+        }
+        let started = Instant::now();
+        let bytes: Arc<[u8]> = bytes.into();
+        let compiled = self.compile(key, bytes.clone()).await?;
+        let compile_ms = started.elapsed().as_millis() as u64;
+        let _guard = self.lock(key).await;
+        let info = self.store.add_version(key, &bytes, activate).await?;
+        if activate {
+            self.hubs.install(compiled, Source::Store { version: info.version });
+            self.announce(key);
+        }
+        tracing::info!(hub = %key, version = info.version, size = info.size, activate, compile_ms, "version uploaded");
+        Ok(info)
+    }
+
+    /// Make stored version `version` of `key` active everywhere.
+    pub async fn activate(&self, key: &HubKey, version: u64) -> Result<(), DeployError> {
+        let _guard = self.lock(key).await;
+        self.store.activate(key, version).await?;
+        self.sync_locked(key).await?;
+        self.announce(key);
+        Ok(())
+    }
+
+    /// Make the previously active version of `key` active again everywhere.
+    pub async fn rollback(&self, key: &HubKey) -> Result<u64, DeployError> {
+        let _guard = self.lock(key).await;
+        let version = self.store.rollback(key).await?;
+        self.sync_locked(key).await?;
+        self.announce(key);
+        Ok(version)
+    }
+
+    /// Delete `key` and all its versions; its clients are closed on every node.
+    pub async fn delete(&self, key: &HubKey) -> Result<bool, DeployError> {
+        let _guard = self.lock(key).await;
+        let existed = self.store.delete_hub(key).await?;
+        self.sync_locked(key).await?;
+        self.announce(key);
+        Ok(existed)
+    }
+
+    fn announce(&self, key: &HubKey) {
+        self.lifetime.announce(Control::HubChanged {
+            tenant: key.tenant().to_owned(),
+            hub: key.hub().to_owned(),
+        });
+    }
+
+    /// Serve what the store says for `key`.
+    pub async fn sync_hub(&self, key: &HubKey) -> Result<(), DeployError> {
+        let _guard = self.lock(key).await;
+        self.sync_locked(key).await
+    }
+
+    async fn sync_locked(&self, key: &HubKey) -> Result<(), DeployError> {
+        let active = self.store.hub(key).await?.and_then(|record| record.active());
+        let served = self.served(key);
+        match (active, served) {
+            (Some(version), Some(Source::Store { version: now })) if version == now => Ok(()),
+            (Some(version), _) => {
+                let started = Instant::now();
+                let bytes = self.store.bytes(key, version).await?;
+                let compiled = self.compile(key, bytes.into()).await?;
+                self.hubs.install(compiled, Source::Store { version });
+                tracing::info!(hub = %key, version, ms = started.elapsed().as_millis() as u64, "serving stored version");
+                Ok(())
+            }
+            (None, Some(Source::Store { .. })) => {
+                match self.files.get(key) {
+                    Some(path) => {
+                        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
+                        let compiled = self.compile(key, bytes.into()).await?;
+                        self.hubs.install(compiled, Source::File { path: path.clone() });
+                        tracing::info!(hub = %key, path = %path.display(), "hub deleted from the store; serving the configured file again");
+                    }
+                    None => self.unserve(key),
+                }
+                Ok(())
+            }
+            (None, _) => Ok(()),
+        }
+    }
+
+    /// Stop serving `key` and close its clients with the reason.
+    pub(crate) fn unserve(&self, key: &HubKey) {
+        if self.hubs.remove(key) {
+            let closed = self.lifetime.close_hub(
+                key,
+                &CloseRequest {
+                    error: Some(format!("Connection closed with an error. Hub '{key}' was deleted.")),
+                    allow_reconnect: false,
+                },
+            );
+            tracing::info!(hub = %key, closed, "hub no longer served");
+        }
+    }
+
+    /// Re-read the API's tenants.
+    pub async fn sync_tenants(&self) -> Result<(), DeployError> {
+        let stored = self.store.tenants().await?;
+        self.tenants.set_stored(&stored);
+        Ok(())
+    }
+
+    /// Compare everything with the store: tenants, then every stored hub and
+    /// every hub served from the store.
+    pub async fn sync_all(&self) -> Result<(), DeployError> {
+        self.sync_tenants().await?;
+        let mut keys: HashSet<HubKey> = self.store.hubs().await?.into_iter().collect();
+        keys.extend(
+            self.hubs
+                .list()
+                .into_iter()
+                .filter(|(_, source)| matches!(source, Source::Store { .. }))
+                .map(|(key, _)| key),
+        );
+        let mut failed = None;
+        for key in keys {
+            if let Err(error) = self.sync_hub(&key).await {
+                tracing::error!(hub = %key, "cannot serve the stored version: {error}");
+                failed = Some(error);
+            }
+        }
+        match failed {
+            // A store that answered is in sync as far as it can be; a hub that
+            // cannot load (its tenant's limits changed, say) stays logged.
+            Some(DeployError::Store(error)) => Err(error.into()),
+            _ => {
+                self.synced.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// Tell the other nodes that the API's tenants changed.
+    pub fn announce_tenants(&self) {
+        self.lifetime.announce(Control::TenantsChanged);
+    }
+}
+
+/// Act on announcements as they come, and compare everything with the store
+/// every `interval` (every second until the first comparison succeeds).
+/// Holds the deployer only while working, so dropping the state ends it.
+async fn sync_loop(deployer: std::sync::Weak<Deployer>, wake: Arc<Notify>, interval: Duration) {
+    let first = match deployer.upgrade() {
+        Some(this) if this.is_synced() => interval,
+        _ => RETRY_INTERVAL,
+    };
+    let mut next_full = tokio::time::Instant::now() + first;
+    loop {
+        let woken = tokio::select! {
+            () = wake.notified() => true,
+            () = tokio::time::sleep_until(next_full) => false,
+        };
+        let Some(this) = deployer.upgrade() else {
+            return;
+        };
+        let dirty = std::mem::take(&mut *this.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        if dirty.tenants
+            && let Err(error) = this.sync_tenants().await
+        {
+            tracing::warn!("cannot read tenants from the store: {error}");
+        }
+        for key in dirty.hubs {
+            if let Err(error) = this.sync_hub(&key).await {
+                tracing::error!(hub = %key, "cannot serve the announced version: {error}");
+            }
+        }
+        if !woken {
+            let wait = match this.sync_all().await {
+                Ok(()) => interval,
+                Err(error) => {
+                    tracing::warn!("cannot compare hubs with the store: {error}");
+                    if this.is_synced() { interval } else { RETRY_INTERVAL }
+                }
+            };
+            next_full = tokio::time::Instant::now() + wait;
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The store of a node on its own: state in memory, written through to a
+//! data directory when one is set.
+//!
+//! On disk: `state.json` (every hub's versions and history, version counters,
+//! tenants) and `wasm/TENANT/HUB/N.wasm`. Components are written before the
+//! state that lists them, and every file is replaced by an atomic rename, so
+//! a crash leaves the previous state or the new one, never a torn one.
+
+use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
+use crate::lifetime::HubKey;
+use crate::tenants::TenantConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tokio::sync::Mutex;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// By `tenant/hub`.
+    hubs: BTreeMap<String, HubRecord>,
+    /// Last version number handed out, by `tenant/hub`; kept after deletes.
+    sequences: BTreeMap<String, u64>,
+    tenants: HashMap<String, TenantConfig>,
+    /// Components, when there is no directory to keep them in.
+    #[serde(skip)]
+    blobs: HashMap<(String, u64), Vec<u8>>,
+}
+
+pub struct LocalStore {
+    dir: Option<PathBuf>,
+    state: Mutex<State>,
+}
+
+fn io_error(what: &str, path: &Path, error: std::io::Error) -> StoreError {
+    StoreError::Unavailable(format!("{what} {}: {error}", path.display()))
+}
+
+impl LocalStore {
+    /// A store in `dir` (created if missing), or in memory only.
+    pub fn open(dir: Option<&Path>) -> anyhow::Result<Self> {
+        let state = match dir {
+            None => State::default(),
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+                let path = dir.join("state.json");
+                match std::fs::read(&path) {
+                    Ok(bytes) => serde_json::from_slice(&bytes)
+                        .map_err(|e| anyhow::anyhow!("corrupt {}: {e}", path.display()))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
+                    Err(e) => anyhow::bail!("cannot read {}: {e}", path.display()),
+                }
+            }
+        };
+        Ok(Self {
+            dir: dir.map(Path::to_owned),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn wasm_path(dir: &Path, key: &HubKey, version: u64) -> PathBuf {
+        dir.join("wasm")
+            .join(key.tenant())
+            .join(key.hub())
+            .join(format!("{version}.wasm"))
+    }
+
+    async fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_error("cannot create", parent, e))?;
+        }
+        let temp = path.with_extension("tmp");
+        tokio::fs::write(&temp, bytes)
+            .await
+            .map_err(|e| io_error("cannot write", &temp, e))?;
+        tokio::fs::rename(&temp, path)
+            .await
+            .map_err(|e| io_error("cannot rename", &temp, e))
+    }
+
+    /// Write `state` through to disk.
+    async fn save(&self, state: &State) -> Result<(), StoreError> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let json = serde_json::to_vec_pretty(state)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode state: {e}")))?;
+        Self::write_atomic(&dir.join("state.json"), &json).await
+    }
+
+    pub async fn add_version(
+        &self,
+        key: &HubKey,
+        bytes: &[u8],
+        activate: bool,
+    ) -> Result<VersionInfo, StoreError> {
+        let mut state = self.state.lock().await;
+        let name = hub_name(key);
+        let version = state.sequences.get(&name).copied().unwrap_or(0) + 1;
+        match &self.dir {
+            Some(dir) => Self::write_atomic(&Self::wasm_path(dir, key, version), bytes).await?,
+            None => {
+                state.blobs.insert((name.clone(), version), bytes.to_vec());
+            }
+        }
+        let info = VersionInfo::new(version, bytes);
+        state.sequences.insert(name.clone(), version);
+        let record = state.hubs.entry(name).or_default();
+        record.versions.push(info.clone());
+        if activate {
+            push_history(record, version);
+        }
+        self.save(&state).await?;
+        Ok(info)
+    }
+
+    pub async fn activate(&self, key: &HubKey, version: u64) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let record = state.hubs.get_mut(&hub_name(key)).ok_or(StoreError::NoSuchHub)?;
+        if !record.versions.iter().any(|v| v.version == version) {
+            return Err(StoreError::NoSuchVersion(version));
+        }
+        if record.active() != Some(version) {
+            push_history(record, version);
+            self.save(&state).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(&self, key: &HubKey) -> Result<u64, StoreError> {
+        let mut state = self.state.lock().await;
+        let record = state.hubs.get_mut(&hub_name(key)).ok_or(StoreError::NoSuchHub)?;
+        if record.history.len() < 2 {
+            return Err(StoreError::NoEarlierVersion);
+        }
+        record.history.pop();
+        let active = record.active().ok_or(StoreError::NoEarlierVersion)?;
+        self.save(&state).await?;
+        Ok(active)
+    }
+
+    pub async fn hub(&self, key: &HubKey) -> Result<Option<HubRecord>, StoreError> {
+        Ok(self.state.lock().await.hubs.get(&hub_name(key)).cloned())
+    }
+
+    pub async fn hubs(&self) -> Result<Vec<HubKey>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state.hubs.keys().filter_map(|name| parse_hub_name(name)).collect())
+    }
+
+    pub async fn bytes(&self, key: &HubKey, version: u64) -> Result<Vec<u8>, StoreError> {
+        let name = hub_name(key);
+        let Some(dir) = &self.dir else {
+            let state = self.state.lock().await;
+            return state
+                .blobs
+                .get(&(name, version))
+                .cloned()
+                .ok_or(StoreError::NoSuchVersion(version));
+        };
+        let path = Self::wasm_path(dir, key, version);
+        match tokio::fs::read(&path).await {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NoSuchVersion(version)),
+            Err(e) => Err(io_error("cannot read", &path, e)),
+        }
+    }
+
+    pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let name = hub_name(key);
+        if state.hubs.remove(&name).is_none() {
+            return Ok(false);
+        }
+        state.blobs.retain(|(hub, _), _| *hub != name);
+        self.save(&state).await?;
+        if let Some(dir) = &self.dir {
+            let wasm = dir.join("wasm").join(key.tenant()).join(key.hub());
+            if let Err(error) = tokio::fs::remove_dir_all(&wasm).await {
+                tracing::warn!(%error, path = %wasm.display(), "deleted hub's components not removed");
+            }
+        }
+        Ok(true)
+    }
+
+    pub async fn tenants(&self) -> Result<HashMap<String, TenantConfig>, StoreError> {
+        Ok(self.state.lock().await.tenants.clone())
+    }
+
+    pub async fn put_tenant(&self, name: &str, config: &TenantConfig) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        state.tenants.insert(name.to_owned(), config.clone());
+        self.save(&state).await
+    }
+
+    pub async fn delete_tenant(&self, name: &str) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let existed = state.tenants.remove(name).is_some();
+        if existed {
+            self.save(&state).await?;
+        }
+        Ok(existed)
+    }
+}
+
+fn push_history(record: &mut HubRecord, version: u64) {
+    record.history.push(version);
+    if record.history.len() > MAX_HISTORY {
+        record.history.remove(0);
+    }
+}

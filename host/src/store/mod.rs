@@ -1,0 +1,167 @@
+//! The hub store: every uploaded component version, which version of each
+//! hub is active, and the tenants the admin API defined.
+//!
+//! Two backends with the same guarantees:
+//! - [`local::LocalStore`], for a node on its own: in memory, written
+//!   through to a data directory when one is set (so uploads survive
+//!   restarts);
+//! - [`redis::RedisStore`], for a cluster: in the cluster's Redis, under
+//!   `{cluster}:store:`, so every node — including one that starts later —
+//!   reads the same state.
+//!
+//! Guarantees:
+//! - a version is stored whole before it is listed, and listed before it can
+//!   be activated: a node that learns of a version can always fetch it;
+//! - version numbers of a hub only grow, and are never reused, even after a
+//!   delete of the hub;
+//! - the active version is the last entry of the hub's activation history;
+//!   a rollback removes that entry, so the one before becomes active again;
+//! - the store is the truth: nodes compare what they serve with it (on every
+//!   announcement, and every sync interval), never with each other.
+
+pub mod local;
+pub mod redis;
+
+use crate::lifetime::HubKey;
+use crate::tenants::TenantConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Activations remembered per hub (how far rollbacks can go).
+pub const MAX_HISTORY: usize = 64;
+
+/// One stored version of a hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    /// SHA-256 of the component, in hex.
+    pub sha256: String,
+    pub size: u64,
+    /// Milliseconds since the Unix epoch.
+    pub uploaded_at_ms: u64,
+}
+
+impl VersionInfo {
+    pub fn new(version: u64, bytes: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(bytes);
+        Self {
+            version,
+            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            size: bytes.len() as u64,
+            uploaded_at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+/// What the store holds for one hub.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubRecord {
+    /// Every version, oldest first.
+    pub versions: Vec<VersionInfo>,
+    /// Activations, oldest first; the last is the active version.
+    pub history: Vec<u64>,
+}
+
+impl HubRecord {
+    pub fn active(&self) -> Option<u64> {
+        self.history.last().copied()
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no such hub")]
+    NoSuchHub,
+    #[error("no version {0} of this hub")]
+    NoSuchVersion(u64),
+    #[error("no earlier version to roll back to")]
+    NoEarlierVersion,
+    #[error("the hub store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The store of this node.
+pub enum HubStore {
+    Local(local::LocalStore),
+    Redis(redis::RedisStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            HubStore::Local($store) => $call.await,
+            HubStore::Redis($store) => $call.await,
+        }
+    };
+}
+
+impl HubStore {
+    /// Store `bytes` as the next version of `key`, and make it active if asked.
+    pub async fn add_version(
+        &self,
+        key: &HubKey,
+        bytes: &[u8],
+        activate: bool,
+    ) -> Result<VersionInfo, StoreError> {
+        delegate!(self, s => s.add_version(key, bytes, activate))
+    }
+
+    /// Make stored version `version` the active one.
+    pub async fn activate(&self, key: &HubKey, version: u64) -> Result<(), StoreError> {
+        delegate!(self, s => s.activate(key, version))
+    }
+
+    /// Make the previously active version active again; returns it.
+    pub async fn rollback(&self, key: &HubKey) -> Result<u64, StoreError> {
+        delegate!(self, s => s.rollback(key))
+    }
+
+    /// The record of one hub, if it exists.
+    pub async fn hub(&self, key: &HubKey) -> Result<Option<HubRecord>, StoreError> {
+        delegate!(self, s => s.hub(key))
+    }
+
+    /// Every stored hub.
+    pub async fn hubs(&self) -> Result<Vec<HubKey>, StoreError> {
+        delegate!(self, s => s.hubs())
+    }
+
+    /// The component of one version.
+    pub async fn bytes(&self, key: &HubKey, version: u64) -> Result<Vec<u8>, StoreError> {
+        delegate!(self, s => s.bytes(key, version))
+    }
+
+    /// Forget a hub and all its versions; false if there was none.
+    pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_hub(key))
+    }
+
+    /// The tenants the API defined.
+    pub async fn tenants(&self) -> Result<HashMap<String, TenantConfig>, StoreError> {
+        delegate!(self, s => s.tenants())
+    }
+
+    /// Define or replace a tenant (keys already hashed).
+    pub async fn put_tenant(&self, name: &str, config: &TenantConfig) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_tenant(name, config))
+    }
+
+    /// Forget a tenant's definition; false if there was none.
+    pub async fn delete_tenant(&self, name: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_tenant(name))
+    }
+}
+
+/// `tenant/hub`, as hub lists store it.
+fn hub_name(key: &HubKey) -> String {
+    format!("{}/{}", key.tenant(), key.hub())
+}
+
+fn parse_hub_name(name: &str) -> Option<HubKey> {
+    let (tenant, hub) = name.split_once('/')?;
+    HubKey::new(tenant, hub).ok()
+}

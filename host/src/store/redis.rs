@@ -1,0 +1,246 @@
+//! The store of a cluster, in its Redis.
+//!
+//! Keys, under `{cluster}:store:`:
+//! - `hubs`: set of `tenant/hub`;
+//! - `hub:{tenant}/{hub}:seq`: last version number (kept after a delete, so
+//!   numbers are never reused);
+//! - `hub:{tenant}/{hub}:versions`: hash of version → [`VersionInfo`] JSON;
+//! - `hub:{tenant}/{hub}:history`: list of activations, last = active;
+//! - `hub:{tenant}/{hub}:wasm:{n}`: the component;
+//! - `tenants`: hash of tenant → [`TenantConfig`] JSON (keys as digests).
+//!
+//! Tenant and hub names are `[a-z0-9-]`, so no key of one hub can be a key
+//! of another. Multi-key changes run in MULTI/EXEC or a script, so readers
+//! never see a version listed without its component.
+
+use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
+use crate::lifetime::HubKey;
+use crate::tenants::TenantConfig;
+use redis::AsyncCommands as _;
+use redis::aio::MultiplexedConnection;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Longest a store operation may take (a 20 MB component included).
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pop the active version unless it is the only one; returns the new active.
+const ROLLBACK: &str = r"
+if redis.call('LLEN', KEYS[1]) < 2 then return false end
+redis.call('RPOP', KEYS[1])
+return redis.call('LINDEX', KEYS[1], -1)
+";
+
+pub struct RedisStore {
+    client: redis::Client,
+    prefix: String,
+    /// The connection, once made; dropped after an error so the next
+    /// operation reconnects.
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl RedisStore {
+    /// A store at `url` under `{cluster}:store:`; connects on first use.
+    pub fn new(url: &str, cluster: &str) -> Result<Self, redis::RedisError> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            prefix: format!("{cluster}:store"),
+            connection: Mutex::new(None),
+        })
+    }
+
+    fn hub_key(&self, key: &HubKey, part: &str) -> String {
+        format!("{}:hub:{}:{part}", self.prefix, hub_name(key))
+    }
+
+    fn hubs_key(&self) -> String {
+        format!("{}:hubs", self.prefix)
+    }
+
+    fn tenants_key(&self) -> String {
+        format!("{}:tenants", self.prefix)
+    }
+
+    /// Run `op` on the connection, connecting first if need be.
+    async fn run<T, F>(&self, op: impl FnOnce(MultiplexedConnection) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let connection = {
+            let mut slot = self.connection.lock().await;
+            match slot.as_ref() {
+                Some(connection) => connection.clone(),
+                None => {
+                    let connection = tokio::time::timeout(TIMEOUT, self.client.get_multiplexed_async_connection())
+                        .await
+                        .map_err(|_| unavailable("timed out connecting to Redis"))?
+                        .map_err(unavailable)?;
+                    *slot = Some(connection.clone());
+                    connection
+                }
+            }
+        };
+        let result = match tokio::time::timeout(TIMEOUT, op(connection)).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(unavailable("Redis did not answer in time")),
+        };
+        if result.is_err() {
+            *self.connection.lock().await = None;
+        }
+        result
+    }
+
+    async fn exists(&self, key: &HubKey) -> Result<bool, StoreError> {
+        let (hubs, name) = (self.hubs_key(), hub_name(key));
+        self.run(|mut c| async move { c.sismember(hubs, name).await }).await
+    }
+
+    pub async fn add_version(
+        &self,
+        key: &HubKey,
+        bytes: &[u8],
+        activate: bool,
+    ) -> Result<VersionInfo, StoreError> {
+        let seq = self.hub_key(key, "seq");
+        let version: u64 = self.run(|mut c| async move { c.incr(seq, 1u64).await }).await?;
+        let info = VersionInfo::new(version, bytes);
+        let json = serde_json::to_string(&info).map_err(unavailable)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set(self.hub_key(key, &format!("wasm:{version}")), bytes)
+            .ignore()
+            .hset(self.hub_key(key, "versions"), version, json)
+            .ignore();
+        if activate {
+            let history = self.hub_key(key, "history");
+            pipe.rpush(&history, version).ignore();
+            pipe.ltrim(&history, -(MAX_HISTORY as isize), -1).ignore();
+        }
+        pipe.sadd(self.hubs_key(), hub_name(key)).ignore();
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+        Ok(info)
+    }
+
+    pub async fn activate(&self, key: &HubKey, version: u64) -> Result<(), StoreError> {
+        if !self.exists(key).await? {
+            return Err(StoreError::NoSuchHub);
+        }
+        let versions = self.hub_key(key, "versions");
+        let known: bool = self.run(|mut c| async move { c.hexists(versions, version).await }).await?;
+        if !known {
+            return Err(StoreError::NoSuchVersion(version));
+        }
+        let history = self.hub_key(key, "history");
+        let active: Option<u64> = {
+            let history = history.clone();
+            self.run(|mut c| async move { c.lindex(history, -1).await }).await?
+        };
+        if active != Some(version) {
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .rpush(&history, version)
+                .ignore()
+                .ltrim(&history, -(MAX_HISTORY as isize), -1)
+                .ignore();
+            self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(&self, key: &HubKey) -> Result<u64, StoreError> {
+        if !self.exists(key).await? {
+            return Err(StoreError::NoSuchHub);
+        }
+        let history = self.hub_key(key, "history");
+        let active: Option<u64> = self
+            .run(|mut c| async move { redis::Script::new(ROLLBACK).key(history).invoke_async(&mut c).await })
+            .await?;
+        active.ok_or(StoreError::NoEarlierVersion)
+    }
+
+    pub async fn hub(&self, key: &HubKey) -> Result<Option<HubRecord>, StoreError> {
+        if !self.exists(key).await? {
+            return Ok(None);
+        }
+        let (versions, history) = (self.hub_key(key, "versions"), self.hub_key(key, "history"));
+        let (versions, history): (HashMap<u64, String>, Vec<u64>) = self
+            .run(|mut c| async move {
+                redis::pipe()
+                    .hgetall(versions)
+                    .lrange(history, 0, -1)
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        let mut versions: Vec<VersionInfo> = versions
+            .into_values()
+            .filter_map(|json| match serde_json::from_str(&json) {
+                Ok(info) => Some(info),
+                Err(error) => {
+                    tracing::error!(hub = %key, %error, "skipping an unreadable version record");
+                    None
+                }
+            })
+            .collect();
+        versions.sort_by_key(|v| v.version);
+        Ok(Some(HubRecord { versions, history }))
+    }
+
+    pub async fn hubs(&self) -> Result<Vec<HubKey>, StoreError> {
+        let hubs = self.hubs_key();
+        let names: Vec<String> = self.run(|mut c| async move { c.smembers(hubs).await }).await?;
+        Ok(names.iter().filter_map(|name| parse_hub_name(name)).collect())
+    }
+
+    pub async fn bytes(&self, key: &HubKey, version: u64) -> Result<Vec<u8>, StoreError> {
+        let wasm = self.hub_key(key, &format!("wasm:{version}"));
+        let bytes: Option<Vec<u8>> = self.run(|mut c| async move { c.get(wasm).await }).await?;
+        bytes.ok_or(StoreError::NoSuchVersion(version))
+    }
+
+    pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
+        let (hubs, name) = (self.hubs_key(), hub_name(key));
+        let removed: u64 = self.run(|mut c| async move { c.srem(hubs, name).await }).await?;
+        let versions = self.hub_key(key, "versions");
+        let numbers: Vec<u64> = {
+            let versions = versions.clone();
+            self.run(|mut c| async move { c.hkeys(versions).await }).await?
+        };
+        let mut doomed = vec![versions, self.hub_key(key, "history")];
+        doomed.extend(numbers.iter().map(|n| self.hub_key(key, &format!("wasm:{n}"))));
+        self.run(|mut c| async move { c.del::<_, ()>(doomed).await }).await?;
+        Ok(removed > 0)
+    }
+
+    pub async fn tenants(&self) -> Result<HashMap<String, TenantConfig>, StoreError> {
+        let key = self.tenants_key();
+        let stored: HashMap<String, String> = self.run(|mut c| async move { c.hgetall(key).await }).await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(name, json)| match serde_json::from_str(&json) {
+                Ok(config) => Some((name, config)),
+                Err(error) => {
+                    tracing::error!(tenant = name, %error, "skipping an unreadable stored tenant");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    pub async fn put_tenant(&self, name: &str, config: &TenantConfig) -> Result<(), StoreError> {
+        let json = serde_json::to_string(config).map_err(unavailable)?;
+        let (key, name) = (self.tenants_key(), name.to_owned());
+        self.run(|mut c| async move { c.hset::<_, _, _, ()>(key, name, json).await }).await
+    }
+
+    pub async fn delete_tenant(&self, name: &str) -> Result<bool, StoreError> {
+        let (key, name) = (self.tenants_key(), name.to_owned());
+        let removed: u64 = self.run(|mut c| async move { c.hdel(key, name).await }).await?;
+        Ok(removed > 0)
+    }
+}

@@ -22,7 +22,7 @@ setup:
 # Hub components: the Rust examples and the misbehaving test hubs, and the chat
 # hub in Python and in JavaScript.
 guests: $(GUESTS)/chat-python.wasm $(GUESTS)/chat-js.wasm
-	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty -p greedy
+	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty -p greedy -p versioned-v1 -p versioned-v2
 
 $(COMPONENTIZE_PY): examples/chat-python/requirements.txt
 	python3 -m venv $(PY_TOOLS)

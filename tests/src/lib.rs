@@ -8,7 +8,9 @@
 //!   the cases the official client would never produce.
 //! - [`spec`]: the lifetime-manager scenarios every backplane must pass.
 //! - [`redis_server`]: a `redis-server` of a test's own, for fault tests.
+//! - [`admin`]: the admin API over HTTP, and waiting for nodes to serve a version.
 
+pub mod admin;
 pub mod redis_server;
 pub mod spec;
 
@@ -46,6 +48,13 @@ pub fn unique_prefix(name: &str) -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A fresh, empty directory of a test's own (under the system's temp dir).
+pub fn temp_dir(name: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(unique_prefix(name));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// Like [`wait_until`], for a condition that has to await.
@@ -191,10 +200,21 @@ impl Drop for TestServer {
 
 /// A minimal HTTP/1.1 request without body; returns status and body.
 pub async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    http_with(addr, method, path, &[]).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
@@ -206,6 +226,26 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str) -> anyhow::Result<
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Percent-encode everything but unreserved characters.
+pub fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An HS256 token for `sub`, valid for `ttl_secs` (negative: already expired).
+pub fn jwt(secret: &str, sub: &str, ttl_secs: i64) -> anyhow::Result<String> {
+    let exp = jsonwebtoken::get_current_timestamp() as i64 + ttl_secs;
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &serde_json::json!({ "sub": sub, "exp": exp, "tenant-claim": "yes" }),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
 }
 
 /// A WebSocket speaking the JSON hub protocol by hand.
@@ -227,10 +267,30 @@ impl RawClient {
 
     /// Negotiate, open the WebSocket and complete the JSON handshake.
     pub async fn connect(server: &TestServer, hub_path: &str) -> anyhow::Result<(Self, String)> {
-        let (_, body) = server.negotiate(hub_path, "?negotiateVersion=1").await?;
+        Self::connect_as(server.addr, hub_path, None).await
+    }
+
+    /// [`Self::connect`] to the node at `addr`, with an access token if given
+    /// (in the negotiate's Authorization header and the WebSocket's query,
+    /// as the official browser client does).
+    pub async fn connect_as(
+        addr: SocketAddr,
+        hub_path: &str,
+        access_token: Option<&str>,
+    ) -> anyhow::Result<(Self, String)> {
+        let bearer = access_token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+        let (status, body) = http_with(addr, "POST", &format!("{hub_path}/negotiate?negotiateVersion=1"), &headers).await?;
+        if status != 200 {
+            bail!("negotiate answered {status}: {body}");
+        }
         let body: Value = serde_json::from_str(&body)?;
         let token = body["connectionToken"].as_str().context("no token")?;
-        let mut client = Self::open(server.addr, &format!("{hub_path}?id={token}")).await?;
+        let query = match access_token {
+            Some(access) => format!("{hub_path}?id={token}&access_token={}", url_encode(access)),
+            None => format!("{hub_path}?id={token}"),
+        };
+        let mut client = Self::open(addr, &query).await?;
         client
             .send_text("{\"protocol\":\"json\",\"version\":1}\u{1e}")
             .await?;

@@ -1,0 +1,138 @@
+//! Tenant isolation on one shared Redis: two tenants with the same hub, group
+//! and user names — names full of `:`, `*`, `?`, `[`, `]`, spaces, newlines,
+//! non-ASCII, and 1,000 characters long — never see each other's messages.
+
+use hubhost::auth::{AuthConfig, JwtConfig};
+use hubhost::config::{Config, HubConfig};
+use hubhost::tenants::TenantConfig;
+use hubhost_tests::{REDIS_URL, RawClient, TestServer, cluster_config, guest, jwt, unique_prefix};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+
+const SECRETS: [(&str, &str); 2] = [
+    ("acme", "acme-secret-0123456789abcdef0123456789"),
+    ("globex", "globex-secret-0123456789abcdef012345678"),
+];
+
+fn names() -> Vec<String> {
+    let mut names: Vec<String> = [
+        "room", ":", "a:b", "*", "room*", "?", "[", "]", "[a-z]*", "with space", " ", "line\nbreak",
+        "tab\there", "ünïcødé €", "日本語", "😀", "group:*:user", "all", "node",
+    ]
+    .map(str::to_owned)
+    .into();
+    names.push("x".repeat(1000));
+    names.push(format!("{}:*?[]", "é".repeat(499)));
+    names
+}
+
+fn node_config(prefix: &str) -> Config {
+    let mut config = cluster_config(REDIS_URL, prefix);
+    for (tenant, secret) in SECRETS {
+        config.hubs.push(HubConfig {
+            tenant: tenant.into(),
+            hub: "chat".into(),
+            path: guest("chat"),
+        });
+        let auth = AuthConfig::Jwt(JwtConfig {
+            hs256_secret: Some(secret.into()),
+            ..JwtConfig::default()
+        });
+        config.tenants.insert(tenant.into(), TenantConfig { auth, ..TenantConfig::default() });
+    }
+    config
+}
+
+fn secret(tenant: &str) -> &'static str {
+    SECRETS.iter().find(|(t, _)| *t == tenant).map_or("", |(_, s)| s)
+}
+
+async fn client(addr: SocketAddr, tenant: &str, user: &str) -> anyhow::Result<RawClient> {
+    let token = jwt(secret(tenant), user, 300)?;
+    Ok(RawClient::connect_as(addr, &format!("/{tenant}/chat"), Some(&token)).await?.0)
+}
+
+/// The ReceiveMessage arguments among `messages`.
+fn received(messages: &[Value]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .filter(|m| m["type"] == 1 && m["target"] == "ReceiveMessage")
+        .map(|m| {
+            let text = |i: usize| m["arguments"][i].as_str().unwrap_or_default().to_owned();
+            (text(0), text(1))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
+    let prefix = unique_prefix("tenants");
+    let nodes = [
+        TestServer::start(node_config(&prefix)).await?,
+        TestServer::start(node_config(&prefix)).await?,
+    ];
+    let names = names();
+    let tenants = ["acme", "globex"];
+    // Per tenant: a group member and a user named after each name, on
+    // opposite nodes for the two tenants; a sender on each node.
+    let mut members = Vec::new();
+    let mut users = Vec::new();
+    let mut senders = Vec::new();
+    for (t, tenant) in tenants.iter().enumerate() {
+        for (i, name) in names.iter().enumerate() {
+            let mut member = client(nodes[t].addr, tenant, &format!("member-{i}")).await?;
+            let joined = member.invoke("j", "JoinGroup", json!([name])).await?;
+            assert_eq!(joined.get("error"), None, "{joined}");
+            members.push((*tenant, i, member));
+            users.push((*tenant, i, client(nodes[1 - t].addr, tenant, name).await?));
+        }
+        for node in &nodes {
+            senders.push((*tenant, client(node.addr, tenant, "sender").await?));
+        }
+    }
+    // Every targeted send, from both tenants, alternating nodes.
+    for (n, (tenant, sender)) in senders.iter_mut().enumerate() {
+        for (i, name) in names.iter().enumerate().filter(|(i, _)| i % 2 == n % 2) {
+            let id = format!("g{i}");
+            let sent = sender.invoke(&id, "SendToGroup", json!([name, tenant, format!("group {i}")])).await?;
+            assert_eq!(sent.get("error"), None, "{sent}");
+            let id = format!("u{i}");
+            let sent = sender.invoke(&id, "SendToUser", json!([name, tenant, format!("user {i}")])).await?;
+            assert_eq!(sent.get("error"), None, "{sent}");
+        }
+    }
+    // Then an end marker from every sender: each node's publishes reach the
+    // other node in order, so once a client has its tenant's markers from
+    // both nodes, anything leaked to it would already have arrived.
+    for (n, (tenant, sender)) in senders.iter_mut().enumerate() {
+        sender.invoke("end", "SendMessage", json!([tenant, format!("end {}", n % 2)])).await?;
+    }
+    let mut checked = 0;
+    for (tenant, i, client) in members.iter_mut().chain(users.iter_mut()) {
+        for end in ["end 0", "end 1"] {
+            client
+                .next_where(|m| m["target"] == "ReceiveMessage" && m["arguments"] == json!([tenant, end]))
+                .await?;
+        }
+        let pending: Vec<Value> = client.pending().iter().cloned().collect();
+        let got = received(&pending);
+        let foreign: Vec<_> = got.iter().filter(|(from, _)| from != tenant).collect();
+        assert!(foreign.is_empty(), "{tenant} client {i} got another tenant's messages: {foreign:?}");
+        assert!(got.iter().all(|(_, text)| !text.starts_with("end")), "each end marker exactly once");
+        checked += 1;
+    }
+    // And each got exactly its own message, once.
+    for (tenant, i, client) in &mut members {
+        let got = received(&client.pending().iter().cloned().collect::<Vec<_>>());
+        assert_eq!(got, vec![(tenant.to_string(), format!("group {i}"))], "{tenant} member {i}");
+    }
+    for (tenant, i, client) in &mut users {
+        let got = received(&client.pending().iter().cloned().collect::<Vec<_>>());
+        assert_eq!(got, vec![(tenant.to_string(), format!("user {i}"))], "{tenant} user {i}");
+    }
+    assert_eq!(checked, 2 * 2 * names.len());
+    for node in nodes {
+        node.stop().await?;
+    }
+    Ok(())
+}

@@ -7,7 +7,9 @@ use hubhost::config::{Config, HubConfig};
 use hubhost::tenants::TenantConfig;
 use hubhost_tests::{REDIS_URL, RawClient, TestServer, cluster_config, guest, jwt, unique_prefix};
 use serde_json::{Value, json};
+use futures_util::StreamExt;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 const SECRETS: [(&str, &str); 2] = [
     ("acme", "acme-secret-0123456789abcdef0123456789"),
@@ -67,6 +69,20 @@ fn received(messages: &[Value]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     let prefix = unique_prefix("tenants");
+    // Everything published under the cluster's prefix, as Redis delivers it.
+    let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let mut pubsub = redis::Client::open(REDIS_URL)?.get_async_pubsub().await?;
+    pubsub.psubscribe(format!("{prefix}:*")).await?;
+    let monitor = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            let mut messages = pubsub.into_on_message();
+            while let Some(message) = messages.next().await {
+                let payload: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap_or_default();
+                seen.lock().unwrap_or_else(|e| e.into_inner()).push((message.get_channel_name().to_owned(), payload));
+            }
+        }
+    });
     let nodes = [
         TestServer::start(node_config(&prefix)).await?,
         TestServer::start(node_config(&prefix)).await?,
@@ -131,6 +147,26 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
         assert_eq!(got, vec![(tenant.to_string(), format!("user {i}"))], "{tenant} user {i}");
     }
     assert_eq!(checked, 2 * 2 * names.len());
+
+    // On Redis, every send of a tenant travelled under that tenant's prefix.
+    // The end markers were published last by each node, so once the monitor
+    // has all four it has everything before them.
+    let ends = || {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.iter().filter(|(_, p)| p.to_string().contains("\"end ")).count()
+    };
+    hubhost_tests::wait_until(hubhost_tests::PATIENCE, || ends() >= 4).await?;
+    monitor.abort();
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let sends: Vec<_> = seen.iter().filter(|(_, p)| p.get("send").is_some()).collect();
+    assert!(sends.len() >= 2 * names.len(), "cross-node sends seen: {}", sends.len());
+    for (channel, payload) in sends {
+        let tenant = payload["send"]["tenant"].as_str().unwrap_or_default();
+        assert!(
+            channel.starts_with(&format!("{prefix}:{tenant}:chat:")),
+            "{tenant}'s message on {channel:?}"
+        );
+    }
     for node in nodes {
         node.stop().await?;
     }

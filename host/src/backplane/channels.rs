@@ -1,9 +1,12 @@
 //! Every backplane channel name, built in one place.
 //!
-//! Layout: `{cluster}:{tenant}:{hub}:all`, `…:group:{name}`, `…:user:{id}`, and
-//! `{cluster}:node:{node-id}` for messages to one node, `{cluster}:control` for
-//! hub and tenant changes. (`control` and `node` cannot be tenant names'
-//! channels: those have three parts before the kind, `{cluster}:{tenant}:{hub}:`.) Tenant and hub names
+//! Layout: every message a hub sends travels under its tenant's prefix,
+//! `{cluster}:{tenant}:{hub}:` + `all`, `group:{name}`, `user:{id}` or
+//! `node:{node-id}` (sends to connections of one node). Node-to-node control
+//! travels outside any tenant: `{cluster}:node:{node-id}` (group membership
+//! requests and replies) and `{cluster}:control` (hub and tenant changes).
+//! Those cannot collide with a tenant's channels, which have two names
+//! before the kind. Tenant and hub names
 //! are restricted to `[a-z0-9-]`, so the prefix up to the hub is unambiguous
 //! and a group or user name, which may hold any text (`:`, `*`, newlines…),
 //! only ever extends it: it can never produce another tenant's prefix.
@@ -41,6 +44,12 @@ impl Channels {
     /// The connections of one user of a hub.
     pub fn user(&self, hub: &HubKey, user: &str) -> String {
         format!("{}:user:{user}", self.hub(hub))
+    }
+
+    /// Sends of a hub to connections on one node: a hub's messages never
+    /// leave its tenant's prefix, even when addressed to one connection.
+    pub fn hub_node(&self, hub: &HubKey, node: NodeId) -> String {
+        format!("{}:node:{node}", self.hub(hub))
     }
 
     /// Announcements of hub and tenant changes, to every node.

@@ -246,7 +246,9 @@ impl HubLifetimeManager {
         let connections = hubs.entry(hub.clone()).or_default();
         let mut subscribed = Subscribed::done();
         if connections.is_empty() {
-            subscribed = subscribed.and(self.backplane.subscribe(&self.channels.all(hub)));
+            subscribed = subscribed
+                .and(self.backplane.subscribe(&self.channels.all(hub)))
+                .and(self.backplane.subscribe(&self.channels.hub_node(hub, self.node)));
         }
         if connections.insert(connection) == Interest::Gained
             && let Some(user) = user
@@ -277,6 +279,7 @@ impl HubLifetimeManager {
         if connections.is_empty() {
             hubs.remove(hub);
             self.backplane.unsubscribe(&self.channels.all(hub));
+            self.backplane.unsubscribe(&self.channels.hub_node(hub, self.node));
         }
     }
 
@@ -311,7 +314,7 @@ impl HubLifetimeManager {
             }
             Target::User(user) => self.channels.user(hub, user),
             Target::Connection(id) => match NodeId::owner_of(id) {
-                Some(owner) if owner != self.node => self.channels.node(owner),
+                Some(owner) if owner != self.node => self.channels.hub_node(hub, owner),
                 _ => return,
             },
             Target::Connections(ids) => {
@@ -322,7 +325,7 @@ impl HubLifetimeManager {
                 match owners.next() {
                     None => return,
                     // All on one other node: straight to it.
-                    Some(first) if owners.all(|o| o == first) => self.channels.node(first),
+                    Some(first) if owners.all(|o| o == first) => self.channels.hub_node(hub, first),
                     // Spread over nodes: still one publish, every node filters.
                     Some(_) => self.channels.all(hub),
                 }

@@ -1,0 +1,101 @@
+// The official client against a tenant with JWT authentication, and a hub
+// deployed through the admin API (with `hubhost deploy`) and replaced while
+// the client stays connected.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { promisify } from "node:util";
+import { startServer, connect, binary, guest } from "./harness.mjs";
+
+const SECRET = "acme-secret-0123456789abcdef0123456789";
+const OPERATOR = "operator-key-0123456789";
+
+/** An HS256 JWT, made by hand: header.payload.signature in base64url. */
+function jwt(sub, ttlSeconds, secret = SECRET) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+async function startAcme() {
+  const dir = mkdtempSync(path.join(tmpdir(), "hubhost-node-"));
+  const config = path.join(dir, "hubhost.toml");
+  writeFileSync(
+    config,
+    [
+      "[admin]",
+      `operator_keys = ["${OPERATOR}"]`,
+      "[[hubs]]",
+      'tenant = "acme"',
+      'hub = "chat"',
+      `path = "${guest("chat")}"`,
+      "[tenants.acme.auth]",
+      'mode = "jwt"',
+      `hs256_secret = "${SECRET}"`,
+    ].join("\n"),
+  );
+  return startServer({ hubs: [], args: ["--config", config] });
+}
+
+test("JWT: the token's sub is the user id, and bad tokens are refused", { timeout: 60_000 }, async () => {
+  const server = await startAcme();
+  const url = `${server.url}/acme/chat`;
+  const clients = [];
+  try {
+    for (const options of [{}, { skipNegotiation: true, transport: 1 }]) {
+      const ann = await connect(url, (b) => b, { ...options, accessTokenFactory: () => jwt("ann", 300) });
+      clients.push(ann);
+      const me = await ann.invoke("WhoAmI");
+      assert.equal(me.userId, "ann");
+      assert.match(me.connectionId, /^[A-Za-z0-9_-]{22}$/);
+    }
+    const bob = await connect(url, (b) => b, { accessTokenFactory: () => jwt("bob", 300) });
+    clients.push(bob);
+    await bob.invoke("SendToUser", "ann", "bob", "hello ann");
+    for (const ann of clients.slice(0, 2)) {
+      await ann.waitFor(([user, message]) => user === "bob" && message === "hello ann", "the user-addressed message");
+    }
+    assert.equal(bob.received.length, 0);
+    for (const token of [jwt("ann", -120), jwt("ann", 300, "wrong-secret-0123456789abcdef01234567"), ""]) {
+      await assert.rejects(connect(url, (b) => b, { accessTokenFactory: () => token }), /401|Unauthorized/);
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+    await server.stop();
+  }
+});
+
+test("hubhost deploy replaces a hub while official clients stay connected", { timeout: 60_000 }, async () => {
+  const server = await startAcme();
+  const run = (...args) =>
+    promisify(execFile)(binary, args, { env: { ...process.env, HUBHOST_SERVER: server.url, HUBHOST_ADMIN_KEY: OPERATOR } });
+  const clients = [];
+  try {
+    await run("deploy", "acme/live", guest("versioned_v1"));
+    const url = `${server.url}/acme/live`;
+    for (let i = 0; i < 3; i++) {
+      const client = await connect(url, (b) => b, { accessTokenFactory: () => jwt(`user-${i}`, 300) });
+      await client.invoke("JoinGroup", "g");
+      clients.push(client);
+    }
+    let closed = 0;
+    for (const client of clients) client.onclose(() => closed++);
+    assert.equal(await clients[0].invoke("Version"), "v1");
+    const { stdout } = await run("deploy", "acme/live", guest("versioned_v2"));
+    assert.match(stdout, /acme\/live version 2 .* deployed and active/);
+    for (const client of clients) assert.equal(await client.invoke("Version"), "v2");
+    // Group memberships survived the swap.
+    const ticks = clients.map((c) => new Promise((resolve) => c.on("Tick", (...args) => resolve(args))));
+    assert.equal(await clients[1].invoke("Tick", "g", "node", 1), "v2");
+    for (const tick of await Promise.all(ticks)) assert.deepEqual(tick, ["v2", "node", 1]);
+    assert.equal(clients.filter((c) => c.state !== "Connected").length, 0);
+    assert.equal(closed, 0, "no client was disconnected");
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+    await server.stop();
+  }
+});

@@ -10,6 +10,8 @@ CACHE := $(TARGET_DIR)/hubhost-cache
 PY_TOOLS := $(TARGET_DIR)/guest-tools/python
 COMPONENTIZE_PY := $(PY_TOOLS)/bin/componentize-py
 LISTEN ?= 127.0.0.1:5000
+# The development operator key of `make run`; set your own for anything else.
+ADMIN_KEY ?= dev-operator-key-0123456789
 
 .PHONY: setup guests build run test bench clean
 
@@ -42,7 +44,8 @@ build: guests
 
 run: setup build
 	$(TARGET_DIR)/debug/hubhost serve --listen $(LISTEN) --cache-dir $(CACHE) \
-		--hub demo/chat=$(GUESTS)/chat.wasm --static-dir examples/demo
+		--hub demo/chat=$(GUESTS)/chat.wasm --static-dir examples/demo \
+		--data-dir $(TARGET_DIR)/hubhost-data --admin-key $(ADMIN_KEY)
 
 test: setup build
 	cargo test
@@ -50,11 +53,13 @@ test: setup build
 
 # Per-call cost of a trivial hub call next to the same dispatch without Wasm;
 # broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379);
-# one tenant's latency while another runs hostile hub code.
+# one tenant's latency while another runs hostile hub code; upload to serving
+# on every node of a three-node cluster.
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
 	cargo bench -p hubhost-tests --bench fanout
 	cargo bench -p hubhost-tests --bench isolation
+	cargo bench -p hubhost-tests --bench deploy
 
 clean:
 	cargo clean

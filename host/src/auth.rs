@@ -9,6 +9,7 @@
 //! 401 at negotiate and at the transport; the client only learns "401", the
 //! log says why.
 
+use crate::lifetime::MAX_NAME_BYTES;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -66,7 +67,7 @@ pub enum AuthError {
     Missing,
     #[error("invalid access token: {0}")]
     Invalid(#[from] jsonwebtoken::errors::Error),
-    #[error("the token's sub claim is not a non-empty string")]
+    #[error("the token's sub claim is not a string of 1 to {MAX_NAME_BYTES} bytes")]
     BadSubject,
 }
 
@@ -104,12 +105,20 @@ impl Authenticator {
                 if secret.len() < 32 {
                     anyhow::bail!("auth.hs256_secret must be at least 32 bytes");
                 }
-                (DecodingKey::from_secret(secret.as_bytes()), Algorithm::HS256)
+                (
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                )
             }
-            (None, Some(pem), None) => (DecodingKey::from_rsa_pem(pem.as_bytes())?, Algorithm::RS256),
+            (None, Some(pem), None) => {
+                (DecodingKey::from_rsa_pem(pem.as_bytes())?, Algorithm::RS256)
+            }
             (None, None, Some(path)) => {
                 let pem = std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("cannot read auth.rs256_public_key_file {}: {e}", path.display())
+                    anyhow::anyhow!(
+                        "cannot read auth.rs256_public_key_file {}: {e}",
+                        path.display()
+                    )
                 })?;
                 (DecodingKey::from_rsa_pem(&pem)?, Algorithm::RS256)
             }
@@ -153,7 +162,11 @@ impl Authenticator {
         )?;
         let user_id = match data.claims.get("sub") {
             None => None,
-            Some(serde_json::Value::String(sub)) if !sub.is_empty() => Some(Arc::from(sub.as_str())),
+            Some(serde_json::Value::String(sub))
+                if !sub.is_empty() && sub.len() <= MAX_NAME_BYTES =>
+            {
+                Some(Arc::from(sub.as_str()))
+            }
             Some(_) => return Err(AuthError::BadSubject),
         };
         let claims = data
@@ -189,8 +202,12 @@ mod tests {
 
     #[test]
     fn reads_the_config_forms() -> anyhow::Result<()> {
-        let config: AuthConfig = toml::from_str(&format!("mode = \"jwt\"\nhs256_secret = \"{SECRET}\"\n"))?;
-        assert!(matches!(Authenticator::new(&config)?, Authenticator::Jwt { .. }));
+        let config: AuthConfig =
+            toml::from_str(&format!("mode = \"jwt\"\nhs256_secret = \"{SECRET}\"\n"))?;
+        assert!(matches!(
+            Authenticator::new(&config)?,
+            Authenticator::Jwt { .. }
+        ));
         let anonymous: AuthConfig = toml::from_str("mode = \"anonymous\"")?;
         assert_eq!(anonymous, AuthConfig::Anonymous);
         let short: AuthConfig = toml::from_str("mode = \"jwt\"\nhs256_secret = \"short\"\n")?;
@@ -208,20 +225,32 @@ mod tests {
             ..JwtConfig::default()
         }))?;
         let empty = HashMap::new();
-        let good = token(serde_json::json!({"sub": "ann", "exp": now() + 60, "role": ["a"]}), SECRET)?;
+        let good = token(
+            serde_json::json!({"sub": "ann", "exp": now() + 60, "role": ["a"]}),
+            SECRET,
+        )?;
         let identity = auth.authenticate(Some(&format!("Bearer {good}")), &empty)?;
         assert_eq!(identity.user_id.as_deref(), Some("ann"));
         assert!(identity.claims.contains(&("role".into(), "[\"a\"]".into())));
         let query = HashMap::from([("access_token".to_owned(), good)]);
         assert!(auth.authenticate(None, &query).is_ok(), "query form");
         let expired = token(serde_json::json!({"sub": "ann", "exp": now() - 60}), SECRET)?;
-        assert!(auth.authenticate(Some(&format!("Bearer {expired}")), &empty).is_err());
+        assert!(
+            auth.authenticate(Some(&format!("Bearer {expired}")), &empty)
+                .is_err()
+        );
         let forged = token(
             serde_json::json!({"sub": "ann", "exp": now() + 60}),
             "another-secret-another-secret-xx",
         )?;
-        assert!(auth.authenticate(Some(&format!("Bearer {forged}")), &empty).is_err());
-        assert!(matches!(auth.authenticate(None, &empty), Err(AuthError::Missing)));
+        assert!(
+            auth.authenticate(Some(&format!("Bearer {forged}")), &empty)
+                .is_err()
+        );
+        assert!(matches!(
+            auth.authenticate(None, &empty),
+            Err(AuthError::Missing)
+        ));
         let numeric = token(serde_json::json!({"sub": 7, "exp": now() + 60}), SECRET)?;
         assert!(matches!(
             auth.authenticate(Some(&format!("Bearer {numeric}")), &empty),

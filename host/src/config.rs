@@ -271,7 +271,10 @@ impl Config {
         for (name, value) in [
             ("handshake_timeout_ms", c.handshake_timeout_ms),
             ("admin.sync_interval_ms", self.admin.sync_interval_ms),
-            ("admin.max_component_bytes", self.admin.max_component_bytes as u64),
+            (
+                "admin.max_component_bytes",
+                self.admin.max_component_bytes as u64,
+            ),
             ("keep_alive_interval_ms", c.keep_alive_interval_ms),
             ("client_timeout_ms", c.client_timeout_ms),
             ("send_timeout_ms", c.send_timeout_ms),
@@ -335,7 +338,12 @@ impl Config {
                 },
                 self.tenants.clone(),
             )?,
-            operator_keys: self.admin.operator_keys.iter().map(|k| key_digest(k)).collect(),
+            operator_keys: self
+                .admin
+                .operator_keys
+                .iter()
+                .map(|k| key_digest(k))
+                .collect(),
             sync_interval: Duration::from_millis(self.admin.sync_interval_ms),
             hub_limits,
             static_dir: self.static_dir.clone(),

@@ -78,44 +78,48 @@ fn hub_key(text: &str) -> anyhow::Result<HubKey> {
     Ok(HubKey::new(tenant, hub)?)
 }
 
-async fn admin(command: Command) -> anyhow::Result<()> {
+async fn deploy(
+    admin: AdminArgs,
+    hub: String,
+    file: PathBuf,
+    no_activate: bool,
+) -> anyhow::Result<()> {
+    let key = hub_key(&hub)?;
+    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let client = AdminClient::new(&admin.server, &admin.key)?;
+    let started = std::time::Instant::now();
+    let info = client.upload(&key, bytes, !no_activate).await?;
+    println!(
+        "{key} version {} ({} bytes, sha256 {}) {} in {} ms",
+        info["version"],
+        info["size"],
+        info["sha256"].as_str().unwrap_or("?"),
+        if no_activate {
+            "stored"
+        } else {
+            "deployed and active"
+        },
+        started.elapsed().as_millis()
+    );
+    Ok(())
+}
+
+async fn hubs(admin: AdminArgs, command: HubsCommand) -> anyhow::Result<()> {
+    let client = AdminClient::new(&admin.server, &admin.key)?;
     match command {
-        Command::Serve(_) => unreachable!("handled by main"),
-        Command::Deploy { admin, hub, file, no_activate } => {
-            let key = hub_key(&hub)?;
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let client = AdminClient::new(&admin.server, &admin.key)?;
-            let started = std::time::Instant::now();
-            let info = client.upload(&key, bytes, !no_activate).await?;
-            println!(
-                "{key} version {} ({} bytes, sha256 {}) {} in {} ms",
-                info["version"],
-                info["size"],
-                info["sha256"].as_str().unwrap_or("?"),
-                if no_activate { "stored" } else { "deployed and active" },
-                started.elapsed().as_millis()
-            );
+        HubsCommand::List { tenant } => print!("{}", describe_hubs(&client.hubs(&tenant).await?)),
+        HubsCommand::Show { hub } => println!("{:#}", client.hub(&hub_key(&hub)?).await?),
+        HubsCommand::Activate { hub, version } => {
+            client.activate(&hub_key(&hub)?, version).await?;
+            println!("{hub}: version {version} active");
         }
-        Command::Hubs { admin, command } => {
-            let client = AdminClient::new(&admin.server, &admin.key)?;
-            match command {
-                HubsCommand::List { tenant } => print!("{}", describe_hubs(&client.hubs(&tenant).await?)),
-                HubsCommand::Show { hub } => {
-                    println!("{:#}", client.hub(&hub_key(&hub)?).await?);
-                }
-                HubsCommand::Activate { hub, version } => {
-                    client.activate(&hub_key(&hub)?, version).await?;
-                    println!("{hub}: version {version} active");
-                }
-                HubsCommand::Rollback { hub } => {
-                    let answer = client.rollback(&hub_key(&hub)?).await?;
-                    println!("{hub}: rolled back; version {} active", answer["active"]);
-                }
-                HubsCommand::Delete { hub } => {
-                    client.delete(&hub_key(&hub)?).await?;
-                    println!("{hub}: deleted");
-                }
-            }
+        HubsCommand::Rollback { hub } => {
+            let answer = client.rollback(&hub_key(&hub)?).await?;
+            println!("{hub}: rolled back; version {} active", answer["active"]);
+        }
+        HubsCommand::Delete { hub } => {
+            client.delete(&hub_key(&hub)?).await?;
+            println!("{hub}: deleted");
         }
     }
     Ok(())
@@ -160,7 +164,12 @@ struct ServeArgs {
     #[arg(long, env = "HUBHOST_WATCH_DIR")]
     watch_dir: Option<PathBuf>,
     /// An operator key for the admin API (at least 16 characters); repeatable.
-    #[arg(long = "admin-key", env = "HUBHOST_OPERATOR_KEYS", value_delimiter = ',', hide_env_values = true)]
+    #[arg(
+        long = "admin-key",
+        env = "HUBHOST_OPERATOR_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     admin_keys: Vec<String>,
     /// Largest message a client may send, in bytes [default: 32768].
     #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE")]
@@ -241,15 +250,26 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args.config()?)),
-        command => runtime.block_on(admin(command)),
+        Command::Deploy {
+            admin,
+            hub,
+            file,
+            no_activate,
+        } => runtime.block_on(deploy(admin, hub, file, no_activate)),
+        Command::Hubs { admin, command } => runtime.block_on(hubs(admin, command)),
     }
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let has_admin_keys = !config.admin.operator_keys.is_empty()
-        || config.tenants.values().any(|t| !t.admin_keys.is_empty() || !t.admin_key_sha256.is_empty());
+        || config
+            .tenants
+            .values()
+            .any(|t| !t.admin_keys.is_empty() || !t.admin_key_sha256.is_empty());
     if !has_admin_keys {
-        tracing::warn!("no admin keys configured (--admin-key or [admin] operator_keys): the admin API refuses every request");
+        tracing::warn!(
+            "no admin keys configured (--admin-key or [admin] operator_keys): the admin API refuses every request"
+        );
     }
     let state = AppState::new(&config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -90,7 +90,12 @@ impl AppState {
             let version = runtime
                 .load_file(key.clone(), &hub.path, &tenants.get(&hub.tenant).hub_limits)
                 .with_context(|| format!("cannot load hub {key} from {}", hub.path.display()))?;
-            hubs.install(version, Source::File { path: hub.path.clone() });
+            hubs.install(
+                version,
+                Source::File {
+                    path: hub.path.clone(),
+                },
+            );
             files.insert(key.clone(), hub.path.clone());
             tracing::info!(hub = %key, path = %hub.path.display(), ms = started.elapsed().as_millis() as u64, "hub loaded");
         }
@@ -144,7 +149,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     };
     (
         status,
-        Json(serde_json::json!({ "ready": ready, "hubsLoaded": synced, "backplane": backplane.stats() })),
+        Json(
+            serde_json::json!({ "ready": ready, "hubsLoaded": synced, "backplane": backplane.stats() }),
+        ),
     )
 }
 
@@ -169,12 +176,20 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     match state.deployer.sync_all().await {
-        Ok(()) => tracing::info!(ms = started.elapsed().as_millis() as u64, "hubs in the store loaded"),
-        Err(error) => tracing::warn!("cannot read the hub store yet ({error}); retrying in the background"),
+        Ok(()) => tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "hubs in the store loaded"
+        ),
+        Err(error) => {
+            tracing::warn!("cannot read the hub store yet ({error}); retrying in the background")
+        }
     }
     state.deployer.start(state.settings.sync_interval);
     if let Some(dir) = &state.settings.watch_dir {
-        tokio::spawn(crate::deploy::watch(Arc::downgrade(&state.deployer), dir.clone()));
+        tokio::spawn(crate::deploy::watch(
+            Arc::downgrade(&state.deployer),
+            dir.clone(),
+        ));
     }
     let expiry = tokio::spawn(expire_tokens(state.clone()));
     let closing = state.clone();

@@ -159,7 +159,8 @@ impl TenantDefaults {
         if config.max_messages_per_second == Some(0) {
             anyhow::bail!("max_messages_per_second must be at least 1");
         }
-        let mut admin_keys: Vec<[u8; 32]> = config.admin_keys.iter().map(|k| key_digest(k)).collect();
+        let mut admin_keys: Vec<[u8; 32]> =
+            config.admin_keys.iter().map(|k| key_digest(k)).collect();
         for hex in &config.admin_key_sha256 {
             admin_keys.push(from_hex(hex).ok_or_else(|| {
                 anyhow::anyhow!("admin_key_sha256 entries must be 64 hex digits")
@@ -171,8 +172,12 @@ impl TenantDefaults {
         Ok(TenantSettings {
             origin,
             max_connections: config.max_connections,
-            max_messages_per_second: config.max_messages_per_second.or(self.max_messages_per_second),
-            max_component_bytes: config.max_component_bytes.unwrap_or(self.max_component_bytes),
+            max_messages_per_second: config
+                .max_messages_per_second
+                .or(self.max_messages_per_second),
+            max_component_bytes: config
+                .max_component_bytes
+                .unwrap_or(self.max_component_bytes),
             hub_limits: config.hub_limits.apply(&self.hub_limits),
             auth: Authenticator::new(&config.auth)?,
             admin_keys,
@@ -194,7 +199,9 @@ impl TenantTable {
 
     /// Defined tenants, by name.
     pub fn named(&self) -> impl Iterator<Item = (&str, &TenantSettings)> {
-        self.named.iter().map(|(name, settings)| (name.as_str(), settings))
+        self.named
+            .iter()
+            .map(|(name, settings)| (name.as_str(), settings))
     }
 
     /// The tenant an admin key belongs to.
@@ -219,13 +226,18 @@ pub struct Tenants {
 
 impl std::fmt::Debug for Tenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tenants").field("table", &self.current()).finish()
+        f.debug_struct("Tenants")
+            .field("table", &self.current())
+            .finish()
     }
 }
 
 impl Tenants {
     /// The declared tenants; errors name the tenant at fault.
-    pub fn new(defaults: TenantDefaults, declared: HashMap<String, TenantConfig>) -> anyhow::Result<Self> {
+    pub fn new(
+        defaults: TenantDefaults,
+        declared: HashMap<String, TenantConfig>,
+    ) -> anyhow::Result<Self> {
         let table = build(&defaults, &declared, &HashMap::new())?;
         Ok(Self {
             defaults: Arc::new(defaults),
@@ -255,7 +267,10 @@ impl Tenants {
         let mut valid = HashMap::new();
         for (name, config) in stored {
             if self.declared.contains_key(name) {
-                tracing::warn!(tenant = name, "stored tenant ignored: the configuration file declares it");
+                tracing::warn!(
+                    tenant = name,
+                    "stored tenant ignored: the configuration file declares it"
+                );
             } else if let Err(error) = self.check(name, config) {
                 tracing::error!(tenant = name, "stored tenant ignored: {error:#}");
             } else {
@@ -314,10 +329,19 @@ mod tests {
         assert_eq!(acme.max_messages_per_second, Some(50));
         assert_eq!(acme.max_component_bytes, 1000);
         assert_eq!(acme.hub_limits.call_timeout, Duration::from_millis(100));
-        assert_eq!(acme.hub_limits.memory_bytes, HubLimits::default().memory_bytes);
+        assert_eq!(
+            acme.hub_limits.memory_bytes,
+            HubLimits::default().memory_bytes
+        );
         assert_eq!(table.get("other").origin, Origin::Default);
-        assert_eq!(table.admin_key_owner(&key_digest("acme-key-0123456789")), Some("acme"));
-        assert_eq!(table.admin_key_owner(&key_digest("acme-key-012345678")), None);
+        assert_eq!(
+            table.admin_key_owner(&key_digest("acme-key-0123456789")),
+            Some("acme")
+        );
+        assert_eq!(
+            table.admin_key_owner(&key_digest("acme-key-012345678")),
+            None
+        );
         let bad = HashMap::from([("Bad".to_owned(), TenantConfig::default())]);
         assert!(Tenants::new(defaults(), bad).is_err());
         let short_key = TenantConfig {
@@ -341,7 +365,10 @@ mod tests {
         .hashed();
         assert!(globex.admin_keys.is_empty());
         let json = serde_json::to_string(&globex)?;
-        assert!(!json.contains("globex-key"), "stored form holds no plain key: {json}");
+        assert!(
+            !json.contains("globex-key"),
+            "stored form holds no plain key: {json}"
+        );
         let takeover = TenantConfig {
             max_connections: Some(1),
             ..TenantConfig::default()
@@ -351,9 +378,16 @@ mod tests {
             ("acme".to_owned(), takeover),
         ]));
         let table = tenants.current();
-        assert_eq!(table.admin_key_owner(&key_digest("globex-key-0123456789")), Some("globex"));
+        assert_eq!(
+            table.admin_key_owner(&key_digest("globex-key-0123456789")),
+            Some("globex")
+        );
         assert_eq!(table.get("globex").origin, Origin::Api);
-        assert_eq!(table.get("acme").max_connections, None, "declared tenant kept");
+        assert_eq!(
+            table.get("acme").max_connections,
+            None,
+            "declared tenant kept"
+        );
         Ok(())
     }
 }

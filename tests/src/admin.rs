@@ -28,15 +28,27 @@ impl Admin {
     }
 
     /// Any request; the body is sent as is.
-    pub async fn request(&self, method: Method, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.request(method, format!("{}{path}", self.base)).body(body);
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .body(body);
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
         let text = response.text().await?;
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text)? };
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        };
         Ok((status, json))
     }
 
@@ -45,11 +57,13 @@ impl Admin {
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-        self.request(Method::POST, path, body.to_string().into_bytes()).await
+        self.request(Method::POST, path, body.to_string().into_bytes())
+            .await
     }
 
     pub async fn put_json(&self, path: &str, body: Value) -> anyhow::Result<(u16, Value)> {
-        self.request(Method::PUT, path, body.to_string().into_bytes()).await
+        self.request(Method::PUT, path, body.to_string().into_bytes())
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<(u16, Value)> {
@@ -57,14 +71,32 @@ impl Admin {
     }
 
     /// Upload a component to `tenant/hub` (`query` like `?activate=false`).
-    pub async fn upload(&self, tenant: &str, hub: &str, bytes: Vec<u8>, query: &str) -> anyhow::Result<(u16, Value)> {
-        self.request(Method::POST, &format!("/tenants/{tenant}/hubs/{hub}/versions{query}"), bytes)
-            .await
+    pub async fn upload(
+        &self,
+        tenant: &str,
+        hub: &str,
+        bytes: Vec<u8>,
+        query: &str,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.request(
+            Method::POST,
+            &format!("/tenants/{tenant}/hubs/{hub}/versions{query}"),
+            bytes,
+        )
+        .await
     }
 }
 
 /// Wait until `state`'s node serves stored version `version` of `tenant/hub`.
-pub async fn wait_served(state: &AppState, tenant: &str, hub: &str, version: u64) -> anyhow::Result<()> {
+pub async fn wait_served(
+    state: &AppState,
+    tenant: &str,
+    hub: &str,
+    version: u64,
+) -> anyhow::Result<()> {
     let key = HubKey::new(tenant, hub)?;
-    wait_until(PATIENCE, || state.deployer.served(&key) == Some(Source::Store { version })).await
+    wait_until(PATIENCE, || {
+        state.deployer.served(&key) == Some(Source::Store { version })
+    })
+    .await
 }

@@ -212,7 +212,10 @@ pub async fn http_with(
 ) -> anyhow::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;
-    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
     );
@@ -232,7 +235,9 @@ pub async fn http_with(
 pub fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -279,8 +284,17 @@ impl RawClient {
         access_token: Option<&str>,
     ) -> anyhow::Result<(Self, String)> {
         let bearer = access_token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
-        let (status, body) = http_with(addr, "POST", &format!("{hub_path}/negotiate?negotiateVersion=1"), &headers).await?;
+        let headers: Vec<(&str, &str)> = bearer
+            .iter()
+            .map(|b| ("Authorization", b.as_str()))
+            .collect();
+        let (status, body) = http_with(
+            addr,
+            "POST",
+            &format!("{hub_path}/negotiate?negotiateVersion=1"),
+            &headers,
+        )
+        .await?;
         if status != 200 {
             bail!("negotiate answered {status}: {body}");
         }

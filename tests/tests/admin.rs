@@ -44,29 +44,116 @@ async fn refuses_every_bad_request_with_a_json_error() -> anyhow::Result<()> {
     let operator = Admin::new(server.addr, Some(OPERATOR_KEY));
 
     let cases = [
-        (anonymous.upload("acme", "chat", chat()?, "").await?, 401, "admin key is required"),
-        (wrong.upload("acme", "chat", chat()?, "").await?, 401, "not valid"),
-        (globex.upload("acme", "chat", chat()?, "").await?, 403, "cannot manage tenant 'acme'"),
-        (acme.get("/tenants").await?, 403, "operator key"),
-        (acme.put_json("/tenants/new-one", json!({})).await?, 403, "operator key"),
-        (acme.upload("acme", "chat", b"hello".to_vec(), "").await?, 400, "Not a valid WebAssembly component"),
-        (acme.upload("acme", "chat", CORE_MODULE.to_vec(), "").await?, 400, "Not a valid WebAssembly component"),
-        (acme.upload("acme", "chat", EMPTY_COMPONENT.to_vec(), "").await?, 422, "hub-component world"),
-        (acme.upload("acme", "chat", std::fs::read(guest("greedy"))?, "").await?, 422, "wasi:sockets"),
-        (acme.upload("acme", "chat", Vec::new(), "").await?, 400, "must be a WebAssembly component"),
-        (globex.upload("globex", "chat", chat()?, "").await?, 413, "limit of 1000 bytes"),
-        (acme.upload("acme", "Bad_Name", chat()?, "").await?, 400, "Invalid hub name"),
-        (acme.upload("acme", "chat", chat()?, "?activate=maybe").await?, 400, "activate must be"),
-        (acme.get("/tenants/acme/hubs/nothing").await?, 404, "No hub"),
-        (acme.post_json("/tenants/acme/hubs/nothing/rollback", json!({})).await?, 404, "No such hub"),
-        (acme.post_json("/tenants/acme/hubs/nothing/activate", json!({"v": 1})).await?, 400, "Invalid JSON body"),
-        (acme.delete("/tenants/acme/hubs/nothing").await?, 404, "No hub"),
-        (acme.get("/nowhere").await?, 404, "No such admin route"),
-        (operator.put_json("/tenants/acme", json!({})).await?, 409, "declared in the configuration file"),
-        (operator.put_json("/tenants/t2", json!({"admin_keys": ["short"]})).await?, 400, "at least 16"),
-        (operator.put_json("/tenants/t2", json!({"colour": "red"})).await?, 400, "unknown field"),
         (
-            operator.put_json("/tenants/t2", json!({"auth": {"mode": "jwt", "rs256_public_key_file": "/etc/passwd"}})).await?,
+            anonymous.upload("acme", "chat", chat()?, "").await?,
+            401,
+            "admin key is required",
+        ),
+        (
+            wrong.upload("acme", "chat", chat()?, "").await?,
+            401,
+            "not valid",
+        ),
+        (
+            globex.upload("acme", "chat", chat()?, "").await?,
+            403,
+            "cannot manage tenant 'acme'",
+        ),
+        (acme.get("/tenants").await?, 403, "operator key"),
+        (
+            acme.put_json("/tenants/new-one", json!({})).await?,
+            403,
+            "operator key",
+        ),
+        (
+            acme.upload("acme", "chat", b"hello".to_vec(), "").await?,
+            400,
+            "Not a valid WebAssembly component",
+        ),
+        (
+            acme.upload("acme", "chat", CORE_MODULE.to_vec(), "")
+                .await?,
+            400,
+            "Not a valid WebAssembly component",
+        ),
+        (
+            acme.upload("acme", "chat", EMPTY_COMPONENT.to_vec(), "")
+                .await?,
+            422,
+            "hub-component world",
+        ),
+        (
+            acme.upload("acme", "chat", std::fs::read(guest("greedy"))?, "")
+                .await?,
+            422,
+            "wasi:sockets",
+        ),
+        (
+            acme.upload("acme", "chat", Vec::new(), "").await?,
+            400,
+            "must be a WebAssembly component",
+        ),
+        (
+            globex.upload("globex", "chat", chat()?, "").await?,
+            413,
+            "limit of 1000 bytes",
+        ),
+        (
+            acme.upload("acme", "Bad_Name", chat()?, "").await?,
+            400,
+            "Invalid hub name",
+        ),
+        (
+            acme.upload("acme", "chat", chat()?, "?activate=maybe")
+                .await?,
+            400,
+            "activate must be",
+        ),
+        (acme.get("/tenants/acme/hubs/nothing").await?, 404, "No hub"),
+        (
+            acme.post_json("/tenants/acme/hubs/nothing/rollback", json!({}))
+                .await?,
+            404,
+            "No such hub",
+        ),
+        (
+            acme.post_json("/tenants/acme/hubs/nothing/activate", json!({"v": 1}))
+                .await?,
+            400,
+            "Invalid JSON body",
+        ),
+        (
+            acme.delete("/tenants/acme/hubs/nothing").await?,
+            404,
+            "No hub",
+        ),
+        (acme.get("/nowhere").await?, 404, "No such admin route"),
+        (
+            operator.put_json("/tenants/acme", json!({})).await?,
+            409,
+            "declared in the configuration file",
+        ),
+        (
+            operator
+                .put_json("/tenants/t2", json!({"admin_keys": ["short"]}))
+                .await?,
+            400,
+            "at least 16",
+        ),
+        (
+            operator
+                .put_json("/tenants/t2", json!({"colour": "red"}))
+                .await?,
+            400,
+            "unknown field",
+        ),
+        (
+            operator
+                .put_json(
+                    "/tenants/t2",
+                    json!({"auth": {"mode": "jwt", "rs256_public_key_file": "/etc/passwd"}}),
+                )
+                .await?,
             400,
             "rs256_public_key_file",
         ),
@@ -79,7 +166,9 @@ async fn refuses_every_bad_request_with_a_json_error() -> anyhow::Result<()> {
     // Nothing was stored by any of them.
     let (_, hubs) = operator.get("/tenants/acme/hubs").await?;
     assert_eq!(hubs["hubs"], json!([]));
-    let (status, _) = acme.post_json("/tenants/acme/hubs/chat/activate", json!({"version": 1})).await?;
+    let (status, _) = acme
+        .post_json("/tenants/acme/hubs/chat/activate", json!({"version": 1}))
+        .await?;
     assert_eq!(status, 404);
     server.stop().await?;
     let _ = std::fs::remove_dir_all(dir);
@@ -94,34 +183,60 @@ async fn uploads_activates_rolls_back_and_deletes() -> anyhow::Result<()> {
 
     let (status, v1) = acme.upload("acme", "chat", chat()?, "").await?;
     assert_eq!(status, 201, "{v1}");
-    assert_eq!((v1["version"].as_u64(), v1["active"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(
+        (v1["version"].as_u64(), v1["active"].as_bool()),
+        (Some(1), Some(true))
+    );
     assert_eq!(v1["size"].as_u64(), Some(chat()?.len() as u64));
     assert_eq!(v1["sha256"].as_str().map(str::len), Some(64));
     wait_served(&server.state, "acme", "chat", 1).await?;
     let (mut client, _) = RawClient::connect(&server, "/acme/chat").await?;
-    assert_eq!(client.invoke("1", "Echo", json!(["hi"])).await?["result"], "hi");
+    assert_eq!(
+        client.invoke("1", "Echo", json!(["hi"])).await?["result"],
+        "hi"
+    );
 
     // A second version, stored but not active; then activated; then rolled back.
     let (status, v2) = acme
-        .upload("acme", "chat", std::fs::read(guest("versioned_v2"))?, "?activate=false")
+        .upload(
+            "acme",
+            "chat",
+            std::fs::read(guest("versioned_v2"))?,
+            "?activate=false",
+        )
         .await?;
-    assert_eq!((status, v2["version"].as_u64(), v2["active"].as_bool()), (201, Some(2), Some(false)));
+    assert_eq!(
+        (status, v2["version"].as_u64(), v2["active"].as_bool()),
+        (201, Some(2), Some(false))
+    );
     let (_, hub) = acme.get("/tenants/acme/hubs/chat").await?;
     assert_eq!(hub["active"], 1);
     assert_eq!(hub["versions"].as_array().map(Vec::len), Some(2));
     assert_eq!(hub["served"], json!({"from": "store", "version": 1}));
 
-    let (status, body) = acme.post_json("/tenants/acme/hubs/chat/activate", json!({"version": 2})).await?;
+    let (status, body) = acme
+        .post_json("/tenants/acme/hubs/chat/activate", json!({"version": 2}))
+        .await?;
     assert_eq!((status, body["active"].as_u64()), (200, Some(2)), "{body}");
     wait_served(&server.state, "acme", "chat", 2).await?;
-    assert_eq!(client.invoke("2", "Version", json!([])).await?["result"], "v2", "same connection, new code");
+    assert_eq!(
+        client.invoke("2", "Version", json!([])).await?["result"],
+        "v2",
+        "same connection, new code"
+    );
 
-    let (status, body) = acme.post_json("/tenants/acme/hubs/chat/rollback", json!({})).await?;
+    let (status, body) = acme
+        .post_json("/tenants/acme/hubs/chat/rollback", json!({}))
+        .await?;
     assert_eq!((status, body["active"].as_u64()), (200, Some(1)), "{body}");
     assert_eq!(client.invoke("3", "Echo", json!([3])).await?["result"], 3);
-    let (status, body) = acme.post_json("/tenants/acme/hubs/chat/rollback", json!({})).await?;
+    let (status, body) = acme
+        .post_json("/tenants/acme/hubs/chat/rollback", json!({}))
+        .await?;
     assert_eq!(status, 409, "{body}");
-    let (status, _) = acme.post_json("/tenants/acme/hubs/chat/activate", json!({"version": 99})).await?;
+    let (status, _) = acme
+        .post_json("/tenants/acme/hubs/chat/activate", json!({"version": 99}))
+        .await?;
     assert_eq!(status, 404);
 
     let (status, list) = acme.get("/tenants/acme/hubs").await?;
@@ -133,9 +248,14 @@ async fn uploads_activates_rolls_back_and_deletes() -> anyhow::Result<()> {
     let (status, _) = acme.delete("/tenants/acme/hubs/chat").await?;
     assert_eq!(status, 200);
     let close = client.next_where(|m| m["type"] == 7).await?;
-    assert_eq!(close["error"], "Connection closed with an error. Hub 'acme/chat' was deleted.");
+    assert_eq!(
+        close["error"],
+        "Connection closed with an error. Hub 'acme/chat' was deleted."
+    );
     assert_eq!(close.get("allowReconnect"), None);
-    let (status, _) = server.negotiate("/acme/chat", "?negotiateVersion=1").await?;
+    let (status, _) = server
+        .negotiate("/acme/chat", "?negotiateVersion=1")
+        .await?;
     assert_eq!(status, 404);
     // Version numbers are never reused.
     let (_, again) = acme.upload("acme", "chat", chat()?, "").await?;
@@ -151,7 +271,12 @@ async fn operators_manage_tenants_whose_keys_then_work() -> anyhow::Result<()> {
     let server = TestServer::start(admin_config(&dir)).await?;
     let operator = Admin::new(server.addr, Some(OPERATOR_KEY));
     let key = "initech-admin-key-0123456789";
-    let (status, body) = operator.put_json("/tenants/initech", json!({"admin_keys": [key], "max_connections": 5})).await?;
+    let (status, body) = operator
+        .put_json(
+            "/tenants/initech",
+            json!({"admin_keys": [key], "max_connections": 5}),
+        )
+        .await?;
     assert_eq!(status, 201, "{body}");
     let (_, tenants) = operator.get("/tenants").await?;
     let initech = tenants["tenants"]
@@ -159,7 +284,13 @@ async fn operators_manage_tenants_whose_keys_then_work() -> anyhow::Result<()> {
         .and_then(|t| t.iter().find(|t| t["tenant"] == "initech"))
         .cloned()
         .unwrap_or_default();
-    assert_eq!((initech["origin"].as_str(), initech["max_connections"].as_u64()), (Some("api"), Some(5)));
+    assert_eq!(
+        (
+            initech["origin"].as_str(),
+            initech["max_connections"].as_u64()
+        ),
+        (Some("api"), Some(5))
+    );
     let stored = std::fs::read_to_string(dir.join("state.json"))?;
     assert!(!stored.contains(key), "keys are stored as digests only");
 
@@ -173,7 +304,11 @@ async fn operators_manage_tenants_whose_keys_then_work() -> anyhow::Result<()> {
     assert_eq!(status, 200);
 
     let (status, body) = operator.delete("/tenants/initech").await?;
-    assert_eq!((status, body["deleted_hubs"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(
+        (status, body["deleted_hubs"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
     let (status, _) = initech.get("/tenants/initech/hubs").await?;
     assert_eq!(status, 401, "a deleted tenant's key is no key");
     let (status, _) = operator.delete("/tenants/initech").await?;

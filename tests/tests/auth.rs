@@ -6,7 +6,8 @@ use hubhost::auth::{AuthConfig, JwtConfig};
 use hubhost::config::{Config, HubConfig};
 use hubhost::tenants::TenantConfig;
 use hubhost_tests::{
-    REDIS_URL, RawClient, TestServer, cluster_config, config, guest, http_with, jwt, temp_dir, unique_prefix,
+    REDIS_URL, RawClient, TestServer, cluster_config, config, guest, http_with, jwt, temp_dir,
+    unique_prefix,
 };
 use serde_json::json;
 use std::path::Path;
@@ -21,7 +22,13 @@ fn serve(config: &mut Config, tenant: &str, auth: AuthConfig) {
             path: guest(file),
         });
     }
-    config.tenants.insert(tenant.into(), TenantConfig { auth, ..TenantConfig::default() });
+    config.tenants.insert(
+        tenant.into(),
+        TenantConfig {
+            auth,
+            ..TenantConfig::default()
+        },
+    );
 }
 
 fn hs256(secret: &str) -> AuthConfig {
@@ -36,7 +43,14 @@ fn rsa_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
     let private = dir.join("private.pem");
     let public = dir.join("public.pem");
     for args in [
-        vec!["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"],
+        vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ],
         vec!["pkey", "-pubout", "-in"],
     ] {
         let mut command = std::process::Command::new("openssl");
@@ -52,8 +66,18 @@ fn rsa_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
 
 async fn negotiate(server: &TestServer, path: &str, token: Option<&str>) -> anyhow::Result<u16> {
     let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
-    Ok(http_with(server.addr, "POST", &format!("{path}/negotiate?negotiateVersion=1"), &headers).await?.0)
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
+        .collect();
+    Ok(http_with(
+        server.addr,
+        "POST",
+        &format!("{path}/negotiate?negotiateVersion=1"),
+        &headers,
+    )
+    .await?
+    .0)
 }
 
 #[tokio::test]
@@ -76,10 +100,24 @@ async fn tokens_are_checked_at_negotiate_and_at_the_websocket() -> anyhow::Resul
     assert_eq!(negotiate(&server, "/acme/chat", Some(&valid)).await?, 200);
     assert_eq!(negotiate(&server, "/acme/chat", None).await?, 401);
     assert_eq!(negotiate(&server, "/acme/chat", Some(&expired)).await?, 401);
-    assert_eq!(negotiate(&server, "/acme/chat", Some(&wrong_key)).await?, 401);
-    assert_eq!(negotiate(&server, "/acme/chat", Some("not.a.jwt")).await?, 401);
-    assert_eq!(negotiate(&server, "/globex/chat", Some(&valid)).await?, 401, "another tenant's token");
-    assert_eq!(negotiate(&server, "/demo/chat", None).await?, 200, "anonymous tenants stay open");
+    assert_eq!(
+        negotiate(&server, "/acme/chat", Some(&wrong_key)).await?,
+        401
+    );
+    assert_eq!(
+        negotiate(&server, "/acme/chat", Some("not.a.jwt")).await?,
+        401
+    );
+    assert_eq!(
+        negotiate(&server, "/globex/chat", Some(&valid)).await?,
+        401,
+        "another tenant's token"
+    );
+    assert_eq!(
+        negotiate(&server, "/demo/chat", None).await?,
+        200,
+        "anonymous tenants stay open"
+    );
 
     // The access_token query works too (browsers' WebSockets).
     let (mut ann, id) = RawClient::connect_as(server.addr, "/acme/caller", Some(&valid)).await?;
@@ -98,7 +136,14 @@ async fn tokens_are_checked_at_negotiate_and_at_the_websocket() -> anyhow::Resul
     )
     .await?;
     let token: serde_json::Value = serde_json::from_str(&body)?;
-    let open = RawClient::open(server.addr, &format!("/acme/chat?id={}", token["connectionToken"].as_str().unwrap_or(""))).await;
+    let open = RawClient::open(
+        server.addr,
+        &format!(
+            "/acme/chat?id={}",
+            token["connectionToken"].as_str().unwrap_or("")
+        ),
+    )
+    .await;
     let error = open.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(error.contains("401"), "{error}");
     let skip = RawClient::open(server.addr, &format!("/acme/chat?access_token={expired}")).await;
@@ -111,11 +156,21 @@ async fn tokens_are_checked_at_negotiate_and_at_the_websocket() -> anyhow::Resul
     let good = jsonwebtoken::encode(&header, &claims("https://id.globex.example"), &key)?;
     let bad_issuer = jsonwebtoken::encode(&header, &claims("https://evil.example"), &key)?;
     assert_eq!(negotiate(&server, "/globex/chat", Some(&good)).await?, 200);
-    assert_eq!(negotiate(&server, "/globex/chat", Some(&bad_issuer)).await?, 401);
+    assert_eq!(
+        negotiate(&server, "/globex/chat", Some(&bad_issuer)).await?,
+        401
+    );
     let hs_for_rs = jwt(ACME_SECRET, "gil", 300)?;
-    assert_eq!(negotiate(&server, "/globex/chat", Some(&hs_for_rs)).await?, 401, "algorithm is the key's");
+    assert_eq!(
+        negotiate(&server, "/globex/chat", Some(&hs_for_rs)).await?,
+        401,
+        "algorithm is the key's"
+    );
     let (mut gil, _) = RawClient::connect_as(server.addr, "/globex/caller", Some(&good)).await?;
-    assert_eq!(gil.invoke("1", "Caller", json!([])).await?["result"]["userId"], "gil");
+    assert_eq!(
+        gil.invoke("1", "Caller", json!([])).await?["result"]["userId"],
+        "gil"
+    );
     server.stop().await?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
@@ -133,19 +188,28 @@ async fn user_sends_reach_every_connection_of_the_user_on_every_node() -> anyhow
     let ann_token = jwt(ACME_SECRET, "ann", 300)?;
     let mut anns = Vec::new();
     for addr in [nodes[0].addr, nodes[0].addr, nodes[1].addr] {
-        anns.push(RawClient::connect_as(addr, "/acme/chat", Some(&ann_token)).await?.0);
+        anns.push(
+            RawClient::connect_as(addr, "/acme/chat", Some(&ann_token))
+                .await?
+                .0,
+        );
     }
     let bob_token = jwt(ACME_SECRET, "bob", 300)?;
     let (mut bob, _) = RawClient::connect_as(nodes[1].addr, "/acme/chat", Some(&bob_token)).await?;
-    let (mut bob2, _) = RawClient::connect_as(nodes[0].addr, "/acme/chat", Some(&bob_token)).await?;
-    let sent = bob.invoke("1", "SendToUser", json!(["ann", "bob", "hi ann"])).await?;
+    let (mut bob2, _) =
+        RawClient::connect_as(nodes[0].addr, "/acme/chat", Some(&bob_token)).await?;
+    let sent = bob
+        .invoke("1", "SendToUser", json!(["ann", "bob", "hi ann"]))
+        .await?;
     assert_eq!(sent.get("error"), None, "{sent}");
     for ann in &mut anns {
         let message = ann.next_where(|m| m["target"] == "ReceiveMessage").await?;
         assert_eq!(message["arguments"], json!(["bob", "hi ann"]));
     }
     // Then one to bob: bob2 sees it and nothing addressed to ann before it.
-    anns[0].invoke("2", "SendToUser", json!(["bob", "ann", "hi bob"])).await?;
+    anns[0]
+        .invoke("2", "SendToUser", json!(["bob", "ann", "hi bob"]))
+        .await?;
     let first = bob2.next_where(|m| m["target"] == "ReceiveMessage").await?;
     assert_eq!(first["arguments"], json!(["ann", "hi bob"]));
     for node in nodes {

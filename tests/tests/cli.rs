@@ -6,7 +6,11 @@ use hubhost_tests::{RawClient, TestServer, binary, config, guest};
 use serde_json::json;
 
 /// Run the CLI with `args` against `server`; (success, stdout, stderr).
-async fn cli(server: &TestServer, key: &str, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+async fn cli(
+    server: &TestServer,
+    key: &str,
+    args: &[&str],
+) -> anyhow::Result<(bool, String, String)> {
     let output = tokio::process::Command::new(binary())
         .args(args)
         .env("HUBHOST_SERVER", server.url(""))
@@ -38,23 +42,49 @@ async fn deploy_list_and_roll_back_from_the_command_line() -> anyhow::Result<()>
 
     let (ok, out, err) = cli(&server, OPERATOR_KEY, &["deploy", "acme/live", &path(&v2)]).await?;
     assert!(ok && out.contains("version 2"), "{out}{err}");
-    assert_eq!(client.invoke("1", "Version", json!([])).await?["result"], "v2");
+    assert_eq!(
+        client.invoke("1", "Version", json!([])).await?["result"],
+        "v2"
+    );
 
     let (ok, out, _) = cli(&server, OPERATOR_KEY, &["hubs", "list", "acme"]).await?;
     assert!(ok);
-    assert!(out.contains("acme/live\tactive v2\tversions [1, 2]\tthis node: store v2"), "{out}");
+    assert!(
+        out.contains("acme/live\tactive v2\tversions [1, 2]\tthis node: store v2"),
+        "{out}"
+    );
 
     let (ok, out, err) = cli(&server, OPERATOR_KEY, &["hubs", "rollback", "acme/live"]).await?;
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "acme/live: rolled back; version 1 active");
-    assert_eq!(client.invoke("2", "Version", json!([])).await?["result"], "v1", "same connection");
+    assert_eq!(
+        client.invoke("2", "Version", json!([])).await?["result"],
+        "v1",
+        "same connection"
+    );
 
     // Errors: the server's message and a failing exit status.
     let (ok, _, err) = cli(&server, OPERATOR_KEY, &["hubs", "rollback", "acme/live"]).await?;
-    assert!(!ok && err.contains("409 Conflict: No earlier version to roll back to."), "{err}");
-    let (ok, _, err) = cli(&server, "not-the-key-at-all-0000", &["hubs", "list", "acme"]).await?;
-    assert!(!ok && err.contains("401 Unauthorized: The admin key is not valid."), "{err}");
-    let (ok, _, err) = cli(&server, OPERATOR_KEY, &["deploy", "acme/live", &path(&guest("greedy"))]).await?;
+    assert!(
+        !ok && err.contains("409 Conflict: No earlier version to roll back to."),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        &server,
+        "not-the-key-at-all-0000",
+        &["hubs", "list", "acme"],
+    )
+    .await?;
+    assert!(
+        !ok && err.contains("401 Unauthorized: The admin key is not valid."),
+        "{err}"
+    );
+    let (ok, _, err) = cli(
+        &server,
+        OPERATOR_KEY,
+        &["deploy", "acme/live", &path(&guest("greedy"))],
+    )
+    .await?;
     assert!(!ok && err.contains("wasi:sockets"), "{err}");
     let (ok, _, err) = cli(&server, OPERATOR_KEY, &["deploy", "acme-live", &path(&v1)]).await?;
     assert!(!ok && err.contains("TENANT/HUB"), "{err}");

@@ -8,7 +8,8 @@ use hubhost::hubs::Source;
 use hubhost::lifetime::HubKey;
 use hubhost_tests::admin::{Admin, OPERATOR_KEY, wait_served};
 use hubhost_tests::{
-    PATIENCE, REDIS_URL, RawClient, TestServer, cluster_config, config, guest, temp_dir, unique_prefix, wait_until,
+    PATIENCE, REDIS_URL, RawClient, TestServer, cluster_config, config, guest, temp_dir,
+    unique_prefix, wait_until,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -30,7 +31,10 @@ const DONE: u64 = u64::MAX;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow::Result<()> {
     let prefix = unique_prefix("hotswap");
-    let nodes = [TestServer::start(node(&prefix)).await?, TestServer::start(node(&prefix)).await?];
+    let nodes = [
+        TestServer::start(node(&prefix)).await?,
+        TestServer::start(node(&prefix)).await?,
+    ];
     let (status, body) = Admin::new(nodes[0].addr, Some(OPERATOR_KEY))
         .upload("acme", "live", component("versioned_v1")?, "")
         .await?;
@@ -79,7 +83,9 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
             let mut answers = Vec::new();
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let reply = client.invoke(&seq.to_string(), "Tick", json!(["g", name, seq])).await?;
+                let reply = client
+                    .invoke(&seq.to_string(), "Tick", json!(["g", name, seq]))
+                    .await?;
                 let version = reply["result"].as_str().unwrap_or_default().to_owned();
                 anyhow::ensure!(!version.is_empty(), "tick {seq} failed: {reply}");
                 if version == "v2" {
@@ -89,7 +95,9 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
                 sent.fetch_add(1, Ordering::Relaxed);
                 seq += 1;
             }
-            client.invoke("done", "Tick", json!(["g", name, DONE])).await?;
+            client
+                .invoke("done", "Tick", json!(["g", name, DONE]))
+                .await?;
             anyhow::Ok((name, answers))
         }));
     }
@@ -109,9 +117,19 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
     for sender in senders {
         let (name, answers) = sender.await??;
         // Answers switch once from v1 to v2, on both nodes.
-        let switch = answers.iter().position(|v| v == "v2").unwrap_or(answers.len());
-        assert!(switch > 0 && switch < answers.len(), "{name}: {switch} of {}", answers.len());
-        assert!(answers[..switch].iter().all(|v| v == "v1") && answers[switch..].iter().all(|v| v == "v2"));
+        let switch = answers
+            .iter()
+            .position(|v| v == "v2")
+            .unwrap_or(answers.len());
+        assert!(
+            switch > 0 && switch < answers.len(),
+            "{name}: {switch} of {}",
+            answers.len()
+        );
+        assert!(
+            answers[..switch].iter().all(|v| v == "v1")
+                && answers[switch..].iter().all(|v| v == "v2")
+        );
         answers_by_sender.insert(name, answers);
     }
     for receiver in receivers {
@@ -122,13 +140,26 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
             let got: Vec<(u64, String)> = ticks
                 .iter()
                 .filter(|t| t[1] == name.as_str())
-                .map(|t| (t[2].as_u64().unwrap_or(u64::MAX), t[0].as_str().unwrap_or_default().to_owned()))
+                .map(|t| {
+                    (
+                        t[2].as_u64().unwrap_or(u64::MAX),
+                        t[0].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
                 .collect();
-            let expected: Vec<(u64, String)> = answers.iter().cloned().enumerate().map(|(i, v)| (i as u64, v)).collect();
+            let expected: Vec<(u64, String)> = answers
+                .iter()
+                .cloned()
+                .enumerate()
+                .map(|(i, v)| (i as u64, v))
+                .collect();
             assert_eq!(got.len(), expected.len(), "{name}: ticks lost or doubled");
             assert_eq!(got, expected, "{name}");
         }
     }
+    // Leave the shared Redis as found (but for the version counter).
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    assert_eq!(admin.delete("/tenants/acme/hubs/live").await?.0, 200);
     for node in nodes {
         node.stop().await?;
     }
@@ -142,18 +173,30 @@ async fn stored_hubs_come_back_after_restarts_and_reach_later_nodes() -> anyhow:
     let first = TestServer::start(node(&prefix)).await?;
     let admin = Admin::new(first.addr, Some(OPERATOR_KEY));
     for name in ["versioned_v1", "versioned_v2"] {
-        assert_eq!(admin.upload("acme", "live", component(name)?, "").await?.0, 201);
+        assert_eq!(
+            admin.upload("acme", "live", component(name)?, "").await?.0,
+            201
+        );
     }
     wait_served(&first.state, "acme", "live", 2).await?;
     let later = TestServer::start(node(&prefix)).await?;
     wait_served(&later.state, "acme", "live", 2).await?;
     let (mut client, _) = RawClient::connect(&later, "/acme/live").await?;
-    assert_eq!(client.invoke("1", "Version", json!([])).await?["result"], "v2");
+    assert_eq!(
+        client.invoke("1", "Version", json!([])).await?["result"],
+        "v2"
+    );
     first.stop().await?;
     let restarted = TestServer::start(node(&prefix)).await?;
     wait_served(&restarted.state, "acme", "live", 2).await?;
     // Clean up the shared Redis: a delete removes the hub's keys.
-    assert_eq!(Admin::new(restarted.addr, Some(OPERATOR_KEY)).delete("/tenants/acme/hubs/live").await?.0, 200);
+    assert_eq!(
+        Admin::new(restarted.addr, Some(OPERATOR_KEY))
+            .delete("/tenants/acme/hubs/live")
+            .await?
+            .0,
+        200
+    );
     let gone = HubKey::new("acme", "live")?;
     wait_until(PATIENCE, || later.state.deployer.served(&gone).is_none()).await?;
     later.stop().await?;
@@ -165,12 +208,21 @@ async fn stored_hubs_come_back_after_restarts_and_reach_later_nodes() -> anyhow:
     local.data_dir = Some(dir.clone());
     local.admin.operator_keys = vec![OPERATOR_KEY.into()];
     let alone = TestServer::start(local.clone()).await?;
-    assert_eq!(Admin::new(alone.addr, Some(OPERATOR_KEY)).upload("acme", "live", component("versioned_v2")?, "").await?.0, 201);
+    assert_eq!(
+        Admin::new(alone.addr, Some(OPERATOR_KEY))
+            .upload("acme", "live", component("versioned_v2")?, "")
+            .await?
+            .0,
+        201
+    );
     alone.stop().await?;
     let again = TestServer::start(local).await?;
     wait_served(&again.state, "acme", "live", 1).await?;
     let (mut client, _) = RawClient::connect(&again, "/acme/live").await?;
-    assert_eq!(client.invoke("1", "Version", json!([])).await?["result"], "v2");
+    assert_eq!(
+        client.invoke("1", "Version", json!([])).await?["result"],
+        "v2"
+    );
     again.stop().await?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())
@@ -186,9 +238,18 @@ async fn the_watch_directory_reloads_on_change() -> anyhow::Result<()> {
     config.watch_dir = Some(dir.clone());
     let server = TestServer::start(config).await?;
     let key = HubKey::new("acme", "live")?;
-    wait_until(PATIENCE, || matches!(server.state.deployer.served(&key), Some(Source::Watch { .. }))).await?;
+    wait_until(PATIENCE, || {
+        matches!(
+            server.state.deployer.served(&key),
+            Some(Source::Watch { .. })
+        )
+    })
+    .await?;
     let (mut client, _) = RawClient::connect(&server, "/acme/live").await?;
-    assert_eq!(client.invoke("1", "Version", json!([])).await?["result"], "v1");
+    assert_eq!(
+        client.invoke("1", "Version", json!([])).await?["result"],
+        "v1"
+    );
     // Written elsewhere and renamed into place, as a build would.
     let temp = dir.join("acme/live.tmp");
     std::fs::write(&temp, component("versioned_v2")?)?;
@@ -204,7 +265,13 @@ async fn the_watch_directory_reloads_on_change() -> anyhow::Result<()> {
     }
     std::fs::remove_file(&file)?;
     let close = client.next_where(|m| m["type"] == 7).await?;
-    assert!(close["error"].as_str().unwrap_or_default().contains("was deleted"), "{close}");
+    assert!(
+        close["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was deleted"),
+        "{close}"
+    );
     server.stop().await?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())

@@ -2,12 +2,12 @@
 //! and user names — names full of `:`, `*`, `?`, `[`, `]`, spaces, newlines,
 //! non-ASCII, and 1,000 characters long — never see each other's messages.
 
+use futures_util::StreamExt;
 use hubhost::auth::{AuthConfig, JwtConfig};
 use hubhost::config::{Config, HubConfig};
 use hubhost::tenants::TenantConfig;
 use hubhost_tests::{REDIS_URL, RawClient, TestServer, cluster_config, guest, jwt, unique_prefix};
 use serde_json::{Value, json};
-use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -18,8 +18,25 @@ const SECRETS: [(&str, &str); 2] = [
 
 fn names() -> Vec<String> {
     let mut names: Vec<String> = [
-        "room", ":", "a:b", "*", "room*", "?", "[", "]", "[a-z]*", "with space", " ", "line\nbreak",
-        "tab\there", "ünïcødé €", "日本語", "😀", "group:*:user", "all", "node",
+        "room",
+        ":",
+        "a:b",
+        "*",
+        "room*",
+        "?",
+        "[",
+        "]",
+        "[a-z]*",
+        "with space",
+        " ",
+        "line\nbreak",
+        "tab\there",
+        "ünïcødé €",
+        "日本語",
+        "😀",
+        "group:*:user",
+        "all",
+        "node",
     ]
     .map(str::to_owned)
     .into();
@@ -40,18 +57,31 @@ fn node_config(prefix: &str) -> Config {
             hs256_secret: Some(secret.into()),
             ..JwtConfig::default()
         });
-        config.tenants.insert(tenant.into(), TenantConfig { auth, ..TenantConfig::default() });
+        config.tenants.insert(
+            tenant.into(),
+            TenantConfig {
+                auth,
+                ..TenantConfig::default()
+            },
+        );
     }
     config
 }
 
 fn secret(tenant: &str) -> &'static str {
-    SECRETS.iter().find(|(t, _)| *t == tenant).map_or("", |(_, s)| s)
+    SECRETS
+        .iter()
+        .find(|(t, _)| *t == tenant)
+        .map_or("", |(_, s)| s)
 }
 
 async fn client(addr: SocketAddr, tenant: &str, user: &str) -> anyhow::Result<RawClient> {
     let token = jwt(secret(tenant), user, 300)?;
-    Ok(RawClient::connect_as(addr, &format!("/{tenant}/chat"), Some(&token)).await?.0)
+    Ok(
+        RawClient::connect_as(addr, &format!("/{tenant}/chat"), Some(&token))
+            .await?
+            .0,
+    )
 }
 
 /// The ReceiveMessage arguments among `messages`.
@@ -78,8 +108,11 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
         async move {
             let mut messages = pubsub.into_on_message();
             while let Some(message) = messages.next().await {
-                let payload: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap_or_default();
-                seen.lock().unwrap_or_else(|e| e.into_inner()).push((message.get_channel_name().to_owned(), payload));
+                let payload: Value =
+                    serde_json::from_slice(message.get_payload_bytes()).unwrap_or_default();
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((message.get_channel_name().to_owned(), payload));
             }
         }
     });
@@ -110,10 +143,22 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     for (n, (tenant, sender)) in senders.iter_mut().enumerate() {
         for (i, name) in names.iter().enumerate().filter(|(i, _)| i % 2 == n % 2) {
             let id = format!("g{i}");
-            let sent = sender.invoke(&id, "SendToGroup", json!([name, tenant, format!("group {i}")])).await?;
+            let sent = sender
+                .invoke(
+                    &id,
+                    "SendToGroup",
+                    json!([name, tenant, format!("group {i}")]),
+                )
+                .await?;
             assert_eq!(sent.get("error"), None, "{sent}");
             let id = format!("u{i}");
-            let sent = sender.invoke(&id, "SendToUser", json!([name, tenant, format!("user {i}")])).await?;
+            let sent = sender
+                .invoke(
+                    &id,
+                    "SendToUser",
+                    json!([name, tenant, format!("user {i}")]),
+                )
+                .await?;
             assert_eq!(sent.get("error"), None, "{sent}");
         }
     }
@@ -121,30 +166,52 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     // other node in order, so once a client has its tenant's markers from
     // both nodes, anything leaked to it would already have arrived.
     for (n, (tenant, sender)) in senders.iter_mut().enumerate() {
-        sender.invoke("end", "SendMessage", json!([tenant, format!("end {}", n % 2)])).await?;
+        sender
+            .invoke(
+                "end",
+                "SendMessage",
+                json!([tenant, format!("end {}", n % 2)]),
+            )
+            .await?;
     }
     let mut checked = 0;
     for (tenant, i, client) in members.iter_mut().chain(users.iter_mut()) {
         for end in ["end 0", "end 1"] {
             client
-                .next_where(|m| m["target"] == "ReceiveMessage" && m["arguments"] == json!([tenant, end]))
+                .next_where(|m| {
+                    m["target"] == "ReceiveMessage" && m["arguments"] == json!([tenant, end])
+                })
                 .await?;
         }
         let pending: Vec<Value> = client.pending().iter().cloned().collect();
         let got = received(&pending);
         let foreign: Vec<_> = got.iter().filter(|(from, _)| from != tenant).collect();
-        assert!(foreign.is_empty(), "{tenant} client {i} got another tenant's messages: {foreign:?}");
-        assert!(got.iter().all(|(_, text)| !text.starts_with("end")), "each end marker exactly once");
+        assert!(
+            foreign.is_empty(),
+            "{tenant} client {i} got another tenant's messages: {foreign:?}"
+        );
+        assert!(
+            got.iter().all(|(_, text)| !text.starts_with("end")),
+            "each end marker exactly once"
+        );
         checked += 1;
     }
     // And each got exactly its own message, once.
     for (tenant, i, client) in &mut members {
         let got = received(&client.pending().iter().cloned().collect::<Vec<_>>());
-        assert_eq!(got, vec![(tenant.to_string(), format!("group {i}"))], "{tenant} member {i}");
+        assert_eq!(
+            got,
+            vec![(tenant.to_string(), format!("group {i}"))],
+            "{tenant} member {i}"
+        );
     }
     for (tenant, i, client) in &mut users {
         let got = received(&client.pending().iter().cloned().collect::<Vec<_>>());
-        assert_eq!(got, vec![(tenant.to_string(), format!("user {i}"))], "{tenant} user {i}");
+        assert_eq!(
+            got,
+            vec![(tenant.to_string(), format!("user {i}"))],
+            "{tenant} user {i}"
+        );
     }
     assert_eq!(checked, 2 * 2 * names.len());
 
@@ -153,13 +220,22 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     // has all four it has everything before them.
     let ends = || {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.iter().filter(|(_, p)| p.to_string().contains("\"end ")).count()
+        seen.iter()
+            .filter(|(_, p)| p.to_string().contains("\"end "))
+            .count()
     };
     hubhost_tests::wait_until(hubhost_tests::PATIENCE, || ends() >= 4).await?;
     monitor.abort();
     let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    let sends: Vec<_> = seen.iter().filter(|(_, p)| p.get("send").is_some()).collect();
-    assert!(sends.len() >= 2 * names.len(), "cross-node sends seen: {}", sends.len());
+    let sends: Vec<_> = seen
+        .iter()
+        .filter(|(_, p)| p.get("send").is_some())
+        .collect();
+    assert!(
+        sends.len() >= 2 * names.len(),
+        "cross-node sends seen: {}",
+        sends.len()
+    );
     for (channel, payload) in sends {
         let tenant = payload["send"]["tenant"].as_str().unwrap_or_default();
         assert!(

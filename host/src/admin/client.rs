@@ -28,7 +28,12 @@ impl AdminClient {
     }
 
     fn hub_url(&self, key: &HubKey, rest: &str) -> String {
-        format!("{}/tenants/{}/hubs/{}{rest}", self.base, key.tenant(), key.hub())
+        format!(
+            "{}/tenants/{}/hubs/{}{rest}",
+            self.base,
+            key.tenant(),
+            key.hub()
+        )
     }
 
     /// Send and read the JSON answer; a non-2xx status is an error with the
@@ -49,14 +54,28 @@ impl AdminClient {
     }
 
     /// Upload `bytes` as a new version of `key`; active at once unless told not.
-    pub async fn upload(&self, key: &HubKey, bytes: Vec<u8>, activate: bool) -> anyhow::Result<Value> {
+    pub async fn upload(
+        &self,
+        key: &HubKey,
+        bytes: Vec<u8>,
+        activate: bool,
+    ) -> anyhow::Result<Value> {
         let url = self.hub_url(key, &format!("/versions?activate={activate}"));
-        self.send(self.http.post(url).header("content-type", "application/wasm").body(bytes))
-            .await
+        self.send(
+            self.http
+                .post(url)
+                .header("content-type", "application/wasm")
+                .body(bytes),
+        )
+        .await
     }
 
     pub async fn hubs(&self, tenant: &str) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}/tenants/{tenant}/hubs", self.base))).await
+        self.send(
+            self.http
+                .get(format!("{}/tenants/{tenant}/hubs", self.base)),
+        )
+        .await
     }
 
     pub async fn hub(&self, key: &HubKey) -> anyhow::Result<Value> {
@@ -65,11 +84,13 @@ impl AdminClient {
 
     pub async fn activate(&self, key: &HubKey, version: u64) -> anyhow::Result<Value> {
         let url = self.hub_url(key, "/activate");
-        self.send(self.http.post(url).json(&json!({ "version": version }))).await
+        self.send(self.http.post(url).json(&json!({ "version": version })))
+            .await
     }
 
     pub async fn rollback(&self, key: &HubKey) -> anyhow::Result<Value> {
-        self.send(self.http.post(self.hub_url(key, "/rollback"))).await
+        self.send(self.http.post(self.hub_url(key, "/rollback")))
+            .await
     }
 
     pub async fn delete(&self, key: &HubKey) -> anyhow::Result<Value> {

@@ -62,7 +62,9 @@ impl From<StoreError> for AdminError {
         match error {
             StoreError::NoSuchHub => Self::NotFound("No such hub.".to_owned()),
             StoreError::NoSuchVersion(v) => Self::NotFound(format!("No version {v} of this hub.")),
-            StoreError::NoEarlierVersion => Self::Conflict("No earlier version to roll back to.".to_owned()),
+            StoreError::NoEarlierVersion => {
+                Self::Conflict("No earlier version to roll back to.".to_owned())
+            }
             StoreError::Unavailable(detail) => {
                 tracing::error!(%detail, "admin request failed: hub store unavailable");
                 Self::Unavailable
@@ -79,9 +81,9 @@ impl From<DeployError> for AdminError {
             DeployError::Load(LoadError::Invalid(detail)) => {
                 Self::BadRequest(format!("Not a valid WebAssembly component: {detail}"))
             }
-            DeployError::Load(error @ (LoadError::ForbiddenImport(_) | LoadError::WrongWorld(_))) => {
-                Self::Unprocessable(capitalize(&error.to_string()))
-            }
+            DeployError::Load(
+                error @ (LoadError::ForbiddenImport(_) | LoadError::WrongWorld(_)),
+            ) => Self::Unprocessable(capitalize(&error.to_string())),
             DeployError::Load(error @ LoadError::Read { .. }) => {
                 tracing::error!(%error, "admin request failed");
                 Self::Internal

@@ -38,7 +38,11 @@ pub enum Principal {
 
 /// The principal of a request, checked against `tenant` when the route is
 /// about one (`None`: operator only).
-pub fn authorize(state: &AppState, headers: &HeaderMap, tenant: Option<&str>) -> Result<Principal, AdminError> {
+pub fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    tenant: Option<&str>,
+) -> Result<Principal, AdminError> {
     let key = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())

@@ -22,9 +22,15 @@ type Result<T> = std::result::Result<T, AdminError>;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/tenants", get(list_tenants))
-        .route("/tenants/{tenant}", get(get_tenant).put(put_tenant).delete(delete_tenant))
+        .route(
+            "/tenants/{tenant}",
+            get(get_tenant).put(put_tenant).delete(delete_tenant),
+        )
         .route("/tenants/{tenant}/hubs", get(list_hubs))
-        .route("/tenants/{tenant}/hubs/{hub}", get(get_hub).delete(delete_hub))
+        .route(
+            "/tenants/{tenant}/hubs/{hub}",
+            get(get_hub).delete(delete_hub),
+        )
         .route("/tenants/{tenant}/hubs/{hub}/versions", post(upload))
         .route("/tenants/{tenant}/hubs/{hub}/activate", post(activate))
         .route("/tenants/{tenant}/hubs/{hub}/rollback", post(rollback))
@@ -47,17 +53,27 @@ fn check_tenant_name(tenant: &str) -> Result<()> {
 
 fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| AdminError::BadRequest(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
-async fn list_tenants(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<Value>> {
+async fn list_tenants(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>> {
     authorize(&state, &headers, None)?;
     let table = state.deployer.tenants().current();
-    let mut tenants: Vec<Value> = table.named().map(|(name, t)| tenant_json(name, t)).collect();
+    let mut tenants: Vec<Value> = table
+        .named()
+        .map(|(name, t)| tenant_json(name, t))
+        .collect();
     tenants.sort_by(|a, b| a["tenant"].as_str().cmp(&b["tenant"].as_str()));
     Ok(Json(json!({ "tenants": tenants })))
 }
@@ -103,7 +119,8 @@ async fn put_tenant(
             "Tenant '{tenant}' is declared in the configuration file and cannot be changed here."
         )));
     }
-    if matches!(&config.auth, crate::auth::AuthConfig::Jwt(jwt) if jwt.rs256_public_key_file.is_some()) {
+    if matches!(&config.auth, crate::auth::AuthConfig::Jwt(jwt) if jwt.rs256_public_key_file.is_some())
+    {
         return Err(AdminError::BadRequest(
             "rs256_public_key_file is for the configuration file; send the PEM as rs256_public_key.".to_owned(),
         ));
@@ -111,13 +128,30 @@ async fn put_tenant(
     tenants
         .check(&tenant, &config)
         .map_err(|e| AdminError::BadRequest(format!("Invalid tenant: {e:#}")))?;
-    let existed = state.deployer.store().tenants().await?.contains_key(&tenant);
-    state.deployer.store().put_tenant(&tenant, &config.hashed()).await?;
+    let existed = state
+        .deployer
+        .store()
+        .tenants()
+        .await?
+        .contains_key(&tenant);
+    state
+        .deployer
+        .store()
+        .put_tenant(&tenant, &config.hashed())
+        .await?;
     state.deployer.sync_tenants().await?;
     state.deployer.announce_tenants();
     tracing::info!(tenant, "tenant stored");
-    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
-    Ok((status, Json(json!({ "tenant": tenant, "origin": Origin::Api })).into_response()).into_response())
+    let status = if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(json!({ "tenant": tenant, "origin": Origin::Api })).into_response(),
+    )
+        .into_response())
 }
 
 async fn delete_tenant(
@@ -141,7 +175,9 @@ async fn delete_tenant(
     state.deployer.sync_tenants().await?;
     state.deployer.announce_tenants();
     if !existed && deleted_hubs == 0 {
-        return Err(AdminError::NotFound(format!("No tenant '{tenant}' defined through the API.")));
+        return Err(AdminError::NotFound(format!(
+            "No tenant '{tenant}' defined through the API."
+        )));
     }
     tracing::info!(tenant, deleted_hubs, "tenant deleted");
     Ok(Json(json!({ "tenant": tenant, "deleted_hubs": deleted_hubs })).into_response())
@@ -214,11 +250,22 @@ async fn upload(
         None | Some("true") => true,
         Some("false") => false,
         Some(other) => {
-            return Err(AdminError::BadRequest(format!("activate must be true or false, not '{other}'.")));
+            return Err(AdminError::BadRequest(format!(
+                "activate must be true or false, not '{other}'."
+            )));
         }
     };
-    let limit = state.deployer.tenants().current().get(&tenant).max_component_bytes;
-    let too_large = || AdminError::TooLarge(format!("The component is over the tenant's limit of {limit} bytes."));
+    let limit = state
+        .deployer
+        .tenants()
+        .current()
+        .get(&tenant)
+        .max_component_bytes;
+    let too_large = || {
+        AdminError::TooLarge(format!(
+            "The component is over the tenant's limit of {limit} bytes."
+        ))
+    };
     let declared = headers
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -232,9 +279,14 @@ async fn upload(
         .await
         .map_err(|_| too_large())?;
     if bytes.is_empty() {
-        return Err(AdminError::BadRequest("The body must be a WebAssembly component.".to_owned()));
+        return Err(AdminError::BadRequest(
+            "The body must be a WebAssembly component.".to_owned(),
+        ));
     }
-    let info = state.deployer.upload(&key, bytes.to_vec(), activate).await?;
+    let info = state
+        .deployer
+        .upload(&key, bytes.to_vec(), activate)
+        .await?;
     let mut body = serde_json::to_value(&info).map_err(|_| AdminError::Internal)?;
     body["tenant"] = json!(key.tenant());
     body["hub"] = json!(key.hub());
@@ -258,7 +310,9 @@ async fn activate(
     authorize(&state, &headers, Some(&tenant))?;
     let Activate { version } = parse_json(&body)?;
     state.deployer.activate(&key, version).await?;
-    Ok(Json(json!({ "tenant": tenant, "hub": hub, "active": version })))
+    Ok(Json(
+        json!({ "tenant": tenant, "hub": hub, "active": version }),
+    ))
 }
 
 async fn rollback(
@@ -269,7 +323,9 @@ async fn rollback(
     let key = hub_key(&tenant, &hub)?;
     authorize(&state, &headers, Some(&tenant))?;
     let version = state.deployer.rollback(&key).await?;
-    Ok(Json(json!({ "tenant": tenant, "hub": hub, "active": version })))
+    Ok(Json(
+        json!({ "tenant": tenant, "hub": hub, "active": version }),
+    ))
 }
 
 async fn delete_hub(
@@ -280,10 +336,14 @@ async fn delete_hub(
     let key = hub_key(&tenant, &hub)?;
     let principal = authorize(&state, &headers, Some(&tenant))?;
     if !state.deployer.delete(&key).await? {
-        return Err(AdminError::NotFound(format!("No hub '{key}' in the store.")));
+        return Err(AdminError::NotFound(format!(
+            "No hub '{key}' in the store."
+        )));
     }
     tracing::info!(hub = %key, by = ?principal_name(&principal), "hub deleted");
-    Ok(Json(json!({ "tenant": tenant, "hub": hub, "deleted": true })))
+    Ok(Json(
+        json!({ "tenant": tenant, "hub": hub, "deleted": true }),
+    ))
 }
 
 fn principal_name(principal: &Principal) -> &str {

@@ -163,10 +163,18 @@ impl Deployer {
     }
 
     /// Check and store a new version of `key`; serve it at once if `activate`.
-    pub async fn upload(&self, key: &HubKey, bytes: Vec<u8>, activate: bool) -> Result<VersionInfo, DeployError> {
+    pub async fn upload(
+        &self,
+        key: &HubKey,
+        bytes: Vec<u8>,
+        activate: bool,
+    ) -> Result<VersionInfo, DeployError> {
         let limit = self.tenants.current().get(key.tenant()).max_component_bytes;
         if bytes.len() > limit {
-            return Err(DeployError::TooLarge { size: bytes.len(), limit });
+            return Err(DeployError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
         }
         let started = Instant::now();
         let bytes: Arc<[u8]> = bytes.into();
@@ -175,7 +183,12 @@ impl Deployer {
         let _guard = self.lock(key).await;
         let info = self.store.add_version(key, &bytes, activate).await?;
         if activate {
-            self.hubs.install(compiled, Source::Store { version: info.version });
+            self.hubs.install(
+                compiled,
+                Source::Store {
+                    version: info.version,
+                },
+            );
             self.announce(key);
         }
         tracing::info!(hub = %key, version = info.version, size = info.size, activate, compile_ms, "version uploaded");
@@ -223,7 +236,11 @@ impl Deployer {
     }
 
     async fn sync_locked(&self, key: &HubKey) -> Result<(), DeployError> {
-        let active = self.store.hub(key).await?.and_then(|record| record.active());
+        let active = self
+            .store
+            .hub(key)
+            .await?
+            .and_then(|record| record.active());
         let served = self.served(key);
         match (active, served) {
             (Some(version), Some(Source::Store { version: now })) if version == now => Ok(()),
@@ -238,12 +255,16 @@ impl Deployer {
             (None, Some(Source::Store { .. })) => {
                 match self.files.get(key) {
                     Some(path) => {
-                        let bytes = tokio::fs::read(path).await.map_err(|source| LoadError::Read {
-                            path: path.display().to_string(),
-                            source,
-                        })?;
+                        let bytes =
+                            tokio::fs::read(path)
+                                .await
+                                .map_err(|source| LoadError::Read {
+                                    path: path.display().to_string(),
+                                    source,
+                                })?;
                         let compiled = self.compile(key, bytes.into()).await?;
-                        self.hubs.install(compiled, Source::File { path: path.clone() });
+                        self.hubs
+                            .install(compiled, Source::File { path: path.clone() });
                         tracing::info!(hub = %key, path = %path.display(), "hub deleted from the store; serving the configured file again");
                     }
                     None => self.unserve(key),
@@ -260,7 +281,9 @@ impl Deployer {
             let closed = self.lifetime.close_hub(
                 key,
                 &CloseRequest {
-                    error: Some(format!("Connection closed with an error. Hub '{key}' was deleted.")),
+                    error: Some(format!(
+                        "Connection closed with an error. Hub '{key}' was deleted."
+                    )),
                     allow_reconnect: false,
                 },
             );
@@ -344,7 +367,11 @@ async fn sync_loop(deployer: std::sync::Weak<Deployer>, wake: Arc<Notify>, inter
                 Ok(()) => interval,
                 Err(error) => {
                     tracing::warn!("cannot compare hubs with the store: {error}");
-                    if this.is_synced() { interval } else { RETRY_INTERVAL }
+                    if this.is_synced() {
+                        interval
+                    } else {
+                        RETRY_INTERVAL
+                    }
                 }
             };
             next_full = tokio::time::Instant::now() + wait;

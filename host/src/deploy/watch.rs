@@ -58,7 +58,9 @@ pub async fn watch(deployer: Weak<Deployer>, dir: PathBuf) {
     let mut seen: HashMap<HubKey, Stamp> = HashMap::new();
     loop {
         let scan_dir = dir.clone();
-        let found = tokio::task::spawn_blocking(move || scan(&scan_dir)).await.unwrap_or_default();
+        let found = tokio::task::spawn_blocking(move || scan(&scan_dir))
+            .await
+            .unwrap_or_default();
         let Some(deployer) = deployer.upgrade() else {
             return;
         };
@@ -80,10 +82,14 @@ pub async fn watch(deployer: Weak<Deployer>, dir: PathBuf) {
             };
             match deployer.compile(key, bytes.into()).await {
                 Ok(version) => {
-                    deployer.hubs.install(version, Source::Watch { path: path.clone() });
+                    deployer
+                        .hubs
+                        .install(version, Source::Watch { path: path.clone() });
                     tracing::info!(hub = %key, path = %path.display(), "watched hub (re)loaded");
                 }
-                Err(error) => tracing::error!(hub = %key, path = %path.display(), "watched hub not loaded: {error}"),
+                Err(error) => {
+                    tracing::error!(hub = %key, path = %path.display(), "watched hub not loaded: {error}")
+                }
             }
         }
         seen.retain(|key, _| {

@@ -248,7 +248,10 @@ impl HubLifetimeManager {
         if connections.is_empty() {
             subscribed = subscribed
                 .and(self.backplane.subscribe(&self.channels.all(hub)))
-                .and(self.backplane.subscribe(&self.channels.hub_node(hub, self.node)));
+                .and(
+                    self.backplane
+                        .subscribe(&self.channels.hub_node(hub, self.node)),
+                );
         }
         if connections.insert(connection) == Interest::Gained
             && let Some(user) = user
@@ -279,7 +282,8 @@ impl HubLifetimeManager {
         if connections.is_empty() {
             hubs.remove(hub);
             self.backplane.unsubscribe(&self.channels.all(hub));
-            self.backplane.unsubscribe(&self.channels.hub_node(hub, self.node));
+            self.backplane
+                .unsubscribe(&self.channels.hub_node(hub, self.node));
         }
     }
 
@@ -383,7 +387,11 @@ impl HubLifetimeManager {
             Wire::Group(request) => self.on_group_request(request),
             Wire::GroupReply(reply) => self.on_group_reply(reply),
             Wire::Control(control) => {
-                let handler = self.control.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let handler = self
+                    .control
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 if let Some(handler) = handler {
                     handler(control);
                 }

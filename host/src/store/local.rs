@@ -41,8 +41,9 @@ impl LocalStore {
         let state = match dir {
             None => State::default(),
             Some(dir) => {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| anyhow::anyhow!("cannot create data directory {}: {e}", dir.display()))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    anyhow::anyhow!("cannot create data directory {}: {e}", dir.display())
+                })?;
                 let path = dir.join("state.json");
                 match std::fs::read(&path) {
                     Ok(bytes) => serde_json::from_slice(&bytes)
@@ -118,7 +119,10 @@ impl LocalStore {
 
     pub async fn activate(&self, key: &HubKey, version: u64) -> Result<(), StoreError> {
         let mut state = self.state.lock().await;
-        let record = state.hubs.get_mut(&hub_name(key)).ok_or(StoreError::NoSuchHub)?;
+        let record = state
+            .hubs
+            .get_mut(&hub_name(key))
+            .ok_or(StoreError::NoSuchHub)?;
         if !record.versions.iter().any(|v| v.version == version) {
             return Err(StoreError::NoSuchVersion(version));
         }
@@ -131,7 +135,10 @@ impl LocalStore {
 
     pub async fn rollback(&self, key: &HubKey) -> Result<u64, StoreError> {
         let mut state = self.state.lock().await;
-        let record = state.hubs.get_mut(&hub_name(key)).ok_or(StoreError::NoSuchHub)?;
+        let record = state
+            .hubs
+            .get_mut(&hub_name(key))
+            .ok_or(StoreError::NoSuchHub)?;
         if record.history.len() < 2 {
             return Err(StoreError::NoEarlierVersion);
         }
@@ -147,7 +154,11 @@ impl LocalStore {
 
     pub async fn hubs(&self) -> Result<Vec<HubKey>, StoreError> {
         let state = self.state.lock().await;
-        Ok(state.hubs.keys().filter_map(|name| parse_hub_name(name)).collect())
+        Ok(state
+            .hubs
+            .keys()
+            .filter_map(|name| parse_hub_name(name))
+            .collect())
     }
 
     pub async fn bytes(&self, key: &HubKey, version: u64) -> Result<Vec<u8>, StoreError> {
@@ -163,7 +174,9 @@ impl LocalStore {
         let path = Self::wasm_path(dir, key, version);
         match tokio::fs::read(&path).await {
             Ok(bytes) => Ok(bytes),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StoreError::NoSuchVersion(version)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NoSuchVersion(version))
+            }
             Err(e) => Err(io_error("cannot read", &path, e)),
         }
     }

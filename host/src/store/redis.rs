@@ -76,10 +76,13 @@ impl RedisStore {
             match slot.as_ref() {
                 Some(connection) => connection.clone(),
                 None => {
-                    let connection = tokio::time::timeout(TIMEOUT, self.client.get_multiplexed_async_connection())
-                        .await
-                        .map_err(|_| unavailable("timed out connecting to Redis"))?
-                        .map_err(unavailable)?;
+                    let connection = tokio::time::timeout(
+                        TIMEOUT,
+                        self.client.get_multiplexed_async_connection(),
+                    )
+                    .await
+                    .map_err(|_| unavailable("timed out connecting to Redis"))?
+                    .map_err(unavailable)?;
                     *slot = Some(connection.clone());
                     connection
                 }
@@ -97,7 +100,8 @@ impl RedisStore {
 
     async fn exists(&self, key: &HubKey) -> Result<bool, StoreError> {
         let (hubs, name) = (self.hubs_key(), hub_name(key));
-        self.run(|mut c| async move { c.sismember(hubs, name).await }).await
+        self.run(|mut c| async move { c.sismember(hubs, name).await })
+            .await
     }
 
     pub async fn add_version(
@@ -107,7 +111,9 @@ impl RedisStore {
         activate: bool,
     ) -> Result<VersionInfo, StoreError> {
         let seq = self.hub_key(key, "seq");
-        let version: u64 = self.run(|mut c| async move { c.incr(seq, 1u64).await }).await?;
+        let version: u64 = self
+            .run(|mut c| async move { c.incr(seq, 1u64).await })
+            .await?;
         let info = VersionInfo::new(version, bytes);
         let json = serde_json::to_string(&info).map_err(unavailable)?;
         let mut pipe = redis::pipe();
@@ -122,7 +128,8 @@ impl RedisStore {
             pipe.ltrim(&history, -(MAX_HISTORY as isize), -1).ignore();
         }
         pipe.sadd(self.hubs_key(), hub_name(key)).ignore();
-        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await?;
         Ok(info)
     }
 
@@ -131,14 +138,17 @@ impl RedisStore {
             return Err(StoreError::NoSuchHub);
         }
         let versions = self.hub_key(key, "versions");
-        let known: bool = self.run(|mut c| async move { c.hexists(versions, version).await }).await?;
+        let known: bool = self
+            .run(|mut c| async move { c.hexists(versions, version).await })
+            .await?;
         if !known {
             return Err(StoreError::NoSuchVersion(version));
         }
         let history = self.hub_key(key, "history");
         let active: Option<u64> = {
             let history = history.clone();
-            self.run(|mut c| async move { c.lindex(history, -1).await }).await?
+            self.run(|mut c| async move { c.lindex(history, -1).await })
+                .await?
         };
         if active != Some(version) {
             let mut pipe = redis::pipe();
@@ -147,7 +157,8 @@ impl RedisStore {
                 .ignore()
                 .ltrim(&history, -(MAX_HISTORY as isize), -1)
                 .ignore();
-            self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await }).await?;
+            self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+                .await?;
         }
         Ok(())
     }
@@ -158,7 +169,12 @@ impl RedisStore {
         }
         let history = self.hub_key(key, "history");
         let active: Option<u64> = self
-            .run(|mut c| async move { redis::Script::new(ROLLBACK).key(history).invoke_async(&mut c).await })
+            .run(|mut c| async move {
+                redis::Script::new(ROLLBACK)
+                    .key(history)
+                    .invoke_async(&mut c)
+                    .await
+            })
             .await?;
         active.ok_or(StoreError::NoEarlierVersion)
     }
@@ -193,8 +209,13 @@ impl RedisStore {
 
     pub async fn hubs(&self) -> Result<Vec<HubKey>, StoreError> {
         let hubs = self.hubs_key();
-        let names: Vec<String> = self.run(|mut c| async move { c.smembers(hubs).await }).await?;
-        Ok(names.iter().filter_map(|name| parse_hub_name(name)).collect())
+        let names: Vec<String> = self
+            .run(|mut c| async move { c.smembers(hubs).await })
+            .await?;
+        Ok(names
+            .iter()
+            .filter_map(|name| parse_hub_name(name))
+            .collect())
     }
 
     pub async fn bytes(&self, key: &HubKey, version: u64) -> Result<Vec<u8>, StoreError> {
@@ -205,21 +226,31 @@ impl RedisStore {
 
     pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
         let (hubs, name) = (self.hubs_key(), hub_name(key));
-        let removed: u64 = self.run(|mut c| async move { c.srem(hubs, name).await }).await?;
+        let removed: u64 = self
+            .run(|mut c| async move { c.srem(hubs, name).await })
+            .await?;
         let versions = self.hub_key(key, "versions");
         let numbers: Vec<u64> = {
             let versions = versions.clone();
-            self.run(|mut c| async move { c.hkeys(versions).await }).await?
+            self.run(|mut c| async move { c.hkeys(versions).await })
+                .await?
         };
         let mut doomed = vec![versions, self.hub_key(key, "history")];
-        doomed.extend(numbers.iter().map(|n| self.hub_key(key, &format!("wasm:{n}"))));
-        self.run(|mut c| async move { c.del::<_, ()>(doomed).await }).await?;
+        doomed.extend(
+            numbers
+                .iter()
+                .map(|n| self.hub_key(key, &format!("wasm:{n}"))),
+        );
+        self.run(|mut c| async move { c.del::<_, ()>(doomed).await })
+            .await?;
         Ok(removed > 0)
     }
 
     pub async fn tenants(&self) -> Result<HashMap<String, TenantConfig>, StoreError> {
         let key = self.tenants_key();
-        let stored: HashMap<String, String> = self.run(|mut c| async move { c.hgetall(key).await }).await?;
+        let stored: HashMap<String, String> = self
+            .run(|mut c| async move { c.hgetall(key).await })
+            .await?;
         Ok(stored
             .into_iter()
             .filter_map(|(name, json)| match serde_json::from_str(&json) {
@@ -235,12 +266,15 @@ impl RedisStore {
     pub async fn put_tenant(&self, name: &str, config: &TenantConfig) -> Result<(), StoreError> {
         let json = serde_json::to_string(config).map_err(unavailable)?;
         let (key, name) = (self.tenants_key(), name.to_owned());
-        self.run(|mut c| async move { c.hset::<_, _, _, ()>(key, name, json).await }).await
+        self.run(|mut c| async move { c.hset::<_, _, _, ()>(key, name, json).await })
+            .await
     }
 
     pub async fn delete_tenant(&self, name: &str) -> Result<bool, StoreError> {
         let (key, name) = (self.tenants_key(), name.to_owned());
-        let removed: u64 = self.run(|mut c| async move { c.hdel(key, name).await }).await?;
+        let removed: u64 = self
+            .run(|mut c| async move { c.hdel(key, name).await })
+            .await?;
         Ok(removed > 0)
     }
 }

@@ -19,8 +19,8 @@ use crate::hubs::HubSlot;
 use crate::lifetime::HubKey;
 use crate::server::AppState;
 use axum::http::{HeaderMap, StatusCode, header};
-use std::collections::HashMap;
 use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A request named a hub this node does not serve.
@@ -53,14 +53,20 @@ fn authenticate(
     query: &HashMap<String, String>,
 ) -> Result<Identity, Response> {
     let table = state.deployer.tenants().current();
-    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    table.get(tenant).auth.authenticate(authorization, query).map_err(|error| {
-        tracing::info!(tenant, %error, "client not authenticated");
-        (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "Unauthorized",
-        )
-            .into_response()
-    })
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    table
+        .get(tenant)
+        .auth
+        .authenticate(authorization, query)
+        .map_err(|error| {
+            tracing::info!(tenant, %error, "client not authenticated");
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "Unauthorized",
+            )
+                .into_response()
+        })
 }

@@ -1,7 +1,7 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]`: the WebSocket transport.
 
-use super::{authenticate, find_hub};
 use super::tokens::{Claim, Tokens};
+use super::{authenticate, find_hub};
 use crate::connection::{ConnectionContext, serve};
 use crate::runtime::CallerInfo;
 use crate::server::AppState;

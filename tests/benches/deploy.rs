@@ -1,0 +1,62 @@
+//! Upload to serving everywhere: the time from `POST …/versions` on one node
+//! until every node of a three-node cluster serves the new version, for the
+//! Rust chat hub (~140 KB) and the Python (~18 MB) and JavaScript (~12 MB)
+//! ones. Each node compiles on its own (no shared artifact cache), as on a
+//! fresh fleet. Uses a redis-server of its own on a free port.
+
+use hubhost::hubs::Source;
+use hubhost::lifetime::HubKey;
+use hubhost_tests::admin::{Admin, OPERATOR_KEY};
+use hubhost_tests::redis_server::{RedisServer, free_port};
+use hubhost_tests::{TestServer, cluster_config, guest, wait_until};
+use std::time::{Duration, Instant};
+
+const NODES: usize = 3;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let redis = RedisServer::start(free_port()?).await?;
+    let mut nodes = Vec::new();
+    for _ in 0..NODES {
+        let mut config = cluster_config(&redis.url(), "bench-deploy");
+        config.admin.operator_keys = vec![OPERATOR_KEY.into()];
+        nodes.push(TestServer::start(config).await?);
+    }
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    println!("upload → serving on every node of {NODES} (each node compiles; release build)");
+    println!(
+        "{:<8} {:>10} {:>14} {:>18}",
+        "hub", "size KB", "upload ms", "all nodes ms"
+    );
+    for (name, file) in [
+        ("rust", "chat"),
+        ("python", "chat-python"),
+        ("js", "chat-js"),
+    ] {
+        let bytes = std::fs::read(guest(file))?;
+        let size = bytes.len();
+        let key = HubKey::new("bench", name)?;
+        let started = Instant::now();
+        let (status, body) = admin.upload("bench", name, bytes, "").await?;
+        anyhow::ensure!(status == 201, "upload failed: {body}");
+        let uploaded = started.elapsed();
+        let version = body["version"].as_u64().unwrap_or(0);
+        let everywhere = || {
+            nodes
+                .iter()
+                .all(|n| n.state.deployer.served(&key) == Some(Source::Store { version }))
+        };
+        wait_until(Duration::from_secs(120), everywhere).await?;
+        println!(
+            "{name:<8} {:>10} {:>14} {:>18}",
+            size / 1024,
+            uploaded.as_millis(),
+            started.elapsed().as_millis()
+        );
+    }
+    for node in nodes {
+        node.stop().await?;
+    }
+    redis.kill().await?;
+    Ok(())
+}

@@ -306,6 +306,7 @@ impl Config {
             max_buffer_bytes: b.max_buffer_bytes,
             max_buffer_age: Duration::from_millis(b.max_buffer_age_ms),
             resubscribe_grace: Duration::from_millis(b.resubscribe_grace_ms),
+            ..RedisSettings::new(url.clone())
         });
         let lifetime = LifetimeConfig {
             group_timeout: Duration::from_millis(b.group_timeout_ms),

@@ -37,7 +37,6 @@ const MAX_BATCH_BYTES: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often an idle subscriber connection is checked with a PING.
-const SUBSCRIBER_PING: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
@@ -53,6 +52,9 @@ pub struct RedisSettings {
     /// After Redis returns, how long to hold buffered messages so that other
     /// nodes (which reconnect within the backoff maximum) have resubscribed.
     pub resubscribe_grace: Duration,
+    /// How often the subscriber connection is pinged, to notice a Redis that
+    /// went away without closing it.
+    pub subscriber_ping: Duration,
 }
 
 impl RedisSettings {
@@ -62,6 +64,7 @@ impl RedisSettings {
             max_buffer_bytes: 16 << 20,
             max_buffer_age: Duration::from_secs(30),
             resubscribe_grace: Duration::from_secs(1),
+            subscriber_ping: Duration::from_secs(5),
         }
     }
 }
@@ -129,7 +132,7 @@ impl RedisBackplane {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
         let tasks = vec![
             tokio::spawn(publisher(client.clone(), shared.clone(), settings.clone())),
-            tokio::spawn(subscriber(client, shared.clone(), command_rx, incoming_tx)),
+            tokio::spawn(subscriber(client, shared.clone(), command_rx, incoming_tx, settings.clone())),
         ];
         Ok(Self {
             shared,
@@ -366,6 +369,7 @@ async fn subscriber(
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     incoming: mpsc::Sender<Delivery>,
+    settings: RedisSettings,
 ) {
     let mut wanted: HashSet<String> = HashSet::new();
     // Acks of subscriptions asked for while disconnected.
@@ -405,7 +409,7 @@ async fn subscriber(
         reported = false;
         shared.subscriber_up.store(true, Ordering::Relaxed);
         tracing::info!(channels = wanted.len(), "redis backplane: subscribed");
-        let mut ping = tokio::time::interval(SUBSCRIBER_PING);
+        let mut ping = tokio::time::interval(settings.subscriber_ping);
         ping.tick().await;
         loop {
             tokio::select! {
@@ -441,7 +445,10 @@ async fn subscriber(
                     }
                 }
                 _ = ping.tick() => {
-                    if timeout(COMMAND_TIMEOUT, sink.ping::<String>()).await.map_or(true, |r| r.is_err()) {
+                    // In subscribed mode Redis answers PING with an array
+                    // (["pong", ""]), not a string: read any value, or every
+                    // ping would drop the connection (and what it carries).
+                    if timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await.map_or(true, |r| r.is_err()) {
                         break;
                     }
                 }

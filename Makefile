@@ -13,7 +13,7 @@ LISTEN ?= 127.0.0.1:5000
 # The development operator key of `make run`; set your own for anything else.
 ADMIN_KEY ?= dev-operator-key-0123456789
 
-.PHONY: setup guests build run test bench clean
+.PHONY: setup guests build run test bench compare clean
 
 setup:
 	rustup target add wasm32-wasip2
@@ -60,6 +60,15 @@ bench: setup guests
 	cargo bench -p hubhost-tests --bench fanout
 	cargo bench -p hubhost-tests --bench isolation
 	cargo bench -p hubhost-tests --bench deploy
+
+# hubhost against Socket.IO 4 (Redis adapter) and a bare Rust relay over Redis:
+# two nodes each, one load tool, one table with the ratios (needs Redis on 6379).
+compare: setup guests
+	npm ci --prefix tests/load/socketio --no-audit --no-fund
+	cargo build --release -p hubhost -p hubhost-load
+	$(TARGET_DIR)/release/hubhost-load compare --hubhost $(TARGET_DIR)/release/hubhost \
+		--guest $(GUESTS)/chat.wasm --cache-dir $(CACHE)-release \
+		--relay $(TARGET_DIR)/release/hubhost-relay --socketio tests/load/socketio
 
 clean:
 	cargo clean

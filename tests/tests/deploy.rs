@@ -72,12 +72,12 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
 
     // One sender per node, ticking as fast as calls complete.
     let stop = Arc::new(AtomicBool::new(false));
-    let v2_answers = Arc::new(AtomicU64::new(0));
+    let v2_answers: Vec<Arc<AtomicU64>> = nodes.iter().map(|_| Arc::default()).collect();
     let sent = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     for (n, node) in nodes.iter().enumerate() {
         let (mut client, _) = RawClient::connect(node, "/acme/live").await?;
-        let (stop, v2_answers, sent) = (stop.clone(), v2_answers.clone(), sent.clone());
+        let (stop, v2_answers, sent) = (stop.clone(), v2_answers[n].clone(), sent.clone());
         senders.push(tokio::spawn(async move {
             let name = format!("sender-{n}");
             let mut answers = Vec::new();
@@ -110,7 +110,13 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
     for node in &nodes {
         wait_served(&node.state, "acme", "live", 2).await?;
     }
-    wait_until(PATIENCE, || v2_answers.load(Ordering::Relaxed) >= 100).await?;
+    // Both senders keep going well past their node's switch.
+    wait_until(PATIENCE, || {
+        v2_answers
+            .iter()
+            .all(|count| count.load(Ordering::Relaxed) >= 100)
+    })
+    .await?;
     stop.store(true, Ordering::Relaxed);
 
     let mut answers_by_sender = std::collections::HashMap::new();
@@ -153,7 +159,13 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
                 .enumerate()
                 .map(|(i, v)| (i as u64, v))
                 .collect();
-            assert_eq!(got.len(), expected.len(), "{name}: ticks lost or doubled");
+            let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
+            let stats: Vec<_> = nodes.iter().map(|n| n.state.lifetime.backplane().stats()).collect();
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "{name}: ticks lost or doubled; missing {missing:?}; backplanes {stats:?}"
+            );
             assert_eq!(got, expected, "{name}");
         }
     }

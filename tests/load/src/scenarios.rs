@@ -1,0 +1,322 @@
+//! The three loads: broadcast fan-out at a given rate, echo round trips,
+//! and idle connections (memory per connection from the server's RSS).
+
+use crate::client::{Incoming, Proto, Writer, connect};
+use futures_util::StreamExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// How many connections are opened at once.
+const CONNECT_CONCURRENCY: usize = 64;
+
+/// The clock every timestamp in a payload is read from.
+fn micros() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<u64>) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: samples[samples.len() - 1],
+        }
+    }
+}
+
+/// Open `count` connections spread over `urls`, `CONNECT_CONCURRENCY` at a time.
+async fn open_many(
+    proto: Proto,
+    urls: &[String],
+    count: usize,
+) -> anyhow::Result<Vec<(Writer, crate::client::Reader)>> {
+    let urls = urls.to_vec();
+    let connections: Vec<_> = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let url = urls[i % urls.len()].clone();
+            async move { connect(proto, &url).await }
+        })
+        .buffer_unordered(CONNECT_CONCURRENCY)
+        .collect()
+        .await;
+    connections.into_iter().collect()
+}
+
+/// What every receiver of a fan-out shares.
+#[derive(Default)]
+struct Tally {
+    /// The step whose messages count; others are late arrivals.
+    step: AtomicU64,
+    delivered: AtomicU64,
+    closed: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+}
+
+/// Receivers and senders, connected once and driven step after step.
+pub struct Fleet {
+    pub connect_ms: u64,
+    pub receivers: usize,
+    senders: Vec<Writer>,
+    tally: Arc<Tally>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// One fan-out step.
+#[derive(Debug, Clone, Copy)]
+pub struct FanoutResult {
+    pub rate: u64,
+    pub sent: u64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub deliveries_per_sec: f64,
+    pub latency: Latency,
+    pub closed: u64,
+}
+
+impl FanoutResult {
+    /// Nothing lost, no client closed, p99 within `p99_ms`.
+    pub fn passes(&self, p99_ms: u64) -> bool {
+        self.lost == 0 && self.closed == 0 && self.sent > 0 && self.latency.p99 <= p99_ms * 1000
+    }
+}
+
+impl Fleet {
+    pub async fn connect(proto: Proto, urls: &[String], receivers: usize, senders: usize) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let tally = Arc::new(Tally::default());
+        let mut tasks = Vec::new();
+        for (_, mut reader) in open_many(proto, urls, receivers).await? {
+            let tally = tally.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(events) = reader.next().await {
+                    for event in events {
+                        match event {
+                            Incoming::Broadcast(text) => count(&tally, &text),
+                            Incoming::Closed(_) => {
+                                tally.closed.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                            Incoming::Reply(_) => {}
+                        }
+                    }
+                }
+                tally.closed.fetch_add(1, Ordering::Relaxed);
+            }));
+        }
+        let mut writers = Vec::new();
+        for (writer, mut reader) in open_many(proto, urls, senders).await? {
+            // Senders get the broadcasts too; read and drop them.
+            tasks.push(tokio::spawn(async move { while reader.next().await.is_some() {} }));
+            writers.push(writer);
+        }
+        Ok(Self {
+            connect_ms: started.elapsed().as_millis() as u64,
+            receivers,
+            senders: writers,
+            tally,
+            tasks,
+        })
+    }
+
+    /// Broadcast `rate` messages a second in total, of `size` bytes, for
+    /// `duration`; then wait for the stragglers.
+    pub async fn step(&self, step: u64, rate: u64, size: usize, duration: Duration) -> FanoutResult {
+        self.tally.step.store(step, Ordering::SeqCst);
+        self.tally.delivered.store(0, Ordering::SeqCst);
+        self.tally.latencies.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let closed_before = self.tally.closed.load(Ordering::SeqCst);
+        let sent = Arc::new(AtomicU64::new(0));
+        let per_sender = rate as f64 / self.senders.len() as f64;
+        let started = Instant::now();
+        let mut senders = Vec::new();
+        for (n, writer) in self.senders.iter().enumerate() {
+            let (writer, sent) = (writer.clone(), sent.clone());
+            senders.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sender));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let total = (per_sender * duration.as_secs_f64()).round() as u64;
+                for seq in 0..total {
+                    tick.tick().await;
+                    let head = format!("{step}:{}:", micros());
+                    let text = format!("{head}{}", "x".repeat(size.saturating_sub(head.len())));
+                    if writer.send_message(&format!("sender-{n}"), &text).await.is_err() {
+                        return;
+                    }
+                    let _ = seq;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for sender in senders {
+            let _ = sender.await;
+        }
+        let sent = sent.load(Ordering::SeqCst);
+        let expected = sent * self.receivers as u64;
+        // Stragglers: until all arrived, or no progress for 2 s (at most 15 s).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let (mut last, mut last_change) = (0, Instant::now());
+        loop {
+            let delivered = self.tally.delivered.load(Ordering::SeqCst);
+            if delivered >= expected || Instant::now() > deadline {
+                break;
+            }
+            if delivered != last {
+                (last, last_change) = (delivered, Instant::now());
+            } else if last_change.elapsed() > Duration::from_secs(2) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let delivered = self.tally.delivered.load(Ordering::SeqCst);
+        let latencies = std::mem::take(&mut *self.tally.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        FanoutResult {
+            rate,
+            sent,
+            expected,
+            delivered,
+            lost: expected.saturating_sub(delivered),
+            deliveries_per_sec: delivered as f64 / elapsed,
+            latency: Latency::of(latencies),
+            closed: self.tally.closed.load(Ordering::SeqCst) - closed_before,
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Count a broadcast of the current step and its latency.
+fn count(tally: &Tally, text: &str) {
+    let mut parts = text.splitn(3, ':');
+    let (Some(step), Some(sent)) = (parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(step), Ok(sent)) = (step.parse::<u64>(), sent.parse::<u64>()) else {
+        return;
+    };
+    if step != tally.step.load(Ordering::Relaxed) {
+        return;
+    }
+    let latency = micros().saturating_sub(sent);
+    tally.delivered.fetch_add(1, Ordering::Relaxed);
+    tally.latencies.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+}
+
+/// Echo round trips: invocations per second and their latency.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoResult {
+    pub calls: u64,
+    pub per_sec: f64,
+    pub latency: Latency,
+}
+
+/// `clients` connections each calling `Echo` back to back for `duration`.
+pub async fn echo(proto: Proto, urls: &[String], clients: usize, duration: Duration) -> anyhow::Result<EchoResult> {
+    let connections = open_many(proto, urls, clients).await?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for (writer, mut reader) in connections {
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut id = 0u64;
+            while tokio::time::Instant::now() < deadline {
+                id += 1;
+                let sent = Instant::now();
+                writer.echo(id, "hello").await?;
+                loop {
+                    let events = reader.next().await.ok_or_else(|| anyhow::anyhow!("connection closed"))?;
+                    if events.iter().any(|e| matches!(e, Incoming::Closed(_))) {
+                        anyhow::bail!("connection closed");
+                    }
+                    if events.contains(&Incoming::Reply(id)) {
+                        break;
+                    }
+                }
+                samples.push(sent.elapsed().as_micros() as u64);
+            }
+            anyhow::Ok(samples)
+        }));
+    }
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(EchoResult {
+        calls: samples.len() as u64,
+        per_sec: samples.len() as f64 / elapsed,
+        latency: Latency::of(samples),
+    })
+}
+
+/// Resident memory of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
+    Ok(line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Idle connections: KiB of the server process's RSS per connection.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleResult {
+    pub connections: usize,
+    pub before_kib: u64,
+    pub after_kib: u64,
+    pub kib_per_connection: f64,
+    pub connect_ms: u64,
+}
+
+/// Open `count` idle connections to `url`, served by process `pid`.
+pub async fn idle(proto: Proto, url: &str, pid: u32, count: usize) -> anyhow::Result<IdleResult> {
+    let before_kib = rss_kib(pid)?;
+    let started = Instant::now();
+    let connections = open_many(proto, &[url.to_owned()], count).await?;
+    let connect_ms = started.elapsed().as_millis() as u64;
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for (writer, mut reader) in connections {
+        readers.push(tokio::spawn(async move { while reader.next().await.is_some() {} }));
+        writers.push(writer);
+    }
+    let after_kib = rss_kib(pid)?;
+    for reader in readers {
+        reader.abort();
+    }
+    drop(writers);
+    Ok(IdleResult {
+        connections: count,
+        before_kib,
+        after_kib,
+        kib_per_connection: after_kib.saturating_sub(before_kib) as f64 / count as f64,
+        connect_ms,
+    })
+}

@@ -69,7 +69,10 @@ async fn open(proto: Proto, base: &str) -> anyhow::Result<(Writer, Reader)> {
         Proto::Signalr => ws_base,
         Proto::Socketio => format!("{}/socket.io/?EIO=4&transport=websocket", ws_base.trim_end_matches('/')),
     };
-    let (ws, _) = tokio_tungstenite::connect_async(&url)
+    // The load tool holds thousands of sockets: small read buffers.
+    let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    config.read_buffer_size = 4 * 1024;
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(config), true)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;
     if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {

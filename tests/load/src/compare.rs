@@ -41,7 +41,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Broadcast rates tried, in messages per second, lowest first.
-    #[arg(long, value_delimiter = ',', default_value = "25,50,75,100,150,200,250,300,400,500,600,800")]
+    #[arg(long, value_delimiter = ',', default_value = "2,5,10,25,50,75,100,125,150,200,250,300,400,500,600,800")]
     rates: Vec<u64>,
     #[arg(long, default_value_t = 3)]
     step_secs: u64,

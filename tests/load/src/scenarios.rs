@@ -67,7 +67,8 @@ struct Tally {
     step: AtomicU64,
     delivered: AtomicU64,
     closed: AtomicU64,
-    latencies: Mutex<Vec<u64>>,
+    /// One list per receiver, so receivers never contend for a lock.
+    latencies: Vec<Arc<Mutex<Vec<u64>>>>,
 }
 
 /// Receivers and senders, connected once and driven step after step.
@@ -102,15 +103,20 @@ impl FanoutResult {
 impl Fleet {
     pub async fn connect(proto: Proto, urls: &[String], receivers: usize, senders: usize) -> anyhow::Result<Self> {
         let started = Instant::now();
-        let tally = Arc::new(Tally::default());
+        let connections = open_many(proto, urls, receivers).await?;
+        let tally = Arc::new(Tally {
+            latencies: (0..connections.len()).map(|_| Arc::default()).collect(),
+            ..Tally::default()
+        });
         let mut tasks = Vec::new();
-        for (_, mut reader) in open_many(proto, urls, receivers).await? {
+        for (i, (_, mut reader)) in connections.into_iter().enumerate() {
             let tally = tally.clone();
             tasks.push(tokio::spawn(async move {
+                let latencies = tally.latencies[i].clone();
                 while let Some(events) = reader.next().await {
                     for event in events {
                         match event {
-                            Incoming::Broadcast(text) => count(&tally, &text),
+                            Incoming::Broadcast(text) => count(&tally, &latencies, &text),
                             Incoming::Closed(_) => {
                                 tally.closed.fetch_add(1, Ordering::Relaxed);
                                 return;
@@ -142,16 +148,22 @@ impl Fleet {
     pub async fn step(&self, step: u64, rate: u64, size: usize, duration: Duration) -> FanoutResult {
         self.tally.step.store(step, Ordering::SeqCst);
         self.tally.delivered.store(0, Ordering::SeqCst);
-        self.tally.latencies.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        for list in &self.tally.latencies {
+            list.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        }
         let closed_before = self.tally.closed.load(Ordering::SeqCst);
         let sent = Arc::new(AtomicU64::new(0));
         let per_sender = rate as f64 / self.senders.len() as f64;
         let started = Instant::now();
         let mut senders = Vec::new();
+        let count = self.senders.len();
         for (n, writer) in self.senders.iter().enumerate() {
             let (writer, sent) = (writer.clone(), sent.clone());
             senders.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_sender));
+                // Senders take turns, evenly spaced: a steady rate, not bursts.
+                let period = Duration::from_secs_f64(1.0 / per_sender);
+                let offset = period.mul_f64(n as f64 / count as f64);
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let total = (per_sender * duration.as_secs_f64()).round() as u64;
                 for seq in 0..total {
@@ -188,7 +200,12 @@ impl Fleet {
         }
         let elapsed = started.elapsed().as_secs_f64();
         let delivered = self.tally.delivered.load(Ordering::SeqCst);
-        let latencies = std::mem::take(&mut *self.tally.latencies.lock().unwrap_or_else(|e| e.into_inner()));
+        let latencies: Vec<u64> = self
+            .tally
+            .latencies
+            .iter()
+            .flat_map(|list| std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect();
         FanoutResult {
             rate,
             sent,
@@ -211,7 +228,7 @@ impl Drop for Fleet {
 }
 
 /// Count a broadcast of the current step and its latency.
-fn count(tally: &Tally, text: &str) {
+fn count(tally: &Tally, latencies: &Mutex<Vec<u64>>, text: &str) {
     let mut parts = text.splitn(3, ':');
     let (Some(step), Some(sent)) = (parts.next(), parts.next()) else {
         return;
@@ -224,7 +241,7 @@ fn count(tally: &Tally, text: &str) {
     }
     let latency = micros().saturating_sub(sent);
     tally.delivered.fetch_add(1, Ordering::Relaxed);
-    tally.latencies.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+    latencies.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
 }
 
 /// Echo round trips: invocations per second and their latency.

@@ -68,7 +68,10 @@ async fn serve(
     mut fanout: broadcast::Receiver<Utf8Bytes>,
     channel: String,
 ) -> anyhow::Result<()> {
-    let ws = tokio_tungstenite::accept_async(stream).await?;
+    // Small read buffers, as hubhost's: a fair memory comparison.
+    let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
+    config.read_buffer_size = 4 * 1024;
+    let ws = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await?;
     let (mut sink, mut stream) = ws.split();
     // The handshake: whatever protocol is asked for, JSON is answered.
     loop {

@@ -20,6 +20,7 @@ setup:
 	npm ci --prefix tests --no-audit --no-fund
 	npm ci --prefix examples/demo --no-audit --no-fund
 	npm ci --prefix examples/chat-js --no-audit --no-fund
+	npm ci --prefix tests/load/socketio --no-audit --no-fund
 
 # Hub components: the Rust examples and the misbehaving test hubs, and the chat
 # hub in Python and in JavaScript.
@@ -64,7 +65,6 @@ bench: setup guests
 # hubhost against Socket.IO 4 (Redis adapter) and a bare Rust relay over Redis:
 # two nodes each, one load tool, one table with the ratios (needs Redis on 6379).
 compare: setup guests
-	npm ci --prefix tests/load/socketio --no-audit --no-fund
 	cargo build --release -p hubhost -p hubhost-load
 	$(TARGET_DIR)/release/hubhost-load compare --hubhost $(TARGET_DIR)/release/hubhost \
 		--guest $(GUESTS)/chat.wasm --cache-dir $(CACHE)-release \

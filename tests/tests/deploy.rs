@@ -160,7 +160,10 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
                 .map(|(i, v)| (i as u64, v))
                 .collect();
             let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
-            let stats: Vec<_> = nodes.iter().map(|n| n.state.lifetime.backplane().stats()).collect();
+            let stats: Vec<_> = nodes
+                .iter()
+                .map(|n| n.state.lifetime.backplane().stats())
+                .collect();
             assert_eq!(
                 got.len(),
                 expected.len(),

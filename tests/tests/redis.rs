@@ -394,8 +394,15 @@ async fn subscriber_pings_lose_nothing() -> anyhow::Result<()> {
         subscriber_ping: std::time::Duration::from_millis(10),
         ..RedisSettings::new(REDIS_URL)
     })?;
-    let mut incoming = backplane.take_incoming().ok_or_else(|| anyhow::anyhow!("no incoming"))?;
-    assert!(backplane.subscribe(&channel).ready(hubhost_tests::PATIENCE).await);
+    let mut incoming = backplane
+        .take_incoming()
+        .ok_or_else(|| anyhow::anyhow!("no incoming"))?;
+    assert!(
+        backplane
+            .subscribe(&channel)
+            .ready(hubhost_tests::PATIENCE)
+            .await
+    );
     // Spread over ~100 pings.
     const MESSAGES: usize = 2_000;
     for batch in 0..100 {

@@ -132,7 +132,13 @@ impl RedisBackplane {
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
         let tasks = vec![
             tokio::spawn(publisher(client.clone(), shared.clone(), settings.clone())),
-            tokio::spawn(subscriber(client, shared.clone(), command_rx, incoming_tx, settings.clone())),
+            tokio::spawn(subscriber(
+                client,
+                shared.clone(),
+                command_rx,
+                incoming_tx,
+                settings.clone(),
+            )),
         ];
         Ok(Self {
             shared,

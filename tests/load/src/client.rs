@@ -67,7 +67,10 @@ async fn open(proto: Proto, base: &str) -> anyhow::Result<(Writer, Reader)> {
     let ws_base = base.replacen("http", "ws", 1);
     let url = match proto {
         Proto::Signalr => ws_base,
-        Proto::Socketio => format!("{}/socket.io/?EIO=4&transport=websocket", ws_base.trim_end_matches('/')),
+        Proto::Socketio => format!(
+            "{}/socket.io/?EIO=4&transport=websocket",
+            ws_base.trim_end_matches('/')
+        ),
     };
     // The load tool holds thousands of sockets: small read buffers.
     let mut config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default();
@@ -81,7 +84,11 @@ async fn open(proto: Proto, base: &str) -> anyhow::Result<(Writer, Reader)> {
     let (mut sink, mut stream) = ws.split();
     let mut next_text = async || -> anyhow::Result<String> {
         loop {
-            match stream.next().await.context("closed during the handshake")?? {
+            match stream
+                .next()
+                .await
+                .context("closed during the handshake")??
+            {
                 Message::Text(text) => return Ok(text.to_string()),
                 Message::Close(_) => bail!("closed during the handshake"),
                 _ => {}
@@ -90,7 +97,10 @@ async fn open(proto: Proto, base: &str) -> anyhow::Result<(Writer, Reader)> {
     };
     match proto {
         Proto::Signalr => {
-            sink.send(Message::text(format!("{{\"protocol\":\"json\",\"version\":1}}{RS}"))).await?;
+            sink.send(Message::text(format!(
+                "{{\"protocol\":\"json\",\"version\":1}}{RS}"
+            )))
+            .await?;
             let reply = next_text().await?;
             if !reply.starts_with("{}") {
                 bail!("handshake refused: {reply}");
@@ -125,18 +135,30 @@ async fn open(proto: Proto, base: &str) -> anyhow::Result<(Writer, Reader)> {
         }
         let _ = sink.close().await;
     });
-    Ok((Writer { proto, tx: tx.clone() }, Reader { proto, stream, tx }))
+    Ok((
+        Writer {
+            proto,
+            tx: tx.clone(),
+        },
+        Reader { proto, stream, tx },
+    ))
 }
 
 impl Writer {
     async fn send(&self, text: String) -> anyhow::Result<()> {
-        self.tx.send(Message::text(text)).await.context("connection closed")
+        self.tx
+            .send(Message::text(text))
+            .await
+            .context("connection closed")
     }
 
     /// Broadcast `text` as `user` to every client.
     pub async fn send_message(&self, user: &str, text: &str) -> anyhow::Result<()> {
         self.send(match self.proto {
-            Proto::Signalr => format!("{}{RS}", json!({"type": 1, "target": "SendMessage", "arguments": [user, text]})),
+            Proto::Signalr => format!(
+                "{}{RS}",
+                json!({"type": 1, "target": "SendMessage", "arguments": [user, text]})
+            ),
             Proto::Socketio => format!("42{}", json!(["SendMessage", user, text])),
         })
         .await
@@ -167,12 +189,18 @@ impl Reader {
             let text = match message {
                 Message::Text(text) => text,
                 Message::Close(frame) => {
-                    return Some(vec![Incoming::Closed(frame.map(|f| f.reason.to_string()).unwrap_or_default())]);
+                    return Some(vec![Incoming::Closed(
+                        frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                    )]);
                 }
                 _ => continue,
             };
             return Some(match self.proto {
-                Proto::Signalr => text.split(RS).filter(|r| !r.is_empty()).filter_map(signalr).collect(),
+                Proto::Signalr => text
+                    .split(RS)
+                    .filter(|r| !r.is_empty())
+                    .filter_map(signalr)
+                    .collect(),
                 Proto::Socketio => {
                     if text.as_str() == "2" {
                         // Engine.IO ping: answer, or the server drops us.
@@ -188,11 +216,15 @@ impl Reader {
 fn signalr(record: &str) -> Option<Incoming> {
     let message: Value = serde_json::from_str(record).ok()?;
     match message["type"].as_u64()? {
-        1 if message["target"] == "ReceiveMessage" => {
-            Some(Incoming::Broadcast(message["arguments"][1].as_str()?.to_owned()))
-        }
-        3 => Some(Incoming::Reply(message["invocationId"].as_str()?.parse().ok()?)),
-        7 => Some(Incoming::Closed(message["error"].as_str().unwrap_or("").to_owned())),
+        1 if message["target"] == "ReceiveMessage" => Some(Incoming::Broadcast(
+            message["arguments"][1].as_str()?.to_owned(),
+        )),
+        3 => Some(Incoming::Reply(
+            message["invocationId"].as_str()?.parse().ok()?,
+        )),
+        7 => Some(Incoming::Closed(
+            message["error"].as_str().unwrap_or("").to_owned(),
+        )),
         _ => None,
     }
 }
@@ -200,13 +232,15 @@ fn signalr(record: &str) -> Option<Incoming> {
 fn socketio(text: &str) -> Option<Incoming> {
     if let Some(event) = text.strip_prefix("42") {
         let event: Value = serde_json::from_str(event).ok()?;
-        return (event[0] == "ReceiveMessage").then(|| Incoming::Broadcast(event[2].as_str().unwrap_or("").to_owned()));
+        return (event[0] == "ReceiveMessage")
+            .then(|| Incoming::Broadcast(event[2].as_str().unwrap_or("").to_owned()));
     }
     if let Some(ack) = text.strip_prefix("43") {
         let digits: String = ack.chars().take_while(char::is_ascii_digit).collect();
         return Some(Incoming::Reply(digits.parse().ok()?));
     }
-    (text.starts_with("41") || text == "1").then(|| Incoming::Closed("disconnected by the server".into()))
+    (text.starts_with("41") || text == "1")
+        .then(|| Incoming::Closed("disconnected by the server".into()))
 }
 
 #[cfg(test)]
@@ -219,9 +253,15 @@ mod tests {
             signalr(r#"{"type":1,"target":"ReceiveMessage","arguments":["u","t"]}"#),
             Some(Incoming::Broadcast("t".into()))
         );
-        assert_eq!(signalr(r#"{"type":3,"invocationId":"7","result":"x"}"#), Some(Incoming::Reply(7)));
+        assert_eq!(
+            signalr(r#"{"type":3,"invocationId":"7","result":"x"}"#),
+            Some(Incoming::Reply(7))
+        );
         assert_eq!(signalr(r#"{"type":6}"#), None);
-        assert_eq!(socketio(r#"42["ReceiveMessage","u","t"]"#), Some(Incoming::Broadcast("t".into())));
+        assert_eq!(
+            socketio(r#"42["ReceiveMessage","u","t"]"#),
+            Some(Incoming::Broadcast("t".into()))
+        );
         assert_eq!(socketio(r#"4312["x"]"#), Some(Incoming::Reply(12)));
         assert_eq!(socketio("2"), None);
     }

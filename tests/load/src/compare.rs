@@ -41,9 +41,13 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 64)]
     size: usize,
     /// Broadcast rates tried, in messages per second, lowest first.
-    #[arg(long, value_delimiter = ',', default_value = "2,5,10,25,50,75,100,125,150,200,250,300,400,500,600,800")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2,5,10,25,50,75,100,125,150,200,250,300,400,500,600,800"
+    )]
     rates: Vec<u64>,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     step_secs: u64,
     /// The p99 a sustained rate must keep.
     #[arg(long, default_value_t = 100)]
@@ -66,15 +70,24 @@ struct Node {
 
 /// Start `command` and wait for its `listening on http://…` line.
 async fn start(mut command: Command) -> anyhow::Result<Node> {
-    command.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
-    let mut child = command.spawn().with_context(|| format!("cannot start {command:?}"))?;
+    command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start {command:?}"))?;
     let pid = child.id().context("no pid")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let url = tokio::time::timeout(Duration::from_secs(120), async {
         while let Some(line) = lines.next_line().await? {
             if let Some(rest) = line.split("listening on ").nth(1) {
-                let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                let url = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
                 return anyhow::Ok(url);
             }
         }
@@ -84,7 +97,11 @@ async fn start(mut command: Command) -> anyhow::Result<Node> {
     .context("did not start listening in time")??;
     // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok(Node { _child: child, url, pid })
+    Ok(Node {
+        _child: child,
+        url,
+        pid,
+    })
 }
 
 /// What one system achieved.
@@ -152,25 +169,37 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(name: &'static str, proto: Proto, urls: &[String], pid: u32, args: &CompareArgs) -> anyhow::Result<Outcome> {
+async fn measure(
+    name: &'static str,
+    proto: Proto,
+    urls: &[String],
+    pid: u32,
+    args: &CompareArgs,
+) -> anyhow::Result<Outcome> {
     let fleet = Fleet::connect(proto, urls, args.clients, args.senders).await?;
-    eprintln!("{name}: {} clients + {} senders connected in {} ms", args.clients, args.senders, fleet.connect_ms);
+    eprintln!(
+        "{name}: {} clients + {} senders connected in {} ms",
+        args.clients, args.senders, fleet.connect_ms
+    );
     let (mut best, mut first_failure) = (None, None);
-    for (step, rate) in args.rates.iter().enumerate() {
-        let result = fleet.step(step as u64 + 1, *rate, args.size, Duration::from_secs(args.step_secs)).await;
-        eprintln!(
-            "{name}: rate {rate}/s sent {} delivered {}/{} lost {} closed {} p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms max {:.1} ms, {:.0} deliveries/s",
-            result.sent,
-            result.delivered,
-            result.expected,
-            result.lost,
-            result.closed,
-            result.latency.p50 as f64 / 1e3,
-            result.latency.p99 as f64 / 1e3,
-            result.latency.p999 as f64 / 1e3,
-            result.latency.max as f64 / 1e3,
-            result.deliveries_per_sec
-        );
+    let mut step = 0;
+    for rate in &args.rates {
+        // A rate fails only if two tries in a row fail: one stray spike on
+        // this shared machine is not the system's limit.
+        let mut result = None;
+        for _ in 0..2 {
+            step += 1;
+            let attempt = fleet
+                .step(step, *rate, args.size, Duration::from_secs(args.step_secs))
+                .await;
+            report(name, *rate, &attempt);
+            let passed = attempt.passes(args.p99_ms);
+            result = Some(attempt);
+            if passed {
+                break;
+            }
+        }
+        let Some(result) = result else { break };
         if result.passes(args.p99_ms) {
             best = Some(result);
         } else {
@@ -180,8 +209,18 @@ async fn measure(name: &'static str, proto: Proto, urls: &[String], pid: u32, ar
     }
     let connect_ms = fleet.connect_ms;
     drop(fleet);
-    let echo = scenarios::echo(proto, urls, args.echo_clients, Duration::from_secs(args.echo_secs)).await?;
-    eprintln!("{name}: echo {:.0}/s p99 {:.2} ms", echo.per_sec, echo.latency.p99 as f64 / 1e3);
+    let echo = scenarios::echo(
+        proto,
+        urls,
+        args.echo_clients,
+        Duration::from_secs(args.echo_secs),
+    )
+    .await?;
+    eprintln!(
+        "{name}: echo {:.0}/s p99 {:.2} ms",
+        echo.per_sec,
+        echo.latency.p99 as f64 / 1e3
+    );
     let idle = scenarios::idle(proto, &urls[0], pid, args.idle).await?;
     eprintln!(
         "{name}: {} idle connections: RSS {} → {} KiB, {:.1} KiB each",
@@ -197,24 +236,83 @@ async fn measure(name: &'static str, proto: Proto, urls: &[String], pid: u32, ar
     })
 }
 
+fn report(name: &str, rate: u64, result: &FanoutResult) {
+    eprintln!(
+        "{name}: rate {rate}/s sent {} delivered {}/{} lost {} closed {} p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms max {:.1} ms, {:.0} deliveries/s",
+        result.sent,
+        result.delivered,
+        result.expected,
+        result.lost,
+        result.closed,
+        result.latency.p50 as f64 / 1e3,
+        result.latency.p99 as f64 / 1e3,
+        result.latency.p999 as f64 / 1e3,
+        result.latency.max as f64 / 1e3,
+        result.deliveries_per_sec
+    );
+}
+
 fn print_table(outcomes: &[Outcome], args: &CompareArgs) {
     let rate = |o: &Outcome| o.best.map_or(0.0, |b| b.rate as f64);
     let rows: Vec<(String, Box<dyn Fn(&Outcome) -> f64>, bool)> = vec![
         (
-            format!("fan-out: highest rate with p99 ≤ {} ms, 0 lost (msg/s)", args.p99_ms),
+            format!(
+                "fan-out: highest rate with p99 ≤ {} ms, 0 lost (msg/s)",
+                args.p99_ms
+            ),
             Box::new(rate),
             true,
         ),
-        ("  deliveries/s at that rate".into(), Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.deliveries_per_sec)), true),
-        ("  p50 ms at that rate".into(), Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p50 as f64 / 1e3)), false),
-        ("  p99 ms at that rate".into(), Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p99 as f64 / 1e3)), false),
-        ("  p99.9 ms at that rate".into(), Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p999 as f64 / 1e3)), false),
-        ("  max ms at that rate".into(), Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.max as f64 / 1e3)), false),
-        ("  next rate tried (failed) (msg/s)".into(), Box::new(|o: &Outcome| o.first_failure.map_or(0.0, |f| f.rate as f64)), true),
-        (format!("  connect {} + {} clients (ms)", args.clients, args.senders), Box::new(|o: &Outcome| o.connect_ms as f64), false),
-        (format!("echo: invocations/s ({} clients)", args.echo_clients), Box::new(|o: &Outcome| o.echo.per_sec), true),
-        ("echo: p99 ms".into(), Box::new(|o: &Outcome| o.echo.latency.p99 as f64 / 1e3), false),
-        (format!("idle: KiB per connection ({} on one node)", args.idle), Box::new(|o: &Outcome| o.idle.kib_per_connection), false),
+        (
+            "  deliveries/s at that rate".into(),
+            Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.deliveries_per_sec)),
+            true,
+        ),
+        (
+            "  p50 ms at that rate".into(),
+            Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p50 as f64 / 1e3)),
+            false,
+        ),
+        (
+            "  p99 ms at that rate".into(),
+            Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p99 as f64 / 1e3)),
+            false,
+        ),
+        (
+            "  p99.9 ms at that rate".into(),
+            Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p999 as f64 / 1e3)),
+            false,
+        ),
+        (
+            "  max ms at that rate".into(),
+            Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.max as f64 / 1e3)),
+            false,
+        ),
+        (
+            "  next rate tried (failed) (msg/s)".into(),
+            Box::new(|o: &Outcome| o.first_failure.map_or(0.0, |f| f.rate as f64)),
+            true,
+        ),
+        (
+            format!("  connect {} + {} clients (ms)", args.clients, args.senders),
+            Box::new(|o: &Outcome| o.connect_ms as f64),
+            false,
+        ),
+        (
+            format!("echo: invocations/s ({} clients)", args.echo_clients),
+            Box::new(|o: &Outcome| o.echo.per_sec),
+            true,
+        ),
+        (
+            "echo: p99 ms".into(),
+            Box::new(|o: &Outcome| o.echo.latency.p99 as f64 / 1e3),
+            false,
+        ),
+        (
+            format!("idle: KiB per connection ({} on one node)", args.idle),
+            Box::new(|o: &Outcome| o.idle.kib_per_connection),
+            false,
+        ),
     ];
     let find = |name: &str| outcomes.iter().find(|o| o.name == name);
     println!();
@@ -222,11 +320,25 @@ fn print_table(outcomes: &[Outcome], args: &CompareArgs) {
         "| {:<58} | {:>10} | {:>10} | {:>10} | {:>13} | {:>17} |",
         "scenario", "hubhost", "socket.io", "relay", "hubhost/relay", "hubhost/socket.io"
     );
-    println!("|{}|{}|{}|{}|{}|{}|", "-".repeat(60), "-".repeat(12), "-".repeat(12), "-".repeat(12), "-".repeat(15), "-".repeat(19));
+    println!(
+        "|{}|{}|{}|{}|{}|{}|",
+        "-".repeat(60),
+        "-".repeat(12),
+        "-".repeat(12),
+        "-".repeat(12),
+        "-".repeat(15),
+        "-".repeat(19)
+    );
     for (label, value, _higher_is_better) in &rows {
         let get = |name: &str| find(name).map_or(0.0, |o| value(o));
         let (h, s, r) = (get("hubhost"), get("socket.io"), get("relay"));
-        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}×", a / b) } else { "–".into() };
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}×", a / b)
+            } else {
+                "–".into()
+            }
+        };
         println!(
             "| {label:<58} | {h:>10.1} | {s:>10.1} | {r:>10.1} | {:>13} | {:>17} |",
             ratio(h, r),

@@ -14,7 +14,10 @@ use client::Proto;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "hubhost-load", about = "Load tool: SignalR JSON and Socket.IO over WebSockets")]
+#[command(
+    name = "hubhost-load",
+    about = "Load tool: SignalR JSON and Socket.IO over WebSockets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Mode,
@@ -71,24 +74,50 @@ enum Mode {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Mode::Fanout { proto, urls, clients, senders, rate, size, secs } => {
+        Mode::Fanout {
+            proto,
+            urls,
+            clients,
+            senders,
+            rate,
+            size,
+            secs,
+        } => {
             let fleet = scenarios::Fleet::connect(proto, &urls, clients, senders).await?;
             println!("connected {clients} + {senders} in {} ms", fleet.connect_ms);
             let r = fleet.step(1, rate, size, Duration::from_secs(secs)).await;
             println!(
                 "sent {} expected {} delivered {} lost {} closed {} deliveries/s {:.0} latency µs p50 {} p99 {} p99.9 {} max {}",
-                r.sent, r.expected, r.delivered, r.lost, r.closed, r.deliveries_per_sec, r.latency.p50, r.latency.p99,
-                r.latency.p999, r.latency.max
+                r.sent,
+                r.expected,
+                r.delivered,
+                r.lost,
+                r.closed,
+                r.deliveries_per_sec,
+                r.latency.p50,
+                r.latency.p99,
+                r.latency.p999,
+                r.latency.max
             );
         }
-        Mode::Echo { proto, urls, clients, secs } => {
+        Mode::Echo {
+            proto,
+            urls,
+            clients,
+            secs,
+        } => {
             let r = scenarios::echo(proto, &urls, clients, Duration::from_secs(secs)).await?;
             println!(
                 "calls {} per second {:.0} latency µs p50 {} p99 {} p99.9 {} max {}",
                 r.calls, r.per_sec, r.latency.p50, r.latency.p99, r.latency.p999, r.latency.max
             );
         }
-        Mode::Idle { proto, url, pid, clients } => {
+        Mode::Idle {
+            proto,
+            url,
+            pid,
+            clients,
+        } => {
             let r = scenarios::idle(proto, &url, pid, clients).await?;
             println!(
                 "{} connections in {} ms: RSS {} → {} KiB, {:.1} KiB per connection",

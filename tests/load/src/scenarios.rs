@@ -101,7 +101,12 @@ impl FanoutResult {
 }
 
 impl Fleet {
-    pub async fn connect(proto: Proto, urls: &[String], receivers: usize, senders: usize) -> anyhow::Result<Self> {
+    pub async fn connect(
+        proto: Proto,
+        urls: &[String],
+        receivers: usize,
+        senders: usize,
+    ) -> anyhow::Result<Self> {
         let started = Instant::now();
         let connections = open_many(proto, urls, receivers).await?;
         let tally = Arc::new(Tally {
@@ -131,7 +136,9 @@ impl Fleet {
         let mut writers = Vec::new();
         for (writer, mut reader) in open_many(proto, urls, senders).await? {
             // Senders get the broadcasts too; read and drop them.
-            tasks.push(tokio::spawn(async move { while reader.next().await.is_some() {} }));
+            tasks.push(tokio::spawn(async move {
+                while reader.next().await.is_some() {}
+            }));
             writers.push(writer);
         }
         Ok(Self {
@@ -145,7 +152,13 @@ impl Fleet {
 
     /// Broadcast `rate` messages a second in total, of `size` bytes, for
     /// `duration`; then wait for the stragglers.
-    pub async fn step(&self, step: u64, rate: u64, size: usize, duration: Duration) -> FanoutResult {
+    pub async fn step(
+        &self,
+        step: u64,
+        rate: u64,
+        size: usize,
+        duration: Duration,
+    ) -> FanoutResult {
         self.tally.step.store(step, Ordering::SeqCst);
         self.tally.delivered.store(0, Ordering::SeqCst);
         for list in &self.tally.latencies {
@@ -163,14 +176,19 @@ impl Fleet {
                 // Senders take turns, evenly spaced: a steady rate, not bursts.
                 let period = Duration::from_secs_f64(1.0 / per_sender);
                 let offset = period.mul_f64(n as f64 / count as f64);
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
                 let total = (per_sender * duration.as_secs_f64()).round() as u64;
                 for seq in 0..total {
                     tick.tick().await;
                     let head = format!("{step}:{}:", micros());
                     let text = format!("{head}{}", "x".repeat(size.saturating_sub(head.len())));
-                    if writer.send_message(&format!("sender-{n}"), &text).await.is_err() {
+                    if writer
+                        .send_message(&format!("sender-{n}"), &text)
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     let _ = seq;
@@ -241,7 +259,10 @@ fn count(tally: &Tally, latencies: &Mutex<Vec<u64>>, text: &str) {
     }
     let latency = micros().saturating_sub(sent);
     tally.delivered.fetch_add(1, Ordering::Relaxed);
-    latencies.lock().unwrap_or_else(|e| e.into_inner()).push(latency);
+    latencies
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(latency);
 }
 
 /// Echo round trips: invocations per second and their latency.
@@ -253,7 +274,12 @@ pub struct EchoResult {
 }
 
 /// `clients` connections each calling `Echo` back to back for `duration`.
-pub async fn echo(proto: Proto, urls: &[String], clients: usize, duration: Duration) -> anyhow::Result<EchoResult> {
+pub async fn echo(
+    proto: Proto,
+    urls: &[String],
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<EchoResult> {
     let connections = open_many(proto, urls, clients).await?;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
@@ -267,7 +293,10 @@ pub async fn echo(proto: Proto, urls: &[String], clients: usize, duration: Durat
                 let sent = Instant::now();
                 writer.echo(id, "hello").await?;
                 loop {
-                    let events = reader.next().await.ok_or_else(|| anyhow::anyhow!("connection closed"))?;
+                    let events = reader
+                        .next()
+                        .await
+                        .ok_or_else(|| anyhow::anyhow!("connection closed"))?;
                     if events.iter().any(|e| matches!(e, Incoming::Closed(_))) {
                         anyhow::bail!("connection closed");
                     }
@@ -299,7 +328,11 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))?;
-    Ok(line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0))
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Idle connections: KiB of the server process's RSS per connection.
@@ -321,7 +354,9 @@ pub async fn idle(proto: Proto, url: &str, pid: u32, count: usize) -> anyhow::Re
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for (writer, mut reader) in connections {
-        readers.push(tokio::spawn(async move { while reader.next().await.is_some() {} }));
+        readers.push(tokio::spawn(async move {
+            while reader.next().await.is_some() {}
+        }));
         writers.push(writer);
     }
     let after_kib = rss_kib(pid)?;

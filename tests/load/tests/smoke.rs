@@ -36,9 +36,16 @@ fn start(mut command: Command) -> Server {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     let url = loop {
-        let line = lines.next().expect("exited before listening").expect("readable output");
+        let line = lines
+            .next()
+            .expect("exited before listening")
+            .expect("readable output");
         if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap_or_default().to_owned();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
         }
     };
     // Keep draining, so the server never blocks on a full pipe.
@@ -53,19 +60,62 @@ fn load(args: &[&str]) -> String {
         .output()
         .expect("load tool runs");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "{args:?}: {text}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{args:?}: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     text
 }
 
 fn drive(proto: &str, url: &str, pid: u32) {
     let fanout = load(&[
-        "fanout", "--proto", proto, "--urls", url, "--clients", "20", "--senders", "2", "--rate", "20", "--secs", "1",
+        "fanout",
+        "--proto",
+        proto,
+        "--urls",
+        url,
+        "--clients",
+        "20",
+        "--senders",
+        "2",
+        "--rate",
+        "20",
+        "--secs",
+        "1",
     ]);
-    assert!(fanout.contains("expected 400 delivered 400 lost 0 closed 0"), "{proto}: {fanout}");
-    let echo = load(&["echo", "--proto", proto, "--urls", url, "--clients", "2", "--secs", "1"]);
-    let calls: u64 = echo.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(
+        fanout.contains("expected 400 delivered 400 lost 0 closed 0"),
+        "{proto}: {fanout}"
+    );
+    let echo = load(&[
+        "echo",
+        "--proto",
+        proto,
+        "--urls",
+        url,
+        "--clients",
+        "2",
+        "--secs",
+        "1",
+    ]);
+    let calls: u64 = echo
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     assert!(calls > 10, "{proto}: {echo}");
-    let idle = load(&["idle", "--proto", proto, "--url", url, "--pid", &pid.to_string(), "--clients", "50"]);
+    let idle = load(&[
+        "idle",
+        "--proto",
+        proto,
+        "--url",
+        url,
+        "--pid",
+        &pid.to_string(),
+        "--clients",
+        "50",
+    ]);
     assert!(idle.starts_with("50 connections"), "{proto}: {idle}");
 }
 
@@ -78,14 +128,24 @@ fn drives_hubhost() {
     let guest = target_dir().join("wasm32-wasip2/guest/chat.wasm");
     let mut command = Command::new(target_dir().join("debug/hubhost"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis", "redis://127.0.0.1:6379"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            "redis://127.0.0.1:6379",
+        ])
         .args(["--cluster-prefix", &run_id()])
         .arg("--hub")
         .arg(format!("demo/chat={}", guest.display()))
         .env("RUST_LOG", "warn,hubhost=info")
         .env("NO_COLOR", "1");
     let server = start(command);
-    drive("signalr", &format!("{}/demo/chat", server.url), server.child.id());
+    drive(
+        "signalr",
+        &format!("{}/demo/chat", server.url),
+        server.child.id(),
+    );
 }
 
 #[test]
@@ -104,7 +164,10 @@ fn drives_socket_io() {
         "run `make setup` (the README's test command does) to install the Socket.IO server"
     );
     let mut command = Command::new("node");
-    command.arg(dir.join("server.mjs")).env("PORT", "0").env("PREFIX", run_id());
+    command
+        .arg(dir.join("server.mjs"))
+        .env("PORT", "0")
+        .env("PREFIX", run_id());
     let server = start(command);
     drive("socketio", &server.url, server.child.id());
 }

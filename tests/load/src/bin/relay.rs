@@ -55,7 +55,8 @@ async fn main() -> anyhow::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
-        let (publisher, receiver, channel) = (publisher.clone(), fanout.subscribe(), args.channel.clone());
+        let (publisher, receiver, channel) =
+            (publisher.clone(), fanout.subscribe(), args.channel.clone());
         tokio::spawn(async move {
             let _ = serve(stream, publisher, receiver, channel).await;
         });

@@ -1,4 +1,4 @@
-//! Node ids, connection ids and connection tokens.
+//! Node ids, connection ids and connection tokens (and hex, for digests).
 //!
 //! A connection id is 16 bytes in unpadded base64url (22 characters, the shape
 //! of ASP.NET Core's): the owning node's 6-byte id, then 10 random bytes. Any
@@ -14,6 +14,11 @@ use std::fmt;
 const NODE_BYTES: usize = 6;
 /// Length of a connection id in base64url: 16 bytes encode to 22 characters.
 const ID_CHARS: usize = 22;
+
+/// Lower-case hex, as digests are shown and stored.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The id of one hubhost process in a cluster.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

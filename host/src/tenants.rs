@@ -12,6 +12,7 @@
 //! connection, group and user is scoped to one hub of one tenant.
 
 use crate::auth::{AuthConfig, Authenticator};
+use crate::ids::hex;
 use crate::lifetime::HubKey;
 use crate::runtime::HubLimits;
 use arc_swap::ArcSwap;
@@ -52,7 +53,7 @@ impl TenantConfig {
     /// for storing.
     pub fn hashed(mut self) -> Self {
         for key in std::mem::take(&mut self.admin_keys) {
-            self.admin_key_sha256.push(to_hex(&key_digest(&key)));
+            self.admin_key_sha256.push(hex(&key_digest(&key)));
         }
         self
     }
@@ -62,10 +63,6 @@ impl TenantConfig {
 /// comparison's timing says nothing about the key.
 pub fn key_digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
-}
-
-fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn from_hex(text: &str) -> Option<[u8; 32]> {

@@ -83,7 +83,7 @@ impl From<DeployError> for AdminError {
             }
             DeployError::Load(
                 error @ (LoadError::ForbiddenImport(_) | LoadError::WrongWorld(_)),
-            ) => Self::Unprocessable(capitalize(&error.to_string())),
+            ) => Self::Unprocessable(capitalized(&error.to_string())),
             DeployError::Load(error @ LoadError::Read { .. }) => {
                 tracing::error!(%error, "admin request failed");
                 Self::Internal
@@ -96,7 +96,8 @@ impl From<DeployError> for AdminError {
     }
 }
 
-fn capitalize(text: &str) -> String {
+/// `text` with its first letter in upper case (error texts start lower case).
+pub(super) fn capitalized(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),

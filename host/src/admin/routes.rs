@@ -1,5 +1,6 @@
 //! The admin API's handlers.
 
+use super::error::capitalized;
 use super::{AdminError, Principal, authorize};
 use crate::hubs::Source;
 use crate::lifetime::HubKey;
@@ -49,14 +50,6 @@ fn hub_key(tenant: &str, hub: &str) -> Result<HubKey> {
 
 fn check_tenant_name(tenant: &str) -> Result<()> {
     hub_key(tenant, "x").map(drop)
-}
-
-fn capitalized(text: &str) -> String {
-    let mut chars = text.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {

@@ -35,11 +35,7 @@ impl ArtifactCache {
         let mut digest = Sha256::new();
         digest.update(engine_hash.finish().to_le_bytes());
         digest.update(bytes);
-        let name: String = digest
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let name = crate::ids::hex(&digest.finalize());
         self.dir.join(format!("{name}.cwasm"))
     }
 

@@ -47,7 +47,7 @@ impl VersionInfo {
         let digest = sha2::Sha256::digest(bytes);
         Self {
             version,
-            sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+            sha256: crate::ids::hex(&digest),
             size: bytes.len() as u64,
             uploaded_at_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -23,6 +23,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process: the size of the `serve` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Serve hubs.
     Serve(ServeArgs),

@@ -226,7 +226,7 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     };
     hubhost_tests::wait_until(hubhost_tests::PATIENCE, || ends() >= 4).await?;
     monitor.abort();
-    let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
     let sends: Vec<_> = seen
         .iter()
         .filter(|(_, p)| p.get("send").is_some())

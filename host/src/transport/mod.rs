@@ -44,6 +44,20 @@ fn find_hub(
     Ok((key, slot))
 }
 
+/// A request without valid credentials: 401, and nothing more for the client.
+struct Unauthorized;
+
+impl IntoResponse for Unauthorized {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "Unauthorized",
+        )
+            .into_response()
+    }
+}
+
 /// The identity a request proves for `tenant`, or the 401 to answer. The
 /// client learns only "401"; the log says why.
 fn authenticate(
@@ -51,7 +65,7 @@ fn authenticate(
     tenant: &str,
     headers: &HeaderMap,
     query: &HashMap<String, String>,
-) -> Result<Identity, Response> {
+) -> Result<Identity, Unauthorized> {
     let table = state.deployer.tenants().current();
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -62,11 +76,6 @@ fn authenticate(
         .authenticate(authorization, query)
         .map_err(|error| {
             tracing::info!(tenant, %error, "client not authenticated");
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "Unauthorized",
-            )
-                .into_response()
+            Unauthorized
         })
 }

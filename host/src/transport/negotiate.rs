@@ -28,7 +28,7 @@ pub async fn negotiate(
         Err(missing) => return missing.into_response(),
     };
     if let Err(unauthorized) = authenticate(&state, key.tenant(), &headers, &query) {
-        return unauthorized;
+        return unauthorized.into_response();
     }
     let version = match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
         None => 0,

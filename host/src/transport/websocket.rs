@@ -44,7 +44,7 @@ pub async fn connect(
     };
     let identity = match authenticate(&state, key.tenant(), &headers, &query) {
         Ok(identity) => identity,
-        Err(unauthorized) => return unauthorized,
+        Err(unauthorized) => return unauthorized.into_response(),
     };
     let token = query.get("id");
     let Ok(upgrade) = upgrade else {

@@ -252,66 +252,58 @@ fn report(name: &str, rate: u64, result: &FanoutResult) {
     );
 }
 
+/// One figure of an outcome.
+type Column = dyn Fn(&Outcome) -> f64;
+
 fn print_table(outcomes: &[Outcome], args: &CompareArgs) {
     let rate = |o: &Outcome| o.best.map_or(0.0, |b| b.rate as f64);
-    let rows: Vec<(String, Box<dyn Fn(&Outcome) -> f64>, bool)> = vec![
+    let rows: Vec<(String, Box<Column>)> = vec![
         (
             format!(
                 "fan-out: highest rate with p99 ≤ {} ms, 0 lost (msg/s)",
                 args.p99_ms
             ),
             Box::new(rate),
-            true,
         ),
         (
             "  deliveries/s at that rate".into(),
             Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.deliveries_per_sec)),
-            true,
         ),
         (
             "  p50 ms at that rate".into(),
             Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p50 as f64 / 1e3)),
-            false,
         ),
         (
             "  p99 ms at that rate".into(),
             Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p99 as f64 / 1e3)),
-            false,
         ),
         (
             "  p99.9 ms at that rate".into(),
             Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.p999 as f64 / 1e3)),
-            false,
         ),
         (
             "  max ms at that rate".into(),
             Box::new(|o: &Outcome| o.best.map_or(0.0, |b| b.latency.max as f64 / 1e3)),
-            false,
         ),
         (
             "  next rate tried (failed) (msg/s)".into(),
             Box::new(|o: &Outcome| o.first_failure.map_or(0.0, |f| f.rate as f64)),
-            true,
         ),
         (
             format!("  connect {} + {} clients (ms)", args.clients, args.senders),
             Box::new(|o: &Outcome| o.connect_ms as f64),
-            false,
         ),
         (
             format!("echo: invocations/s ({} clients)", args.echo_clients),
             Box::new(|o: &Outcome| o.echo.per_sec),
-            true,
         ),
         (
             "echo: p99 ms".into(),
             Box::new(|o: &Outcome| o.echo.latency.p99 as f64 / 1e3),
-            false,
         ),
         (
             format!("idle: KiB per connection ({} on one node)", args.idle),
             Box::new(|o: &Outcome| o.idle.kib_per_connection),
-            false,
         ),
     ];
     let find = |name: &str| outcomes.iter().find(|o| o.name == name);
@@ -329,8 +321,8 @@ fn print_table(outcomes: &[Outcome], args: &CompareArgs) {
         "-".repeat(15),
         "-".repeat(19)
     );
-    for (label, value, _higher_is_better) in &rows {
-        let get = |name: &str| find(name).map_or(0.0, |o| value(o));
+    for (label, value) in &rows {
+        let get = |name: &str| find(name).map_or(0.0, value);
         let (h, s, r) = (get("hubhost"), get("socket.io"), get("relay"));
         let ratio = |a: f64, b: f64| {
             if b > 0.0 {

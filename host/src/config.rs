@@ -45,6 +45,30 @@ pub struct Config {
     pub data_dir: Option<PathBuf>,
     /// Development: serve `DIR/TENANT/HUB.wasm` files, reloading on change.
     pub watch_dir: Option<PathBuf>,
+    /// Browser clients on other origins.
+    pub cors: CorsConfig,
+}
+
+/// Cross-origin access to the hub endpoints (negotiate and the transports)
+/// for browser clients served from another origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed, like `https://app.example.com`; `*` allows any origin
+    /// (mirrored, since the official client sends credentials). Empty: no
+    /// cross-origin access.
+    pub allowed_origins: Vec<String>,
+    /// How long browsers may cache a preflight answer, in seconds.
+    pub max_age_secs: u64,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allowed_origins: Vec::new(),
+            max_age_secs: 600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -63,6 +87,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             data_dir: None,
             watch_dir: None,
+            cors: CorsConfig::default(),
         }
     }
 }
@@ -252,6 +277,8 @@ pub struct Settings {
     pub cache_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub watch_dir: Option<PathBuf>,
+    /// CORS for the hub endpoints, if any origin is allowed.
+    pub cors: Option<tower_http::cors::CorsLayer>,
 }
 
 impl Config {
@@ -351,6 +378,7 @@ impl Config {
             cache_dir: self.cache_dir.clone(),
             data_dir: self.data_dir.clone(),
             watch_dir: self.watch_dir.clone(),
+            cors: crate::transport::cors::layer(&self.cors)?,
         })
     }
 }

@@ -173,6 +173,14 @@ struct ServeArgs {
         hide_env_values = true
     )]
     admin_keys: Vec<String>,
+    /// An origin whose browser clients may connect (https://host[:port], or * for any);
+    /// repeatable.
+    #[arg(
+        long = "cors-origin",
+        env = "HUBHOST_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
     /// Largest message a client may send, in bytes [default: 32768].
     #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
@@ -220,6 +228,7 @@ impl ServeArgs {
             config.watch_dir = self.watch_dir;
         }
         config.admin.operator_keys.extend(self.admin_keys);
+        config.cors.allowed_origins.extend(self.cors_origins);
         if self.redis.is_some() {
             config.redis_url = self.redis;
         }

@@ -124,11 +124,16 @@ impl AppState {
 
 /// The routes, without binding anything.
 pub fn app(state: Arc<AppState>) -> Router {
+    let mut hubs = Router::new()
+        .route("/{tenant}/{hub}/negotiate", post(transport::negotiate))
+        .route("/{tenant}/{hub}", get(transport::connect));
+    if let Some(cors) = state.settings.cors.clone() {
+        hubs = hubs.layer(cors);
+    }
     let router = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/{tenant}/{hub}/negotiate", post(transport::negotiate))
-        .route("/{tenant}/{hub}", get(transport::connect))
+        .merge(hubs)
         .nest("/admin/v1", admin::routes());
     let router = match &state.settings.static_dir {
         Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),

@@ -7,6 +7,7 @@
 //!
 //! Both authenticate the client as its tenant says (see [`crate::auth`]).
 
+pub mod cors;
 mod negotiate;
 pub mod tokens;
 mod websocket;

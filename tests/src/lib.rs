@@ -210,6 +210,23 @@ pub async fn http_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(u16, String)> {
+    let text = http_response(addr, method, path, headers).await?;
+    let status = text.get(9..12).context("short response")?.parse()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A minimal HTTP/1.1 request without body; the whole response (status
+/// line, headers, body) as text.
+pub async fn http_response(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = TcpStream::connect(addr).await?;
     let extra: String = headers
@@ -222,13 +239,28 @@ pub async fn http_with(
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
-    let text = String::from_utf8(response)?;
-    let status = text.get(9..12).context("short response")?.parse()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    Ok(String::from_utf8(response)?)
+}
+
+/// POST negotiate (version 1) for `hub_path`, with `access_token` as a
+/// bearer token if given; status and body.
+pub async fn negotiate_as(
+    addr: SocketAddr,
+    hub_path: &str,
+    access_token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
+    let bearer = access_token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("Authorization", b.as_str()))
+        .collect();
+    http_with(
+        addr,
+        "POST",
+        &format!("{hub_path}/negotiate?negotiateVersion=1"),
+        &headers,
+    )
+    .await
 }
 
 /// Percent-encode everything but unreserved characters.
@@ -283,18 +315,7 @@ impl RawClient {
         hub_path: &str,
         access_token: Option<&str>,
     ) -> anyhow::Result<(Self, String)> {
-        let bearer = access_token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = bearer
-            .iter()
-            .map(|b| ("Authorization", b.as_str()))
-            .collect();
-        let (status, body) = http_with(
-            addr,
-            "POST",
-            &format!("{hub_path}/negotiate?negotiateVersion=1"),
-            &headers,
-        )
-        .await?;
+        let (status, body) = negotiate_as(addr, hub_path, access_token).await?;
         if status != 200 {
             bail!("negotiate answered {status}: {body}");
         }

@@ -6,7 +6,7 @@ use hubhost::auth::{AuthConfig, JwtConfig};
 use hubhost::config::{Config, HubConfig};
 use hubhost::tenants::TenantConfig;
 use hubhost_tests::{
-    REDIS_URL, RawClient, TestServer, cluster_config, config, guest, http_with, jwt, temp_dir,
+    REDIS_URL, RawClient, TestServer, cluster_config, config, guest, jwt, negotiate_as, temp_dir,
     unique_prefix,
 };
 use serde_json::json;
@@ -65,19 +65,7 @@ fn rsa_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
 }
 
 async fn negotiate(server: &TestServer, path: &str, token: Option<&str>) -> anyhow::Result<u16> {
-    let bearer = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = bearer
-        .iter()
-        .map(|b| ("Authorization", b.as_str()))
-        .collect();
-    Ok(http_with(
-        server.addr,
-        "POST",
-        &format!("{path}/negotiate?negotiateVersion=1"),
-        &headers,
-    )
-    .await?
-    .0)
+    Ok(negotiate_as(server.addr, path, token).await?.0)
 }
 
 #[tokio::test]
@@ -128,13 +116,7 @@ async fn tokens_are_checked_at_negotiate_and_at_the_websocket() -> anyhow::Resul
     assert_eq!(caller["result"]["claims"]["sub"], "ann");
 
     // Negotiated with a token, then a WebSocket without one: refused.
-    let (_, body) = http_with(
-        server.addr,
-        "POST",
-        "/acme/chat/negotiate?negotiateVersion=1",
-        &[("Authorization", &format!("Bearer {valid}"))],
-    )
-    .await?;
+    let (_, body) = negotiate_as(server.addr, "/acme/chat", Some(&valid)).await?;
     let token: serde_json::Value = serde_json::from_str(&body)?;
     let open = RawClient::open(
         server.addr,

@@ -3,9 +3,8 @@
 //! not allowed.
 
 use hubhost::config::Config;
-use hubhost_tests::{PATIENCE, TestServer, config};
+use hubhost_tests::{TestServer, config, http_response};
 use std::net::SocketAddr;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The whole response (status line, headers, body), lower-cased.
 async fn request(
@@ -14,18 +13,9 @@ async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<String> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut response)).await??;
-    Ok(String::from_utf8(response)?.to_lowercase())
+    Ok(http_response(addr, method, path, headers)
+        .await?
+        .to_lowercase())
 }
 
 fn with_origins(origins: &[&str]) -> Config {

@@ -47,6 +47,10 @@ pub struct Config {
     pub watch_dir: Option<PathBuf>,
     /// Browser clients on other origins.
     pub cors: CorsConfig,
+    /// The URL other nodes reach this one at, for requests they pass on
+    /// (`http://10.0.0.5:5000`). Default: `http://` and the listen address,
+    /// unless that is a wildcard (0.0.0.0, ::), which names no host.
+    pub advertise_url: Option<String>,
 }
 
 /// Cross-origin access to the hub endpoints (negotiate and the transports)
@@ -88,6 +92,7 @@ impl Default for Config {
             data_dir: None,
             watch_dir: None,
             cors: CorsConfig::default(),
+            advertise_url: None,
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct BackplaneConfig {
     pub resubscribe_grace_ms: u64,
     /// How long a group change for a connection on another node may take.
     pub group_timeout_ms: u64,
+    /// How often each node says it is alive; silent for three is dead.
+    pub heartbeat_interval_ms: u64,
 }
 
 impl Default for BackplaneConfig {
@@ -165,6 +172,7 @@ impl Default for BackplaneConfig {
             max_buffer_age_ms: millis(redis.max_buffer_age),
             resubscribe_grace_ms: millis(redis.resubscribe_grace),
             group_timeout_ms: millis(LifetimeConfig::new("").group_timeout),
+            heartbeat_interval_ms: millis(LifetimeConfig::new("").heartbeat_interval),
         }
     }
 }
@@ -180,6 +188,8 @@ pub struct ConnectionConfig {
     pub outbound_queue: usize,
     pub send_timeout_ms: u64,
     pub disconnect_timeout_ms: u64,
+    /// How long a long poll waits for messages before answering empty.
+    pub poll_timeout_ms: u64,
     /// Messages per second one connection may send; 0 means no limit.
     pub max_messages_per_second: u32,
 }
@@ -195,6 +205,7 @@ impl Default for ConnectionConfig {
             outbound_queue: d.outbound_capacity,
             send_timeout_ms: millis(d.send_timeout),
             disconnect_timeout_ms: 15_000,
+            poll_timeout_ms: 90_000,
             max_messages_per_second: 0,
         }
     }
@@ -262,8 +273,14 @@ pub struct Settings {
     /// The Redis backplane, if configured.
     pub redis: Option<RedisSettings>,
     pub connection: ConnectionLimits,
-    /// How long a negotiated connection may wait for its transport.
+    /// How long a negotiated connection may wait for its transport, and a
+    /// long-polling connection for its next poll.
     pub disconnect_timeout: Duration,
+    /// How long a long poll waits for messages.
+    pub poll_timeout: Duration,
+    /// Where other nodes reach this one, if configured; else derived from
+    /// the bound address (see [`Config::advertise_url`]).
+    pub advertise_url: Option<String>,
     /// Largest WebSocket message accepted; above the protocol's message limit
     /// because one WebSocket message may carry a batch of messages.
     pub max_websocket_message: usize,
@@ -306,6 +323,11 @@ impl Config {
             ("client_timeout_ms", c.client_timeout_ms),
             ("send_timeout_ms", c.send_timeout_ms),
             ("disconnect_timeout_ms", c.disconnect_timeout_ms),
+            ("poll_timeout_ms", c.poll_timeout_ms),
+            (
+                "backplane.heartbeat_interval_ms",
+                self.backplane.heartbeat_interval_ms,
+            ),
             (
                 "hub_limits.call_timeout_ms",
                 self.hub_limits.call_timeout_ms,
@@ -337,6 +359,7 @@ impl Config {
         });
         let lifetime = LifetimeConfig {
             group_timeout: Duration::from_millis(b.group_timeout_ms),
+            heartbeat_interval: Duration::from_millis(b.heartbeat_interval_ms),
             ..LifetimeConfig::new(&self.cluster_prefix)
         };
         if self.admin.operator_keys.iter().any(|k| k.len() < 16) {
@@ -357,6 +380,8 @@ impl Config {
                 max_messages_per_second,
             },
             disconnect_timeout: Duration::from_millis(c.disconnect_timeout_ms),
+            poll_timeout: Duration::from_millis(c.poll_timeout_ms),
+            advertise_url: self.advertise_url()?,
             max_websocket_message: c.max_message_size.saturating_mul(16).max(1 << 20),
             tenants: Tenants::new(
                 TenantDefaults {
@@ -380,6 +405,21 @@ impl Config {
             watch_dir: self.watch_dir.clone(),
             cors: crate::transport::cors::layer(&self.cors)?,
         })
+    }
+}
+
+impl Config {
+    /// The URL to advertise to other nodes, checked.
+    fn advertise_url(&self) -> anyhow::Result<Option<String>> {
+        if let Some(url) = &self.advertise_url {
+            let parsed = reqwest::Url::parse(url)
+                .with_context(|| format!("advertise_url '{url}' is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                bail!("advertise_url '{url}' must be an http(s) URL with a host");
+            }
+            return Ok(Some(url.trim_end_matches('/').to_owned()));
+        }
+        Ok(None)
     }
 }
 

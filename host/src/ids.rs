@@ -4,8 +4,10 @@
 //! of ASP.NET Core's): the owning node's 6-byte id, then 10 random bytes. Any
 //! node can read the owner from the id, so a message to one connection goes
 //! straight to its node without a subscription per connection.
-//! A connection token is 16 random bytes: it is the secret that lets a
-//! transport attach to a negotiated connection, and is never shown to others.
+//! A connection token is the negotiating node's id and 16 random bytes: the
+//! random part is the secret that lets a transport attach to a negotiated
+//! connection (never shown to others); the node part tells any node where
+//! the connection lives, so requests that reach another node are passed on.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -66,10 +68,29 @@ impl fmt::Debug for NodeId {
     }
 }
 
-/// A fresh connection token: 16 bytes from the OS's CSPRNG.
-pub fn new_token() -> String {
-    URL_SAFE_NO_PAD.encode(random_bytes::<16>())
+impl NodeId {
+    /// A fresh connection token owned by this node: its id, then 16 bytes
+    /// from the OS's CSPRNG (30 characters).
+    pub fn new_token(&self) -> String {
+        let mut bytes = [0u8; NODE_BYTES + 16];
+        bytes[..NODE_BYTES].copy_from_slice(&self.0);
+        bytes[NODE_BYTES..].copy_from_slice(&random_bytes::<16>());
+        URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    /// The node that owns the connection of `token`: a token of ours, or a
+    /// connection id (negotiate version 0 uses the id as the token).
+    pub fn owner_of_token(token: &str) -> Option<Self> {
+        if token.len() == TOKEN_CHARS {
+            let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+            return Some(Self(bytes.get(..NODE_BYTES)?.try_into().ok()?));
+        }
+        Self::owner_of(token)
+    }
 }
+
+/// Length of a connection token in base64url: 22 bytes encode to 30 characters.
+const TOKEN_CHARS: usize = 30;
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -93,7 +114,12 @@ mod tests {
         assert_eq!(NodeId::owner_of("short"), None);
         assert_eq!(NodeId::owner_of("no-such-connection"), None);
         assert_eq!(NodeId::owner_of("!!!!!!!!xxxxxxxxxxxxxx"), None);
-        assert_eq!(new_token().len(), 22);
+        let token = node.new_token();
+        assert_eq!(token.len(), 30);
+        assert_ne!(node.new_token(), token);
+        assert_eq!(NodeId::owner_of_token(&token), Some(node));
+        assert_eq!(NodeId::owner_of_token(&id), Some(node));
+        assert_eq!(NodeId::owner_of_token("!!!!!!!!xxxxxxxxxxxxxxxxxxxxxx"), None);
         assert_eq!(NodeId::parse(&node.to_string()), Some(node));
         assert_eq!(NodeId::parse("x"), None);
     }

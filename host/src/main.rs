@@ -181,6 +181,17 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    /// The URL other nodes reach this one at, to pass on requests for its
+    /// connections [default: http://LISTEN-ADDRESS unless it is a wildcard].
+    #[arg(long, env = "HUBHOST_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// How long a long poll waits for messages, in milliseconds [default: 90000].
+    #[arg(long, env = "HUBHOST_POLL_TIMEOUT_MS")]
+    poll_timeout_ms: Option<u64>,
+    /// How long a negotiated connection waits for its transport, and a
+    /// long-polling connection for its next poll, in milliseconds [default: 15000].
+    #[arg(long, env = "HUBHOST_DISCONNECT_TIMEOUT_MS")]
+    disconnect_timeout_ms: Option<u64>,
     /// Largest message a client may send, in bytes [default: 32768].
     #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE")]
     max_message_size: Option<usize>,
@@ -233,7 +244,12 @@ impl ServeArgs {
             config.redis_url = self.redis;
         }
         set(&mut config.cluster_prefix, self.cluster_prefix);
+        if self.advertise_url.is_some() {
+            config.advertise_url = self.advertise_url;
+        }
         let c = &mut config.connection;
+        set(&mut c.poll_timeout_ms, self.poll_timeout_ms);
+        set(&mut c.disconnect_timeout_ms, self.disconnect_timeout_ms);
         set(&mut c.max_message_size, self.max_message_size);
         set(&mut c.keep_alive_interval_ms, self.keep_alive_ms);
         set(&mut c.client_timeout_ms, self.client_timeout_ms);

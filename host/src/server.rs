@@ -42,6 +42,8 @@ pub struct AppState {
     pub connection_counts: ConnectionCounts,
     /// Connection tasks, which outlive the HTTP request that upgraded them.
     pub tasks: TaskTracker,
+    /// Passes requests for other nodes' connections on to them.
+    pub forwarder: reqwest::Client,
 }
 
 impl AppState {
@@ -118,6 +120,7 @@ impl AppState {
             tokens: Tokens::default(),
             connection_counts: ConnectionCounts::default(),
             tasks: TaskTracker::new(),
+            forwarder: transport::forwarder()?,
         }))
     }
 }
@@ -126,7 +129,12 @@ impl AppState {
 pub fn app(state: Arc<AppState>) -> Router {
     let mut hubs = Router::new()
         .route("/{tenant}/{hub}/negotiate", post(transport::negotiate))
-        .route("/{tenant}/{hub}", get(transport::connect));
+        .route(
+            "/{tenant}/{hub}",
+            get(transport::connect)
+                .post(transport::post)
+                .delete(transport::delete),
+        );
     if let Some(cors) = state.settings.cors.clone() {
         hubs = hubs.layer(cors);
     }
@@ -198,6 +206,16 @@ pub async fn run(
         ));
     }
     let expiry = tokio::spawn(expire_tokens(state.clone()));
+    let url = state.settings.advertise_url.clone().or_else(|| {
+        let addr = listener.local_addr().ok()?;
+        (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"))
+    });
+    if url.is_none() && state.settings.redis.is_some() {
+        tracing::warn!(
+            "listening on a wildcard address without advertise_url: other nodes cannot pass on requests for this node's connections"
+        );
+    }
+    state.lifetime.start_heartbeats(url);
     let closing = state.clone();
     // Hub messages are small and latency matters: no Nagle delay.
     let listener = listener.tap_io(|tcp| {
@@ -209,6 +227,7 @@ pub async fn run(
         .with_graceful_shutdown(async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
+            closing.lifetime.leave();
             closing.lifetime.close_all(&CloseRequest {
                 error: None,
                 allow_reconnect: true,
@@ -243,10 +262,11 @@ pub async fn run(
     result.context("server error")
 }
 
-/// Drop negotiated connections that no transport claimed in time.
+/// Drop negotiated connections that no transport claimed in time, and
+/// long-polling connections nobody polls any more.
 async fn expire_tokens(state: Arc<AppState>) {
     let max_age = state.settings.disconnect_timeout;
-    let mut tick = tokio::time::interval((max_age / 3).max(Duration::from_millis(1)));
+    let mut tick = tokio::time::interval((max_age / 5).max(Duration::from_millis(1)));
     loop {
         tick.tick().await;
         let expired = state.tokens.expire(max_age);

@@ -4,7 +4,8 @@
 //! `{cluster}:{tenant}:{hub}:` + `all`, `group:{name}`, `user:{id}` or
 //! `node:{node-id}` (sends to connections of one node). Node-to-node control
 //! travels outside any tenant: `{cluster}:node:{node-id}` (group membership
-//! requests and replies) and `{cluster}:control` (hub and tenant changes).
+//! requests and replies), `{cluster}:control` (hub and tenant changes) and
+//! `{cluster}:nodes` (heartbeats).
 //! Those cannot collide with a tenant's channels, which have two names
 //! before the kind. Tenant and hub names
 //! are restricted to `[a-z0-9-]`, so the prefix up to the hub is unambiguous
@@ -55,6 +56,11 @@ impl Channels {
     /// Announcements of hub and tenant changes, to every node.
     pub fn control(&self) -> String {
         format!("{}:control", self.cluster)
+    }
+
+    /// Heartbeats of every node.
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.cluster)
     }
 
     /// One node.

@@ -1,13 +1,12 @@
 //! Reading hub messages and dispatching them to the hub, one at a time.
 
 use super::outbound::{CloseRequest, Frame, Outbound};
-use super::{ConnectionContext, Stream, close_with_error};
+use super::io::{Inbound, Read};
+use super::{ConnectionContext, close_with_error};
 use crate::lifetime::HubLifetimeManager;
-use crate::protocol::{Incoming, ProtocolError, json, split_messages};
+use crate::protocol::{Incoming, Protocol, ProtocolError};
 use crate::quotas::RateLimit;
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
-use axum::extract::ws::Message as WsMessage;
-use futures_util::StreamExt;
 use std::future::pending;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
@@ -26,6 +25,7 @@ pub(super) struct Outcome {
 pub(super) struct Dispatcher<'a> {
     ctx: &'a ConnectionContext,
     outbound: Outbound,
+    protocol: Protocol,
     rate: Option<RateLimit>,
 }
 
@@ -36,11 +36,12 @@ enum Flow {
 }
 
 impl<'a> Dispatcher<'a> {
-    pub fn new(ctx: &'a ConnectionContext, outbound: Outbound) -> Self {
+    pub fn new(ctx: &'a ConnectionContext, outbound: Outbound, protocol: Protocol) -> Self {
         let rate = ctx.limits.max_messages_per_second.map(RateLimit::new);
         Self {
             ctx,
             outbound,
+            protocol,
             rate,
         }
     }
@@ -100,7 +101,7 @@ impl<'a> Dispatcher<'a> {
     /// protocol error or timeout closes the connection.
     pub async fn read(
         &mut self,
-        stream: &mut Stream,
+        inbound: &mut Inbound,
         mut buffer: Vec<u8>,
         mut writer: JoinHandle<()>,
     ) -> Outcome {
@@ -125,7 +126,7 @@ impl<'a> Dispatcher<'a> {
                     }
                 };
                 let next = tokio::select! {
-                    next = stream.next() => next,
+                    next = inbound.read(&mut buffer) => next,
                     () = client_deadline => {
                         let text = format!(
                             "The client sent nothing for {:?} (client timeout).",
@@ -136,18 +137,16 @@ impl<'a> Dispatcher<'a> {
                     }
                     _ = &mut writer => return outcome(Some("Connection lost.".into()), None),
                 };
-                match next {
-                    None => return outcome(None, Some(writer)),
-                    Some(Err(error)) => return outcome(Some(error.to_string()), Some(writer)),
-                    Some(Ok(WsMessage::Text(text))) => buffer.extend_from_slice(text.as_bytes()),
-                    Some(Ok(WsMessage::Binary(bytes))) => buffer.extend_from_slice(&bytes),
-                    Some(Ok(WsMessage::Close(_))) => return outcome(None, Some(writer)),
-                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                if let Read::End(error) = next {
+                    return outcome(error, Some(writer));
                 }
             }
             pending_input = false;
 
-            let (messages, used) = split_messages(&buffer);
+            let (messages, used) = match self.protocol.split(&buffer) {
+                Ok(split) => split,
+                Err(error) => return outcome(self.stop(error), Some(writer)),
+            };
             for message in messages {
                 let flow = if message.len() > limits.max_message_size {
                     self.too_large(message.len())
@@ -178,9 +177,14 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn protocol_error(&self, error: ProtocolError) -> Flow {
+        Flow::Stop(self.stop(error))
+    }
+
+    /// Close the connection over a protocol error; the text for the hub.
+    fn stop(&self, error: ProtocolError) -> Option<String> {
         tracing::info!(%error, "closing connection: protocol error");
         self.outbound.close(close_with_error(&error, false));
-        Flow::Stop(Some(error.to_string()))
+        Some(error.to_string())
     }
 
     async fn dispatch(&mut self, message: &[u8], pinged: &mut bool) -> Flow {
@@ -197,7 +201,7 @@ impl<'a> Dispatcher<'a> {
             self.outbound.close(close_with_error(&text, false));
             return Flow::Stop(Some(text));
         }
-        let message = match json::parse(message) {
+        let message = match self.protocol.parse(message) {
             Ok(message) => message,
             Err(error) => return self.protocol_error(error),
         };
@@ -215,7 +219,6 @@ impl<'a> Dispatcher<'a> {
                     );
                     self.complete_with_error(invocation_id.as_deref(), &error);
                 } else {
-                    let arguments = arguments.get().to_owned();
                     self.invoke(invocation_id.as_deref(), target, arguments)
                         .await;
                 }
@@ -248,7 +251,7 @@ impl<'a> Dispatcher<'a> {
             Some(Ok(Ok(value))) => {
                 if let Some(id) = invocation_id {
                     self.outbound
-                        .push(Frame::Own(json::completion_result(id, &value).into()));
+                        .push(Frame::Own(self.protocol.completion_result(id, &value)));
                 }
                 return;
             }
@@ -279,7 +282,7 @@ impl<'a> Dispatcher<'a> {
         // Without an id the client wants no reply, not even an error.
         if let Some(id) = invocation_id {
             self.outbound
-                .push(Frame::Own(json::completion_error(id, error).into()));
+                .push(Frame::Own(self.protocol.completion_error(id, error)));
         }
     }
 }

@@ -1,23 +1,25 @@
-//! One client connection over a WebSocket: handshake, then hub messages in
-//! order, keep-alive both ways, and a clean close.
+//! One client connection, over any transport: handshake, then hub messages
+//! in order, keep-alive both ways, and a clean close.
 //!
 //! Two tasks serve a connection. The reader (this module's [`serve`]) parses
 //! what the client sends and dispatches invocations one at a time, in order,
 //! like ASP.NET Core's default of one parallel invocation per client. The
-//! writer ([`writer`]) owns the socket's sending half: it drains the bounded
-//! outbound queue, batching what is waiting into one WebSocket message, pings
-//! when nothing was written for the keep-alive interval, and sends the Close.
+//! writer ([`writer`]) owns the sending side ([`io::Outlet`]): it drains the
+//! bounded outbound queue, batching what is waiting into one transport
+//! message, pings when nothing was written for the keep-alive interval, and
+//! sends the Close. Transports differ only in their [`io`] ends.
 
 mod dispatch;
+pub mod io;
 pub mod outbound;
 mod writer;
 
 use crate::hubs::HubSlot;
 use crate::lifetime::{HubKey, HubLifetimeManager, LocalConnection};
-use crate::protocol::{RECORD_SEPARATOR, handshake};
+use crate::protocol::{Protocol, RECORD_SEPARATOR, handshake};
 use crate::runtime::CallerInfo;
-use axum::extract::ws::{Message as WsMessage, WebSocket};
-use futures_util::{SinkExt, StreamExt};
+use bytes::Bytes;
+use io::{Inbound, Outlet, Read, TransportKind};
 use outbound::CloseRequest;
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,13 +65,13 @@ pub struct ConnectionContext {
     pub lifetime: Arc<HubLifetimeManager>,
     pub caller: Arc<CallerInfo>,
     pub limits: ConnectionLimits,
+    pub transport: TransportKind,
 }
 
-/// Serve one WebSocket until either side closes it.
-pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
-    let (mut sink, mut stream) = socket.split();
-    let Some(leftover) = handshake(&mut sink, &mut stream, &ctx.limits).await else {
-        let _ = sink.close().await;
+/// Serve one connection until either side ends it.
+pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionContext) {
+    let Some((protocol, leftover)) = handshake(&mut inbound, &mut outlet, &ctx).await else {
+        outlet.finish().await;
         return;
     };
 
@@ -85,12 +87,18 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
     // Messages from other nodes reach the client from here on (or, with the
     // backplane down, from when it is back).
     ctx.lifetime.settle(subscribed).await;
-    let writer = tokio::spawn(writer::run(sink, receiver, ctx.limits.clone()));
-    tracing::debug!("connected");
+    let writer = tokio::spawn(writer::run(
+        outlet,
+        receiver,
+        protocol,
+        ctx.limits.clone(),
+        ctx.transport.pings(),
+    ));
+    tracing::debug!(protocol = protocol.name(), transport = ?ctx.transport, "connected");
 
-    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound);
+    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, protocol);
     let outcome = if dispatcher.connected().await {
-        dispatcher.read(&mut stream, leftover, writer).await
+        dispatcher.read(&mut inbound, leftover, writer).await
     } else {
         dispatch::Outcome {
             error: None,
@@ -112,33 +120,32 @@ pub async fn serve(socket: WebSocket, ctx: ConnectionContext) {
     tracing::debug!(error = ?outcome.error, "disconnected");
 }
 
-type Sink = futures_util::stream::SplitSink<WebSocket, WsMessage>;
-type Stream = futures_util::stream::SplitStream<WebSocket>;
-
-/// Read the handshake request and answer it. Returns the bytes that followed
-/// the request (already hub messages), or `None` when the connection must end.
+/// Read the handshake request and answer it. Returns the protocol and the
+/// bytes that followed the request (already hub messages), or `None` when
+/// the connection must end.
 async fn handshake(
-    sink: &mut Sink,
-    stream: &mut Stream,
-    limits: &ConnectionLimits,
-) -> Option<Vec<u8>> {
+    inbound: &mut Inbound,
+    outlet: &mut Outlet,
+    ctx: &ConnectionContext,
+) -> Option<(Protocol, Vec<u8>)> {
+    let limits = &ctx.limits;
     let deadline = Instant::now() + limits.handshake_timeout;
     let mut buffer = Vec::new();
     let result = loop {
-        let next = match timeout_at(deadline, stream.next()).await {
+        match timeout_at(deadline, inbound.read(&mut buffer)).await {
             Err(_) => break Err(handshake::HandshakeError::Canceled),
-            Ok(None | Some(Err(_))) => return None,
-            Ok(Some(Ok(message))) => message,
-        };
-        match next {
-            WsMessage::Text(text) => buffer.extend_from_slice(text.as_bytes()),
-            WsMessage::Binary(bytes) => buffer.extend_from_slice(&bytes),
-            WsMessage::Close(_) => return None,
-            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            Ok(Read::End(_)) => return None,
+            Ok(Read::Data) => {}
         }
         match buffer.iter().position(|&b| b == RECORD_SEPARATOR) {
             Some(end) if end <= limits.max_message_size => {
-                break handshake::parse_request(&buffer[..end]).map(|_| end);
+                break handshake::parse_request(&buffer[..end]).and_then(|protocol| {
+                    if protocol.is_binary() && !ctx.transport.supports_binary() {
+                        Err(handshake::HandshakeError::BinaryUnsupported(protocol.name()))
+                    } else {
+                        Ok((protocol, end))
+                    }
+                });
             }
             Some(_) => break Err(handshake::HandshakeError::Canceled),
             None if buffer.len() > limits.max_message_size => {
@@ -148,16 +155,19 @@ async fn handshake(
         }
     };
     match result {
-        Ok(end) => {
-            sink.send(WsMessage::Text(handshake::SUCCESS_RESPONSE.into()))
-                .await
-                .ok()?;
-            Some(buffer.split_off(end + 1))
+        Ok((protocol, end)) => {
+            // The response is JSON, in the protocol's kind of frame.
+            if let Outlet::WebSocket { binary, .. } = outlet {
+                *binary = protocol.is_binary();
+            }
+            let response = Bytes::from_static(handshake::SUCCESS_RESPONSE.as_bytes());
+            outlet.send(response).await.ok()?;
+            Some((protocol, buffer.split_off(end + 1)))
         }
         Err(error) => {
             tracing::info!(%error, "handshake refused");
-            let _ = sink
-                .send(WsMessage::Text(handshake::error_response(&error).into()))
+            let _ = outlet
+                .send(handshake::error_response(&error).into_bytes().into())
                 .await;
             None
         }

@@ -6,7 +6,7 @@
 //! without end or silently losing messages.
 
 use crate::lifetime::Message;
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, watch};
 pub enum Frame {
     /// A message shared by every recipient, encoded once per protocol.
     Message(Arc<Message>),
-    /// A message for this connection alone (a completion, a handshake reply).
-    Own(Utf8Bytes),
+    /// A message for this connection alone (a completion), already framed
+    /// in the connection's protocol.
+    Own(Bytes),
 }
 
 /// Why and how to close a connection.
@@ -99,8 +100,8 @@ mod tests {
     #[test]
     fn full_queue_closes_with_a_reason() {
         let (out, mut rx) = channel(1);
-        assert!(out.push(Frame::Own("a".into())));
-        assert!(!out.push(Frame::Own("b".into())));
+        assert!(out.push(Frame::Own(Bytes::from_static(b"a"))));
+        assert!(!out.push(Frame::Own(Bytes::from_static(b"b"))));
         let request = rx.close.borrow_and_update().clone();
         assert!(request.is_some_and(|r| r.error.is_some_and(|e| e.contains("fast enough"))));
         // The first reason sticks.

@@ -1,25 +1,31 @@
-//! The writer task: the only place that sends on a connection's socket.
+//! The writer task: the only place that sends on a connection's transport.
 
 use super::ConnectionLimits;
-use super::Sink;
+use super::io::Outlet;
 use super::outbound::{CloseRequest, Frame, OutboundReceiver};
-use crate::protocol::json;
-use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, close_code};
-use futures_util::SinkExt;
+use crate::protocol::Protocol;
+use bytes::{Bytes, BytesMut};
+use std::future::pending;
 use tokio::time::{Instant, sleep_until, timeout};
 
-/// Largest batch written as one WebSocket message; a single larger frame is
+/// Largest batch written as one transport message; a single larger frame is
 /// still sent whole, since messages are never split.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// Write until the connection is over: every queued frame in order, a Ping
-/// whenever the connection was idle for the keep-alive interval, and a Close
-/// when one is requested.
-pub(super) async fn run(mut sink: Sink, mut rx: OutboundReceiver, limits: ConnectionLimits) {
+/// whenever the connection was idle for the keep-alive interval (if `pings`),
+/// and a Close when one is requested.
+pub(super) async fn run(
+    mut outlet: Outlet,
+    mut rx: OutboundReceiver,
+    protocol: Protocol,
+    limits: ConnectionLimits,
+    pings: bool,
+) {
     let mut idle_deadline = Instant::now() + limits.keep_alive_interval;
     let mut watching_close = true;
     loop {
-        let text = tokio::select! {
+        let bytes = tokio::select! {
             biased;
             changed = rx.close.changed(), if watching_close => {
                 if changed.is_err() {
@@ -29,18 +35,24 @@ pub(super) async fn run(mut sink: Sink, mut rx: OutboundReceiver, limits: Connec
                 }
                 let request = rx.close.borrow_and_update().clone();
                 if let Some(request) = request {
-                    close(&mut sink, &request, &limits).await;
+                    close(&mut outlet, &request, protocol, &limits).await;
                     return;
                 }
                 continue;
             }
+            () = outlet.closed() => {
+                tracing::debug!("the client's transport went away");
+                return;
+            }
             frame = rx.frames.recv() => match frame {
-                Some(frame) => batch(frame, &mut rx),
+                Some(frame) => batch(frame, &mut rx, protocol),
                 None => break,
             },
-            () = sleep_until(idle_deadline) => Utf8Bytes::from_static(json::PING),
+            () = async {
+                if pings { sleep_until(idle_deadline).await } else { pending().await }
+            } => protocol.ping(),
         };
-        match timeout(limits.send_timeout, sink.send(WsMessage::Text(text))).await {
+        match timeout(limits.send_timeout, outlet.send(bytes)).await {
             Ok(Ok(())) => idle_deadline = Instant::now() + limits.keep_alive_interval,
             Ok(Err(error)) => {
                 tracing::debug!(%error, "send failed; connection lost");
@@ -52,43 +64,45 @@ pub(super) async fn run(mut sink: Sink, mut rx: OutboundReceiver, limits: Connec
             }
         }
     }
-    let _ = timeout(limits.send_timeout, sink.close()).await;
+    let _ = timeout(limits.send_timeout, outlet.finish()).await;
 }
 
-fn bytes_of(frame: Frame) -> Utf8Bytes {
+fn bytes_of(frame: Frame, protocol: Protocol) -> Bytes {
     match frame {
-        Frame::Message(message) => message.json().clone(),
-        Frame::Own(text) => text,
+        Frame::Message(message) => message.encoded(protocol).clone(),
+        Frame::Own(bytes) => bytes,
     }
 }
 
 /// `first` and whatever else is already queued, up to [`MAX_BATCH_BYTES`],
-/// as one WebSocket message of complete protocol messages.
-fn batch(first: Frame, rx: &mut OutboundReceiver) -> Utf8Bytes {
-    let first = bytes_of(first);
+/// as one transport message of complete protocol messages.
+fn batch(first: Frame, rx: &mut OutboundReceiver, protocol: Protocol) -> Bytes {
+    let first = bytes_of(first, protocol);
     if rx.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
         return first;
     }
-    let mut text = String::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
-    text.push_str(first.as_str());
-    while text.len() < MAX_BATCH_BYTES {
+    let mut out = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
+    out.extend_from_slice(&first);
+    while out.len() < MAX_BATCH_BYTES {
         let Ok(frame) = rx.frames.try_recv() else {
             break;
         };
-        text.push_str(bytes_of(frame).as_str());
+        out.extend_from_slice(&bytes_of(frame, protocol));
     }
-    text.into()
+    out.freeze()
 }
 
-async fn close(sink: &mut Sink, request: &CloseRequest, limits: &ConnectionLimits) {
-    let message = json::close(request.error.as_deref(), request.allow_reconnect);
-    let frame = CloseFrame {
-        code: close_code::NORMAL,
-        reason: Utf8Bytes::from_static(""),
-    };
+async fn close(
+    outlet: &mut Outlet,
+    request: &CloseRequest,
+    protocol: Protocol,
+    limits: &ConnectionLimits,
+) {
+    let message = protocol.close(request.error.as_deref(), request.allow_reconnect);
     let _ = timeout(limits.send_timeout, async {
-        sink.send(WsMessage::Text(message.into())).await?;
-        sink.send(WsMessage::Close(Some(frame))).await
+        if outlet.send(message).await.is_ok() {
+            outlet.finish().await;
+        }
     })
     .await;
 }

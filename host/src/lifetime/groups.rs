@@ -5,7 +5,8 @@
 //! [`GroupRequest`]; the owner applies it and answers with a [`GroupReply`] on
 //! the asking node's channel. The caller waits up to the group timeout. A
 //! connection the owner does not have fails as soon as the owner answers; an
-//! id that names no node, or any id while this node has no peers, fails at once.
+//! id that names no node or a node known to be gone (see [`super::nodes`]),
+//! or any id while this node has no peers, fails at once.
 
 use super::local::Interest;
 use super::{
@@ -77,7 +78,12 @@ impl HubLifetimeManager {
         }
         let unknown = || GroupError::UnknownConnection(id.to_owned());
         let owner = match NodeId::owner_of(id) {
-            Some(owner) if owner != self.node && self.backplane.has_peers() => owner,
+            // A node known to be gone has no connections to change.
+            Some(owner)
+                if owner != self.node && self.backplane.has_peers() && !self.is_dead(owner) =>
+            {
+                owner
+            }
             _ => return Err(unknown()),
         };
         let request = self.pending.next.fetch_add(1, Ordering::Relaxed);

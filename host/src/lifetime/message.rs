@@ -5,8 +5,8 @@
 //! Between nodes it travels as an [`Envelope`]: serialized once per send.
 
 use super::{HubKey, Target};
-use crate::protocol::json;
-use axum::extract::ws::Utf8Bytes;
+use crate::protocol::Protocol;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::sync::OnceLock;
@@ -16,7 +16,8 @@ use std::sync::OnceLock;
 pub struct Message {
     target: String,
     arguments: Box<RawValue>,
-    json: OnceLock<Utf8Bytes>,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -26,6 +27,7 @@ impl Message {
             target,
             arguments,
             json: OnceLock::new(),
+            msgpack: OnceLock::new(),
         }
     }
 
@@ -37,10 +39,14 @@ impl Message {
         &self.arguments
     }
 
-    /// The framed JSON protocol Invocation, encoded on first use.
-    pub fn json(&self) -> &Utf8Bytes {
-        self.json
-            .get_or_init(|| json::invocation(&self.target, &self.arguments).into())
+    /// The framed Invocation in `protocol`, encoded on first use: once per
+    /// protocol however many connections receive it.
+    pub fn encoded(&self, protocol: Protocol) -> &Bytes {
+        let cell = match protocol {
+            Protocol::Json => &self.json,
+            Protocol::MessagePack => &self.msgpack,
+        };
+        cell.get_or_init(|| protocol.invocation(&self.target, &self.arguments))
     }
 }
 
@@ -59,6 +65,8 @@ pub enum Wire {
     GroupReply(GroupReply),
     /// Hubs or tenants changed in the store (on the control channel).
     Control(Control),
+    /// A node is alive, or leaving (on the nodes channel).
+    Node(super::Heartbeat),
 }
 
 /// A change every node acts on: re-read the store for it.
@@ -142,17 +150,17 @@ mod tests {
     }
 
     #[test]
-    fn encodes_json_once() -> anyhow::Result<()> {
+    fn encodes_once_per_protocol() -> anyhow::Result<()> {
         let message = Message::new("M".into(), RawValue::from_string("[1]".into())?);
-        let first = message.json().clone();
+        let first = message.encoded(Protocol::Json).clone();
         assert_eq!(
-            first.as_str(),
-            "{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\u{1e}"
+            &first[..],
+            b"{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\x1e"
         );
-        assert!(std::ptr::eq(
-            first.as_str().as_ptr(),
-            message.json().as_str().as_ptr()
-        ));
+        assert_eq!(first.as_ptr(), message.encoded(Protocol::Json).as_ptr());
+        let binary = message.encoded(Protocol::MessagePack).clone();
+        assert_eq!(&binary[..], b"\x0a\x96\x01\x80\xc0\xa1M\x91\x01\x90");
+        assert_eq!(binary.as_ptr(), message.encoded(Protocol::MessagePack).as_ptr());
         Ok(())
     }
 }

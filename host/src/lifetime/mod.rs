@@ -17,9 +17,11 @@
 mod groups;
 mod local;
 mod message;
+mod nodes;
 
 pub use local::LocalConnection;
 pub use message::{Control, Envelope, GroupReply, GroupRequest, Message, Wire};
+pub use nodes::Heartbeat;
 
 use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed};
@@ -127,6 +129,8 @@ pub struct LifetimeConfig {
     pub channels: Channels,
     /// How long a group change for a connection on another node may take.
     pub group_timeout: Duration,
+    /// How often a node says it is alive (see [`nodes`]).
+    pub heartbeat_interval: Duration,
 }
 
 impl LifetimeConfig {
@@ -134,6 +138,7 @@ impl LifetimeConfig {
         Self {
             channels: Channels::new(cluster_prefix),
             group_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
         }
     }
 }
@@ -148,6 +153,7 @@ pub struct HubLifetimeManager {
     backplane: Arc<dyn Backplane>,
     hubs: RwLock<HashMap<HubKey, HubConnections>>,
     pending: groups::Pending,
+    nodes: nodes::Nodes,
     /// Who hears about [`Control`] messages (the deployer).
     control: RwLock<Option<ControlHandler>>,
 }
@@ -163,6 +169,7 @@ impl HubLifetimeManager {
         // Readiness (`/readyz`) covers this one: it is in effect once the
         // backplane is connected.
         let _ = backplane.subscribe(&config.channels.node(node));
+        let _ = backplane.subscribe(&config.channels.nodes());
         let manager = Arc::new(Self {
             node,
             node_name: node.to_string(),
@@ -171,6 +178,7 @@ impl HubLifetimeManager {
             backplane,
             hubs: RwLock::default(),
             pending: groups::Pending::default(),
+            nodes: nodes::Nodes::new(config.heartbeat_interval),
             control: RwLock::default(),
         });
         if let Some(incoming) = incoming {
@@ -386,6 +394,7 @@ impl HubLifetimeManager {
             }
             Wire::Group(request) => self.on_group_request(request),
             Wire::GroupReply(reply) => self.on_group_reply(reply),
+            Wire::Node(beat) => self.on_heartbeat(beat),
             Wire::Control(control) => {
                 let handler = self
                     .control

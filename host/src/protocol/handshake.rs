@@ -1,7 +1,7 @@
 //! The handshake: the client names a protocol and version; the server answers
 //! `{}` or `{"error":…}` and, on error, closes.
 
-use super::RECORD_SEPARATOR;
+use super::{Protocol, RECORD_SEPARATOR};
 use serde::Deserialize;
 
 /// The highest hub protocol version we speak; clients may ask for any lower one.
@@ -15,6 +15,10 @@ pub enum HandshakeError {
     UnsupportedProtocol(String),
     #[error("The server does not support version {version} of the '{protocol}' protocol.")]
     UnsupportedVersion { protocol: String, version: u64 },
+    #[error(
+        "Cannot use the '{0}' protocol on the current transport. The transport does not support 'Binary' transfer format."
+    )]
+    BinaryUnsupported(&'static str),
     #[error("Handshake was canceled.")]
     Canceled,
     #[error("An unexpected error occurred during connection handshake. {0}")]
@@ -44,19 +48,13 @@ pub fn parse_request(message: &[u8]) -> Result<Protocol, HandshakeError> {
         })?;
     let supported = match protocol.as_str() {
         "json" => Protocol::Json,
-        // MessagePack arrives with the protocols issue; refuse it by name until then.
+        "messagepack" => Protocol::MessagePack,
         _ => return Err(HandshakeError::UnsupportedProtocol(protocol)),
     };
     if version > u64::from(MAX_PROTOCOL_VERSION) {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });
     }
     Ok(supported)
-}
-
-/// The hub protocols a connection can speak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Json,
 }
 
 /// The success response, framed.
@@ -88,8 +86,12 @@ mod tests {
     #[test]
     fn refuses_with_dotnet_texts() {
         assert_eq!(
-            parse_request(br#"{"protocol":"messagepack","version":1}"#).map_err(|e| e.to_string()),
-            Err("The protocol 'messagepack' is not supported.".into())
+            parse_request(br#"{"protocol":"messagepack","version":1}"#),
+            Ok(Protocol::MessagePack)
+        );
+        assert_eq!(
+            parse_request(br#"{"protocol":"protobuf","version":1}"#).map_err(|e| e.to_string()),
+            Err("The protocol 'protobuf' is not supported.".into())
         );
         assert_eq!(
             parse_request(br#"{"protocol":"json","version":3}"#).map_err(|e| e.to_string()),

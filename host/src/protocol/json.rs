@@ -22,7 +22,7 @@ struct RawMessage<'a> {
 }
 
 /// Reads one message (without its separator).
-pub fn parse(message: &[u8]) -> Result<Incoming<'_>, ProtocolError> {
+pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
     let raw: RawMessage<'_> =
         serde_json::from_slice(message).map_err(|e| ProtocolError::Json(e.to_string()))?;
     let kind = raw.kind.ok_or(ProtocolError::Missing("type"))?;
@@ -31,7 +31,7 @@ pub fn parse(message: &[u8]) -> Result<Incoming<'_>, ProtocolError> {
             // .NET treats an empty id like a missing one.
             invocation_id: raw.invocation_id.filter(|id| !id.is_empty()),
             target: raw.target.ok_or(ProtocolError::Missing("target"))?,
-            arguments: array(raw.arguments)?,
+            arguments: array(raw.arguments)?.get().to_owned(),
             stream_ids: raw.stream_ids.unwrap_or_default(),
         },
         4 => {
@@ -165,7 +165,7 @@ mod tests {
             } => {
                 assert_eq!(invocation_id.as_deref(), Some("7"));
                 assert_eq!(target, "Echo");
-                assert_eq!(arguments.get(), r#"[1,"a"]"#);
+                assert_eq!(arguments, r#"[1,"a"]"#);
                 assert!(stream_ids.is_empty());
             }
             other => panic!("unexpected {other:?}"),

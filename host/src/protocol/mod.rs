@@ -1,27 +1,111 @@
-//! The SignalR hub protocol: handshake and hub messages, pure and without I/O.
+//! The SignalR hub protocols, JSON and MessagePack: handshake, framing and
+//! hub messages, pure and without I/O.
 //!
-//! Only the JSON protocol is implemented; its text framing is one JSON object
-//! followed by the record separator `0x1E`, several per transport message.
+//! JSON frames are a JSON object followed by the record separator `0x1E`;
+//! MessagePack frames are a VarInt length and an array (see [`msgpack`]).
+//! Either way a transport message may hold several. Hubs only ever see JSON:
+//! MessagePack arguments and results are transcoded at this edge.
 
 pub mod handshake;
 pub mod json;
+pub mod msgpack;
 
+use bytes::Bytes;
 use serde_json::value::RawValue;
 
 /// The record separator that ends every JSON protocol message.
 pub const RECORD_SEPARATOR: u8 = 0x1e;
 
+/// The hub protocols a connection can speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Json,
+    MessagePack,
+}
+
+impl Protocol {
+    /// The name clients give in the handshake.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::MessagePack => "messagepack",
+        }
+    }
+
+    /// Whether the protocol needs a transport that carries binary data
+    /// (WebSocket binary frames, long polling; not Server-Sent Events).
+    pub fn is_binary(self) -> bool {
+        self == Self::MessagePack
+    }
+
+    /// Splits a buffer into complete messages; see [`split_messages`].
+    pub fn split(self, buffer: &[u8]) -> Result<(Vec<&[u8]>, usize), ProtocolError> {
+        match self {
+            Self::Json => Ok(split_messages(buffer)),
+            Self::MessagePack => msgpack::split(buffer),
+        }
+    }
+
+    /// Reads one message (without its framing).
+    pub fn parse(self, message: &[u8]) -> Result<Incoming, ProtocolError> {
+        match self {
+            Self::Json => json::parse(message),
+            Self::MessagePack => msgpack::parse(message),
+        }
+    }
+
+    /// A framed Invocation of `target` with `arguments` (a JSON array).
+    pub fn invocation(self, target: &str, arguments: &RawValue) -> Bytes {
+        match self {
+            Self::Json => json::invocation(target, arguments).into(),
+            Self::MessagePack => msgpack::invocation(target, arguments.get()),
+        }
+    }
+
+    /// A framed Completion with `result` (JSON text).
+    pub fn completion_result(self, invocation_id: &str, result: &RawValue) -> Bytes {
+        match self {
+            Self::Json => json::completion_result(invocation_id, result).into(),
+            Self::MessagePack => msgpack::completion_result(invocation_id, result.get()),
+        }
+    }
+
+    /// A framed Completion with an error.
+    pub fn completion_error(self, invocation_id: &str, error: &str) -> Bytes {
+        match self {
+            Self::Json => json::completion_error(invocation_id, error).into(),
+            Self::MessagePack => msgpack::completion_error(invocation_id, error),
+        }
+    }
+
+    /// A framed Ping.
+    pub fn ping(self) -> Bytes {
+        match self {
+            Self::Json => Bytes::from_static(json::PING.as_bytes()),
+            Self::MessagePack => Bytes::from_static(msgpack::PING),
+        }
+    }
+
+    /// A framed Close.
+    pub fn close(self, error: Option<&str>, allow_reconnect: bool) -> Bytes {
+        match self {
+            Self::Json => json::close(error, allow_reconnect).into(),
+            Self::MessagePack => msgpack::close(error, allow_reconnect),
+        }
+    }
+}
+
 /// A hub message received from a client. Message kinds a server never acts
 /// on (stream items, completions, acks…) arrive as [`Incoming::Ignored`], as
 /// unknown types do: SignalR peers ignore what they do not know.
 #[derive(Debug)]
-pub enum Incoming<'a> {
+pub enum Incoming {
     /// Type 1. No `invocation_id` means fire-and-forget: never any reply.
     Invocation {
         invocation_id: Option<String>,
         target: String,
-        /// The JSON array of arguments, as the client wrote it.
-        arguments: &'a RawValue,
+        /// The arguments as a JSON array (transcoded from MessagePack).
+        arguments: String,
         stream_ids: Vec<String>,
     },
     /// Type 4; hubs have no streaming methods yet, so these get an error.
@@ -42,6 +126,8 @@ pub enum Incoming<'a> {
 pub enum ProtocolError {
     #[error("invalid JSON: {0}")]
     Json(String),
+    #[error("invalid MessagePack: {0}")]
+    MessagePack(String),
     #[error("missing required property '{0}'")]
     Missing(&'static str),
     #[error("'{0}' must be {1}")]

@@ -1,25 +1,45 @@
-//! The HTTP side of SignalR: negotiate and the WebSocket transport.
+//! The HTTP side of SignalR: negotiate and the three transports.
 //!
 //! Routes, for a hub `HUB` of tenant `TENANT`:
 //! - `POST /TENANT/HUB/negotiate`: hands out a connection id and token;
-//! - `GET /TENANT/HUB?id=TOKEN` with a WebSocket upgrade: the connection;
-//!   without `id` (the client's `skipNegotiation`), a fresh connection.
+//! - `GET /TENANT/HUB?id=TOKEN`: a WebSocket upgrade ([`websocket`]); else
+//!   with `Accept: text/event-stream` Server-Sent Events ([`sse`]); else a
+//!   long poll ([`long_polling`]). A WebSocket without `id` (the client's
+//!   `skipNegotiation`) is a fresh connection;
+//! - `POST /TENANT/HUB?id=TOKEN`: messages for an SSE or long-polling
+//!   connection; `DELETE`: ends a long-polling connection.
 //!
-//! Both authenticate the client as its tenant says (see [`crate::auth`]).
+//! Every request authenticates the client as its tenant says (see
+//! [`crate::auth`]). A token names the node that negotiated it, which owns
+//! the connection: a request for a token of another node is passed on to it
+//! ([`forward`]), so no load balancer needs session affinity.
 
 pub mod cors;
+mod forward;
+mod long_polling;
 mod negotiate;
+mod session;
+mod sse;
 pub mod tokens;
 mod websocket;
 
+pub use forward::forwarder;
+pub use long_polling::delete;
 pub use negotiate::negotiate;
-pub use websocket::connect;
+pub use sse::post;
 
 use crate::auth::Identity;
+use crate::connection::io::TransportKind;
+use crate::connection::{ConnectionContext, ConnectionLimits};
 use crate::hubs::HubSlot;
 use crate::lifetime::HubKey;
+use crate::quotas::Admission;
+use crate::runtime::CallerInfo;
 use crate::server::AppState;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,4 +99,133 @@ fn authenticate(
             tracing::info!(tenant, %error, "client not authenticated");
             Unauthorized
         })
+}
+
+/// One request to a hub's connection endpoint, checked: the hub exists and
+/// the client may use it.
+struct HubRequest {
+    key: HubKey,
+    slot: Arc<HubSlot>,
+    identity: Identity,
+    /// The `id` query parameter: the connection token.
+    token: Option<String>,
+    method: Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+}
+
+impl HubRequest {
+    fn check(
+        state: &AppState,
+        (tenant, hub): (String, String),
+        mut query: HashMap<String, String>,
+        method: Method,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+    ) -> Result<Self, Response> {
+        let (key, slot) = find_hub(state, &tenant, &hub).map_err(IntoResponse::into_response)?;
+        let identity = authenticate(state, key.tenant(), &headers, &query)
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self {
+            key,
+            slot,
+            identity,
+            token: query.remove("id"),
+            method,
+            uri,
+            headers,
+        })
+    }
+
+    /// The token, or the 400 the protocol gives when it is missing.
+    fn token(&self) -> Result<&str, Response> {
+        self.token
+            .as_deref()
+            .ok_or_else(|| (StatusCode::BAD_REQUEST, "Connection ID required").into_response())
+    }
+}
+
+/// 404: the connection does not exist (any more).
+fn unknown_connection() -> Response {
+    (StatusCode::NOT_FOUND, "No Connection with that ID").into_response()
+}
+
+/// 400: the token belongs to a connection of another transport.
+fn transport_changed() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        "Cannot change transports mid-connection",
+    )
+        .into_response()
+}
+
+/// Admit a connection of `request` with `connection_id` over `transport`:
+/// the tenant's connection quota, limits and caller record. `Err` is the
+/// response to give instead.
+fn admit(
+    state: &AppState,
+    request: HubRequest,
+    connection_id: String,
+    transport: TransportKind,
+) -> Result<(ConnectionContext, Admission, tracing::Span), Response> {
+    let tenants = state.deployer.tenants().current();
+    let tenant = tenants.get(request.key.tenant());
+    let admission = state
+        .connection_counts
+        .admit(request.key.tenant(), tenant.max_connections)
+        .map_err(|quota| {
+            tracing::info!(tenant = request.key.tenant(), "connection refused: {quota}");
+            (StatusCode::TOO_MANY_REQUESTS, quota.to_string()).into_response()
+        })?;
+    let limits = ConnectionLimits {
+        max_messages_per_second: tenant.max_messages_per_second,
+        ..state.settings.connection.clone()
+    };
+    let span = tracing::info_span!(
+        "connection",
+        hub = %request.key,
+        id = %connection_id,
+        user = request.identity.user_id.as_deref().unwrap_or("")
+    );
+    let ctx = ConnectionContext {
+        hub: request.key,
+        slot: request.slot,
+        lifetime: state.lifetime.clone(),
+        caller: Arc::new(CallerInfo {
+            connection_id: connection_id.into(),
+            user_id: request.identity.user_id,
+            claims: request.identity.claims,
+        }),
+        limits,
+        transport,
+    };
+    Ok((ctx, admission, span))
+}
+
+/// `GET /TENANT/HUB`: a WebSocket, an event stream or a long poll.
+pub async fn connect(
+    State(state): State<Arc<AppState>>,
+    Path(names): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let request = match HubRequest::check(&state, names, query, Method::GET, uri, headers) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if let Ok(upgrade) = upgrade {
+        return websocket::connect(state, request, upgrade).await;
+    }
+    let wants_events = request
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if wants_events {
+        sse::connect(state, request).await
+    } else {
+        long_polling::poll(state, request).await
+    }
 }

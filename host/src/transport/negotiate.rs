@@ -1,10 +1,10 @@
-//! `POST /{tenant}/{hub}/negotiate`.
+//! `POST /{tenant}/{hub}/negotiate`: any node answers, and owns the
+//! connection it negotiates (its token names it).
 //!
 //! Protocol errors are answered with HTTP 200 and `{"error": …}`, which is
 //! what the official clients expect; only an unknown hub is a 404.
 
 use super::{authenticate, find_hub};
-use crate::ids::new_token;
 use crate::server::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -52,14 +52,18 @@ pub async fn negotiate(
     let connection_id = state.lifetime.node().new_connection_id();
     // Version 0 clients connect with the connection id itself.
     let token = if version >= 1 {
-        new_token()
+        state.lifetime.node().new_token()
     } else {
         connection_id.clone()
     };
     state
         .tokens
         .negotiated(token.clone(), key, connection_id.clone());
-    let transports = json!([{ "transport": "WebSockets", "transferFormats": ["Text", "Binary"] }]);
+    let transports = json!([
+        { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] },
+        { "transport": "ServerSentEvents", "transferFormats": ["Text"] },
+        { "transport": "LongPolling", "transferFormats": ["Text", "Binary"] },
+    ]);
     let body = if version >= 1 {
         json!({
             "negotiateVersion": version,

@@ -1,9 +1,16 @@
 //! Negotiated connections, by connection token.
 //!
-//! Negotiate hands out a token; the transport then claims it. A token never
+//! Negotiate hands out a token; a transport then claims it. A token never
 //! claimed expires after the disconnect timeout; a token in use cannot be
-//! claimed twice (409); a token whose connection ended is gone (404).
+//! claimed again (409, or 400 by another transport); a token whose
+//! connection ended is gone (404). Server-Sent Events and long-polling
+//! connections keep their [`HttpSession`] here, for the requests that follow
+//! the one that started them. A long-polling connection that ended stays
+//! until its client's last poll, or the disconnect timeout, so that poll gets
+//! a 204 (stop) rather than a 404 (error).
 
+use super::session::HttpSession;
+use crate::connection::io::TransportKind;
 use crate::lifetime::HubKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,11 +18,20 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 #[derive(Debug)]
+enum State {
+    /// Negotiated at this instant; no transport yet.
+    Negotiated(Instant),
+    /// A WebSocket holds it.
+    WebSocket,
+    /// Server-Sent Events or long polling.
+    Http(Arc<HttpSession>),
+}
+
+#[derive(Debug)]
 struct Entry {
     hub: HubKey,
     connection_id: String,
-    /// When negotiated; `None` once a transport has claimed it.
-    negotiated_at: Option<Instant>,
+    state: State,
 }
 
 /// What claiming a token found.
@@ -25,8 +41,18 @@ pub enum Claim {
     Claimed(String),
     /// No such token for this hub.
     Unknown,
-    /// Another transport holds it.
-    InUse,
+    /// A transport of this kind holds it.
+    InUse(TransportKind),
+}
+
+/// What a token stands for, to the requests after the first.
+#[derive(Debug)]
+pub enum Found {
+    Unknown,
+    /// Negotiated, not started.
+    Negotiated,
+    WebSocket,
+    Http(Arc<HttpSession>),
 }
 
 /// The table of tokens.
@@ -37,6 +63,7 @@ pub struct Tokens {
 
 impl Tokens {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        // Single inserts, updates and removes: a poisoned map is consistent.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -45,23 +72,40 @@ impl Tokens {
         let entry = Entry {
             hub,
             connection_id,
-            negotiated_at: Some(Instant::now()),
+            state: State::Negotiated(Instant::now()),
         };
         self.lock().insert(token, entry);
     }
 
-    /// Claim `token` for a transport of `hub`.
-    pub fn claim(&self, token: &str, hub: &HubKey) -> Claim {
+    /// Claim `token` of `hub` for a WebSocket (`session` is `None`) or for
+    /// the Server-Sent Events or long-polling `session`.
+    pub fn claim(&self, token: &str, hub: &HubKey, session: Option<Arc<HttpSession>>) -> Claim {
         let mut entries = self.lock();
-        match entries.get_mut(token) {
-            Some(entry) if entry.hub == *hub => {
-                if entry.negotiated_at.take().is_some() {
-                    Claim::Claimed(entry.connection_id.clone())
-                } else {
-                    Claim::InUse
-                }
+        let Some(entry) = entries.get_mut(token).filter(|e| e.hub == *hub) else {
+            return Claim::Unknown;
+        };
+        match &entry.state {
+            State::Negotiated(_) => {
+                entry.state = match session {
+                    Some(session) => State::Http(session),
+                    None => State::WebSocket,
+                };
+                Claim::Claimed(entry.connection_id.clone())
             }
-            _ => Claim::Unknown,
+            State::WebSocket => Claim::InUse(TransportKind::WebSockets),
+            State::Http(session) => Claim::InUse(session.kind()),
+        }
+    }
+
+    /// What `token` of `hub` stands for.
+    pub fn find(&self, token: &str, hub: &HubKey) -> Found {
+        match self.lock().get(token).filter(|e| e.hub == *hub) {
+            None => Found::Unknown,
+            Some(entry) => match &entry.state {
+                State::Negotiated(_) => Found::Negotiated,
+                State::WebSocket => Found::WebSocket,
+                State::Http(session) => Found::Http(session.clone()),
+            },
         }
     }
 
@@ -70,11 +114,17 @@ impl Tokens {
         self.lock().remove(token);
     }
 
-    /// Forget tokens negotiated longer than `max_age` ago and never claimed.
+    /// Forget tokens negotiated longer than `max_age` ago and never claimed,
+    /// and dispose of long-polling connections that nobody polled for as long
+    /// (dropping them once ended). Returns how many entries went.
     pub fn expire(&self, max_age: Duration) -> usize {
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|_, e| e.negotiated_at.is_none_or(|at| at.elapsed() < max_age));
+        entries.retain(|_, entry| match &entry.state {
+            State::Negotiated(at) => at.elapsed() < max_age,
+            State::WebSocket => true,
+            State::Http(session) => session.keep(max_age),
+        });
         before - entries.len()
     }
 
@@ -97,21 +147,47 @@ mod tests {
         let hub = HubKey::new("t", "h")?;
         tokens.negotiated("tok".into(), hub.clone(), "id".into());
         assert_eq!(
-            tokens.claim("tok", &HubKey::new("t", "other")?),
+            tokens.claim("tok", &HubKey::new("t", "other")?, None),
             Claim::Unknown
         );
-        assert_eq!(tokens.claim("tok", &hub), Claim::Claimed("id".into()));
-        assert_eq!(tokens.claim("tok", &hub), Claim::InUse);
+        assert!(matches!(tokens.find("tok", &hub), Found::Negotiated));
+        assert_eq!(tokens.claim("tok", &hub, None), Claim::Claimed("id".into()));
+        assert_eq!(
+            tokens.claim("tok", &hub, None),
+            Claim::InUse(TransportKind::WebSockets)
+        );
+        assert!(matches!(tokens.find("tok", &hub), Found::WebSocket));
         assert_eq!(
             tokens.expire(Duration::ZERO),
             0,
             "claimed tokens do not expire"
         );
         tokens.release("tok");
-        assert_eq!(tokens.claim("tok", &hub), Claim::Unknown);
+        assert_eq!(tokens.claim("tok", &hub, None), Claim::Unknown);
         tokens.negotiated("old".into(), hub.clone(), "id2".into());
         assert_eq!(tokens.expire(Duration::ZERO), 1);
         assert!(tokens.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn http_sessions_stay_until_idle() -> anyhow::Result<()> {
+        let tokens = Tokens::default();
+        let hub = HubKey::new("t", "h")?;
+        tokens.negotiated("lp".into(), hub.clone(), "id".into());
+        let (session, _ends) = HttpSession::new(TransportKind::LongPolling);
+        assert_eq!(
+            tokens.claim("lp", &hub, Some(session.clone())),
+            Claim::Claimed("id".into())
+        );
+        assert_eq!(
+            tokens.claim("lp", &hub, None),
+            Claim::InUse(TransportKind::LongPolling)
+        );
+        assert!(matches!(tokens.find("lp", &hub), Found::Http(_)));
+        assert_eq!(tokens.expire(Duration::from_secs(60)), 0);
+        assert_eq!(tokens.expire(Duration::ZERO), 1, "never polled: disposed");
+        assert!(session.is_disposed());
         Ok(())
     }
 }

@@ -1,0 +1,152 @@
+//! Which nodes are alive, and where they take HTTP requests.
+//!
+//! Every node publishes a heartbeat on `{cluster}:nodes` at the heartbeat
+//! interval, with the URL other nodes reach it at, and a last one when it
+//! shuts down. A node unheard of for three intervals, or that said goodbye,
+//! is dead: requests for its connections are not forwarded to it (they get
+//! 404, and the client reconnects), and group changes for its connections
+//! fail at once instead of waiting out the group timeout. A node that hears
+//! a newcomer answers with its own heartbeat at once, so a new node knows
+//! its peers within a round trip rather than an interval.
+
+use super::{HubLifetimeManager, Wire};
+use crate::ids::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How many missed heartbeats make a node dead.
+const MISSED_BEATS: u32 = 3;
+
+/// A node's heartbeat.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    /// Where the node takes forwarded requests, if it can.
+    pub url: Option<String>,
+    /// The node is shutting down.
+    pub leaving: bool,
+}
+
+#[derive(Debug)]
+struct Seen {
+    url: Option<String>,
+    at: Instant,
+    leaving: bool,
+}
+
+/// The nodes this node has heard of.
+#[derive(Debug)]
+pub(super) struct Nodes {
+    interval: Duration,
+    url: Mutex<Option<String>>,
+    seen: Mutex<HashMap<NodeId, Seen>>,
+}
+
+impl Nodes {
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            url: Mutex::new(None),
+            seen: Mutex::default(),
+        }
+    }
+
+    fn seen(&self) -> MutexGuard<'_, HashMap<NodeId, Seen>> {
+        // Single inserts and reads: a poisoned map is still consistent.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alive(&self, seen: &Seen) -> bool {
+        !seen.leaving && seen.at.elapsed() < self.interval * MISSED_BEATS
+    }
+}
+
+impl HubLifetimeManager {
+    /// Announce this node, reachable at `url`, every heartbeat interval
+    /// until the manager is dropped.
+    pub fn start_heartbeats(self: &Arc<Self>, url: Option<String>) {
+        *self.nodes.url.lock().unwrap_or_else(|e| e.into_inner()) = url;
+        let manager = Arc::downgrade(self);
+        let interval = self.nodes.interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let Some(manager) = manager.upgrade() else {
+                    return;
+                };
+                manager.beat(false);
+            }
+        });
+    }
+
+    fn beat(&self, leaving: bool) {
+        let url = self
+            .nodes
+            .url
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let beat = Wire::Node(Heartbeat {
+            node: self.node_name.clone(),
+            url,
+            leaving,
+        });
+        self.publish_wire(&self.channels.nodes(), &beat);
+    }
+
+    /// Tell the other nodes this one is going.
+    pub fn leave(&self) {
+        self.beat(true);
+    }
+
+    /// Where to reach `node`, if it is alive and reachable.
+    pub fn node_url(&self, node: NodeId) -> Option<String> {
+        let seen = self.nodes.seen();
+        let entry = seen.get(&node)?;
+        if self.nodes.alive(entry) {
+            entry.url.clone()
+        } else {
+            None
+        }
+    }
+
+    /// Whether `node` is known to be gone: heard of, then silent or leaving.
+    /// A node never heard of may just have started, so it is not dead.
+    pub fn is_dead(&self, node: NodeId) -> bool {
+        self.nodes
+            .seen()
+            .get(&node)
+            .is_some_and(|entry| !self.nodes.alive(entry))
+    }
+
+    pub(super) fn on_heartbeat(&self, beat: Heartbeat) {
+        let Some(node) = NodeId::parse(&beat.node) else {
+            return tracing::warn!(node = beat.node, "dropping a heartbeat from an invalid node id");
+        };
+        if node == self.node {
+            return;
+        }
+        let fresh = Seen {
+            url: beat.url,
+            at: Instant::now(),
+            leaving: beat.leaving,
+        };
+        let newcomer = {
+            let mut seen = self.nodes.seen();
+            let was_alive = seen.get(&node).is_some_and(|e| self.nodes.alive(e));
+            let leaving = fresh.leaving;
+            seen.insert(node, fresh);
+            !was_alive && !leaving
+        };
+        if beat.leaving {
+            tracing::info!(%node, "node left");
+        } else if newcomer {
+            tracing::info!(%node, "node joined");
+            self.beat(false);
+        }
+    }
+}

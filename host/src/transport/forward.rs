@@ -1,0 +1,213 @@
+//! Requests for connections of another node, passed on to that node.
+//!
+//! A connection lives on the node that negotiated it, and its token names
+//! that node (see [`crate::ids`]). A request for a token this node does not
+//! know goes to the owner at the URL its heartbeats give (see
+//! [`crate::lifetime::Heartbeat`]): the HTTP request (SSE stream, poll,
+//! POST, DELETE) with its headers and body, answered with the owner's status,
+//! headers and streamed body; a WebSocket is relayed frame by frame. The
+//! owner checks everything again (hub, credentials, token), so a forwarded
+//! request gains nothing by being forwarded. It is marked, and a marked
+//! request is never passed on again: no loops. An owner that is not alive or
+//! cannot be reached means the connection is gone: 404, and the client
+//! starts over.
+
+use super::{HubRequest, unknown_connection};
+use crate::ids::NodeId;
+use crate::server::AppState;
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::http::{HeaderName, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as UpMessage, client::IntoClientRequest};
+
+/// Marks a request one node passed on to another.
+pub const FORWARDED: &str = "x-hubhost-forwarded";
+
+/// The HTTP client that passes requests on.
+pub fn forwarder() -> anyhow::Result<reqwest::Client> {
+    // No overall timeout: a forwarded poll waits up to the poll timeout and
+    // an event stream lasts as long as its connection.
+    Ok(reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()?)
+}
+
+/// Headers that belong to one hop, not to the request or response.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "host"
+            | "content-length"
+    ) || name.as_str().starts_with("sec-websocket-")
+}
+
+/// The owner's URL for `request`'s token; `None` when this node owns it,
+/// the request was passed on already, or the owner is not alive.
+fn owner(state: &AppState, request: &HubRequest) -> Option<(NodeId, String)> {
+    if request.headers.contains_key(FORWARDED) {
+        return None;
+    }
+    let owner = NodeId::owner_of_token(request.token.as_deref()?)?;
+    if owner == state.lifetime.node() {
+        return None;
+    }
+    match state.lifetime.node_url(owner) {
+        Some(url) => Some((owner, url)),
+        None => {
+            tracing::debug!(%owner, "request for a connection of a node that is not alive");
+            None
+        }
+    }
+}
+
+fn path_and_query(request: &HubRequest) -> &str {
+    request.uri.path_and_query().map_or("/", |p| p.as_str())
+}
+
+/// Pass an HTTP request on to the owner of its connection.
+pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) -> Response {
+    let Some((owner, base)) = owner(state, request) else {
+        return unknown_connection();
+    };
+    let url = format!("{base}{}", path_and_query(request));
+    let mut outgoing = state.forwarder.request(request.method.clone(), &url);
+    for (name, value) in &request.headers {
+        if !hop_by_hop(name) {
+            outgoing = outgoing.header(name, value);
+        }
+    }
+    let outgoing = outgoing
+        .header(FORWARDED, state.lifetime.node().to_string())
+        .body(body);
+    let response = match outgoing.send().await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%owner, %error, "cannot pass a request on to the connection's node");
+            return unknown_connection();
+        }
+    };
+    let mut reply = Response::builder().status(response.status());
+    for (name, value) in response.headers() {
+        if !hop_by_hop(name) {
+            reply = reply.header(name, value);
+        }
+    }
+    // Streamed: an event stream lasts, a poll's body arrives when it has one.
+    reply
+        .body(Body::from_stream(response.bytes_stream()))
+        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+}
+
+/// Relay a WebSocket to the owner of its connection: the owner accepts it
+/// first (or answers the status the client gets), then frames flow both ways.
+pub(super) async fn websocket(
+    state: &Arc<AppState>,
+    request: &HubRequest,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Some((owner, base)) = owner(state, request) else {
+        return unknown_connection();
+    };
+    let url = format!("ws{}{}", base.trim_start_matches("http"), path_and_query(request));
+    let Ok(mut upstream) = url.as_str().into_client_request() else {
+        tracing::warn!(%owner, url, "cannot relay to an invalid node URL");
+        return unknown_connection();
+    };
+    for name in [
+        header::AUTHORIZATION,
+        header::COOKIE,
+        header::USER_AGENT,
+        HeaderName::from_static("x-requested-with"),
+        HeaderName::from_static("x-signalr-user-agent"),
+    ] {
+        if let Some(value) = request.headers.get(&name) {
+            upstream.headers_mut().insert(name, value.clone());
+        }
+    }
+    if let Ok(node) = state.lifetime.node().to_string().parse() {
+        upstream.headers_mut().insert(FORWARDED, node);
+    }
+    let upstream = match tokio_tungstenite::connect_async(upstream).await {
+        Ok((upstream, _)) => upstream,
+        Err(tungstenite::Error::Http(response)) => {
+            // The owner's answer (404, 409, 401…) is the client's.
+            return response.status().into_response();
+        }
+        Err(error) => {
+            tracing::warn!(%owner, %error, "cannot relay a WebSocket to the connection's node");
+            return unknown_connection();
+        }
+    };
+    let tasks = state.tasks.clone();
+    upgrade
+        .max_message_size(state.settings.max_websocket_message)
+        .read_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| tasks.track_future(relay(socket, upstream)))
+}
+
+type Upstream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Copy frames both ways until both sides are done.
+async fn relay(client: WebSocket, upstream: Upstream) {
+    let (mut client_tx, mut client_rx) = client.split();
+    let (mut owner_tx, mut owner_rx) = upstream.split();
+    let to_owner = async {
+        while let Some(Ok(message)) = client_rx.next().await {
+            let message = match message {
+                WsMessage::Text(text) => UpMessage::text(text.as_str()),
+                WsMessage::Binary(bytes) => UpMessage::binary(bytes),
+                WsMessage::Close(frame) => {
+                    let frame = frame.map(|f| CloseFrame {
+                        code: f.code.into(),
+                        reason: f.reason.as_str().into(),
+                    });
+                    let _ = owner_tx.send(UpMessage::Close(frame)).await;
+                    break;
+                }
+                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+            };
+            if owner_tx.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = owner_tx.close().await;
+    };
+    let to_client = async {
+        while let Some(Ok(message)) = owner_rx.next().await {
+            let message = match message {
+                UpMessage::Text(text) => WsMessage::Text(text.as_str().into()),
+                UpMessage::Binary(bytes) => WsMessage::Binary(bytes),
+                UpMessage::Close(frame) => {
+                    // The owner's close code (1000) is what the client checks.
+                    let frame = frame.map(|f| axum::extract::ws::CloseFrame {
+                        code: f.code.into(),
+                        reason: f.reason.as_str().into(),
+                    });
+                    let _ = client_tx.send(WsMessage::Close(frame)).await;
+                    break;
+                }
+                UpMessage::Ping(_) | UpMessage::Pong(_) | UpMessage::Frame(_) => continue,
+            };
+            if client_tx.send(message).await.is_err() {
+                break;
+            }
+        }
+        let _ = client_tx.close().await;
+    };
+    tokio::join!(to_owner, to_client);
+}

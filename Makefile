@@ -55,12 +55,14 @@ test: setup build
 # Per-call cost of a trivial hub call next to the same dispatch without Wasm;
 # broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379);
 # one tenant's latency while another runs hostile hub code; upload to serving
-# on every node of a three-node cluster.
+# on every node of a three-node cluster; a long-polling round trip straight to
+# the connection's node and through another node that passes it on.
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
 	cargo bench -p hubhost-tests --bench fanout
 	cargo bench -p hubhost-tests --bench isolation
 	cargo bench -p hubhost-tests --bench deploy
+	cargo bench -p hubhost-tests --bench forward
 
 # hubhost against Socket.IO 4 (Redis adapter) and a bare Rust relay over Redis:
 # two nodes each, one load tool, one table with the ratios (needs Redis on 6379).

@@ -2,17 +2,21 @@
 //! sandboxed WebAssembly components.
 //!
 //! The host owns everything that touches the network — negotiate, WebSockets,
-//! the hub protocol, keep-alive, groups, users, scale-out — and the hub
-//! component only decides what a method does and whom to send what.
+//! Server-Sent Events, long polling, the hub protocols, keep-alive, groups,
+//! users, scale-out — and the hub component only decides what a method does
+//! and whom to send what.
 //!
 //! # Layout
 //! - [`server`]: `AppState`, `app(state) -> Router`, `run(listener, state, shutdown)`.
 //! - [`config`]: typed configuration (file, environment, flags) and its checks.
-//! - [`transport`]: negotiate and the WebSocket transport; connection tokens.
-//! - [`connection`]: one client connection — handshake, dispatch, keep-alive,
-//!   the bounded outbound queue and the writer.
-//! - [`protocol`]: the SignalR handshake and JSON hub protocol, pure.
-//! - [`lifetime`]: `HubLifetimeManager` — delivery and groups across nodes.
+//! - [`transport`]: negotiate, WebSockets, Server-Sent Events, long polling;
+//!   connection tokens; requests passed on to the connection's node.
+//! - [`connection`]: one client connection over any transport — handshake,
+//!   dispatch, keep-alive, the bounded outbound queue and the writer.
+//! - [`protocol`]: the SignalR handshake and the JSON and MessagePack hub
+//!   protocols, pure.
+//! - [`lifetime`]: `HubLifetimeManager` — delivery and groups across nodes;
+//!   node heartbeats (addresses, liveness).
 //! - [`backplane`]: the node-to-node pub/sub seam and its in-memory implementation.
 //! - [`runtime`]: the wasmtime engine, the host imports, hub versions and limits.
 //! - [`hubs`]: the hubs a node serves and their active versions.

@@ -30,8 +30,8 @@ async fn handshake_errors_name_the_problem() -> anyhow::Result<()> {
     let server = server().await?;
     let cases = [
         (
-            "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}",
-            "The protocol 'messagepack' is not supported.",
+            "{\"protocol\":\"protobuf\",\"version\":1}\u{1e}",
+            "The protocol 'protobuf' is not supported.",
         ),
         (
             "{\"protocol\":\"xml\",\"version\":1}\u{1e}",
@@ -132,9 +132,17 @@ async fn negotiate_follows_the_spec() -> anyhow::Result<()> {
     assert_eq!(body["negotiateVersion"], 1);
     let id = body["connectionId"].as_str().unwrap_or_default();
     let token = body["connectionToken"].as_str().unwrap_or_default();
-    assert_eq!((id.len(), token.len()), (22, 22));
+    // The token: the owning node's id and 16 random bytes.
+    assert_eq!((id.len(), token.len()), (22, 30));
     assert_ne!(id, token);
-    assert_eq!(body["availableTransports"][0]["transport"], "WebSockets");
+    assert_eq!(
+        body["availableTransports"],
+        json!([
+            { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] },
+            { "transport": "ServerSentEvents", "transferFormats": ["Text"] },
+            { "transport": "LongPolling", "transferFormats": ["Text", "Binary"] },
+        ])
+    );
     assert!(body.get("ProtocolVersion").is_none());
 
     // Version 0: no token; the id is what the transport uses. Higher: clamped to 1.

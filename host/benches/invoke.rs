@@ -52,10 +52,7 @@ fn parse(message: &[u8]) -> (String, String) {
             invocation_id,
             arguments,
             ..
-        }) => (
-            invocation_id.unwrap_or_default(),
-            arguments.get().to_owned(),
-        ),
+        }) => (invocation_id.unwrap_or_default(), arguments),
         _ => unreachable!("benchmark message is an invocation"),
     }
 }

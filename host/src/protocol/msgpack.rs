@@ -270,13 +270,13 @@ fn write_value(out: &mut Vec<u8>, value: &Json) {
             let _ = rmp::encode::write_bool(out, *b);
         }
         Json::Number(n) => {
-            let _ = if let Some(u) = n.as_u64() {
-                rmp::encode::write_uint(out, u).map(|_| ())
+            if let Some(u) = n.as_u64() {
+                let _ = rmp::encode::write_uint(out, u);
             } else if let Some(i) = n.as_i64() {
-                rmp::encode::write_sint(out, i).map(|_| ())
+                let _ = rmp::encode::write_sint(out, i);
             } else {
-                rmp::encode::write_f64(out, n.as_f64().unwrap_or_default()).map_err(Into::into)
-            };
+                let _ = rmp::encode::write_f64(out, n.as_f64().unwrap_or_default());
+            }
         }
         Json::String(s) => write_str(out, s),
         Json::Array(items) => {

@@ -14,6 +14,10 @@
 //! the connection: a request for a token of another node is passed on to it
 //! ([`forward`]), so no load balancer needs session affinity.
 
+// The error side of these helpers is the response a handler returns at
+// once; boxing it would only add an allocation to every refused request.
+#![allow(clippy::result_large_err)]
+
 pub mod cors;
 mod forward;
 mod long_polling;

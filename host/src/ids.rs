@@ -119,7 +119,10 @@ mod tests {
         assert_ne!(node.new_token(), token);
         assert_eq!(NodeId::owner_of_token(&token), Some(node));
         assert_eq!(NodeId::owner_of_token(&id), Some(node));
-        assert_eq!(NodeId::owner_of_token("!!!!!!!!xxxxxxxxxxxxxxxxxxxxxx"), None);
+        assert_eq!(
+            NodeId::owner_of_token("!!!!!!!!xxxxxxxxxxxxxxxxxxxxxx"),
+            None
+        );
         assert_eq!(NodeId::parse(&node.to_string()), Some(node));
         assert_eq!(NodeId::parse("x"), None);
     }

@@ -25,6 +25,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for connections to finish their Close.
@@ -44,6 +45,9 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Passes requests for other nodes' connections on to them.
     pub forwarder: reqwest::Client,
+    /// Cancelled when shutdown begins: handshakes still waiting stop, and
+    /// requests and WebSockets passed on to other nodes end.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -121,6 +125,7 @@ impl AppState {
             connection_counts: ConnectionCounts::default(),
             tasks: TaskTracker::new(),
             forwarder: transport::forwarder()?,
+            shutdown: CancellationToken::new(),
         }))
     }
 }
@@ -228,6 +233,7 @@ pub async fn run(
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             closing.lifetime.leave();
+            closing.shutdown.cancel();
             closing.lifetime.close_all(&CloseRequest {
                 error: None,
                 allow_reconnect: true,

@@ -31,11 +31,17 @@ impl Connection {
             .ok_or_else(|| anyhow::anyhow!("no token in {negotiated}"))?
             .to_owned();
         let connection = Self { client, token };
-        anyhow::ensure!(connection.poll(owner).await?.is_empty(), "first poll not empty");
+        anyhow::ensure!(
+            connection.poll(owner).await?.is_empty(),
+            "first poll not empty"
+        );
         connection
             .post(owner, "{\"protocol\":\"json\",\"version\":1}\u{1e}")
             .await?;
-        anyhow::ensure!(connection.poll(owner).await? == "{}\u{1e}", "no handshake reply");
+        anyhow::ensure!(
+            connection.poll(owner).await? == "{}\u{1e}",
+            "no handshake reply"
+        );
         Ok(connection)
     }
 
@@ -124,9 +130,7 @@ async fn main() -> anyhow::Result<()> {
     // And direct again, in case the machine got busier meanwhile.
     let direct_again = measure(&connection, a, 2_000_000).await?;
 
-    println!(
-        "long polling, Echo round trip = POST + poll (2 requests), {ROUND_TRIPS} each, µs:"
-    );
+    println!("long polling, Echo round trip = POST + poll (2 requests), {ROUND_TRIPS} each, µs:");
     println!("{:<28} {:>9} {:>9} {:>9}", "", "mean", "p50", "p99");
     for (name, (mean, p50, p99)) in [
         ("straight to the owner", direct),

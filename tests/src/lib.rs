@@ -9,10 +9,13 @@
 //! - [`spec`]: the lifetime-manager scenarios every backplane must pass.
 //! - [`redis_server`]: a `redis-server` of a test's own, for fault tests.
 //! - [`admin`]: the admin API over HTTP, and waiting for nodes to serve a version.
+//! - [`transports`]: raw long-polling and Server-Sent Events clients, and
+//!   MessagePack framing, for the wire-protocol tests.
 
 pub mod admin;
 pub mod redis_server;
 pub mod spec;
+pub mod transports;
 
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt, StreamExt};

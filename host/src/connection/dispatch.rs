@@ -1,7 +1,7 @@
 //! Reading hub messages and dispatching them to the hub, one at a time.
 
-use super::outbound::{CloseRequest, Frame, Outbound};
 use super::io::{Inbound, Read};
+use super::outbound::{CloseRequest, Frame, Outbound};
 use super::{ConnectionContext, close_with_error};
 use crate::lifetime::HubLifetimeManager;
 use crate::protocol::{Incoming, Protocol, ProtocolError};

@@ -66,6 +66,8 @@ pub struct ConnectionContext {
     pub caller: Arc<CallerInfo>,
     pub limits: ConnectionLimits,
     pub transport: TransportKind,
+    /// The server is shutting down: a connection still in its handshake ends.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// Serve one connection until either side ends it.
@@ -132,7 +134,12 @@ async fn handshake(
     let deadline = Instant::now() + limits.handshake_timeout;
     let mut buffer = Vec::new();
     let result = loop {
-        match timeout_at(deadline, inbound.read(&mut buffer)).await {
+        let read = tokio::select! {
+            read = timeout_at(deadline, inbound.read(&mut buffer)) => read,
+            // Not registered yet, so no Close reaches it: it just ends.
+            () = ctx.shutdown.cancelled() => return None,
+        };
+        match read {
             Err(_) => break Err(handshake::HandshakeError::Canceled),
             Ok(Read::End(_)) => return None,
             Ok(Read::Data) => {}
@@ -141,7 +148,9 @@ async fn handshake(
             Some(end) if end <= limits.max_message_size => {
                 break handshake::parse_request(&buffer[..end]).and_then(|protocol| {
                     if protocol.is_binary() && !ctx.transport.supports_binary() {
-                        Err(handshake::HandshakeError::BinaryUnsupported(protocol.name()))
+                        Err(handshake::HandshakeError::BinaryUnsupported(
+                            protocol.name(),
+                        ))
                     } else {
                         Ok((protocol, end))
                     }

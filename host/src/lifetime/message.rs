@@ -160,7 +160,10 @@ mod tests {
         assert_eq!(first.as_ptr(), message.encoded(Protocol::Json).as_ptr());
         let binary = message.encoded(Protocol::MessagePack).clone();
         assert_eq!(&binary[..], b"\x09\x96\x01\x80\xc0\xa1M\x91\x01\x90");
-        assert_eq!(binary.as_ptr(), message.encoded(Protocol::MessagePack).as_ptr());
+        assert_eq!(
+            binary.as_ptr(),
+            message.encoded(Protocol::MessagePack).as_ptr()
+        );
         Ok(())
     }
 }

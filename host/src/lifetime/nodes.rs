@@ -125,7 +125,10 @@ impl HubLifetimeManager {
 
     pub(super) fn on_heartbeat(&self, beat: Heartbeat) {
         let Some(node) = NodeId::parse(&beat.node) else {
-            return tracing::warn!(node = beat.node, "dropping a heartbeat from an invalid node id");
+            return tracing::warn!(
+                node = beat.node,
+                "dropping a heartbeat from an invalid node id"
+            );
         };
         if node == self.node {
             return;

@@ -196,7 +196,10 @@ pub fn to_json(value: &Mp) -> Result<Json, ProtocolError> {
 fn timestamp(data: &[u8]) -> Result<String, ProtocolError> {
     let bad = || ProtocolError::MessagePack("malformed timestamp".into());
     let (seconds, nanos): (i64, u32) = match data.len() {
-        4 => (i64::from(u32::from_be_bytes(data.try_into().map_err(|_| bad())?)), 0),
+        4 => (
+            i64::from(u32::from_be_bytes(data.try_into().map_err(|_| bad())?)),
+            0,
+        ),
         8 => {
             let raw = u64::from_be_bytes(data.try_into().map_err(|_| bad())?);
             ((raw & 0x3_ffff_ffff) as i64, (raw >> 34) as u32)

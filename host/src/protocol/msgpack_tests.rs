@@ -18,10 +18,19 @@ fn s(text: &str) -> Mp {
 #[test]
 fn varints_as_the_spec_gives_them() -> Result<(), ProtocolError> {
     assert_eq!(read_varint(&[0x80, 0x29])?, Some((5248, 2)));
-    assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x07])?, Some((MAX_LENGTH as usize, 5)));
+    assert_eq!(
+        read_varint(&[0xff, 0xff, 0xff, 0xff, 0x07])?,
+        Some((MAX_LENGTH as usize, 5))
+    );
     assert_eq!(read_varint(&[0x80])?, None, "incomplete waits for more");
-    assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x08]).is_err(), "over 2^31 - 1");
-    assert!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err(), "over 5 bytes");
+    assert!(
+        read_varint(&[0xff, 0xff, 0xff, 0xff, 0x08]).is_err(),
+        "over 2^31 - 1"
+    );
+    assert!(
+        read_varint(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err(),
+        "over 5 bytes"
+    );
     assert_eq!(&frame(vec![0; 5248])[..2], &[0x80, 0x29]);
     Ok(())
 }
@@ -48,7 +57,13 @@ fn reads_five_and_six_element_invocations() -> Result<(), ProtocolError> {
         Mp::Map(vec![(s("a"), Mp::Nil), (Mp::from(1), Mp::Boolean(true))]),
     ]);
     // The JS client's five elements, an empty id meaning none.
-    let five = Mp::Array(vec![Mp::from(1), Mp::Map(vec![]), s(""), s("Echo"), args.clone()]);
+    let five = Mp::Array(vec![
+        Mp::from(1),
+        Mp::Map(vec![]),
+        s(""),
+        s("Echo"),
+        args.clone(),
+    ]);
     match parse(&body(&five))? {
         Incoming::Invocation {
             invocation_id,
@@ -91,12 +106,21 @@ fn reads_five_and_six_element_invocations() -> Result<(), ProtocolError> {
 #[test]
 fn reads_close_ping_and_ignores_the_rest() -> Result<(), ProtocolError> {
     let js_close = Mp::Array(vec![Mp::from(7), Mp::Nil]);
-    assert!(matches!(parse(&body(&js_close))?, Incoming::Close { error: None }));
+    assert!(matches!(
+        parse(&body(&js_close))?,
+        Incoming::Close { error: None }
+    ));
     let close = Mp::Array(vec![Mp::from(7), s("bye"), Mp::Boolean(true)]);
     assert!(matches!(parse(&body(&close))?, Incoming::Close { error: Some(e) } if e == "bye"));
     let completion = Mp::Array(vec![Mp::from(3), Mp::Map(vec![]), s("1"), Mp::from(2)]);
-    assert!(matches!(parse(&body(&completion))?, Incoming::Ignored { kind: 3 }));
-    assert!(matches!(parse(&body(&Mp::Array(vec![Mp::from(42)])))?, Incoming::Ignored { kind: 42 }));
+    assert!(matches!(
+        parse(&body(&completion))?,
+        Incoming::Ignored { kind: 3 }
+    ));
+    assert!(matches!(
+        parse(&body(&Mp::Array(vec![Mp::from(42)])))?,
+        Incoming::Ignored { kind: 42 }
+    ));
     Ok(())
 }
 
@@ -106,12 +130,47 @@ fn refuses_malformed_messages() {
         body(&Mp::from(1)),
         body(&Mp::Array(vec![])),
         body(&Mp::Array(vec![s("1")])),
-        body(&Mp::Array(vec![Mp::from(1), Mp::Map(vec![]), Mp::Nil, s("x")])),
-        body(&Mp::Array(vec![Mp::from(1), Mp::Map(vec![]), Mp::from(5), s("x"), Mp::Array(vec![])])),
-        body(&Mp::Array(vec![Mp::from(1), Mp::Map(vec![]), Mp::Nil, Mp::from(2), Mp::Array(vec![])])),
-        body(&Mp::Array(vec![Mp::from(1), Mp::Map(vec![]), Mp::Nil, s("x"), Mp::Map(vec![])])),
-        body(&Mp::Array(vec![Mp::from(4), Mp::Map(vec![]), Mp::Nil, s("x"), Mp::Array(vec![])])),
-        body(&Mp::Array(vec![Mp::from(1), Mp::Map(vec![]), Mp::Nil, s("x"), Mp::Array(vec![Mp::Ext(5, vec![1])])])),
+        body(&Mp::Array(vec![
+            Mp::from(1),
+            Mp::Map(vec![]),
+            Mp::Nil,
+            s("x"),
+        ])),
+        body(&Mp::Array(vec![
+            Mp::from(1),
+            Mp::Map(vec![]),
+            Mp::from(5),
+            s("x"),
+            Mp::Array(vec![]),
+        ])),
+        body(&Mp::Array(vec![
+            Mp::from(1),
+            Mp::Map(vec![]),
+            Mp::Nil,
+            Mp::from(2),
+            Mp::Array(vec![]),
+        ])),
+        body(&Mp::Array(vec![
+            Mp::from(1),
+            Mp::Map(vec![]),
+            Mp::Nil,
+            s("x"),
+            Mp::Map(vec![]),
+        ])),
+        body(&Mp::Array(vec![
+            Mp::from(4),
+            Mp::Map(vec![]),
+            Mp::Nil,
+            s("x"),
+            Mp::Array(vec![]),
+        ])),
+        body(&Mp::Array(vec![
+            Mp::from(1),
+            Mp::Map(vec![]),
+            Mp::Nil,
+            s("x"),
+            Mp::Array(vec![Mp::Ext(5, vec![1])]),
+        ])),
         vec![0x95, 0x01],
         vec![0xc1],
     ];
@@ -143,11 +202,23 @@ fn writes_messages_the_clients_read() -> Result<(), ProtocolError> {
     );
     assert_eq!(
         completion_result("1", "null").to_vec(),
-        framed(&Mp::Array(vec![Mp::from(3), Mp::Map(vec![]), s("1"), Mp::from(3), Mp::Nil]))
+        framed(&Mp::Array(vec![
+            Mp::from(3),
+            Mp::Map(vec![]),
+            s("1"),
+            Mp::from(3),
+            Mp::Nil
+        ]))
     );
     assert_eq!(
         completion_error("2", "no").to_vec(),
-        framed(&Mp::Array(vec![Mp::from(3), Mp::Map(vec![]), s("2"), Mp::from(1), s("no")]))
+        framed(&Mp::Array(vec![
+            Mp::from(3),
+            Mp::Map(vec![]),
+            s("2"),
+            Mp::from(1),
+            s("no")
+        ]))
     );
     assert_eq!(
         close(None, true).to_vec(),

@@ -10,13 +10,15 @@
 //! request gains nothing by being forwarded. It is marked, and a marked
 //! request is never passed on again: no loops. An owner that is not alive or
 //! cannot be reached means the connection is gone: 404, and the client
-//! starts over.
+//! starts over. When this node shuts down, a poll it is passing on is
+//! answered 200 empty (the client polls again elsewhere), an event stream
+//! ends and a relayed WebSocket is closed with 1001: the clients reconnect.
 
 use super::{HubRequest, unknown_connection};
 use crate::ids::NodeId;
 use crate::server::AppState;
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{self, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -24,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as UpMessage, client::IntoClientRequest};
+use tokio_util::sync::CancellationToken;
 
 /// Marks a request one node passed on to another.
 pub const FORWARDED: &str = "x-hubhost-forwarded";
@@ -93,7 +96,16 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
     let outgoing = outgoing
         .header(FORWARDED, state.lifetime.node().to_string())
         .body(body);
-    let response = match outgoing.send().await {
+    let sent = tokio::select! {
+        sent = outgoing.send() => sent,
+        // This node is going; the owner is not. A poll still waiting is
+        // answered as if it had timed out: the client polls again, through
+        // another node, and that poll supersedes this one on the owner.
+        () = state.shutdown.cancelled() => {
+            return super::long_polling::reply(StatusCode::OK, Bytes::new());
+        }
+    };
+    let response = match sent {
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%owner, %error, "cannot pass a request on to the connection's node");
@@ -107,8 +119,13 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
         }
     }
     // Streamed: an event stream lasts, a poll's body arrives when it has one.
+    // An event stream passed on ends when this node shuts down (the client
+    // reconnects); it cannot move to another node.
+    let body = response
+        .bytes_stream()
+        .take_until(state.shutdown.clone().cancelled_owned());
     reply
-        .body(Body::from_stream(response.bytes_stream()))
+        .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
@@ -122,7 +139,11 @@ pub(super) async fn websocket(
     let Some((owner, base)) = owner(state, request) else {
         return unknown_connection();
     };
-    let url = format!("ws{}{}", base.trim_start_matches("http"), path_and_query(request));
+    let url = format!(
+        "ws{}{}",
+        base.trim_start_matches("http"),
+        path_and_query(request)
+    );
     let Ok(mut upstream) = url.as_str().into_client_request() else {
         tracing::warn!(%owner, url, "cannot relay to an invalid node URL");
         return unknown_connection();
@@ -153,61 +174,93 @@ pub(super) async fn websocket(
         }
     };
     let tasks = state.tasks.clone();
+    let shutdown = state.shutdown.clone();
     upgrade
         .max_message_size(state.settings.max_websocket_message)
         .read_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| tasks.track_future(relay(socket, upstream)))
+        .on_upgrade(move |socket| tasks.track_future(relay(socket, upstream, shutdown)))
 }
 
 type Upstream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// Copy frames both ways until both sides are done.
-async fn relay(client: WebSocket, upstream: Upstream) {
+/// How long one side of a relay may take to finish once the other is done.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Copy frames both ways until both sides are done (the second one within
+/// [`CLOSE_TIMEOUT`] of the first), or this node shuts down.
+async fn relay(client: WebSocket, upstream: Upstream, shutdown: CancellationToken) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut owner_tx, mut owner_rx) = upstream.split();
-    let to_owner = async {
-        while let Some(Ok(message)) = client_rx.next().await {
-            let message = match message {
-                WsMessage::Text(text) => UpMessage::text(text.as_str()),
-                WsMessage::Binary(bytes) => UpMessage::binary(bytes),
-                WsMessage::Close(frame) => {
-                    let frame = frame.map(|f| CloseFrame {
-                        code: f.code.into(),
-                        reason: f.reason.as_str().into(),
-                    });
-                    let _ = owner_tx.send(UpMessage::Close(frame)).await;
+    let going_away = {
+        let to_owner = async {
+            while let Some(Ok(message)) = client_rx.next().await {
+                let message = match message {
+                    WsMessage::Text(text) => UpMessage::text(text.as_str()),
+                    WsMessage::Binary(bytes) => UpMessage::binary(bytes),
+                    WsMessage::Close(frame) => {
+                        let frame = frame.map(|f| CloseFrame {
+                            code: f.code.into(),
+                            reason: f.reason.as_str().into(),
+                        });
+                        let _ = owner_tx.send(UpMessage::Close(frame)).await;
+                        break;
+                    }
+                    WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+                };
+                if owner_tx.send(message).await.is_err() {
                     break;
                 }
-                WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
-            };
-            if owner_tx.send(message).await.is_err() {
-                break;
             }
-        }
-        let _ = owner_tx.close().await;
-    };
-    let to_client = async {
-        while let Some(Ok(message)) = owner_rx.next().await {
-            let message = match message {
-                UpMessage::Text(text) => WsMessage::Text(text.as_str().into()),
-                UpMessage::Binary(bytes) => WsMessage::Binary(bytes),
-                UpMessage::Close(frame) => {
-                    // The owner's close code (1000) is what the client checks.
-                    let frame = frame.map(|f| axum::extract::ws::CloseFrame {
-                        code: f.code.into(),
-                        reason: f.reason.as_str().into(),
-                    });
-                    let _ = client_tx.send(WsMessage::Close(frame)).await;
+            let _ = owner_tx.close().await;
+        };
+        let to_client = async {
+            while let Some(Ok(message)) = owner_rx.next().await {
+                let message = match message {
+                    UpMessage::Text(text) => WsMessage::Text(text.as_str().into()),
+                    UpMessage::Binary(bytes) => WsMessage::Binary(bytes),
+                    UpMessage::Close(frame) => {
+                        // The owner's close code (1000) is what the client checks.
+                        let frame = frame.map(|f| ws::CloseFrame {
+                            code: f.code.into(),
+                            reason: f.reason.as_str().into(),
+                        });
+                        let _ = client_tx.send(WsMessage::Close(frame)).await;
+                        break;
+                    }
+                    UpMessage::Ping(_) | UpMessage::Pong(_) | UpMessage::Frame(_) => continue,
+                };
+                if client_tx.send(message).await.is_err() {
                     break;
                 }
-                UpMessage::Ping(_) | UpMessage::Pong(_) | UpMessage::Frame(_) => continue,
-            };
-            if client_tx.send(message).await.is_err() {
-                break;
             }
+            let _ = client_tx.close().await;
+        };
+        tokio::pin!(to_owner, to_client);
+        tokio::select! {
+            () = &mut to_owner => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, to_client).await;
+                false
+            }
+            () = &mut to_client => {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, to_owner).await;
+                false
+            }
+            () = shutdown.cancelled() => true,
         }
-        let _ = client_tx.close().await;
     };
-    tokio::join!(to_owner, to_client);
+    if going_away {
+        // 1001 Going Away: the client's SignalR sees a lost connection and
+        // (with automatic reconnect) starts over on a live node. The owner
+        // sees its socket close and ends the connection there.
+        let frame = ws::CloseFrame {
+            code: ws::close_code::AWAY,
+            reason: "This node is shutting down.".into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = client_tx.send(WsMessage::Close(Some(frame))).await;
+            let _ = owner_tx.close().await;
+        })
+        .await;
+    }
 }

@@ -78,7 +78,7 @@ fn start(state: Arc<AppState>, request: HubRequest, token: String) -> Response {
 }
 
 /// A poll response, with the headers that keep caches out of it.
-fn reply(status: StatusCode, body: Bytes) -> Response {
+pub(super) fn reply(status: StatusCode, body: Bytes) -> Response {
     let mut response = (status, Body::from(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(

@@ -202,6 +202,7 @@ fn admit(
         }),
         limits,
         transport,
+        shutdown: state.shutdown.clone(),
     };
     Ok((ctx, admission, span))
 }

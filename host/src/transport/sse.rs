@@ -39,11 +39,15 @@ pub(super) async fn connect(state: Arc<AppState>, request: HubRequest) -> Respon
         tokens: state.tokens.clone(),
         token,
     };
-    let (ctx, admission, span) =
-        match admit(&state, request, connection_id, TransportKind::ServerSentEvents) {
-            Ok(admitted) => admitted,
-            Err(response) => return response,
-        };
+    let (ctx, admission, span) = match admit(
+        &state,
+        request,
+        connection_id,
+        TransportKind::ServerSentEvents,
+    ) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
     let Some(events) = ends.events else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
@@ -163,6 +167,9 @@ mod tests {
             &super::event(b"{\"type\":6}\x1e")[..],
             b"data: {\"type\":6}\x1e\r\n\r\n"
         );
-        assert_eq!(&super::event(b"a\r\nb\n")[..], b"data: a\r\ndata: b\r\ndata: \r\n\r\n");
+        assert_eq!(
+            &super::event(b"a\r\nb\n")[..],
+            b"data: a\r\ndata: b\r\ndata: \r\n\r\n"
+        );
     }
 }

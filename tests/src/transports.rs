@@ -1,0 +1,448 @@
+//! Raw clients for the HTTP transports (long polling, Server-Sent Events) and
+//! MessagePack framing, for the tests that check the wire protocol byte by
+//! byte: every status code, header and malformed body.
+
+use crate::{PATIENCE, negotiate_as};
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+use std::net::SocketAddr;
+
+/// The JSON handshake request, framed.
+pub const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
+/// The MessagePack handshake request (always JSON text), framed.
+pub const MSGPACK_HANDSHAKE: &str = "{\"protocol\":\"messagepack\",\"version\":1}\u{1e}";
+/// The handshake's success response, framed.
+pub const HANDSHAKE_OK: &[u8] = b"{}\x1e";
+
+/// A connection negotiated with version 1.
+#[derive(Debug, Clone)]
+pub struct Negotiated {
+    pub token: String,
+    pub connection_id: String,
+    /// The whole negotiate response.
+    pub body: Value,
+}
+
+/// Negotiate (version 1) for `hub_path` at `addr`.
+pub async fn negotiate(addr: SocketAddr, hub_path: &str) -> anyhow::Result<Negotiated> {
+    let (status, body) = negotiate_as(addr, hub_path, None).await?;
+    if status != 200 {
+        bail!("negotiate answered {status}: {body}");
+    }
+    let body: Value = serde_json::from_str(&body)?;
+    Ok(Negotiated {
+        token: body["connectionToken"]
+            .as_str()
+            .context("no connectionToken")?
+            .to_owned(),
+        connection_id: body["connectionId"]
+            .as_str()
+            .context("no connectionId")?
+            .to_owned(),
+        body,
+    })
+}
+
+/// One HTTP response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// A header's value as text (`None` if absent or not text).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON protocol messages (each ended by `0x1E`).
+    pub fn json_messages(&self) -> anyhow::Result<Vec<Value>> {
+        json_messages(&self.body)
+    }
+
+    /// The body as MessagePack protocol messages (VarInt framed).
+    pub fn msgpack_messages(&self) -> anyhow::Result<Vec<rmpv::Value>> {
+        msgpack::unframe(&self.body)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Framed JSON protocol messages; an error if the last one is not ended by
+/// the record separator.
+pub fn json_messages(bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    if bytes.last() != Some(&0x1e) {
+        bail!(
+            "message without record separator: {:?}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+    bytes
+        .split(|&b| b == 0x1e)
+        .filter(|part| !part.is_empty())
+        .map(|part| Ok(serde_json::from_slice(part)?))
+        .collect()
+}
+
+/// An HTTP client for the tests: no overall timeout (each request gets
+/// [`PATIENCE`]), no proxy.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Send `request` and read the whole response, within [`PATIENCE`].
+pub async fn send(request: reqwest::RequestBuilder) -> anyhow::Result<Reply> {
+    tokio::time::timeout(PATIENCE, async {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await?.to_vec();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    })
+    .await
+    .context("no response in time")?
+}
+
+/// A long-polling client for one connection token (or none, or any text):
+/// polls, POSTs and DELETEs, with whatever headers the test adds.
+#[derive(Debug, Clone)]
+pub struct LongPoll {
+    http: reqwest::Client,
+    /// `http://ADDR/HUB` with `?id=TOKEN` if there is a token.
+    url: String,
+    headers: Vec<(String, String)>,
+}
+
+impl LongPoll {
+    pub fn new(addr: SocketAddr, hub_path: &str, token: &str) -> Self {
+        Self::with_url(format!("http://{addr}{hub_path}?id={token}"))
+    }
+
+    /// Requests to `url` exactly (for a missing or odd `id`).
+    pub fn with_url(url: String) -> Self {
+        Self {
+            http: http_client(),
+            url,
+            headers: Vec::new(),
+        }
+    }
+
+    /// Send `name: value` with every request.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let mut request = self.http.request(method, url);
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        request
+    }
+
+    /// One poll, as the JS client sends it (`&_=<ms>`).
+    pub async fn poll(&self) -> anyhow::Result<Reply> {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        let url = format!("{}{separator}_={millis}", self.url);
+        send(self.request(reqwest::Method::GET, &url)).await
+    }
+
+    /// POST `body` (messages for the connection).
+    pub async fn post(&self, body: impl Into<Vec<u8>>) -> anyhow::Result<Reply> {
+        send(
+            self.request(reqwest::Method::POST, &self.url)
+                .header("content-type", "text/plain;charset=UTF-8")
+                .body(body.into()),
+        )
+        .await
+    }
+
+    /// DELETE: the client leaves.
+    pub async fn delete(&self) -> anyhow::Result<Reply> {
+        send(self.request(reqwest::Method::DELETE, &self.url)).await
+    }
+
+    /// Start the connection as the official client does: the first poll
+    /// (200, empty), the handshake POST (200), then polls until the
+    /// handshake response; returns what that poll carried.
+    pub async fn start(&self, handshake: &str) -> anyhow::Result<Vec<u8>> {
+        let first = self.poll().await?;
+        if first.status != 200 || !first.body.is_empty() {
+            bail!("first poll: {} {:?}", first.status, first.text());
+        }
+        let posted = self.post(handshake).await?;
+        if posted.status != 200 {
+            bail!("handshake POST: {} {:?}", posted.status, posted.text());
+        }
+        self.next_data().await
+    }
+
+    /// Poll until a poll carries data (empty 200s are poll timeouts); an
+    /// error on any other status.
+    pub async fn next_data(&self) -> anyhow::Result<Vec<u8>> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let reply = self.poll().await?;
+            if reply.status != 200 {
+                bail!("poll answered {}: {:?}", reply.status, reply.text());
+            }
+            if !reply.body.is_empty() {
+                return Ok(reply.body);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no data within {PATIENCE:?}");
+            }
+        }
+    }
+}
+
+/// A Server-Sent Events response being read.
+pub struct EventStream {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    response: reqwest::Response,
+    /// Bytes read and not yet taken.
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// GET `url` with `Accept: text/event-stream` (and `headers`); the
+    /// response's head, its body left to read.
+    pub async fn open(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut request = http_client().get(url).header("accept", "text/event-stream");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = tokio::time::timeout(PATIENCE, request.send())
+            .await
+            .context("no response in time")??;
+        Ok(Self {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            response,
+            buffer: Vec::new(),
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Read one more chunk into the buffer; false at the end of the body.
+    async fn fill(&mut self) -> anyhow::Result<bool> {
+        match tokio::time::timeout(PATIENCE, self.response.chunk())
+            .await
+            .context("nothing more in time")??
+        {
+            Some(chunk) => {
+                self.buffer.extend_from_slice(&chunk);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Exactly the next `n` bytes.
+    pub async fn take(&mut self, n: usize) -> anyhow::Result<Vec<u8>> {
+        while self.buffer.len() < n {
+            if !self.fill().await? {
+                bail!(
+                    "stream ended after {:?}",
+                    String::from_utf8_lossy(&self.buffer)
+                );
+            }
+        }
+        Ok(self.buffer.drain(..n).collect())
+    }
+
+    /// The next event, whole, with its `data: ` lines and the blank line
+    /// that ends it (`\r\n\r\n`).
+    pub async fn next_event(&mut self) -> anyhow::Result<String> {
+        loop {
+            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let event: Vec<u8> = self.buffer.drain(..end + 4).collect();
+                return Ok(String::from_utf8(event)?);
+            }
+            if !self.fill().await? {
+                bail!(
+                    "stream ended inside an event: {:?}",
+                    String::from_utf8_lossy(&self.buffer)
+                );
+            }
+        }
+    }
+
+    /// The JSON messages of the next event that is not a Ping.
+    pub async fn next_messages(&mut self) -> anyhow::Result<Vec<Value>> {
+        loop {
+            let event = self.next_event().await?;
+            let mut data = Vec::new();
+            for line in event.trim_end_matches("\r\n").split("\r\n") {
+                let line = line
+                    .strip_prefix("data: ")
+                    .with_context(|| format!("not a data line: {line:?} in {event:?}"))?;
+                data.extend_from_slice(line.as_bytes());
+            }
+            let messages: Vec<Value> = json_messages(&data)?
+                .into_iter()
+                .filter(|m| m["type"] != 6)
+                .collect();
+            if !messages.is_empty() {
+                return Ok(messages);
+            }
+        }
+    }
+
+    /// Whether the body ends (or the connection breaks) within `limit`,
+    /// whatever it still carries.
+    pub async fn ends_within(&mut self, limit: std::time::Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            while let Ok(Some(chunk)) = self.response.chunk().await {
+                self.buffer.extend_from_slice(&chunk);
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Read until the body ends; what was left. Errors if it does not end
+    /// within [`PATIENCE`].
+    pub async fn rest(&mut self) -> anyhow::Result<Vec<u8>> {
+        while self.fill().await? {}
+        Ok(std::mem::take(&mut self.buffer))
+    }
+}
+
+/// The MessagePack hub protocol's framing and message shapes.
+pub mod msgpack {
+    use anyhow::{Context as _, bail};
+    use rmpv::Value;
+
+    /// `body` with its VarInt length prefix.
+    pub fn frame_bytes(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(body.len() + 5);
+        let mut length = body.len();
+        loop {
+            let low = (length & 0x7f) as u8;
+            length >>= 7;
+            if length == 0 {
+                out.push(low);
+                break;
+            }
+            out.push(low | 0x80);
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// One message, encoded and framed.
+    pub fn frame(message: &Value) -> Vec<u8> {
+        let mut body = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = rmpv::encode::write_value(&mut body, message);
+        frame_bytes(&body)
+    }
+
+    /// The messages of a buffer of complete frames; an error on a partial one.
+    pub fn unframe(mut bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
+        let mut messages = Vec::new();
+        while !bytes.is_empty() {
+            let mut length = 0usize;
+            let mut prefix = 0;
+            loop {
+                let byte = *bytes.get(prefix).context("truncated length prefix")?;
+                length |= usize::from(byte & 0x7f) << (7 * prefix);
+                prefix += 1;
+                if byte & 0x80 == 0 {
+                    break;
+                }
+                if prefix == 5 {
+                    bail!("length prefix over 5 bytes");
+                }
+            }
+            let body = bytes
+                .get(prefix..prefix + length)
+                .with_context(|| format!("frame of {length} bytes truncated"))?;
+            let mut reader = body;
+            messages.push(rmpv::decode::read_value(&mut reader)?);
+            if !reader.is_empty() {
+                bail!("{} bytes after the message in its frame", reader.len());
+            }
+            bytes = &bytes[prefix + length..];
+        }
+        Ok(messages)
+    }
+
+    pub fn s(text: &str) -> Value {
+        Value::from(text)
+    }
+
+    /// No headers: an empty map.
+    pub fn headers() -> Value {
+        Value::Map(Vec::new())
+    }
+
+    /// `[1, {}, id, target, args, []]` (6 elements, as .NET writes).
+    pub fn invocation(id: Option<&str>, target: &str, args: Vec<Value>) -> Value {
+        Value::Array(vec![
+            Value::from(1),
+            headers(),
+            id.map_or(Value::Nil, Value::from),
+            s(target),
+            Value::Array(args),
+            Value::Array(Vec::new()),
+        ])
+    }
+
+    /// `[1, {}, id, target, args]` (5 elements, as the JS client writes).
+    pub fn invocation5(id: Option<&str>, target: &str, args: Vec<Value>) -> Value {
+        Value::Array(vec![
+            Value::from(1),
+            headers(),
+            id.map_or(Value::Nil, Value::from),
+            s(target),
+            Value::Array(args),
+        ])
+    }
+
+    /// `[3, {}, id, 3, result]`.
+    pub fn completion(id: &str, result: Value) -> Value {
+        Value::Array(vec![
+            Value::from(3),
+            headers(),
+            s(id),
+            Value::from(3),
+            result,
+        ])
+    }
+
+    /// Whether `message` is of type `kind`.
+    pub fn is(message: &Value, kind: u64) -> bool {
+        message
+            .as_array()
+            .and_then(|items| items.first())
+            .and_then(Value::as_u64)
+            == Some(kind)
+    }
+
+    /// The framed Ping `[6]`.
+    pub const PING: &[u8] = &[0x02, 0x91, 0x06];
+}

@@ -382,7 +382,13 @@ test(`each client sends ${BROADCASTS} broadcasts and ${GROUP_MESSAGES} group mes
   );
 });
 
-test("a long-polling client's stop() through the proxy resolves; onclose has no error; DELETE gets 202", async () => {
+// stop() sends the Close message (POST), then DELETE. The Close may end the
+// connection first, and its last poll (204) removes it: the DELETE then gets
+// 404, which is what ASP.NET Core answers too and the client ignores. Either
+// way exactly one DELETE, answered 202 or 404, never an error.
+const DELETE_STATUSES = [202, 404];
+
+test("a long-polling client's stop() through the proxy resolves; onclose has no error; DELETE gets 202 or 404", async () => {
   const c = clients.find((x) => x.name === "LongPolling×JSON");
   assert.ok(c, "LongPolling×JSON connected");
   const deletesBefore = proxy.log.filter((e) => e.kind === "delete").length;
@@ -391,10 +397,10 @@ test("a long-polling client's stop() through the proxy resolves; onclose has no 
   assert.equal(error, undefined, `${c.name}: onclose error ${error}`);
   assert.equal(c.state, signalR.HubConnectionState.Disconnected);
   const deletes = proxy.log.filter((e) => e.kind === "delete").slice(deletesBefore);
-  assert.deepEqual(
-    deletes.map((e) => e.status),
-    [202],
-    `the DELETE, whichever node it reached, is accepted: ${JSON.stringify(deletes)}`,
+  assert.equal(deletes.length, 1, `one DELETE: ${JSON.stringify(deletes)}`);
+  assert.ok(
+    DELETE_STATUSES.includes(deletes[0].status),
+    `the DELETE, whichever node it reached, is accepted or finds the connection already ended: ${JSON.stringify(deletes)}`,
   );
   clients.splice(clients.indexOf(c), 1);
 
@@ -413,10 +419,10 @@ test("every other client stops cleanly through the proxy", async () => {
   );
   const deletes = proxy.log.filter((e) => e.kind === "delete");
   const longPolling = SETUPS.filter((s) => s.transport === LongPolling).length;
-  assert.deepEqual(
-    deletes.map((e) => e.status),
-    Array(longPolling).fill(202),
-    `every long-polling client's DELETE accepted: ${JSON.stringify(deletes)}`,
+  assert.equal(deletes.length, longPolling, `one DELETE per long-polling client: ${JSON.stringify(deletes)}`);
+  assert.ok(
+    deletes.every((e) => DELETE_STATUSES.includes(e.status)),
+    `every long-polling client's DELETE accepted or finding its connection ended: ${JSON.stringify(deletes)}`,
   );
   clients.length = 0;
 });

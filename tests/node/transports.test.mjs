@@ -393,10 +393,13 @@ describe("all combinations at once on the same hub", () => {
         assert.equal(c.closeEvents.length, 1, `${c.name}: onclose fired ${c.closeEvents.length} times`);
       }),
     );
-    // Long polling ends with a DELETE, which the server accepts with 202.
+    // Long polling ends with one DELETE: 202, or 404 when the Close message
+    // stop() sent first already ended the connection (ASP.NET Core answers
+    // the same; the client ignores it).
     for (const c of all.filter((c) => c.combo.transport === LongPolling)) {
       const deletes = c.http.requests.filter((r) => r.method === "DELETE");
-      assert.deepEqual(deletes.map((r) => r.status), [202], `${c.name}: DELETE on stop(): ${JSON.stringify(deletes)}`);
+      assert.equal(deletes.length, 1, `${c.name}: one DELETE on stop(): ${JSON.stringify(deletes)}`);
+      assert.ok([202, 404].includes(deletes[0].status), `${c.name}: DELETE on stop(): ${JSON.stringify(deletes)}`);
     }
     for (const c of all) clients.delete(c.name);
   });

@@ -7,6 +7,8 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 use std::net::SocketAddr;
 
+pub mod msgpack;
+
 /// The JSON handshake request, framed.
 pub const JSON_HANDSHAKE: &str = "{\"protocol\":\"json\",\"version\":1}\u{1e}";
 /// The MessagePack handshake request (always JSON text), framed.
@@ -331,118 +333,74 @@ impl EventStream {
     }
 }
 
-/// The MessagePack hub protocol's framing and message shapes.
-pub mod msgpack {
-    use anyhow::{Context as _, bail};
-    use rmpv::Value;
+/// Shared by the long-polling tests: servers with short poll timeouts,
+/// started connections, invocations and the headers of every poll answer.
+pub mod long_polling {
+    use super::{HANDSHAKE_OK, JSON_HANDSHAKE, LongPoll, Reply, json_messages, negotiate};
+    use crate::{TestServer, config};
+    use hubhost::config::Config;
+    use serde_json::{Value, json};
 
-    /// `body` with its VarInt length prefix.
-    pub fn frame_bytes(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(body.len() + 5);
-        let mut length = body.len();
-        loop {
-            let low = (length & 0x7f) as u8;
-            length >>= 7;
-            if length == 0 {
-                out.push(low);
-                break;
-            }
-            out.push(low | 0x80);
+    /// The chat hub the tests use.
+    pub const HUB: &str = "/demo/chat";
+
+    /// A config whose polls wait `poll_ms` at most (well under [`PATIENCE`]).
+    pub fn config_with(poll_ms: u64, disconnect_ms: u64) -> Config {
+        let mut config = config();
+        config.connection.poll_timeout_ms = poll_ms;
+        config.connection.disconnect_timeout_ms = disconnect_ms;
+        config
+    }
+
+    pub async fn server() -> anyhow::Result<TestServer> {
+        TestServer::start(config_with(5_000, 15_000)).await
+    }
+
+    /// Negotiate and return a long-polling client for the new token.
+    pub async fn long_poll(server: &TestServer) -> anyhow::Result<LongPoll> {
+        let negotiated = negotiate(server.addr, HUB).await?;
+        Ok(LongPoll::new(server.addr, HUB, &negotiated.token))
+    }
+
+    /// A long-polling connection past its JSON handshake.
+    pub async fn started(server: &TestServer) -> anyhow::Result<LongPoll> {
+        let lp = long_poll(server).await?;
+        assert_eq!(lp.start(JSON_HANDSHAKE).await?, HANDSHAKE_OK);
+        Ok(lp)
+    }
+
+    pub fn invocation(id: &str, target: &str, args: Value) -> String {
+        format!(
+            "{}\u{1e}",
+            json!({"type": 1, "invocationId": id, "target": target, "arguments": args})
+        )
+    }
+
+    /// Poll until the JSON messages received include a Completion for each of
+    /// `ids`; returns all the messages, in order.
+    pub async fn completions(lp: &LongPoll, ids: &[&str]) -> anyhow::Result<Vec<Value>> {
+        let mut seen = Vec::new();
+        while !ids.iter().all(|id| {
+            seen.iter()
+                .any(|m: &Value| m["type"] == 3 && m["invocationId"] == *id)
+        }) {
+            seen.extend(json_messages(&lp.next_data().await?)?);
         }
-        out.extend_from_slice(body);
-        out
+        Ok(seen)
     }
 
-    /// One message, encoded and framed.
-    pub fn frame(message: &Value) -> Vec<u8> {
-        let mut body = Vec::new();
-        // Writing into a Vec cannot fail.
-        let _ = rmpv::encode::write_value(&mut body, message);
-        frame_bytes(&body)
+    /// The headers every poll response carries.
+    pub fn assert_no_cache(reply: &Reply) {
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("no-cache, no-store"),
+            "{reply:?}"
+        );
+        assert_eq!(reply.header("pragma"), Some("no-cache"), "{reply:?}");
+        assert_eq!(
+            reply.header("expires"),
+            Some("Thu, 01 Jan 1970 00:00:00 GMT"),
+            "{reply:?}"
+        );
     }
-
-    /// The messages of a buffer of complete frames; an error on a partial one.
-    pub fn unframe(mut bytes: &[u8]) -> anyhow::Result<Vec<Value>> {
-        let mut messages = Vec::new();
-        while !bytes.is_empty() {
-            let mut length = 0usize;
-            let mut prefix = 0;
-            loop {
-                let byte = *bytes.get(prefix).context("truncated length prefix")?;
-                length |= usize::from(byte & 0x7f) << (7 * prefix);
-                prefix += 1;
-                if byte & 0x80 == 0 {
-                    break;
-                }
-                if prefix == 5 {
-                    bail!("length prefix over 5 bytes");
-                }
-            }
-            let body = bytes
-                .get(prefix..prefix + length)
-                .with_context(|| format!("frame of {length} bytes truncated"))?;
-            let mut reader = body;
-            messages.push(rmpv::decode::read_value(&mut reader)?);
-            if !reader.is_empty() {
-                bail!("{} bytes after the message in its frame", reader.len());
-            }
-            bytes = &bytes[prefix + length..];
-        }
-        Ok(messages)
-    }
-
-    pub fn s(text: &str) -> Value {
-        Value::from(text)
-    }
-
-    /// No headers: an empty map.
-    pub fn headers() -> Value {
-        Value::Map(Vec::new())
-    }
-
-    /// `[1, {}, id, target, args, []]` (6 elements, as .NET writes).
-    pub fn invocation(id: Option<&str>, target: &str, args: Vec<Value>) -> Value {
-        Value::Array(vec![
-            Value::from(1),
-            headers(),
-            id.map_or(Value::Nil, Value::from),
-            s(target),
-            Value::Array(args),
-            Value::Array(Vec::new()),
-        ])
-    }
-
-    /// `[1, {}, id, target, args]` (5 elements, as the JS client writes).
-    pub fn invocation5(id: Option<&str>, target: &str, args: Vec<Value>) -> Value {
-        Value::Array(vec![
-            Value::from(1),
-            headers(),
-            id.map_or(Value::Nil, Value::from),
-            s(target),
-            Value::Array(args),
-        ])
-    }
-
-    /// `[3, {}, id, 3, result]`.
-    pub fn completion(id: &str, result: Value) -> Value {
-        Value::Array(vec![
-            Value::from(3),
-            headers(),
-            s(id),
-            Value::from(3),
-            result,
-        ])
-    }
-
-    /// Whether `message` is of type `kind`.
-    pub fn is(message: &Value, kind: u64) -> bool {
-        message
-            .as_array()
-            .and_then(|items| items.first())
-            .and_then(Value::as_u64)
-            == Some(kind)
-    }
-
-    /// The framed Ping `[6]`.
-    pub const PING: &[u8] = &[0x02, 0x91, 0x06];
 }

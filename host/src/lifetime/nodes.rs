@@ -7,7 +7,8 @@
 //! 404, and the client reconnects), and group changes for its connections
 //! fail at once instead of waiting out the group timeout. A node that hears
 //! a newcomer answers with its own heartbeat at once, so a new node knows
-//! its peers within a round trip rather than an interval.
+//! its peers within a round trip rather than an interval. A node silent for
+//! 100 intervals is forgotten (restarted nodes come back with new ids).
 
 use super::{HubLifetimeManager, Wire};
 use crate::ids::NodeId;
@@ -19,6 +20,9 @@ use tokio::time::Instant;
 
 /// How many missed heartbeats make a node dead.
 const MISSED_BEATS: u32 = 3;
+/// After how many missed heartbeats a dead node is forgotten: nodes restart
+/// with new ids, so the table would otherwise only grow.
+const FORGET_AFTER_BEATS: u32 = 100;
 
 /// A node's heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +147,8 @@ impl HubLifetimeManager {
             let was_alive = seen.get(&node).is_some_and(|e| self.nodes.alive(e));
             let leaving = fresh.leaving;
             seen.insert(node, fresh);
+            let forget = self.nodes.interval * FORGET_AFTER_BEATS;
+            seen.retain(|_, entry| entry.at.elapsed() < forget);
             !was_alive && !leaving
         };
         if beat.leaving {
@@ -151,5 +157,56 @@ impl HubLifetimeManager {
             tracing::info!(%node, "node joined");
             self.beat(false);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::memory::MemoryBackplane;
+    use crate::lifetime::LifetimeConfig;
+
+    fn beat(node: NodeId, leaving: bool) -> Heartbeat {
+        Heartbeat {
+            node: node.to_string(),
+            url: Some("http://10.0.0.2:5000".into()),
+            leaving,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nodes_live_die_and_are_forgotten() {
+        let config = LifetimeConfig::new("test");
+        let interval = config.heartbeat_interval;
+        let me = NodeId::random();
+        let manager =
+            HubLifetimeManager::start(me, config, Arc::new(MemoryBackplane::standalone()));
+        let other = NodeId::random();
+        assert_eq!(manager.node_url(other), None);
+        assert!(
+            !manager.is_dead(other),
+            "never heard of: maybe just started"
+        );
+
+        manager.on_heartbeat(beat(other, false));
+        assert_eq!(
+            manager.node_url(other).as_deref(),
+            Some("http://10.0.0.2:5000")
+        );
+        tokio::time::advance(interval * MISSED_BEATS).await;
+        assert_eq!(manager.node_url(other), None);
+        assert!(manager.is_dead(other), "silent for three intervals");
+
+        manager.on_heartbeat(beat(other, false));
+        assert!(manager.node_url(other).is_some(), "back");
+        manager.on_heartbeat(beat(other, true));
+        assert!(manager.is_dead(other), "said goodbye");
+
+        manager.on_heartbeat(beat(me, false));
+        assert_eq!(manager.node_url(me), None, "its own heartbeat is ignored");
+
+        tokio::time::advance(interval * FORGET_AFTER_BEATS).await;
+        manager.on_heartbeat(beat(NodeId::random(), false));
+        assert!(!manager.is_dead(other), "forgotten");
     }
 }

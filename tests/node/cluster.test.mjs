@@ -2,22 +2,12 @@
 // over them: every chat method reaches exactly the right clients, once.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, connect } from "./harness.mjs";
+import { startServer, connect, waitReady } from "./harness.mjs";
 
 const redis = process.env.HUBHOST_TEST_REDIS ?? "redis://127.0.0.1:6379";
 const prefix = `node-cluster-${process.pid}-${Date.now()}`;
 const nodes = [];
 const clients = [];
-
-async function waitReady(url) {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const response = await fetch(`${url}/readyz`).catch(() => null);
-    if (response?.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`${url} never became ready`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 before(async () => {
   for (let i = 0; i < 3; i++) {

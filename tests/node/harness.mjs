@@ -87,4 +87,42 @@ export async function connect(url, configure = (b) => b, options = {}) {
   return connection;
 }
 
+/** Resolves once `url` answers /readyz with 200 (backplane up, hubs loaded); 15 s at most. */
+export async function waitReady(url) {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const response = await fetch(`${url}/readyz`).catch(() => null);
+    if (response?.status === 200) return;
+    if (Date.now() > deadline) throw new Error(`${url} never became ready`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** Rejects after `ms` with a message naming `what`. */
+export function within(promise, ms, what) {
+  let timer;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Client-side log: Warning and above are printed (as the harness does) and
+ * kept, so failures can name them; SIGNALR_LOG=Trace prints everything.
+ */
+export function recordingLogger(name) {
+  const printLevel = signalR.LogLevel[process.env.SIGNALR_LOG ?? "Warning"] ?? signalR.LogLevel.Warning;
+  const entries = [];
+  return {
+    entries,
+    log(level, message) {
+      if (level >= signalR.LogLevel.Warning) entries.push(`${signalR.LogLevel[level]}: ${message}`);
+      if (level >= printLevel) console.error(`[${name}] ${signalR.LogLevel[level]}: ${message}`);
+    },
+  };
+}
+
 export { signalR };

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import net from "node:net";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
-import { startServer, connect, signalR } from "./harness.mjs";
+import { startServer, connect, signalR, waitReady, within, recordingLogger } from "./harness.mjs";
 
 const redis = process.env.HUBHOST_TEST_REDIS ?? "redis://127.0.0.1:6379";
 const prefix = `node-roundrobin-${process.pid}-${Date.now()}`;
@@ -35,16 +35,6 @@ const SETUPS = [
 const nodes = [];
 let proxy;
 const clients = [];
-
-async function waitReady(url) {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const response = await fetch(`${url}/readyz`).catch(() => null);
-    if (response?.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`${url} never became ready`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
 
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"]);
 function endToEnd(headers) {
@@ -167,19 +157,6 @@ async function startProxy(backends) {
   };
 }
 
-/** Client-side log: Warning and above printed and kept; SIGNALR_LOG=Trace prints everything. */
-function recordingLogger(name) {
-  const printLevel = signalR.LogLevel[process.env.SIGNALR_LOG ?? "Warning"] ?? signalR.LogLevel.Warning;
-  const entries = [];
-  return {
-    entries,
-    log(level, message) {
-      if (level >= signalR.LogLevel.Warning) entries.push(`${signalR.LogLevel[level]}: ${message}`);
-      if (level >= printLevel) console.error(`[${name}] ${signalR.LogLevel[level]}: ${message}`);
-    },
-  };
-}
-
 async function connectThroughProxy(setup) {
   const logger = recordingLogger(setup.name);
   const c = await connect(
@@ -200,17 +177,6 @@ async function connectThroughProxy(setup) {
   c.onreconnecting((error) => c.reconnectingEvents.push(error));
   c.onreconnected((id) => c.reconnectedEvents.push(id));
   return c;
-}
-
-/** Rejects after `ms` with a message naming `what`. */
-function within(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** Resolves once `cond()` holds, re-checked on every ReceiveMessage at `c`; rejects with `describe()` after `ms`. */

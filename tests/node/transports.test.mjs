@@ -6,7 +6,7 @@
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { MessagePackHubProtocol } from "@microsoft/signalr-protocol-msgpack";
-import { startServer, connect, signalR } from "./harness.mjs";
+import { startServer, connect, signalR, within, recordingLogger } from "./harness.mjs";
 
 const { WebSockets, ServerSentEvents, LongPolling } = signalR.HttpTransportType;
 const TRANSPORT_CLASS = {
@@ -72,22 +72,6 @@ after(async () => {
   assert.equal(exit.code, 0, "hubhost exits cleanly on SIGTERM");
 });
 
-/**
- * Client-side log: Warning and above are printed (as the harness does) and
- * kept, so failures can name them; SIGNALR_LOG=Trace prints everything.
- */
-function recordingLogger(name) {
-  const printLevel = signalR.LogLevel[process.env.SIGNALR_LOG ?? "Warning"] ?? signalR.LogLevel.Warning;
-  const entries = [];
-  return {
-    entries,
-    log(level, message) {
-      if (level >= signalR.LogLevel.Warning) entries.push(`${signalR.LogLevel[level]}: ${message}`);
-      if (level >= printLevel) console.error(`[${name}] ${signalR.LogLevel[level]}: ${message}`);
-    },
-  };
-}
-
 /** The client's own HTTP requests (negotiate, polls, POSTs, DELETE) with their outcome. */
 class RecordingHttpClient extends signalR.HttpClient {
   constructor(logger) {
@@ -138,17 +122,6 @@ async function connectCombo(combo) {
     }),
   );
   return c;
-}
-
-/** Rejects after `ms` with a message naming `what`. */
-function within(promise, ms, what) {
-  let timer;
-  return Promise.race([
-    promise,
-    new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** Every combination's client, failing (with the reasons) if any did not connect. */

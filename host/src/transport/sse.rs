@@ -2,8 +2,7 @@
 //! `POST` that carries client messages for both SSE and long polling.
 
 use super::session::HttpSession;
-use super::tokens::{Claim, Found};
-use super::websocket::TokenGuard;
+use super::tokens::{Claim, Found, TokenGuard};
 use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;
 use crate::connection::serve;

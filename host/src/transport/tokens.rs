@@ -137,6 +137,18 @@ impl Tokens {
     }
 }
 
+/// Releases a claimed token when dropped.
+pub struct TokenGuard {
+    pub tokens: Tokens,
+    pub token: String,
+}
+
+impl Drop for TokenGuard {
+    fn drop(&mut self) {
+        self.tokens.release(&self.token);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

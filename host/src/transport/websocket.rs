@@ -1,6 +1,6 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]` with an upgrade: the WebSocket transport.
 
-use super::tokens::Claim;
+use super::tokens::{Claim, TokenGuard};
 use super::{HubRequest, admit, forward, transport_changed};
 use crate::connection::io::{Inbound, Outlet, TransportKind};
 use crate::connection::serve;
@@ -65,16 +65,4 @@ pub(super) async fn connect(
                 .instrument(span),
             )
         })
-}
-
-/// Releases a claimed token when dropped.
-pub(super) struct TokenGuard {
-    pub tokens: super::tokens::Tokens,
-    pub token: String,
-}
-
-impl Drop for TokenGuard {
-    fn drop(&mut self) {
-        self.tokens.release(&self.token);
-    }
 }

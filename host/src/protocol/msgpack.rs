@@ -319,26 +319,30 @@ pub fn invocation(target: &str, arguments: &str) -> Bytes {
     frame(out)
 }
 
-/// `[3, {}, id, 3, result]`: a Completion with a result (JSON text).
-pub fn completion_result(invocation_id: &str, result: &str) -> Bytes {
-    let mut out = Vec::with_capacity(16 + invocation_id.len() + result.len());
+/// `[3, {}, id, kind, body]`: a Completion; `kind` 1 is an error, 3 a result.
+fn completion(
+    invocation_id: &str,
+    kind: u8,
+    body: &str,
+    write_body: fn(&mut Vec<u8>, &str),
+) -> Bytes {
+    let mut out = Vec::with_capacity(16 + invocation_id.len() + body.len());
     start(&mut out, 5, 3);
     out.push(NO_HEADERS);
     write_str(&mut out, invocation_id);
-    let _ = rmp::encode::write_pfix(&mut out, 3);
-    write_json(&mut out, result);
+    let _ = rmp::encode::write_pfix(&mut out, kind);
+    write_body(&mut out, body);
     frame(out)
+}
+
+/// `[3, {}, id, 3, result]`: a Completion with a result (JSON text).
+pub fn completion_result(invocation_id: &str, result: &str) -> Bytes {
+    completion(invocation_id, 3, result, write_json)
 }
 
 /// `[3, {}, id, 1, error]`: a Completion with an error.
 pub fn completion_error(invocation_id: &str, error: &str) -> Bytes {
-    let mut out = Vec::with_capacity(16 + invocation_id.len() + error.len());
-    start(&mut out, 5, 3);
-    out.push(NO_HEADERS);
-    write_str(&mut out, invocation_id);
-    let _ = rmp::encode::write_pfix(&mut out, 1);
-    write_str(&mut out, error);
-    frame(out)
+    completion(invocation_id, 1, error, write_str)
 }
 
 /// `[7, error|nil, allowReconnect]`.

@@ -14,10 +14,9 @@ use crate::connection::io::TransportKind;
 use crate::connection::serve;
 use crate::server::AppState;
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use std::collections::HashMap;
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -100,17 +99,7 @@ pub(super) fn reply(status: StatusCode, body: Bytes) -> Response {
 }
 
 /// `DELETE /TENANT/HUB?id=TOKEN`: the long-polling client leaves (202).
-pub async fn delete(
-    State(state): State<Arc<AppState>>,
-    Path(names): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Response {
-    let request = match HubRequest::check(&state, names, query, Method::DELETE, uri, headers) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+pub async fn delete(State(state): State<Arc<AppState>>, request: HubRequest) -> Response {
     let token = match request.token() {
         Ok(token) => token,
         Err(response) => return response,

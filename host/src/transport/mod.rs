@@ -42,7 +42,8 @@ use crate::runtime::CallerInfo;
 use crate::server::AppState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{OriginalUri, Path, Query, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
@@ -106,8 +107,9 @@ fn authenticate(
 }
 
 /// One request to a hub's connection endpoint, checked: the hub exists and
-/// the client may use it.
-struct HubRequest {
+/// the client may use it. Extracted by every transport handler; the
+/// rejection is the 404 or 401 to answer.
+pub struct HubRequest {
     key: HubKey,
     slot: Arc<HubSlot>,
     identity: Identity,
@@ -118,29 +120,39 @@ struct HubRequest {
     headers: HeaderMap,
 }
 
-impl HubRequest {
-    fn check(
-        state: &AppState,
-        (tenant, hub): (String, String),
-        mut query: HashMap<String, String>,
-        method: Method,
-        uri: axum::http::Uri,
-        headers: HeaderMap,
+impl FromRequestParts<Arc<AppState>> for HubRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
     ) -> Result<Self, Response> {
-        let (key, slot) = find_hub(state, &tenant, &hub).map_err(IntoResponse::into_response)?;
-        let identity = authenticate(state, key.tenant(), &headers, &query)
+        let Path((tenant, hub)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
             .map_err(IntoResponse::into_response)?;
+        let Query(mut query) = Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let (key, slot) = find_hub(state, &tenant, &hub).map_err(IntoResponse::into_response)?;
+        let identity = authenticate(state, key.tenant(), &parts.headers, &query)
+            .map_err(IntoResponse::into_response)?;
+        let uri = match parts.extensions.get::<OriginalUri>() {
+            Some(OriginalUri(uri)) => uri.clone(),
+            None => parts.uri.clone(),
+        };
         Ok(Self {
             key,
             slot,
             identity,
             token: query.remove("id"),
-            method,
+            method: parts.method.clone(),
             uri,
-            headers,
+            headers: parts.headers.clone(),
         })
     }
+}
 
+impl HubRequest {
     /// The token, or the 400 the protocol gives when it is missing.
     fn token(&self) -> Result<&str, Response> {
         self.token
@@ -210,16 +222,9 @@ fn admit(
 /// `GET /TENANT/HUB`: a WebSocket, an event stream or a long poll.
 pub async fn connect(
     State(state): State<Arc<AppState>>,
-    Path(names): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    request: HubRequest,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let request = match HubRequest::check(&state, names, query, Method::GET, uri, headers) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
     if let Ok(upgrade) = upgrade {
         return websocket::connect(state, request, upgrade).await;
     }

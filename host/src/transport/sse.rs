@@ -8,11 +8,10 @@ use crate::connection::io::TransportKind;
 use crate::connection::serve;
 use crate::server::AppState;
 use axum::body::{Body, Bytes};
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
-use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::Instrument;
@@ -116,18 +115,7 @@ fn event(message: &[u8]) -> Bytes {
 
 /// `POST /TENANT/HUB?id=TOKEN`: messages for an SSE or long-polling
 /// connection. 200 once the connection has taken them.
-pub async fn post(
-    State(state): State<Arc<AppState>>,
-    Path(names): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let request = match HubRequest::check(&state, names, query, Method::POST, uri, headers) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
+pub async fn post(State(state): State<Arc<AppState>>, request: HubRequest, body: Body) -> Response {
     let token = match request.token() {
         Ok(token) => token,
         Err(response) => return response,

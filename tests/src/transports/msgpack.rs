@@ -81,13 +81,11 @@ pub fn invocation(id: Option<&str>, target: &str, args: Vec<Value>) -> Value {
 
 /// `[1, {}, id, target, args]` (5 elements, as the JS client writes).
 pub fn invocation5(id: Option<&str>, target: &str, args: Vec<Value>) -> Value {
-    Value::Array(vec![
-        Value::from(1),
-        headers(),
-        id.map_or(Value::Nil, Value::from),
-        s(target),
-        Value::Array(args),
-    ])
+    let mut message = invocation(id, target, args);
+    if let Value::Array(items) = &mut message {
+        items.pop();
+    }
+    message
 }
 
 /// `[3, {}, id, 3, result]`.

@@ -9,7 +9,7 @@
 //! 401 at negotiate and at the transport; the client only learns "401", the
 //! log says why.
 
-use crate::lifetime::MAX_NAME_BYTES;
+use crate::names::MAX_NAME_BYTES;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

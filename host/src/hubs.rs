@@ -5,7 +5,7 @@
 //! version never disturbs calls in flight (they finish on the old one), and
 //! connections (which live in the host, not the component) never notice.
 
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use crate::runtime::HubVersion;
 use arc_swap::ArcSwap;
 use serde::Serialize;

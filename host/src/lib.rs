@@ -7,42 +7,65 @@
 //! and whom to send what.
 //!
 //! # Layout
-//! - [`server`]: `AppState`, `app(state) -> Router`, `run(listener, state, shutdown)`.
-//! - [`config`]: typed configuration (file, environment, flags) and its checks.
-//! - [`transport`]: negotiate, WebSockets, Server-Sent Events, long polling;
-//!   connection tokens; requests passed on to the connection's node.
-//! - [`connection`]: one client connection over any transport — handshake,
-//!   dispatch, keep-alive, the bounded outbound queue and the writer.
+//! Bottom layer first; a module imports only modules above it in this list,
+//! so no two modules import each other.
+//! - [`ids`]: node ids, connection ids and connection tokens (and hex).
+//! - [`names`]: [`names::HubKey`], the tenant and hub name rules, the limit on
+//!   group names and user ids.
+//! - [`millis`]: durations in settings, as milliseconds, parsed once.
 //! - [`protocol`]: the SignalR handshake and the JSON and MessagePack hub
 //!   protocols, pure.
-//! - [`lifetime`]: `HubLifetimeManager` — delivery and groups across nodes;
-//!   node heartbeats (addresses, liveness).
-//! - [`backplane`]: the node-to-node pub/sub seam and its in-memory implementation.
-//! - [`runtime`]: the wasmtime engine, the host imports, hub versions and limits.
+//! - [`quotas`]: connections per tenant, messages per second per connection.
+//! - [`auth`]: client authentication: anonymous or JWT (HS256 / RS256).
+//! - [`outbound`]: a connection's bounded outbound queue, and the
+//!   [`outbound::Message`] every recipient of a send shares.
+//! - [`backplane`]: the node-to-node pub/sub seam, its channel names, and
+//!   its memory and Redis implementations.
+//! - [`cluster`]: what makes a node part of a cluster — node id, the registry
+//!   of nodes and their heartbeats, the control channel, where another
+//!   node's connections live.
+//! - [`lifetime`]: `HubLifetimeManager` — delivery and groups across nodes.
+//! - [`runtime`]: the wasmtime engine, the host imports, hub versions and
+//!   limits.
 //! - [`hubs`]: the hubs a node serves and their active versions.
-//! - [`deploy`]: uploads, activations, rollbacks, deletes; every node kept in
-//!   step with the store (announcements, periodic sync, `--watch-dir`).
+//! - [`tenants`]: tenants — admin keys, client auth, limits — declared or stored.
 //! - [`store`]: the hub store — versions, activation history, API tenants —
 //!   local (memory / data directory) or in Redis.
-//! - [`admin`]: the admin API (`/admin/v1/`), its keys, and its client (the CLI).
-//! - [`tenants`]: tenants — admin keys, client auth, limits — declared or stored.
-//! - [`auth`]: client authentication: anonymous or JWT (HS256 / RS256).
-//! - [`quotas`]: connections per tenant, messages per second per connection.
-//! - [`ids`]: node ids, connection ids, connection tokens.
+//! - [`connection`]: one client connection over any transport — handshake,
+//!   dispatch, keep-alive, the writer.
+//! - [`deploy`]: uploads, activations, rollbacks, deletes; every node kept in
+//!   step with the store (announcements, periodic sync, `--watch-dir`).
+//! - [`sessions`]: connection tokens of negotiated connections, and the
+//!   HTTP sessions of Server-Sent Events and long polling.
+//! - [`config`]: every setting, defined once; file, environment and flags
+//!   read in one step; CORS.
+//! - [`state`]: `AppState`, everything the handlers share, built from a
+//!   `Config`.
+//! - [`transport`]: negotiate, WebSockets, Server-Sent Events, long polling;
+//!   requests passed on to the connection's node.
+//! - [`admin`]: the admin API (`/admin/v1/`), its keys, its request and
+//!   answer types, and its client (the CLI).
+//! - [`server`]: `app(state) -> Router`, `run(listener, state, shutdown)`.
 
 pub mod admin;
 pub mod auth;
 pub mod backplane;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod deploy;
 pub mod hubs;
 pub mod ids;
 pub mod lifetime;
+pub mod millis;
+pub mod names;
+pub mod outbound;
 pub mod protocol;
 pub mod quotas;
 pub mod runtime;
 pub mod server;
+pub mod sessions;
+pub mod state;
 pub mod store;
 pub mod tenants;
 pub mod transport;

@@ -3,11 +3,11 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use hubhost::admin::client::{AdminClient, describe_hubs};
-use hubhost::config::{Config, HubConfig};
-use hubhost::lifetime::HubKey;
-use hubhost::server::{self, AppState};
+use hubhost::config::{Config, ServeArgs};
+use hubhost::names::HubKey;
+use hubhost::server;
+use hubhost::state::AppState;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use tracing_subscriber::EnvFilter;
 
@@ -26,7 +26,9 @@ struct Cli {
 // Parsed once per process: the size of the `serve` variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Command {
-    /// Serve hubs.
+    /// Serve hubs. Every setting has a key in the configuration file; those
+    /// below also have a flag and an environment variable, which override
+    /// the file.
     Serve(ServeArgs),
     /// Upload a hub component to a running node; active on every node at once
     /// unless --no-activate.
@@ -127,145 +129,6 @@ async fn hubs(admin: AdminArgs, command: HubsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// TOML configuration file; flags and environment override it.
-    #[arg(long, env = "HUBHOST_CONFIG")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:5000].
-    #[arg(long, env = "HUBHOST_LISTEN")]
-    listen: Option<SocketAddr>,
-    /// A hub to serve, as TENANT/HUB=PATH.wasm; repeatable.
-    #[arg(
-        long = "hub",
-        value_name = "TENANT/HUB=PATH",
-        env = "HUBHOST_HUBS",
-        value_delimiter = ','
-    )]
-    hubs: Vec<String>,
-    /// Redis URL for the backplane (redis://[user:password@]host:port[/db], rediss:// for TLS);
-    /// without it the node runs alone on the in-memory backplane.
-    #[arg(long, env = "HUBHOST_REDIS")]
-    redis: Option<String>,
-    /// Prefix of every backplane channel; clusters sharing one Redis need different ones
-    /// [default: hubhost].
-    #[arg(long, env = "HUBHOST_CLUSTER_PREFIX")]
-    cluster_prefix: Option<String>,
-    /// Serve the files of this directory under `/` (the demo page).
-    #[arg(long, env = "HUBHOST_STATIC_DIR")]
-    static_dir: Option<PathBuf>,
-    /// Keep compiled components in this directory (writable by hubhost alone), so
-    /// restarts load them in milliseconds instead of compiling again.
-    #[arg(long, env = "HUBHOST_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Keep uploaded hubs in this directory on a node without Redis (with Redis
-    /// they live in Redis); without it they last until the process exits.
-    #[arg(long, env = "HUBHOST_DATA_DIR")]
-    data_dir: Option<PathBuf>,
-    /// Development: serve DIR/TENANT/HUB.wasm files and reload each on change.
-    #[arg(long, env = "HUBHOST_WATCH_DIR")]
-    watch_dir: Option<PathBuf>,
-    /// An operator key for the admin API (at least 16 characters); repeatable.
-    #[arg(
-        long = "admin-key",
-        env = "HUBHOST_OPERATOR_KEYS",
-        value_delimiter = ',',
-        hide_env_values = true
-    )]
-    admin_keys: Vec<String>,
-    /// An origin whose browser clients may connect (https://host[:port], or * for any);
-    /// repeatable.
-    #[arg(
-        long = "cors-origin",
-        env = "HUBHOST_CORS_ORIGINS",
-        value_delimiter = ','
-    )]
-    cors_origins: Vec<String>,
-    /// The URL other nodes reach this one at, to pass on requests for its
-    /// connections [default: http://LISTEN-ADDRESS unless it is a wildcard].
-    #[arg(long, env = "HUBHOST_ADVERTISE_URL")]
-    advertise_url: Option<String>,
-    /// How long a long poll waits for messages, in milliseconds [default: 90000].
-    #[arg(long, env = "HUBHOST_POLL_TIMEOUT_MS")]
-    poll_timeout_ms: Option<u64>,
-    /// How long a negotiated connection waits for its transport, and a
-    /// long-polling connection for its next poll, in milliseconds [default: 15000].
-    #[arg(long, env = "HUBHOST_DISCONNECT_TIMEOUT_MS")]
-    disconnect_timeout_ms: Option<u64>,
-    /// Largest message a client may send, in bytes [default: 32768].
-    #[arg(long, env = "HUBHOST_MAX_MESSAGE_SIZE")]
-    max_message_size: Option<usize>,
-    /// Ping clients after this many idle milliseconds [default: 15000].
-    #[arg(long, env = "HUBHOST_KEEP_ALIVE_MS")]
-    keep_alive_ms: Option<u64>,
-    /// Close clients silent for this many milliseconds after their first ping [default: 30000].
-    #[arg(long, env = "HUBHOST_CLIENT_TIMEOUT_MS")]
-    client_timeout_ms: Option<u64>,
-    /// Time allowed for the handshake, in milliseconds [default: 15000].
-    #[arg(long, env = "HUBHOST_HANDSHAKE_TIMEOUT_MS")]
-    handshake_timeout_ms: Option<u64>,
-    /// Deadline of one hub call, in milliseconds [default: 5000].
-    #[arg(long, env = "HUBHOST_CALL_TIMEOUT_MS")]
-    call_timeout_ms: Option<u64>,
-    /// Linear memory limit of one hub instance, in bytes [default: 67108864].
-    #[arg(long, env = "HUBHOST_HUB_MEMORY_BYTES")]
-    hub_memory_bytes: Option<usize>,
-}
-
-impl ServeArgs {
-    fn config(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
-        if let Some(listen) = self.listen {
-            config.listen = listen;
-        }
-        for spec in &self.hubs {
-            config
-                .hubs
-                .push(HubConfig::parse_flag(spec).with_context(|| format!("--hub {spec}"))?);
-        }
-        if self.static_dir.is_some() {
-            config.static_dir = self.static_dir;
-        }
-        if self.cache_dir.is_some() {
-            config.cache_dir = self.cache_dir;
-        }
-        if self.data_dir.is_some() {
-            config.data_dir = self.data_dir;
-        }
-        if self.watch_dir.is_some() {
-            config.watch_dir = self.watch_dir;
-        }
-        config.admin.operator_keys.extend(self.admin_keys);
-        config.cors.allowed_origins.extend(self.cors_origins);
-        if self.redis.is_some() {
-            config.redis_url = self.redis;
-        }
-        set(&mut config.cluster_prefix, self.cluster_prefix);
-        if self.advertise_url.is_some() {
-            config.advertise_url = self.advertise_url;
-        }
-        let c = &mut config.connection;
-        set(&mut c.poll_timeout_ms, self.poll_timeout_ms);
-        set(&mut c.disconnect_timeout_ms, self.disconnect_timeout_ms);
-        set(&mut c.max_message_size, self.max_message_size);
-        set(&mut c.keep_alive_interval_ms, self.keep_alive_ms);
-        set(&mut c.client_timeout_ms, self.client_timeout_ms);
-        set(&mut c.handshake_timeout_ms, self.handshake_timeout_ms);
-        set(&mut config.hub_limits.call_timeout_ms, self.call_timeout_ms);
-        set(&mut config.hub_limits.memory_bytes, self.hub_memory_bytes);
-        Ok(config)
-    }
-}
-
-fn set<T>(field: &mut T, value: Option<T>) {
-    if let Some(value) = value {
-        *field = value;
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -276,7 +139,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the tokio runtime")?;
     match cli.command {
-        Command::Serve(args) => runtime.block_on(serve(args.config()?)),
+        Command::Serve(args) => runtime.block_on(serve(args.config)),
         Command::Deploy {
             admin,
             hub,
@@ -298,10 +161,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "no admin keys configured (--admin-key or [admin] operator_keys): the admin API refuses every request"
         );
     }
-    let state = AppState::new(&config)?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listen = config.listen;
+    let state = AppState::new(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "hubhost listening on http://{addr}");
     server::run(listener, state, shutdown_signal()).await

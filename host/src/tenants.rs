@@ -13,14 +13,13 @@
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::ids::hex;
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use crate::runtime::HubLimits;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A tenant's section of the configuration file (`[tenants.NAME]`), and the
 /// body of `PUT /admin/v1/tenants/NAME`.
@@ -44,8 +43,9 @@ pub struct TenantConfig {
     /// Messages per second one connection may send (overrides the global one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_messages_per_second: Option<u32>,
-    /// Hub limits that differ from the global ones.
-    pub hub_limits: HubLimitsOverride,
+    /// Hub limits that differ from the global ones (`[hub_limits]` keys).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub hub_limits: serde_json::Map<String, serde_json::Value>,
 }
 
 impl TenantConfig {
@@ -81,41 +81,18 @@ pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Hub limits of one tenant; unset ones are the global ones.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HubLimitsOverride {
-    pub memory_bytes: Option<usize>,
-    pub call_timeout_ms: Option<u64>,
-    pub max_sends_per_call: Option<u32>,
-    pub max_log_lines_per_call: Option<u32>,
-    pub max_result_bytes: Option<usize>,
-    pub max_instances: Option<usize>,
-    pub max_tables: Option<usize>,
-    pub max_memories: Option<usize>,
-    pub max_table_elements: Option<usize>,
-}
-
-impl HubLimitsOverride {
-    /// `base` with this tenant's values in place.
-    pub fn apply(&self, base: &HubLimits) -> HubLimits {
-        HubLimits {
-            memory_bytes: self.memory_bytes.unwrap_or(base.memory_bytes),
-            call_timeout: self
-                .call_timeout_ms
-                .map_or(base.call_timeout, Duration::from_millis),
-            max_sends_per_call: self.max_sends_per_call.unwrap_or(base.max_sends_per_call),
-            max_log_lines_per_call: self
-                .max_log_lines_per_call
-                .unwrap_or(base.max_log_lines_per_call),
-            max_result_bytes: self.max_result_bytes.unwrap_or(base.max_result_bytes),
-            reuse_instances: base.reuse_instances,
-            max_instances: self.max_instances.unwrap_or(base.max_instances),
-            max_tables: self.max_tables.unwrap_or(base.max_tables),
-            max_memories: self.max_memories.unwrap_or(base.max_memories),
-            max_table_elements: self.max_table_elements.unwrap_or(base.max_table_elements),
-        }
+/// `base` with the keys of `overrides` in place: the same keys and units as
+/// the `[hub_limits]` section (unknown keys and wrong types are errors), so
+/// a limit is defined once, in [`HubLimits`].
+pub fn overlay<T: Serialize + serde::de::DeserializeOwned>(
+    base: &T,
+    overrides: &serde_json::Map<String, serde_json::Value>,
+) -> Result<T, serde_json::Error> {
+    let mut value = serde_json::to_value(base)?;
+    if let serde_json::Value::Object(fields) = &mut value {
+        fields.extend(overrides.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
+    serde_json::from_value(value)
 }
 
 /// Where a tenant was defined.
@@ -175,7 +152,8 @@ impl TenantDefaults {
             max_component_bytes: config
                 .max_component_bytes
                 .unwrap_or(self.max_component_bytes),
-            hub_limits: config.hub_limits.apply(&self.hub_limits),
+            hub_limits: overlay(&self.hub_limits, &config.hub_limits)
+                .map_err(|e| anyhow::anyhow!("hub_limits: {e}"))?,
             auth: Authenticator::new(&config.auth)?,
             admin_keys,
         })
@@ -304,6 +282,7 @@ fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn defaults() -> TenantDefaults {
         TenantDefaults {
@@ -338,6 +317,16 @@ mod tests {
         assert_eq!(
             table.admin_key_owner(&key_digest("acme-key-012345678")),
             None
+        );
+        let unknown_limit: TenantConfig = toml::from_str("[hub_limits]\ncall_timeout = 100\n")?;
+        let error = Tenants::new(defaults(), HashMap::from([("t".to_owned(), unknown_limit)]))
+            .err()
+            .map(|e| format!("{e:#}"));
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("unknown field `call_timeout`")),
+            "{error:?}"
         );
         let bad = HashMap::from([("Bad".to_owned(), TenantConfig::default())]);
         assert!(Tenants::new(defaults(), bad).is_err());

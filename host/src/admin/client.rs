@@ -1,6 +1,6 @@
 //! A client of the admin API, for the CLI (`hubhost deploy`, `hubhost hubs …`).
 
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use std::time::Duration;

@@ -25,7 +25,7 @@ mod routes;
 pub use error::AdminError;
 pub use routes::routes;
 
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::tenants::{digests_equal, key_digest};
 use axum::http::HeaderMap;
 
@@ -54,14 +54,13 @@ pub fn authorize(
         ))?;
     let digest = key_digest(key);
     let operator = state
-        .settings
         .operator_keys
         .iter()
         .fold(false, |found, k| found | digests_equal(k, &digest));
     if operator {
         return Ok(Principal::Operator);
     }
-    let table = state.deployer.tenants().current();
+    let table = state.tenants.current();
     let Some(owner) = table.admin_key_owner(&digest) else {
         return Err(AdminError::Unauthorized("The admin key is not valid."));
     };

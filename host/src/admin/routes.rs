@@ -3,8 +3,8 @@
 use super::error::capitalized;
 use super::{AdminError, Principal, authorize};
 use crate::hubs::Source;
-use crate::lifetime::HubKey;
-use crate::server::AppState;
+use crate::names::HubKey;
+use crate::state::AppState;
 use crate::store::HubRecord;
 use crate::tenants::{Origin, TenantConfig};
 use axum::body::{Body, Bytes};
@@ -62,7 +62,7 @@ async fn list_tenants(
     headers: HeaderMap,
 ) -> Result<Json<Value>> {
     authorize(&state, &headers, None)?;
-    let table = state.deployer.tenants().current();
+    let table = state.tenants.current();
     let mut tenants: Vec<Value> = table
         .named()
         .map(|(name, t)| tenant_json(name, t))
@@ -93,7 +93,7 @@ async fn get_tenant(
 ) -> Result<Json<Value>> {
     check_tenant_name(&tenant)?;
     authorize(&state, &headers, Some(&tenant))?;
-    let table = state.deployer.tenants().current();
+    let table = state.tenants.current();
     Ok(Json(tenant_json(&tenant, table.get(&tenant))))
 }
 
@@ -106,7 +106,7 @@ async fn put_tenant(
     check_tenant_name(&tenant)?;
     authorize(&state, &headers, None)?;
     let config: TenantConfig = parse_json(&body)?;
-    let tenants = state.deployer.tenants();
+    let tenants = &state.tenants;
     if tenants.is_declared(&tenant) {
         return Err(AdminError::Conflict(format!(
             "Tenant '{tenant}' is declared in the configuration file and cannot be changed here."
@@ -121,17 +121,8 @@ async fn put_tenant(
     tenants
         .check(&tenant, &config)
         .map_err(|e| AdminError::BadRequest(format!("Invalid tenant: {e:#}")))?;
-    let existed = state
-        .deployer
-        .store()
-        .tenants()
-        .await?
-        .contains_key(&tenant);
-    state
-        .deployer
-        .store()
-        .put_tenant(&tenant, &config.hashed())
-        .await?;
+    let existed = state.store.tenants().await?.contains_key(&tenant);
+    state.store.put_tenant(&tenant, &config.hashed()).await?;
     state.deployer.sync_tenants().await?;
     state.deployer.announce_tenants();
     tracing::info!(tenant, "tenant stored");
@@ -154,17 +145,17 @@ async fn delete_tenant(
 ) -> Result<Response> {
     check_tenant_name(&tenant)?;
     authorize(&state, &headers, None)?;
-    if state.deployer.tenants().is_declared(&tenant) {
+    if state.tenants.is_declared(&tenant) {
         return Err(AdminError::Conflict(format!(
             "Tenant '{tenant}' is declared in the configuration file and cannot be deleted here."
         )));
     }
-    let hubs: Vec<HubKey> = state.deployer.store().hubs().await?;
+    let hubs: Vec<HubKey> = state.store.hubs().await?;
     let mut deleted_hubs = 0;
     for key in hubs.iter().filter(|k| k.tenant() == tenant) {
         deleted_hubs += usize::from(state.deployer.delete(key).await?);
     }
-    let existed = state.deployer.store().delete_tenant(&tenant).await?;
+    let existed = state.store.delete_tenant(&tenant).await?;
     state.deployer.sync_tenants().await?;
     state.deployer.announce_tenants();
     if !existed && deleted_hubs == 0 {
@@ -196,7 +187,7 @@ async fn list_hubs(
     check_tenant_name(&tenant)?;
     authorize(&state, &headers, Some(&tenant))?;
     let mut names: BTreeSet<String> = BTreeSet::new();
-    for key in state.deployer.store().hubs().await? {
+    for key in state.store.hubs().await? {
         if key.tenant() == tenant {
             names.insert(key.hub().to_owned());
         }
@@ -209,7 +200,7 @@ async fn list_hubs(
     let mut hubs = Vec::new();
     for name in names {
         let key = hub_key(&tenant, &name)?;
-        let record = state.deployer.store().hub(&key).await?;
+        let record = state.store.hub(&key).await?;
         hubs.push(hub_json(&key, record.as_ref(), state.deployer.served(&key)));
     }
     Ok(Json(json!({ "tenant": tenant, "hubs": hubs })))
@@ -222,7 +213,7 @@ async fn get_hub(
 ) -> Result<Json<Value>> {
     let key = hub_key(&tenant, &hub)?;
     authorize(&state, &headers, Some(&tenant))?;
-    let record = state.deployer.store().hub(&key).await?;
+    let record = state.store.hub(&key).await?;
     let served = state.deployer.served(&key);
     if record.is_none() && served.is_none() {
         return Err(AdminError::NotFound(format!("No hub '{key}'.")));
@@ -248,12 +239,7 @@ async fn upload(
             )));
         }
     };
-    let limit = state
-        .deployer
-        .tenants()
-        .current()
-        .get(&tenant)
-        .max_component_bytes;
+    let limit = state.tenants.current().get(&tenant).max_component_bytes;
     let too_large = || {
         AdminError::TooLarge(format!(
             "The component is over the tenant's limit of {limit} bytes."

@@ -13,7 +13,7 @@
 //! only ever extends it: it can never produce another tenant's prefix.
 
 use crate::ids::NodeId;
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 
 /// Channel names of one cluster.
 #[derive(Debug, Clone)]

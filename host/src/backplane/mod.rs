@@ -17,8 +17,43 @@ pub mod memory;
 pub mod redis;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// The `[backplane]` section: buffering while Redis is away, and how long
+/// nodes wait for each other.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackplaneSettings {
+    /// Bytes of cross-node messages kept while Redis is unreachable.
+    pub max_buffer_bytes: usize,
+    /// How long a cross-node message may wait for Redis before it is dropped.
+    #[serde(rename = "max_buffer_age_ms", with = "crate::millis")]
+    pub max_buffer_age: Duration,
+    /// After Redis returns, how long to hold buffered messages so that other
+    /// nodes (which reconnect within the backoff maximum) have resubscribed.
+    #[serde(rename = "resubscribe_grace_ms", with = "crate::millis")]
+    pub resubscribe_grace: Duration,
+    /// How long a group change for a connection on another node may take.
+    #[serde(rename = "group_timeout_ms", with = "crate::millis::positive")]
+    pub group_timeout: Duration,
+    /// How often each node says it is alive; silent for three is dead.
+    #[serde(rename = "heartbeat_interval_ms", with = "crate::millis::positive")]
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for BackplaneSettings {
+    fn default() -> Self {
+        Self {
+            max_buffer_bytes: 16 << 20,
+            max_buffer_age: Duration::from_secs(30),
+            resubscribe_grace: Duration::from_secs(1),
+            group_timeout: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
+        }
+    }
+}
 
 /// One message received from the backplane.
 #[derive(Debug, Clone)]

@@ -17,7 +17,7 @@
 //! flight; one that is caught is dropped and counted rather than sent again,
 //! since Redis may have delivered part of it: delivery stays at most once.
 
-use super::{Backplane, BackplaneError, BackplaneStats, Delivery, Subscribed};
+use super::{Backplane, BackplaneError, BackplaneSettings, BackplaneStats, Delivery, Subscribed};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
@@ -40,30 +40,24 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
-/// Settings of the Redis backplane.
+/// A Redis backplane: where, and how it buffers.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
     /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
-    /// Bytes of outgoing messages kept while Redis is unreachable.
-    pub max_buffer_bytes: usize,
-    /// How long an outgoing message may wait for Redis before it is dropped.
-    pub max_buffer_age: Duration,
-    /// After Redis returns, how long to hold buffered messages so that other
-    /// nodes (which reconnect within the backoff maximum) have resubscribed.
-    pub resubscribe_grace: Duration,
+    /// Buffering and timing, from the `[backplane]` section.
+    pub backplane: BackplaneSettings,
     /// How often the subscriber connection is pinged, to notice a Redis that
     /// went away without closing it.
     pub subscriber_ping: Duration,
 }
 
 impl RedisSettings {
+    /// `url` with the default `[backplane]` settings.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            max_buffer_bytes: 16 << 20,
-            max_buffer_age: Duration::from_secs(30),
-            resubscribe_grace: Duration::from_secs(1),
+            backplane: BackplaneSettings::default(),
             subscriber_ping: Duration::from_secs(5),
         }
     }
@@ -168,7 +162,7 @@ impl Backplane for RedisBackplane {
             queued: Instant::now(),
         });
         let mut dropped = 0u64;
-        while queue.bytes > self.settings.max_buffer_bytes {
+        while queue.bytes > self.settings.backplane.max_buffer_bytes {
             let Some(oldest) = queue.items.pop_front() else {
                 break;
             };
@@ -319,14 +313,14 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
                 sleep(BACKOFF_MIN).await;
             }
             // Let the other nodes' subscribers come back before flushing.
-            sleep(settings.resubscribe_grace).await;
+            sleep(settings.backplane.resubscribe_grace).await;
             tracing::info!(outage = ?since.elapsed(), buffered = shared.queue().items.len(),
                 "redis backplane: publisher reconnected; flushing");
         }
         shared.publisher_up.store(true, Ordering::Relaxed);
         loop {
             let waiting = shared.queued.notified();
-            let batch = next_batch(&shared, settings.max_buffer_age);
+            let batch = next_batch(&shared, settings.backplane.max_buffer_age);
             if batch.is_empty() {
                 waiting.await;
                 continue;

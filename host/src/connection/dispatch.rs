@@ -1,9 +1,9 @@
 //! Reading hub messages and dispatching them to the hub, one at a time.
 
 use super::io::{Inbound, Read};
-use super::outbound::{CloseRequest, Frame, Outbound};
 use super::{ConnectionContext, close_with_error};
 use crate::lifetime::HubLifetimeManager;
+use crate::outbound::{CloseRequest, Frame, Outbound};
 use crate::protocol::{Incoming, Protocol, ProtocolError};
 use crate::quotas::RateLimit;
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
@@ -37,7 +37,7 @@ enum Flow {
 
 impl<'a> Dispatcher<'a> {
     pub fn new(ctx: &'a ConnectionContext, outbound: Outbound, protocol: Protocol) -> Self {
-        let rate = ctx.limits.max_messages_per_second.map(RateLimit::new);
+        let rate = ctx.limits.rate_limit().map(RateLimit::new);
         Self {
             ctx,
             outbound,
@@ -191,7 +191,7 @@ impl<'a> Dispatcher<'a> {
         if let Some(rate) = &mut self.rate
             && !rate.allow()
         {
-            let limit = self.ctx.limits.max_messages_per_second.unwrap_or_default();
+            let limit = self.ctx.limits.max_messages_per_second;
             let text = format!("The client sent more than {limit} messages per second.");
             tracing::info!(
                 tenant = self.ctx.hub.tenant(),

@@ -11,50 +11,90 @@
 
 mod dispatch;
 pub mod io;
-pub mod outbound;
 mod writer;
 
 use crate::hubs::HubSlot;
-use crate::lifetime::{HubKey, HubLifetimeManager, LocalConnection};
+use crate::lifetime::{HubLifetimeManager, LocalConnection};
+use crate::names::HubKey;
+use crate::outbound::{self, CloseRequest};
 use crate::protocol::{Protocol, RECORD_SEPARATOR, handshake};
 use crate::runtime::CallerInfo;
 use bytes::Bytes;
 use io::{Inbound, Outlet, Read, TransportKind};
-use outbound::CloseRequest;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, timeout_at};
 
-/// Protocol timings and sizes, with ASP.NET Core's defaults.
-#[derive(Debug, Clone)]
-pub struct ConnectionLimits {
-    /// Time for the client to send its handshake (15 s).
+/// The `[connection]` section: protocol timings and sizes, with ASP.NET
+/// Core's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionSettings {
+    /// Time allowed for the handshake, in milliseconds.
+    #[arg(long = "handshake-timeout-ms", env = "HUBHOST_HANDSHAKE_TIMEOUT_MS", required = false, value_parser = crate::millis::positive::parse)]
+    #[serde(rename = "handshake_timeout_ms", with = "crate::millis::positive")]
     pub handshake_timeout: Duration,
-    /// Ping the client when nothing was written for this long (15 s).
+    /// Ping clients after this many idle milliseconds.
+    #[arg(long = "keep-alive-ms", env = "HUBHOST_KEEP_ALIVE_MS", required = false, value_parser = crate::millis::positive::parse)]
+    #[serde(rename = "keep_alive_interval_ms", with = "crate::millis::positive")]
     pub keep_alive_interval: Duration,
-    /// Close when the client, once it has pinged, is silent this long (30 s).
+    /// Close clients silent for this many milliseconds after their first ping.
+    #[arg(long = "client-timeout-ms", env = "HUBHOST_CLIENT_TIMEOUT_MS", required = false, value_parser = crate::millis::positive::parse)]
+    #[serde(rename = "client_timeout_ms", with = "crate::millis::positive")]
     pub client_timeout: Duration,
-    /// Largest message a client may send, handshake included (32 KiB).
+    /// Largest message a client may send, handshake included, in bytes.
+    #[arg(long = "max-message-size", env = "HUBHOST_MAX_MESSAGE_SIZE", required = false, value_parser = clap::value_parser!(usize))]
     pub max_message_size: usize,
     /// Frames that may wait for a slow client before it is closed.
-    pub outbound_capacity: usize,
-    /// Longest a single write may take before the connection is dropped (10 s).
+    #[arg(skip)]
+    pub outbound_queue: usize,
+    /// Longest a single write may take before the connection is dropped.
+    #[arg(skip)]
+    #[serde(rename = "send_timeout_ms", with = "crate::millis::positive")]
     pub send_timeout: Duration,
-    /// Messages per second the client may send; more closes the connection.
-    pub max_messages_per_second: Option<u32>,
+    /// How long a negotiated connection waits for its transport, and a
+    /// long-polling connection for its next poll, in milliseconds.
+    #[arg(long = "disconnect-timeout-ms", env = "HUBHOST_DISCONNECT_TIMEOUT_MS", required = false, value_parser = crate::millis::positive::parse)]
+    #[serde(rename = "disconnect_timeout_ms", with = "crate::millis::positive")]
+    pub disconnect_timeout: Duration,
+    /// How long a long poll waits for messages before answering empty, in
+    /// milliseconds.
+    #[arg(long = "poll-timeout-ms", env = "HUBHOST_POLL_TIMEOUT_MS", required = false, value_parser = crate::millis::positive::parse)]
+    #[serde(rename = "poll_timeout_ms", with = "crate::millis::positive")]
+    pub poll_timeout: Duration,
+    /// Messages per second one connection may send; more closes it. 0: no
+    /// limit.
+    #[arg(skip)]
+    pub max_messages_per_second: u32,
 }
 
-impl Default for ConnectionLimits {
+impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
             handshake_timeout: Duration::from_secs(15),
             keep_alive_interval: Duration::from_secs(15),
             client_timeout: Duration::from_secs(30),
             max_message_size: 32 * 1024,
-            outbound_capacity: 1024,
+            outbound_queue: 1024,
             send_timeout: Duration::from_secs(10),
-            max_messages_per_second: None,
+            disconnect_timeout: Duration::from_secs(15),
+            poll_timeout: Duration::from_secs(90),
+            max_messages_per_second: 0,
         }
+    }
+}
+
+impl ConnectionSettings {
+    /// The message rate limit, if any.
+    pub fn rate_limit(&self) -> Option<u32> {
+        Some(self.max_messages_per_second).filter(|rate| *rate > 0)
+    }
+
+    /// Largest WebSocket message (or SSE/long-polling body) accepted; above
+    /// the protocol's message limit because one transport message may carry
+    /// a batch of messages.
+    pub fn max_transport_message(&self) -> usize {
+        self.max_message_size.saturating_mul(16).max(1 << 20)
     }
 }
 
@@ -64,7 +104,7 @@ pub struct ConnectionContext {
     pub slot: Arc<HubSlot>,
     pub lifetime: Arc<HubLifetimeManager>,
     pub caller: Arc<CallerInfo>,
-    pub limits: ConnectionLimits,
+    pub limits: ConnectionSettings,
     pub transport: TransportKind,
     /// The server is shutting down: a connection still in its handshake ends.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -77,7 +117,7 @@ pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionCont
         return;
     };
 
-    let (outbound, receiver) = outbound::channel(ctx.limits.outbound_capacity);
+    let (outbound, receiver) = outbound::channel(ctx.limits.outbound_queue);
     let subscribed = ctx.lifetime.add_connection(
         &ctx.hub,
         LocalConnection {

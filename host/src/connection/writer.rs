@@ -1,8 +1,8 @@
 //! The writer task: the only place that sends on a connection's transport.
 
-use super::ConnectionLimits;
+use super::ConnectionSettings;
 use super::io::Outlet;
-use super::outbound::{CloseRequest, Frame, OutboundReceiver};
+use crate::outbound::{CloseRequest, Frame, OutboundReceiver};
 use crate::protocol::Protocol;
 use bytes::{Bytes, BytesMut};
 use std::future::pending;
@@ -19,7 +19,7 @@ pub(super) async fn run(
     mut outlet: Outlet,
     mut rx: OutboundReceiver,
     protocol: Protocol,
-    limits: ConnectionLimits,
+    limits: ConnectionSettings,
     pings: bool,
 ) {
     let mut idle_deadline = Instant::now() + limits.keep_alive_interval;
@@ -96,7 +96,7 @@ async fn close(
     outlet: &mut Outlet,
     request: &CloseRequest,
     protocol: Protocol,
-    limits: &ConnectionLimits,
+    limits: &ConnectionSettings,
 ) {
     let message = protocol.close(request.error.as_deref(), request.allow_reconnect);
     let _ = timeout(limits.send_timeout, async {

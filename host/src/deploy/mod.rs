@@ -21,9 +21,11 @@ mod watch;
 
 pub use watch::watch;
 
-use crate::connection::outbound::CloseRequest;
+use crate::cluster::{Cluster, Control};
 use crate::hubs::{Hubs, Source};
-use crate::lifetime::{Control, HubKey, HubLifetimeManager};
+use crate::lifetime::HubLifetimeManager;
+use crate::names::HubKey;
+use crate::outbound::CloseRequest;
 use crate::runtime::{HubVersion, LoadError, Runtime};
 use crate::store::{HubStore, StoreError, VersionInfo};
 use crate::tenants::Tenants;
@@ -60,8 +62,11 @@ struct Dirty {
 pub struct Deployer {
     runtime: Arc<Runtime>,
     hubs: Arc<Hubs>,
-    store: HubStore,
+    store: Arc<HubStore>,
     tenants: Tenants,
+    /// Announcements to every node.
+    cluster: Arc<Cluster>,
+    /// Closes the clients of deleted hubs.
     lifetime: Arc<HubLifetimeManager>,
     /// Hubs from the configuration, served while the store has none.
     files: HashMap<HubKey, PathBuf>,
@@ -75,8 +80,9 @@ impl Deployer {
     pub fn new(
         runtime: Arc<Runtime>,
         hubs: Arc<Hubs>,
-        store: HubStore,
+        store: Arc<HubStore>,
         tenants: Tenants,
+        cluster: Arc<Cluster>,
         lifetime: Arc<HubLifetimeManager>,
         files: HashMap<HubKey, PathBuf>,
     ) -> Arc<Self> {
@@ -85,6 +91,7 @@ impl Deployer {
             hubs,
             store,
             tenants,
+            cluster,
             lifetime,
             files,
             locks: Mutex::default(),
@@ -98,20 +105,12 @@ impl Deployer {
     /// deployer is dropped.
     pub fn start(self: &Arc<Self>, interval: Duration) {
         let weak = Arc::downgrade(self);
-        let _subscribed = self.lifetime.on_control(Arc::new(move |control| {
+        let _subscribed = self.cluster.on_control(Arc::new(move |control| {
             if let Some(deployer) = weak.upgrade() {
                 deployer.mark(control);
             }
         }));
         tokio::spawn(sync_loop(Arc::downgrade(self), self.wake.clone(), interval));
-    }
-
-    pub fn store(&self) -> &HubStore {
-        &self.store
-    }
-
-    pub fn tenants(&self) -> &Tenants {
-        &self.tenants
     }
 
     /// Whether the store has been read once since start-up (for `/readyz`).
@@ -223,7 +222,7 @@ impl Deployer {
     }
 
     fn announce(&self, key: &HubKey) {
-        self.lifetime.announce(Control::HubChanged {
+        self.cluster.announce(Control::HubChanged {
             tenant: key.tenant().to_owned(),
             hub: key.hub().to_owned(),
         });
@@ -330,7 +329,7 @@ impl Deployer {
 
     /// Tell the other nodes that the API's tenants changed.
     pub fn announce_tenants(&self) {
-        self.lifetime.announce(Control::TenantsChanged);
+        self.cluster.announce(Control::TenantsChanged);
     }
 }
 

@@ -8,7 +8,7 @@
 
 use super::Deployer;
 use crate::hubs::Source;
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Weak;

@@ -5,15 +5,14 @@
 //! [`GroupRequest`]; the owner applies it and answers with a [`GroupReply`] on
 //! the asking node's channel. The caller waits up to the group timeout. A
 //! connection the owner does not have fails as soon as the owner answers; an
-//! id that names no node or a node known to be gone (see [`super::nodes`]),
+//! id that names no node or a node known to be gone (see [`crate::cluster`]),
 //! or any id while this node has no peers, fails at once.
 
 use super::local::Interest;
-use super::{
-    GroupError, GroupReply, GroupRequest, HubKey, HubLifetimeManager, MAX_NAME_BYTES, Wire,
-};
+use super::{GroupError, GroupReply, GroupRequest, HubLifetimeManager, Wire};
 use crate::backplane::Subscribed;
 use crate::ids::NodeId;
+use crate::names::{HubKey, MAX_NAME_BYTES};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,7 +79,9 @@ impl HubLifetimeManager {
         let owner = match NodeId::owner_of(id) {
             // A node known to be gone has no connections to change.
             Some(owner)
-                if owner != self.node && self.backplane.has_peers() && !self.is_dead(owner) =>
+                if owner != self.node
+                    && self.backplane.has_peers()
+                    && !self.cluster.is_dead(owner) =>
             {
                 owner
             }
@@ -90,7 +91,7 @@ impl HubLifetimeManager {
         let (tx, rx) = oneshot::channel();
         self.pending.waiting().insert(request, tx);
         let wire = Wire::Group(GroupRequest {
-            origin: self.node_name.clone(),
+            origin: self.cluster.node_name().to_owned(),
             request,
             tenant: hub.tenant().to_owned(),
             hub: hub.hub().to_owned(),

@@ -1,7 +1,7 @@
 //! This node's connections, groups and users, per hub.
 
 use super::Target;
-use crate::connection::outbound::{Frame, Outbound};
+use crate::outbound::{Frame, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 

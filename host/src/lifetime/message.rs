@@ -1,54 +1,13 @@
-//! A message to clients and its wire forms.
+//! What lifetime managers say to each other over the backplane.
 //!
-//! A hub's send becomes one [`Message`], shared by every local recipient and
-//! encoded at most once per protocol, however many connections receive it.
-//! Between nodes it travels as an [`Envelope`]: serialized once per send.
+//! A hub's send travels between nodes as an [`Envelope`], serialized once
+//! per send; group changes for another node's connection as a
+//! [`GroupRequest`] and its [`GroupReply`].
 
-use super::{HubKey, Target};
-use crate::protocol::Protocol;
-use bytes::Bytes;
+use super::Target;
+use crate::names::HubKey;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use std::sync::OnceLock;
-
-/// A client method call: `target(arguments...)`.
-#[derive(Debug)]
-pub struct Message {
-    target: String,
-    arguments: Box<RawValue>,
-    json: OnceLock<Bytes>,
-    msgpack: OnceLock<Bytes>,
-}
-
-impl Message {
-    /// `arguments` must be a JSON array.
-    pub fn new(target: String, arguments: Box<RawValue>) -> Self {
-        Self {
-            target,
-            arguments,
-            json: OnceLock::new(),
-            msgpack: OnceLock::new(),
-        }
-    }
-
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    pub fn arguments(&self) -> &RawValue {
-        &self.arguments
-    }
-
-    /// The framed Invocation in `protocol`, encoded on first use: once per
-    /// protocol however many connections receive it.
-    pub fn encoded(&self, protocol: Protocol) -> &Bytes {
-        let cell = match protocol {
-            Protocol::Json => &self.json,
-            Protocol::MessagePack => &self.msgpack,
-        };
-        cell.get_or_init(|| protocol.invocation(&self.target, &self.arguments))
-    }
-}
 
 /// Everything nodes say to each other over the backplane, serialized once
 /// per publish.
@@ -63,20 +22,6 @@ pub enum Wire {
     Group(GroupRequest),
     /// The owner's answer to a [`GroupRequest`].
     GroupReply(GroupReply),
-    /// Hubs or tenants changed in the store (on the control channel).
-    Control(Control),
-    /// A node is alive, or leaving (on the nodes channel).
-    Node(super::Heartbeat),
-}
-
-/// A change every node acts on: re-read the store for it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Control {
-    /// A hub's active version changed, or the hub was deleted.
-    HubChanged { tenant: String, hub: String },
-    /// The API's tenants changed.
-    TenantsChanged,
 }
 
 /// A send as it crosses the backplane.
@@ -145,24 +90,6 @@ mod tests {
                 group: "g".into(),
                 excluded: vec!["x".into()]
             }
-        );
-        Ok(())
-    }
-
-    #[test]
-    fn encodes_once_per_protocol() -> anyhow::Result<()> {
-        let message = Message::new("M".into(), RawValue::from_string("[1]".into())?);
-        let first = message.encoded(Protocol::Json).clone();
-        assert_eq!(
-            &first[..],
-            b"{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\x1e"
-        );
-        assert_eq!(first.as_ptr(), message.encoded(Protocol::Json).as_ptr());
-        let binary = message.encoded(Protocol::MessagePack).clone();
-        assert_eq!(&binary[..], b"\x09\x96\x01\x80\xc0\xa1M\x91\x01\x90");
-        assert_eq!(
-            binary.as_ptr(),
-            message.encoded(Protocol::MessagePack).as_ptr()
         );
         Ok(())
     }

@@ -17,82 +17,21 @@
 mod groups;
 mod local;
 mod message;
-mod nodes;
 
 pub use local::LocalConnection;
-pub use message::{Control, Envelope, GroupReply, GroupRequest, Message, Wire};
-pub use nodes::Heartbeat;
+pub use message::{Envelope, GroupReply, GroupRequest, Wire};
 
 use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed};
-use crate::connection::outbound::{CloseRequest, Frame};
+use crate::cluster::Cluster;
 use crate::ids::NodeId;
+use crate::names::{HubKey, MAX_NAME_BYTES};
+use crate::outbound::{CloseRequest, Frame, Message};
 use local::{HubConnections, Interest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
-
-/// Longest group name or user id, in bytes.
-pub const MAX_NAME_BYTES: usize = 4096;
-
-/// One hub of one tenant: the scope of every connection, group and user.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HubKey {
-    tenant: Arc<str>,
-    hub: Arc<str>,
-}
-
-/// A tenant or hub name that is not `[a-z0-9][a-z0-9-]{0,62}`.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid {kind} name '{name}': use 1-63 of a-z, 0-9 and '-', not starting with '-'")]
-pub struct InvalidName {
-    kind: &'static str,
-    name: String,
-}
-
-fn check_name(kind: &'static str, name: &str) -> Result<(), InvalidName> {
-    let bytes = name.as_bytes();
-    let valid = (1..=63).contains(&bytes.len())
-        && bytes[0] != b'-'
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
-    if valid {
-        Ok(())
-    } else {
-        Err(InvalidName {
-            kind,
-            name: name.to_owned(),
-        })
-    }
-}
-
-impl HubKey {
-    pub fn new(tenant: &str, hub: &str) -> Result<Self, InvalidName> {
-        check_name("tenant", tenant)?;
-        check_name("hub", hub)?;
-        Ok(Self {
-            tenant: tenant.into(),
-            hub: hub.into(),
-        })
-    }
-
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
-    pub fn hub(&self) -> &str {
-        &self.hub
-    }
-}
-
-impl fmt::Display for HubKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.tenant, self.hub)
-    }
-}
 
 /// Whom a message goes to, within one hub.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,76 +62,46 @@ pub enum GroupError {
     BadName,
 }
 
-/// How a lifetime manager names channels and waits for other nodes.
-#[derive(Debug, Clone)]
-pub struct LifetimeConfig {
-    pub channels: Channels,
-    /// How long a group change for a connection on another node may take.
-    pub group_timeout: Duration,
-    /// How often a node says it is alive (see [`nodes`]).
-    pub heartbeat_interval: Duration,
-}
-
-impl LifetimeConfig {
-    pub fn new(cluster_prefix: &str) -> Self {
-        Self {
-            channels: Channels::new(cluster_prefix),
-            group_timeout: Duration::from_secs(5),
-            heartbeat_interval: Duration::from_secs(2),
-        }
-    }
-}
-
 /// Delivery and groups for every hub on this node.
 pub struct HubLifetimeManager {
+    cluster: Arc<Cluster>,
+    /// The cluster's, kept here for the hot path.
     node: NodeId,
-    /// `node` as text, as envelopes carry it.
-    node_name: String,
     channels: Channels,
-    group_timeout: Duration,
     backplane: Arc<dyn Backplane>,
+    /// How long a group change for a connection on another node may take.
+    group_timeout: Duration,
     hubs: RwLock<HashMap<HubKey, HubConnections>>,
     pending: groups::Pending,
-    nodes: nodes::Nodes,
-    /// Who hears about [`Control`] messages (the deployer).
-    control: RwLock<Option<ControlHandler>>,
 }
 
-/// Called with every [`Control`] message, from the receiving task: it must
-/// return quickly (note the change, wake a task).
-pub type ControlHandler = Arc<dyn Fn(Control) + Send + Sync>;
-
 impl HubLifetimeManager {
-    /// A manager for node `node`, receiving from `backplane` until dropped.
-    pub fn start(node: NodeId, config: LifetimeConfig, backplane: Arc<dyn Backplane>) -> Arc<Self> {
-        let incoming = backplane.take_incoming();
+    /// A manager for this node of `cluster`, receiving the deliveries the
+    /// cluster passes on until dropped.
+    pub fn start(cluster: Arc<Cluster>, group_timeout: Duration) -> Arc<Self> {
+        let deliveries = cluster.take_deliveries();
+        let backplane = cluster.backplane().clone();
         // Readiness (`/readyz`) covers this one: it is in effect once the
         // backplane is connected.
-        let _ = backplane.subscribe(&config.channels.node(node));
-        let _ = backplane.subscribe(&config.channels.nodes());
+        let _ = backplane.subscribe(&cluster.channels().node(cluster.node()));
         let manager = Arc::new(Self {
-            node,
-            node_name: node.to_string(),
-            channels: config.channels,
-            group_timeout: config.group_timeout,
+            node: cluster.node(),
+            channels: cluster.channels().clone(),
+            cluster,
             backplane,
+            group_timeout,
             hubs: RwLock::default(),
             pending: groups::Pending::default(),
-            nodes: nodes::Nodes::new(config.heartbeat_interval),
-            control: RwLock::default(),
         });
-        if let Some(incoming) = incoming {
-            tokio::spawn(receive(Arc::downgrade(&manager), incoming));
-        } else {
-            tracing::error!(
-                "backplane incoming stream already taken; cross-node messages will not arrive"
-            );
+        match deliveries {
+            Some(deliveries) => {
+                tokio::spawn(receive(Arc::downgrade(&manager), deliveries));
+            }
+            None => tracing::error!(
+                "cluster deliveries already taken; cross-node messages will not arrive"
+            ),
         }
         manager
-    }
-
-    pub fn node(&self) -> NodeId {
-        self.node
     }
 
     /// Wait until `subscribed` is in effect, so that messages from other
@@ -207,18 +116,6 @@ impl HubLifetimeManager {
         }
     }
 
-    /// Receive [`Control`] messages from every node (this one included) with
-    /// `handler`. The returned subscription is in effect once settled.
-    pub fn on_control(&self, handler: ControlHandler) -> Subscribed {
-        *self.control.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
-        self.backplane.subscribe(&self.channels.control())
-    }
-
-    /// Tell every node (this one included) about `control`.
-    pub fn announce(&self, control: Control) {
-        self.publish_wire(&self.channels.control(), &Wire::Control(control));
-    }
-
     /// Close every local connection of `hub` with `request` (the hub is gone).
     pub fn close_hub(&self, hub: &HubKey, request: &CloseRequest) -> usize {
         let hubs = self.read();
@@ -229,11 +126,6 @@ impl HubLifetimeManager {
             connection.outbound.close(request.clone());
         }
         connections.len()
-    }
-
-    /// The backplane this node publishes on.
-    pub fn backplane(&self) -> &Arc<dyn Backplane> {
-        &self.backplane
     }
 
     fn read(&self) -> RwLockReadGuard<'_, HashMap<HubKey, HubConnections>> {
@@ -350,7 +242,7 @@ impl HubLifetimeManager {
         self.publish_wire(
             channel,
             &Wire::Send(Envelope {
-                origin: self.node_name.clone(),
+                origin: self.cluster.node_name().to_owned(),
                 tenant: hub.tenant().to_owned(),
                 hub: hub.hub().to_owned(),
                 to,
@@ -380,7 +272,7 @@ impl HubLifetimeManager {
         };
         match wire {
             Wire::Send(envelope) => {
-                if envelope.origin == self.node_name {
+                if envelope.origin == self.cluster.node_name() {
                     return;
                 }
                 let Some(hub) = envelope.hub_key() else {
@@ -394,17 +286,6 @@ impl HubLifetimeManager {
             }
             Wire::Group(request) => self.on_group_request(request),
             Wire::GroupReply(reply) => self.on_group_reply(reply),
-            Wire::Node(beat) => self.on_heartbeat(beat),
-            Wire::Control(control) => {
-                let handler = self
-                    .control
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                if let Some(handler) = handler {
-                    handler(control);
-                }
-            }
         }
     }
 

@@ -9,7 +9,9 @@ use super::hubhost::hub::log::Level;
 use super::hubhost::hub::types::Target as WitTarget;
 use super::hubhost::hub::{clients, groups, log, types};
 use super::limits::{LimitHit, Limiter};
-use crate::lifetime::{HubKey, HubLifetimeManager, MAX_NAME_BYTES, Message, Target};
+use crate::lifetime::{HubLifetimeManager, Target};
+use crate::names::{HubKey, MAX_NAME_BYTES};
+use crate::outbound::Message;
 use std::sync::Arc;
 
 /// Longest client method name a hub may send, in bytes.

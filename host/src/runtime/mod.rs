@@ -19,7 +19,8 @@ mod wasi;
 
 pub use host::CallState;
 
-use crate::lifetime::{HubKey, HubLifetimeManager};
+use crate::lifetime::HubLifetimeManager;
+use crate::names::HubKey;
 use limits::{LimitHit, Limiter};
 use serde_json::value::RawValue;
 use std::path::Path;
@@ -51,28 +52,48 @@ const STUBBED_IMPORT_PREFIXES: &[&str] = &[
 ];
 const OWN_IMPORT_PREFIX: &str = "hubhost:hub/";
 
-/// Limits applied to every call of a hub.
-#[derive(Debug, Clone)]
+/// Limits applied to every call of a hub: the `[hub_limits]` section, and
+/// each tenant's `hub_limits` over it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, default)]
 pub struct HubLimits {
     /// Linear memory per instance, in bytes.
+    #[arg(
+        long = "hub-memory-bytes",
+        env = "HUBHOST_HUB_MEMORY_BYTES",
+        required = false
+    )]
     pub memory_bytes: usize,
-    /// Wall-clock deadline for one call.
+    /// Wall-clock deadline of one hub call, in milliseconds.
+    #[arg(long = "call-timeout-ms", env = "HUBHOST_CALL_TIMEOUT_MS", required = false, value_parser = crate::millis::positive::parse)]
+    #[serde(rename = "call_timeout_ms", with = "crate::millis::positive")]
     pub call_timeout: Duration,
     /// Messages one call may send.
+    #[arg(skip)]
     pub max_sends_per_call: u32,
     /// Log lines one call may write; further lines are dropped.
+    #[arg(skip)]
     pub max_log_lines_per_call: u32,
     /// Size of one call's JSON result, in bytes.
+    #[arg(skip)]
     pub max_result_bytes: usize,
     /// Reuse instances between calls (the default), or instantiate afresh
     /// for every call (slower; nothing can carry over between calls).
+    #[arg(skip)]
     pub reuse_instances: bool,
-    /// Core instances, tables and memories one hub instance may create, and
-    /// elements per table. Toolchains differ (componentize-py links several
-    /// modules), so these are generous; memory is what is really bounded.
+    /// Core instances one hub instance may create. Toolchains differ
+    /// (componentize-py links several modules), so these counts are
+    /// generous; memory is what is really bounded.
+    #[arg(skip)]
     pub max_instances: usize,
+    /// Tables one hub instance may create.
+    #[arg(skip)]
     pub max_tables: usize,
+    /// Memories one hub instance may create.
+    #[arg(skip)]
     pub max_memories: usize,
+    /// Elements per table.
+    #[arg(skip)]
     pub max_table_elements: usize,
 }
 

@@ -7,7 +7,7 @@
 //! a crash leaves the previous state or the new one, never a torn one.
 
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use crate::tenants::TenantConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};

@@ -22,7 +22,7 @@
 pub mod local;
 pub mod redis;
 
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use crate::tenants::TenantConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

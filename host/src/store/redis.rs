@@ -14,7 +14,7 @@
 //! never see a version listed without its component.
 
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use crate::tenants::TenantConfig;
 use redis::AsyncCommands as _;
 use redis::aio::MultiplexedConnection;

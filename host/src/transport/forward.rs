@@ -3,7 +3,7 @@
 //! A connection lives on the node that negotiated it, and its token names
 //! that node (see [`crate::ids`]). A request for a token this node does not
 //! know goes to the owner at the URL its heartbeats give (see
-//! [`crate::lifetime::Heartbeat`]): the HTTP request (SSE stream, poll,
+//! [`crate::cluster::Heartbeat`]): the HTTP request (SSE stream, poll,
 //! POST, DELETE) with its headers and body, answered with the owner's status,
 //! headers and streamed body; a WebSocket is relayed frame by frame. The
 //! owner checks everything again (hub, credentials, token), so a forwarded
@@ -16,7 +16,7 @@
 
 use super::{HubRequest, unknown_connection};
 use crate::ids::NodeId;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{self, Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderName, StatusCode, header};
@@ -30,16 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Marks a request one node passed on to another.
 pub const FORWARDED: &str = "x-hubhost-forwarded";
-
-/// The HTTP client that passes requests on.
-pub fn forwarder() -> anyhow::Result<reqwest::Client> {
-    // No overall timeout: a forwarded poll waits up to the poll timeout and
-    // an event stream lasts as long as its connection.
-    Ok(reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()?)
-}
 
 /// Headers that belong to one hop, not to the request or response.
 fn hop_by_hop(name: &HeaderName) -> bool {
@@ -65,10 +55,10 @@ fn owner(state: &AppState, request: &HubRequest) -> Option<(NodeId, String)> {
         return None;
     }
     let owner = NodeId::owner_of_token(request.token.as_deref()?)?;
-    if owner == state.lifetime.node() {
+    if owner == state.cluster.node() {
         return None;
     }
-    match state.lifetime.node_url(owner) {
+    match state.cluster.node_url(owner) {
         Some(url) => Some((owner, url)),
         None => {
             tracing::debug!(%owner, "request for a connection of a node that is not alive");
@@ -94,7 +84,7 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
         }
     }
     let outgoing = outgoing
-        .header(FORWARDED, state.lifetime.node().to_string())
+        .header(FORWARDED, state.cluster.node().to_string())
         .body(body);
     let sent = tokio::select! {
         sent = outgoing.send() => sent,
@@ -159,7 +149,7 @@ pub(super) async fn websocket(
             upstream.headers_mut().insert(name, value.clone());
         }
     }
-    if let Ok(node) = state.lifetime.node().to_string().parse() {
+    if let Ok(node) = state.cluster.node().to_string().parse() {
         upstream.headers_mut().insert(FORWARDED, node);
     }
     let upstream = match tokio_tungstenite::connect_async(upstream).await {
@@ -176,7 +166,7 @@ pub(super) async fn websocket(
     let tasks = state.tasks.clone();
     let shutdown = state.shutdown.clone();
     upgrade
-        .max_message_size(state.settings.max_websocket_message)
+        .max_message_size(state.settings.connection.max_transport_message())
         .read_buffer_size(4 * 1024)
         .on_upgrade(move |socket| tasks.track_future(relay(socket, upstream, shutdown)))
 }

@@ -7,12 +7,11 @@
 //! took over or the connection is over (stop). A connection nobody polls for
 //! the disconnect timeout is disposed of (see [`super::tokens`]).
 
-use super::session::{HttpSession, Poll};
-use super::tokens::{Claim, Found};
 use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;
 use crate::connection::serve;
-use crate::server::AppState;
+use crate::sessions::{Claim, Found, HttpSession, Poll};
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -34,7 +33,7 @@ pub(super) async fn poll(state: Arc<AppState>, request: HubRequest) -> Response 
         }
         Found::Http(session) => session,
     };
-    match session.poll(state.settings.poll_timeout).await {
+    match session.poll(state.settings.connection.poll_timeout).await {
         Poll::Data(bytes) => reply(StatusCode::OK, bytes),
         Poll::Timeout => reply(StatusCode::OK, Bytes::new()),
         Poll::Superseded => reply(StatusCode::NO_CONTENT, Bytes::new()),

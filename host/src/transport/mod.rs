@@ -18,28 +18,24 @@
 // once; boxing it would only add an allocation to every refused request.
 #![allow(clippy::result_large_err)]
 
-pub mod cors;
 mod forward;
 mod long_polling;
 mod negotiate;
-mod session;
 mod sse;
-pub mod tokens;
 mod websocket;
 
-pub use forward::forwarder;
 pub use long_polling::delete;
 pub use negotiate::negotiate;
 pub use sse::post;
 
 use crate::auth::Identity;
 use crate::connection::io::TransportKind;
-use crate::connection::{ConnectionContext, ConnectionLimits};
+use crate::connection::{ConnectionContext, ConnectionSettings};
 use crate::hubs::HubSlot;
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use crate::quotas::Admission;
 use crate::runtime::CallerInfo;
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
@@ -92,7 +88,7 @@ fn authenticate(
     headers: &HeaderMap,
     query: &HashMap<String, String>,
 ) -> Result<Identity, Unauthorized> {
-    let table = state.deployer.tenants().current();
+    let table = state.tenants.current();
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -184,7 +180,7 @@ fn admit(
     connection_id: String,
     transport: TransportKind,
 ) -> Result<(ConnectionContext, Admission, tracing::Span), Response> {
-    let tenants = state.deployer.tenants().current();
+    let tenants = state.tenants.current();
     let tenant = tenants.get(request.key.tenant());
     let admission = state
         .connection_counts
@@ -193,8 +189,8 @@ fn admit(
             tracing::info!(tenant = request.key.tenant(), "connection refused: {quota}");
             (StatusCode::TOO_MANY_REQUESTS, quota.to_string()).into_response()
         })?;
-    let limits = ConnectionLimits {
-        max_messages_per_second: tenant.max_messages_per_second,
+    let limits = ConnectionSettings {
+        max_messages_per_second: tenant.max_messages_per_second.unwrap_or(0),
         ..state.settings.connection.clone()
     };
     let span = tracing::info_span!(

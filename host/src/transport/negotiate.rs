@@ -5,7 +5,7 @@
 //! what the official clients expect; only an unknown hub is a 404.
 
 use super::{authenticate, find_hub};
-use crate::server::AppState;
+use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -40,7 +40,7 @@ pub async fn negotiate(
         }
         Some(Ok(v)) => v.min(MAX_NEGOTIATE_VERSION),
     };
-    let tenants = state.deployer.tenants().current();
+    let tenants = state.tenants.current();
     let tenant = tenants.get(key.tenant());
     if let Err(quota) = state
         .connection_counts
@@ -49,10 +49,10 @@ pub async fn negotiate(
         tracing::info!(tenant = key.tenant(), "negotiate refused: {quota}");
         return error(&quota.to_string());
     }
-    let connection_id = state.lifetime.node().new_connection_id();
+    let connection_id = state.cluster.node().new_connection_id();
     // Version 0 clients connect with the connection id itself.
     let token = if version >= 1 {
-        state.lifetime.node().new_token()
+        state.cluster.node().new_token()
     } else {
         connection_id.clone()
     };

@@ -1,12 +1,11 @@
 //! Server-Sent Events (`GET` with `Accept: text/event-stream`), and the
 //! `POST` that carries client messages for both SSE and long polling.
 
-use super::session::HttpSession;
-use super::tokens::{Claim, Found, TokenGuard};
 use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;
 use crate::connection::serve;
-use crate::server::AppState;
+use crate::sessions::{Claim, Found, HttpSession, TokenGuard};
+use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -120,7 +119,7 @@ pub async fn post(State(state): State<Arc<AppState>>, request: HubRequest, body:
         Ok(token) => token,
         Err(response) => return response,
     };
-    let limit = state.settings.max_websocket_message;
+    let limit = state.settings.connection.max_transport_message();
     let body = match axum::body::to_bytes(body, limit).await {
         Ok(body) => body,
         Err(error) => {

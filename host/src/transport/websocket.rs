@@ -1,10 +1,10 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]` with an upgrade: the WebSocket transport.
 
-use super::tokens::{Claim, TokenGuard};
 use super::{HubRequest, admit, forward, transport_changed};
 use crate::connection::io::{Inbound, Outlet, TransportKind};
 use crate::connection::serve;
-use crate::server::AppState;
+use crate::sessions::{Claim, TokenGuard};
+use crate::state::AppState;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,7 +22,7 @@ pub(super) async fn connect(
 ) -> Response {
     let (connection_id, token) = match request.token.clone() {
         // skipNegotiation: the connection is created on the spot.
-        None => (state.lifetime.node().new_connection_id(), None),
+        None => (state.cluster.node().new_connection_id(), None),
         Some(token) => match state.tokens.claim(&token, &request.key, None) {
             Claim::Claimed(id) => (id, Some(token)),
             Claim::Unknown => return forward::websocket(&state, &request, upgrade).await,
@@ -45,7 +45,7 @@ pub(super) async fn connect(
         };
     let tasks = state.tasks.clone();
     upgrade
-        .max_message_size(state.settings.max_websocket_message)
+        .max_message_size(state.settings.connection.max_transport_message())
         // tungstenite's 128 KiB default read buffer is allocated and zeroed per
         // connection: 10,000 idle clients cost 1.3 GB. Hub messages are small
         // (32 KiB at most by default); a bigger one is read in more steps.

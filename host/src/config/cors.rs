@@ -5,7 +5,7 @@
 //! credentials and those headers are allowed. WebSockets need no CORS; the
 //! negotiate that precedes them does.
 
-use crate::config::CorsConfig;
+use super::CorsSettings;
 use anyhow::Context as _;
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 const CLIENT_HEADERS: [&str; 2] = ["x-requested-with", "x-signalr-user-agent"];
 
 /// The layer for `config`; `None` when no origin is allowed.
-pub fn layer(config: &CorsConfig) -> anyhow::Result<Option<CorsLayer>> {
+pub fn layer(config: &CorsSettings) -> anyhow::Result<Option<CorsLayer>> {
     if config.allowed_origins.is_empty() {
         return Ok(None);
     }

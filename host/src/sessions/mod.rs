@@ -9,9 +9,12 @@
 //! until its client's last poll, or the disconnect timeout, so that poll gets
 //! a 204 (stop) rather than a 404 (error).
 
-use super::session::HttpSession;
+mod http;
+
+pub use http::{Ends, HttpSession, Poll};
+
 use crate::connection::io::TransportKind;
-use crate::lifetime::HubKey;
+use crate::names::HubKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

@@ -1,13 +1,18 @@
-//! A connection's outbound side: a bounded queue of frames and a close signal.
+//! A connection's outbound side: a bounded queue of frames and a close
+//! signal; and the [`Message`] every recipient of a send shares.
+//!
+//! A hub's send becomes one [`Message`], shared by every local recipient and
+//! encoded at most once per protocol, however many connections receive it.
 //!
 //! Everything a connection is sent goes through one queue, so a client sees
 //! messages in the order they were queued. The queue is bounded: a client that
 //! falls that far behind is closed with a reason instead of growing memory
 //! without end or silently losing messages.
 
-use crate::lifetime::Message;
+use crate::protocol::Protocol;
 use bytes::Bytes;
-use std::sync::Arc;
+use serde_json::value::RawValue;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 
 /// One thing to write to the client.
@@ -93,6 +98,45 @@ impl Outbound {
     }
 }
 
+/// A client method call: `target(arguments...)`.
+#[derive(Debug)]
+pub struct Message {
+    target: String,
+    arguments: Box<RawValue>,
+    json: OnceLock<Bytes>,
+    msgpack: OnceLock<Bytes>,
+}
+
+impl Message {
+    /// `arguments` must be a JSON array.
+    pub fn new(target: String, arguments: Box<RawValue>) -> Self {
+        Self {
+            target,
+            arguments,
+            json: OnceLock::new(),
+            msgpack: OnceLock::new(),
+        }
+    }
+
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub fn arguments(&self) -> &RawValue {
+        &self.arguments
+    }
+
+    /// The framed Invocation in `protocol`, encoded on first use: once per
+    /// protocol however many connections receive it.
+    pub fn encoded(&self, protocol: Protocol) -> &Bytes {
+        let cell = match protocol {
+            Protocol::Json => &self.json,
+            Protocol::MessagePack => &self.msgpack,
+        };
+        cell.get_or_init(|| protocol.invocation(&self.target, &self.arguments))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +160,23 @@ mod tests {
                 .is_some_and(|r| r.allow_reconnect)
         );
         assert!(matches!(rx.frames.try_recv(), Ok(Frame::Own(_))));
+    }
+
+    #[test]
+    fn encodes_once_per_protocol() -> anyhow::Result<()> {
+        let message = Message::new("M".into(), RawValue::from_string("[1]".into())?);
+        let first = message.encoded(Protocol::Json).clone();
+        assert_eq!(
+            &first[..],
+            b"{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\x1e"
+        );
+        assert_eq!(first.as_ptr(), message.encoded(Protocol::Json).as_ptr());
+        let binary = message.encoded(Protocol::MessagePack).clone();
+        assert_eq!(&binary[..], b"\x09\x96\x01\x80\xc0\xa1M\x91\x01\x90");
+        assert_eq!(
+            binary.as_ptr(),
+            message.encoded(Protocol::MessagePack).as_ptr()
+        );
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@
 //! its peers within a round trip rather than an interval. A node silent for
 //! 100 intervals is forgotten (restarted nodes come back with new ids).
 
-use super::{HubLifetimeManager, Wire};
+use super::{Cluster, Wire};
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -68,7 +68,7 @@ impl Nodes {
     }
 }
 
-impl HubLifetimeManager {
+impl Cluster {
     /// Announce this node, reachable at `url`, every heartbeat interval
     /// until the manager is dropped.
     pub fn start_heartbeats(self: &Arc<Self>, url: Option<String>) {
@@ -99,7 +99,7 @@ impl HubLifetimeManager {
             url,
             leaving,
         });
-        self.publish_wire(&self.channels.nodes(), &beat);
+        self.publish(&self.channels.nodes(), &beat);
     }
 
     /// Tell the other nodes this one is going.
@@ -164,7 +164,6 @@ impl HubLifetimeManager {
 mod tests {
     use super::*;
     use crate::backplane::memory::MemoryBackplane;
-    use crate::lifetime::LifetimeConfig;
 
     fn beat(node: NodeId, leaving: bool) -> Heartbeat {
         Heartbeat {
@@ -176,11 +175,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nodes_live_die_and_are_forgotten() {
-        let config = LifetimeConfig::new("test");
-        let interval = config.heartbeat_interval;
-        let me = NodeId::random();
-        let manager =
-            HubLifetimeManager::start(me, config, Arc::new(MemoryBackplane::standalone()));
+        let interval = Duration::from_secs(2);
+        let manager = Cluster::start("test", interval, Arc::new(MemoryBackplane::standalone()));
+        let me = manager.node();
         let other = NodeId::random();
         assert_eq!(manager.node_url(other), None);
         assert!(

@@ -69,3 +69,6 @@ pub mod state;
 pub mod store;
 pub mod tenants;
 pub mod transport;
+
+#[cfg(test)]
+mod layout_tests;

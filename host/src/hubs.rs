@@ -8,13 +8,13 @@
 use crate::names::HubKey;
 use crate::runtime::HubVersion;
 use arc_swap::ArcSwap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 /// Where a served version came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", tag = "from")]
 pub enum Source {
     /// `--hub` or `[[hubs]]` in the configuration.

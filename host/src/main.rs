@@ -95,9 +95,9 @@ async fn deploy(
     let info = client.upload(&key, bytes, !no_activate).await?;
     println!(
         "{key} version {} ({} bytes, sha256 {}) {} in {} ms",
-        info["version"],
-        info["size"],
-        info["sha256"].as_str().unwrap_or("?"),
+        info.info.version,
+        info.info.size,
+        info.info.sha256,
         if no_activate {
             "stored"
         } else {
@@ -112,14 +112,17 @@ async fn hubs(admin: AdminArgs, command: HubsCommand) -> anyhow::Result<()> {
     let client = AdminClient::new(&admin.server, &admin.key)?;
     match command {
         HubsCommand::List { tenant } => print!("{}", describe_hubs(&client.hubs(&tenant).await?)),
-        HubsCommand::Show { hub } => println!("{:#}", client.hub(&hub_key(&hub)?).await?),
+        HubsCommand::Show { hub } => println!(
+            "{}",
+            serde_json::to_string_pretty(&client.hub(&hub_key(&hub)?).await?)?
+        ),
         HubsCommand::Activate { hub, version } => {
             client.activate(&hub_key(&hub)?, version).await?;
             println!("{hub}: version {version} active");
         }
         HubsCommand::Rollback { hub } => {
             let answer = client.rollback(&hub_key(&hub)?).await?;
-            println!("{hub}: rolled back; version {} active", answer["active"]);
+            println!("{hub}: rolled back; version {} active", answer.active);
         }
         HubsCommand::Delete { hub } => {
             client.delete(&hub_key(&hub)?).await?;

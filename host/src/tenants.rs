@@ -96,7 +96,7 @@ pub fn overlay<T: Serialize + serde::de::DeserializeOwned>(
 }
 
 /// Where a tenant was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// The configuration file; read-only through the API.

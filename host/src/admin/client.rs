@@ -1,8 +1,10 @@
 //! A client of the admin API, for the CLI (`hubhost deploy`, `hubhost hubs …`).
 
+use super::api::{Activate, ActiveVersion, ErrorBody, HubDeleted, HubInfo, HubList, Uploaded};
+use crate::hubs::Source;
 use crate::names::HubKey;
 use anyhow::Context as _;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 use std::time::Duration;
 
 /// A node's admin API, reached with one key.
@@ -38,18 +40,27 @@ impl AdminClient {
 
     /// Send and read the JSON answer; a non-2xx status is an error with the
     /// server's message.
-    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
         let response = request
             .bearer_auth(&self.key)
             .send()
             .await
             .with_context(|| format!("cannot reach {}", self.base))?;
         let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("cannot read the answer of {}", self.base))?;
         if status.is_success() {
-            return Ok(body);
+            return serde_json::from_slice(&body)
+                .with_context(|| format!("unexpected answer from {} ({status})", self.base));
         }
-        let message = body["error"].as_str().unwrap_or("(no error message)");
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| "(no error message)".to_owned());
         anyhow::bail!("{status}: {message}")
     }
 
@@ -59,7 +70,7 @@ impl AdminClient {
         key: &HubKey,
         bytes: Vec<u8>,
         activate: bool,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Uploaded> {
         let url = self.hub_url(key, &format!("/versions?activate={activate}"));
         self.send(
             self.http
@@ -70,7 +81,7 @@ impl AdminClient {
         .await
     }
 
-    pub async fn hubs(&self, tenant: &str) -> anyhow::Result<Value> {
+    pub async fn hubs(&self, tenant: &str) -> anyhow::Result<HubList> {
         self.send(
             self.http
                 .get(format!("{}/tenants/{tenant}/hubs", self.base)),
@@ -78,49 +89,45 @@ impl AdminClient {
         .await
     }
 
-    pub async fn hub(&self, key: &HubKey) -> anyhow::Result<Value> {
+    pub async fn hub(&self, key: &HubKey) -> anyhow::Result<HubInfo> {
         self.send(self.http.get(self.hub_url(key, ""))).await
     }
 
-    pub async fn activate(&self, key: &HubKey, version: u64) -> anyhow::Result<Value> {
+    pub async fn activate(&self, key: &HubKey, version: u64) -> anyhow::Result<ActiveVersion> {
         let url = self.hub_url(key, "/activate");
-        self.send(self.http.post(url).json(&json!({ "version": version })))
+        self.send(self.http.post(url).json(&Activate { version }))
             .await
     }
 
-    pub async fn rollback(&self, key: &HubKey) -> anyhow::Result<Value> {
+    pub async fn rollback(&self, key: &HubKey) -> anyhow::Result<ActiveVersion> {
         self.send(self.http.post(self.hub_url(key, "/rollback")))
             .await
     }
 
-    pub async fn delete(&self, key: &HubKey) -> anyhow::Result<Value> {
+    pub async fn delete(&self, key: &HubKey) -> anyhow::Result<HubDeleted> {
         self.send(self.http.delete(self.hub_url(key, ""))).await
     }
 }
 
 /// One line per hub of a `GET …/hubs` answer.
-pub fn describe_hubs(listing: &Value) -> String {
+pub fn describe_hubs(listing: &HubList) -> String {
     let mut out = String::new();
-    for hub in listing["hubs"].as_array().into_iter().flatten() {
-        let versions: Vec<String> = hub["versions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|v| v["version"].to_string())
-            .collect();
-        let active = match hub["active"].as_u64() {
+    for hub in &listing.hubs {
+        let versions: Vec<String> = hub.versions.iter().map(|v| v.version.to_string()).collect();
+        let active = match hub.active {
             Some(v) => format!("v{v}"),
             None => "-".to_owned(),
         };
-        let served = match hub["served"]["from"].as_str() {
-            Some("store") => format!("store v{}", hub["served"]["version"]),
-            Some(other) => format!("{other} {}", hub["served"]["path"].as_str().unwrap_or("")),
+        let served = match &hub.served {
+            Some(Source::Store { version }) => format!("store v{version}"),
+            Some(Source::File { path }) => format!("file {}", path.display()),
+            Some(Source::Watch { path }) => format!("watch {}", path.display()),
             None => "not served".to_owned(),
         };
         out.push_str(&format!(
             "{}/{}\tactive {active}\tversions [{}]\tthis node: {served}\n",
-            hub["tenant"].as_str().unwrap_or("?"),
-            hub["hub"].as_str().unwrap_or("?"),
+            hub.tenant,
+            hub.hub,
             versions.join(", "),
         ));
     }

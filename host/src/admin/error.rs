@@ -48,7 +48,9 @@ impl AdminError {
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = axum::Json(serde_json::json!({ "error": self.to_string() }));
+        let body = axum::Json(super::api::ErrorBody {
+            error: self.to_string(),
+        });
         if status == StatusCode::UNAUTHORIZED {
             (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
         } else {

@@ -18,6 +18,7 @@
 //! - `POST /tenants/T/hubs/H/rollback`;
 //! - `DELETE /tenants/T/hubs/H`: its clients get a Close with the reason.
 
+pub mod api;
 pub mod client;
 mod error;
 mod routes;
@@ -25,9 +26,14 @@ mod routes;
 pub use error::AdminError;
 pub use routes::routes;
 
+use crate::names::HubKey;
 use crate::state::AppState;
 use crate::tenants::{digests_equal, key_digest};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +42,92 @@ pub enum Principal {
     Tenant(String),
 }
 
+impl Principal {
+    /// For logs.
+    pub fn name(&self) -> &str {
+        match self {
+            Principal::Operator => "operator",
+            Principal::Tenant(name) => name,
+        }
+    }
+}
+
+/// The caller of a route about one tenant (`/tenants/{tenant}/…`): an
+/// operator, or that tenant's own key. Names in the path are checked first
+/// (400), then the key (401, or 403 for another tenant's key).
+#[derive(Debug)]
+pub struct TenantAdmin {
+    pub principal: Principal,
+    pub tenant: String,
+    /// The hub of `/tenants/{tenant}/hubs/{hub}/…` routes.
+    pub hub: Option<HubKey>,
+}
+
+/// The caller of an operator-only route, with the path's tenant (checked)
+/// where it has one.
+#[derive(Debug)]
+pub struct Operator {
+    pub tenant: Option<String>,
+}
+
+impl FromRequestParts<Arc<AppState>> for TenantAdmin {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (tenant, hub) = path_names(parts, state).await?;
+        let tenant = tenant.ok_or(AdminError::Internal)?;
+        let principal = authorize(state, &parts.headers, Some(&tenant))?;
+        Ok(Self {
+            principal,
+            tenant,
+            hub,
+        })
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = AdminError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let (tenant, _) = path_names(parts, state).await?;
+        authorize(state, &parts.headers, None)?;
+        Ok(Self { tenant })
+    }
+}
+
+/// The `{tenant}` and `{hub}` of the path, checked against the name rules.
+async fn path_names(
+    parts: &mut Parts,
+    state: &Arc<AppState>,
+) -> Result<(Option<String>, Option<HubKey>), AdminError> {
+    let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
+        .await
+        .map_err(|_| AdminError::NotFound("No such admin route.".to_owned()))?;
+    let bad_name = |e: crate::names::InvalidName| {
+        AdminError::BadRequest(error::capitalized(&e.to_string()))
+    };
+    let Some(tenant) = params.get("tenant") else {
+        return Ok((None, None));
+    };
+    let hub = match params.get("hub") {
+        Some(hub) => Some(HubKey::new(tenant, hub).map_err(bad_name)?),
+        None => {
+            HubKey::new(tenant, "x").map_err(bad_name)?;
+            None
+        }
+    };
+    Ok((Some(tenant.clone()), hub))
+}
+
 /// The principal of a request, checked against `tenant` when the route is
 /// about one (`None`: operator only).
-pub fn authorize(
+fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     tenant: Option<&str>,

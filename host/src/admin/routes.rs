@@ -1,19 +1,23 @@
-//! The admin API's handlers.
+//! The admin API's handlers. Who may call each is in its extractor
+//! ([`TenantAdmin`] or [`Operator`]); what it answers is a type of [`api`].
 
-use super::error::capitalized;
-use super::{AdminError, Principal, authorize};
+use super::api::{
+    Activate, ActiveVersion, AuthKind, HubDeleted, HubInfo, HubList, TenantDeleted, TenantInfo,
+    TenantList, TenantStored, Uploaded,
+};
+use super::{AdminError, Operator, TenantAdmin, api};
+use crate::auth::{AuthConfig, Authenticator};
 use crate::hubs::Source;
 use crate::names::HubKey;
 use crate::state::AppState;
 use crate::store::HubRecord;
-use crate::tenants::{Origin, TenantConfig};
+use crate::tenants::{Origin, TenantConfig, TenantSettings};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -39,17 +43,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         .method_not_allowed_fallback(|| async {
             (
                 StatusCode::METHOD_NOT_ALLOWED,
-                Json(json!({ "error": "Method not allowed on this admin route." })),
+                Json(api::ErrorBody {
+                    error: "Method not allowed on this admin route.".to_owned(),
+                }),
             )
         })
-}
-
-fn hub_key(tenant: &str, hub: &str) -> Result<HubKey> {
-    HubKey::new(tenant, hub).map_err(|e| AdminError::BadRequest(capitalized(&e.to_string())))
-}
-
-fn check_tenant_name(tenant: &str) -> Result<()> {
-    hub_key(tenant, "x").map(drop)
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
@@ -57,54 +55,58 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
         .map_err(|e| AdminError::BadRequest(format!("Invalid JSON body: {e}")))
 }
 
-async fn list_tenants(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Json<Value>> {
-    authorize(&state, &headers, None)?;
-    let table = state.tenants.current();
-    let mut tenants: Vec<Value> = table
-        .named()
-        .map(|(name, t)| tenant_json(name, t))
-        .collect();
-    tenants.sort_by(|a, b| a["tenant"].as_str().cmp(&b["tenant"].as_str()));
-    Ok(Json(json!({ "tenants": tenants })))
+/// The hub of a `/tenants/{tenant}/hubs/{hub}` route.
+fn hub_of(admin: &TenantAdmin) -> Result<&HubKey> {
+    admin.hub.as_ref().ok_or(AdminError::Internal)
 }
 
-fn tenant_json(name: &str, tenant: &crate::tenants::TenantSettings) -> Value {
-    json!({
-        "tenant": name,
-        "origin": tenant.origin,
-        "auth": match tenant.auth {
-            crate::auth::Authenticator::Anonymous => "anonymous",
-            crate::auth::Authenticator::Jwt { .. } => "jwt",
+async fn list_tenants(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+) -> Result<Json<TenantList>> {
+    let table = state.tenants.current();
+    let mut tenants: Vec<TenantInfo> = table
+        .named()
+        .map(|(name, t)| tenant_info(name, t))
+        .collect();
+    tenants.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(Json(TenantList { tenants }))
+}
+
+fn tenant_info(name: &str, tenant: &TenantSettings) -> TenantInfo {
+    TenantInfo {
+        tenant: name.to_owned(),
+        origin: tenant.origin,
+        auth: match tenant.auth {
+            Authenticator::Anonymous => AuthKind::Anonymous,
+            Authenticator::Jwt { .. } => AuthKind::Jwt,
         },
-        "admin_keys": tenant.admin_keys.len(),
-        "max_component_bytes": tenant.max_component_bytes,
-        "max_connections": tenant.max_connections,
-        "max_messages_per_second": tenant.max_messages_per_second,
-    })
+        admin_keys: tenant.admin_keys.len(),
+        max_component_bytes: tenant.max_component_bytes,
+        max_connections: tenant.max_connections,
+        max_messages_per_second: tenant.max_messages_per_second,
+    }
 }
 
 async fn get_tenant(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Result<Json<Value>> {
-    check_tenant_name(&tenant)?;
-    authorize(&state, &headers, Some(&tenant))?;
+    admin: TenantAdmin,
+) -> Result<Json<TenantInfo>> {
     let table = state.tenants.current();
-    Ok(Json(tenant_json(&tenant, table.get(&tenant))))
+    Ok(Json(tenant_info(&admin.tenant, table.get(&admin.tenant))))
+}
+
+/// The path's tenant of an operator route.
+fn operator_tenant(operator: Operator) -> Result<String> {
+    operator.tenant.ok_or(AdminError::Internal)
 }
 
 async fn put_tenant(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
+    operator: Operator,
     body: Bytes,
 ) -> Result<Response> {
-    check_tenant_name(&tenant)?;
-    authorize(&state, &headers, None)?;
+    let tenant = operator_tenant(operator)?;
     let config: TenantConfig = parse_json(&body)?;
     let tenants = &state.tenants;
     if tenants.is_declared(&tenant) {
@@ -112,7 +114,7 @@ async fn put_tenant(
             "Tenant '{tenant}' is declared in the configuration file and cannot be changed here."
         )));
     }
-    if matches!(&config.auth, crate::auth::AuthConfig::Jwt(jwt) if jwt.rs256_public_key_file.is_some())
+    if matches!(&config.auth, AuthConfig::Jwt(jwt) if jwt.rs256_public_key_file.is_some())
     {
         return Err(AdminError::BadRequest(
             "rs256_public_key_file is for the configuration file; send the PEM as rs256_public_key.".to_owned(),
@@ -131,20 +133,18 @@ async fn put_tenant(
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(json!({ "tenant": tenant, "origin": Origin::Api })).into_response(),
-    )
-        .into_response())
+    let stored = TenantStored {
+        tenant,
+        origin: Origin::Api,
+    };
+    Ok((status, Json(stored)).into_response())
 }
 
 async fn delete_tenant(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Result<Response> {
-    check_tenant_name(&tenant)?;
-    authorize(&state, &headers, None)?;
+    operator: Operator,
+) -> Result<Json<TenantDeleted>> {
+    let tenant = operator_tenant(operator)?;
     if state.tenants.is_declared(&tenant) {
         return Err(AdminError::Conflict(format!(
             "Tenant '{tenant}' is declared in the configuration file and cannot be deleted here."
@@ -164,28 +164,30 @@ async fn delete_tenant(
         )));
     }
     tracing::info!(tenant, deleted_hubs, "tenant deleted");
-    Ok(Json(json!({ "tenant": tenant, "deleted_hubs": deleted_hubs })).into_response())
+    Ok(Json(TenantDeleted {
+        tenant,
+        deleted_hubs,
+    }))
 }
 
 /// A hub as the API shows it: the store's view and what this node serves.
-fn hub_json(key: &HubKey, record: Option<&HubRecord>, served: Option<Source>) -> Value {
-    json!({
-        "tenant": key.tenant(),
-        "hub": key.hub(),
-        "active": record.and_then(HubRecord::active),
-        "versions": record.map(|r| r.versions.clone()).unwrap_or_default(),
-        "history": record.map(|r| r.history.clone()).unwrap_or_default(),
-        "served": served,
-    })
+fn hub_info(key: &HubKey, record: Option<HubRecord>, served: Option<Source>) -> HubInfo {
+    let record = record.unwrap_or_default();
+    HubInfo {
+        tenant: key.tenant().to_owned(),
+        hub: key.hub().to_owned(),
+        active: record.active(),
+        versions: record.versions,
+        history: record.history,
+        served,
+    }
 }
 
 async fn list_hubs(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path(tenant): Path<String>,
-) -> Result<Json<Value>> {
-    check_tenant_name(&tenant)?;
-    authorize(&state, &headers, Some(&tenant))?;
+    admin: TenantAdmin,
+) -> Result<Json<HubList>> {
+    let tenant = admin.tenant;
     let mut names: BTreeSet<String> = BTreeSet::new();
     for key in state.store.hubs().await? {
         if key.tenant() == tenant {
@@ -199,37 +201,36 @@ async fn list_hubs(
     }
     let mut hubs = Vec::new();
     for name in names {
-        let key = hub_key(&tenant, &name)?;
+        let key = HubKey::new(&tenant, &name)
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
         let record = state.store.hub(&key).await?;
-        hubs.push(hub_json(&key, record.as_ref(), state.deployer.served(&key)));
+        hubs.push(hub_info(&key, record, state.deployer.served(&key)));
     }
-    Ok(Json(json!({ "tenant": tenant, "hubs": hubs })))
+    Ok(Json(HubList { tenant, hubs }))
 }
 
 async fn get_hub(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((tenant, hub)): Path<(String, String)>,
-) -> Result<Json<Value>> {
-    let key = hub_key(&tenant, &hub)?;
-    authorize(&state, &headers, Some(&tenant))?;
-    let record = state.store.hub(&key).await?;
-    let served = state.deployer.served(&key);
+    admin: TenantAdmin,
+) -> Result<Json<HubInfo>> {
+    let key = hub_of(&admin)?;
+    let record = state.store.hub(key).await?;
+    let served = state.deployer.served(key);
     if record.is_none() && served.is_none() {
         return Err(AdminError::NotFound(format!("No hub '{key}'.")));
     }
-    Ok(Json(hub_json(&key, record.as_ref(), served)))
+    Ok(Json(hub_info(key, record, served)))
 }
 
 async fn upload(
     State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
     headers: HeaderMap,
-    Path((tenant, hub)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Result<Response> {
-    let key = hub_key(&tenant, &hub)?;
-    authorize(&state, &headers, Some(&tenant))?;
+    let key = hub_of(&admin)?.clone();
+    let tenant = admin.tenant;
     let activate = match query.get("activate").map(String::as_str) {
         None | Some("true") => true,
         Some("false") => false,
@@ -266,68 +267,57 @@ async fn upload(
         .deployer
         .upload(&key, bytes.to_vec(), activate)
         .await?;
-    let mut body = serde_json::to_value(&info).map_err(|_| AdminError::Internal)?;
-    body["tenant"] = json!(key.tenant());
-    body["hub"] = json!(key.hub());
-    body["active"] = json!(activate);
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let uploaded = Uploaded {
+        info,
+        tenant: key.tenant().to_owned(),
+        hub: key.hub().to_owned(),
+        active: activate,
+    };
+    Ok((StatusCode::CREATED, Json(uploaded)).into_response())
 }
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Activate {
-    version: u64,
+fn active_version(key: &HubKey, active: u64) -> Json<ActiveVersion> {
+    Json(ActiveVersion {
+        tenant: key.tenant().to_owned(),
+        hub: key.hub().to_owned(),
+        active,
+    })
 }
 
 async fn activate(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((tenant, hub)): Path<(String, String)>,
+    admin: TenantAdmin,
     body: Bytes,
-) -> Result<Json<Value>> {
-    let key = hub_key(&tenant, &hub)?;
-    authorize(&state, &headers, Some(&tenant))?;
+) -> Result<Json<ActiveVersion>> {
+    let key = hub_of(&admin)?;
     let Activate { version } = parse_json(&body)?;
-    state.deployer.activate(&key, version).await?;
-    Ok(Json(
-        json!({ "tenant": tenant, "hub": hub, "active": version }),
-    ))
+    state.deployer.activate(key, version).await?;
+    Ok(active_version(key, version))
 }
 
 async fn rollback(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((tenant, hub)): Path<(String, String)>,
-) -> Result<Json<Value>> {
-    let key = hub_key(&tenant, &hub)?;
-    authorize(&state, &headers, Some(&tenant))?;
-    let version = state.deployer.rollback(&key).await?;
-    Ok(Json(
-        json!({ "tenant": tenant, "hub": hub, "active": version }),
-    ))
+    admin: TenantAdmin,
+) -> Result<Json<ActiveVersion>> {
+    let key = hub_of(&admin)?;
+    let version = state.deployer.rollback(key).await?;
+    Ok(active_version(key, version))
 }
 
 async fn delete_hub(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    Path((tenant, hub)): Path<(String, String)>,
-) -> Result<Json<Value>> {
-    let key = hub_key(&tenant, &hub)?;
-    let principal = authorize(&state, &headers, Some(&tenant))?;
-    if !state.deployer.delete(&key).await? {
+    admin: TenantAdmin,
+) -> Result<Json<HubDeleted>> {
+    let key = hub_of(&admin)?;
+    if !state.deployer.delete(key).await? {
         return Err(AdminError::NotFound(format!(
             "No hub '{key}' in the store."
         )));
     }
-    tracing::info!(hub = %key, by = ?principal_name(&principal), "hub deleted");
-    Ok(Json(
-        json!({ "tenant": tenant, "hub": hub, "deleted": true }),
-    ))
-}
-
-fn principal_name(principal: &Principal) -> &str {
-    match principal {
-        Principal::Operator => "operator",
-        Principal::Tenant(name) => name,
-    }
+    tracing::info!(hub = %key, by = admin.principal.name(), "hub deleted");
+    Ok(Json(HubDeleted {
+        tenant: key.tenant().to_owned(),
+        hub: key.hub().to_owned(),
+        deleted: true,
+    }))
 }

@@ -1,0 +1,109 @@
+//! The admin API's requests and answers, shared by the server's handlers
+//! and the CLI's client: a renamed field breaks the build, not the output.
+
+use crate::hubs::Source;
+use crate::store::VersionInfo;
+use crate::tenants::Origin;
+use serde::{Deserialize, Serialize};
+
+/// Every error: the status says what kind, `error` says what happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// How a tenant's clients authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    Anonymous,
+    Jwt,
+}
+
+/// A tenant as the API shows it (never its keys, only how many).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub tenant: String,
+    pub origin: Origin,
+    pub auth: AuthKind,
+    pub admin_keys: usize,
+    pub max_component_bytes: usize,
+    pub max_connections: Option<usize>,
+    pub max_messages_per_second: Option<u32>,
+}
+
+/// `GET /tenants`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantList {
+    pub tenants: Vec<TenantInfo>,
+}
+
+/// `PUT /tenants/T`: the tenant is stored (201 new, 200 replaced).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantStored {
+    pub tenant: String,
+    pub origin: Origin,
+}
+
+/// `DELETE /tenants/T`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantDeleted {
+    pub tenant: String,
+    pub deleted_hubs: usize,
+}
+
+/// A hub: the store's view and what the answering node serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubInfo {
+    pub tenant: String,
+    pub hub: String,
+    /// The active version in the store.
+    pub active: Option<u64>,
+    /// Every stored version, oldest first.
+    pub versions: Vec<VersionInfo>,
+    /// Activations, oldest first.
+    pub history: Vec<u64>,
+    /// What the answering node serves.
+    pub served: Option<Source>,
+}
+
+/// `GET /tenants/T/hubs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubList {
+    pub tenant: String,
+    pub hubs: Vec<HubInfo>,
+}
+
+/// `POST /tenants/T/hubs/H/versions`: the version stored (201).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Uploaded {
+    #[serde(flatten)]
+    pub info: VersionInfo,
+    pub tenant: String,
+    pub hub: String,
+    /// Whether it is active now.
+    pub active: bool,
+}
+
+/// The body of `POST /tenants/T/hubs/H/activate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activate {
+    pub version: u64,
+}
+
+/// `POST …/activate` and `POST …/rollback`: the version active now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveVersion {
+    pub tenant: String,
+    pub hub: String,
+    pub active: u64,
+}
+
+/// `DELETE /tenants/T/hubs/H`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubDeleted {
+    pub tenant: String,
+    pub hub: String,
+    pub deleted: bool,
+}

@@ -12,6 +12,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::fmt;
+use std::sync::Arc;
 
 const NODE_BYTES: usize = 6;
 /// Length of a connection id in base64url: 16 bytes encode to 22 characters.
@@ -48,11 +49,11 @@ impl NodeId {
     }
 
     /// A fresh connection id owned by this node.
-    pub fn new_connection_id(&self) -> String {
+    pub fn new_connection_id(&self) -> ConnectionId {
         let mut bytes = [0u8; 16];
         bytes[..NODE_BYTES].copy_from_slice(&self.0);
         bytes[NODE_BYTES..].copy_from_slice(&random_bytes::<10>());
-        URL_SAFE_NO_PAD.encode(bytes)
+        ConnectionId(URL_SAFE_NO_PAD.encode(bytes).into())
     }
 }
 
@@ -71,21 +72,96 @@ impl fmt::Debug for NodeId {
 impl NodeId {
     /// A fresh connection token owned by this node: its id, then 16 bytes
     /// from the OS's CSPRNG (30 characters).
-    pub fn new_token(&self) -> String {
+    pub fn new_token(&self) -> ConnectionToken {
         let mut bytes = [0u8; NODE_BYTES + 16];
         bytes[..NODE_BYTES].copy_from_slice(&self.0);
         bytes[NODE_BYTES..].copy_from_slice(&random_bytes::<16>());
-        URL_SAFE_NO_PAD.encode(bytes)
+        ConnectionToken(URL_SAFE_NO_PAD.encode(bytes))
+    }
+}
+
+/// A connection's id: public. Hubs see it and send to it, clients pass it
+/// to each other; it names the owning node (see the module's doc).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionId(Arc<str>);
+
+impl ConnectionId {
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 
-    /// The node that owns the connection of `token`: a token of ours, or a
-    /// connection id (negotiate version 0 uses the id as the token).
-    pub fn owner_of_token(token: &str) -> Option<Self> {
-        if token.len() == TOKEN_CHARS {
-            let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
-            return Some(Self(bytes.get(..NODE_BYTES)?.try_into().ok()?));
+    /// The node that owns this connection.
+    pub fn owner(&self) -> Option<NodeId> {
+        NodeId::owner_of(&self.0)
+    }
+}
+
+impl serde::Serialize for ConnectionId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl From<ConnectionId> for Arc<str> {
+    fn from(id: ConnectionId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionId({})", self.0)
+    }
+}
+
+/// A connection token: secret. Whoever holds it may attach a transport to
+/// the negotiated connection, poll it and post to it, so it is never shown
+/// to hubs or other clients, and `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ConnectionToken(String);
+
+impl ConnectionToken {
+    /// A token as a client sent it (the `id` query parameter), unchecked:
+    /// the token table decides whether it means anything.
+    pub fn from_client(text: String) -> Self {
+        Self(text)
+    }
+
+    /// Negotiate version 0: the connection id is the token.
+    pub fn version_0(id: &ConnectionId) -> Self {
+        Self(id.as_str().to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The node that owns the connection of this token: a token of ours, or
+    /// a connection id (negotiate version 0 uses the id as the token).
+    pub fn owner(&self) -> Option<NodeId> {
+        if self.0.len() == TOKEN_CHARS {
+            let bytes = URL_SAFE_NO_PAD.decode(&self.0).ok()?;
+            return Some(NodeId(bytes.get(..NODE_BYTES)?.try_into().ok()?));
         }
-        Self::owner_of(token)
+        NodeId::owner_of(&self.0)
+    }
+}
+
+impl serde::Serialize for ConnectionToken {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ConnectionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ConnectionToken(…)")
     }
 }
 
@@ -108,20 +184,22 @@ mod tests {
     fn connection_ids_name_their_node() {
         let node = NodeId::random();
         let id = node.new_connection_id();
-        assert_eq!(id.len(), 22);
-        assert_eq!(NodeId::owner_of(&id), Some(node));
+        assert_eq!(id.as_str().len(), 22);
+        assert_eq!(id.owner(), Some(node));
         assert_ne!(node.new_connection_id(), id);
         assert_eq!(NodeId::owner_of("short"), None);
         assert_eq!(NodeId::owner_of("no-such-connection"), None);
         assert_eq!(NodeId::owner_of("!!!!!!!!xxxxxxxxxxxxxx"), None);
         let token = node.new_token();
-        assert_eq!(token.len(), 30);
+        assert_eq!(token.as_str().len(), 30);
         assert_ne!(node.new_token(), token);
-        assert_eq!(NodeId::owner_of_token(&token), Some(node));
-        assert_eq!(NodeId::owner_of_token(&id), Some(node));
-        assert_eq!(
-            NodeId::owner_of_token("!!!!!!!!xxxxxxxxxxxxxxxxxxxxxx"),
-            None
+        assert_eq!(token.owner(), Some(node));
+        assert_eq!(ConnectionToken::version_0(&id).owner(), Some(node));
+        let garbage = ConnectionToken::from_client("!!!!!!!!xxxxxxxxxxxxxxxxxxxxxx".into());
+        assert_eq!(garbage.owner(), None);
+        assert!(
+            !format!("{token:?}").contains(token.as_str()),
+            "Debug hides tokens"
         );
         assert_eq!(NodeId::parse(&node.to_string()), Some(node));
         assert_eq!(NodeId::parse("x"), None);

@@ -63,7 +63,10 @@ fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()>
 fn modules_import_only_the_layers_below_them() -> anyhow::Result<()> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let order = layers(&std::fs::read_to_string(src.join("lib.rs"))?);
-    assert!(order.len() > 10, "the # Layout list was not found: {order:?}");
+    assert!(
+        order.len() > 10,
+        "the # Layout list was not found: {order:?}"
+    );
     let rank: HashMap<&str, usize> = order
         .iter()
         .enumerate()
@@ -84,12 +87,16 @@ fn modules_import_only_the_layers_below_them() -> anyhow::Result<()> {
             continue;
         }
         let Some(&own) = rank.get(module.as_str()) else {
-            upward.push(format!("{relative}: module '{module}' is not in the # Layout list"));
+            upward.push(format!(
+                "{relative}: module '{module}' is not in the # Layout list"
+            ));
             continue;
         };
         for import in imports(&std::fs::read_to_string(&file)?) {
             if rank.get(import.as_str()).is_some_and(|&r| r > own) {
-                upward.push(format!("{relative} ({module}) imports {import}, a layer above it"));
+                upward.push(format!(
+                    "{relative} ({module}) imports {import}, a layer above it"
+                ));
             }
         }
     }

@@ -109,9 +109,8 @@ async fn path_names(
     let Path(params) = Path::<HashMap<String, String>>::from_request_parts(parts, state)
         .await
         .map_err(|_| AdminError::NotFound("No such admin route.".to_owned()))?;
-    let bad_name = |e: crate::names::InvalidName| {
-        AdminError::BadRequest(error::capitalized(&e.to_string()))
-    };
+    let bad_name =
+        |e: crate::names::InvalidName| AdminError::BadRequest(error::capitalized(&e.to_string()));
     let Some(tenant) = params.get("tenant") else {
         return Ok((None, None));
     };

@@ -60,10 +60,7 @@ fn hub_of(admin: &TenantAdmin) -> Result<&HubKey> {
     admin.hub.as_ref().ok_or(AdminError::Internal)
 }
 
-async fn list_tenants(
-    State(state): State<Arc<AppState>>,
-    _: Operator,
-) -> Result<Json<TenantList>> {
+async fn list_tenants(State(state): State<Arc<AppState>>, _: Operator) -> Result<Json<TenantList>> {
     let table = state.tenants.current();
     let mut tenants: Vec<TenantInfo> = table
         .named()
@@ -114,8 +111,7 @@ async fn put_tenant(
             "Tenant '{tenant}' is declared in the configuration file and cannot be changed here."
         )));
     }
-    if matches!(&config.auth, AuthConfig::Jwt(jwt) if jwt.rs256_public_key_file.is_some())
-    {
+    if matches!(&config.auth, AuthConfig::Jwt(jwt) if jwt.rs256_public_key_file.is_some()) {
         return Err(AdminError::BadRequest(
             "rs256_public_key_file is for the configuration file; send the PEM as rs256_public_key.".to_owned(),
         ));
@@ -201,18 +197,14 @@ async fn list_hubs(
     }
     let mut hubs = Vec::new();
     for name in names {
-        let key = HubKey::new(&tenant, &name)
-            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        let key = HubKey::new(&tenant, &name).map_err(|e| AdminError::BadRequest(e.to_string()))?;
         let record = state.store.hub(&key).await?;
         hubs.push(hub_info(&key, record, state.deployer.served(&key)));
     }
     Ok(Json(HubList { tenant, hubs }))
 }
 
-async fn get_hub(
-    State(state): State<Arc<AppState>>,
-    admin: TenantAdmin,
-) -> Result<Json<HubInfo>> {
+async fn get_hub(State(state): State<Arc<AppState>>, admin: TenantAdmin) -> Result<Json<HubInfo>> {
     let key = hub_of(&admin)?;
     let record = state.store.hub(key).await?;
     let served = state.deployer.served(key);

@@ -14,6 +14,7 @@ mod http;
 pub use http::{Ends, HttpSession, Poll};
 
 use crate::connection::io::TransportKind;
+use crate::ids::{ConnectionId, ConnectionToken};
 use crate::names::HubKey;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +34,7 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     hub: HubKey,
-    connection_id: String,
+    connection_id: ConnectionId,
     state: State,
 }
 
@@ -41,7 +42,7 @@ struct Entry {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
     /// The token's connection id; the caller now holds the token.
-    Claimed(String),
+    Claimed(ConnectionId),
     /// No such token for this hub.
     Unknown,
     /// A transport of this kind holds it.
@@ -61,17 +62,17 @@ pub enum Found {
 /// The table of tokens.
 #[derive(Debug, Default, Clone)]
 pub struct Tokens {
-    entries: Arc<Mutex<HashMap<String, Entry>>>,
+    entries: Arc<Mutex<HashMap<ConnectionToken, Entry>>>,
 }
 
 impl Tokens {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionToken, Entry>> {
         // Single inserts, updates and removes: a poisoned map is consistent.
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Record a negotiated connection.
-    pub fn negotiated(&self, token: String, hub: HubKey, connection_id: String) {
+    pub fn negotiated(&self, token: ConnectionToken, hub: HubKey, connection_id: ConnectionId) {
         let entry = Entry {
             hub,
             connection_id,
@@ -82,7 +83,12 @@ impl Tokens {
 
     /// Claim `token` of `hub` for a WebSocket (`session` is `None`) or for
     /// the Server-Sent Events or long-polling `session`.
-    pub fn claim(&self, token: &str, hub: &HubKey, session: Option<Arc<HttpSession>>) -> Claim {
+    pub fn claim(
+        &self,
+        token: &ConnectionToken,
+        hub: &HubKey,
+        session: Option<Arc<HttpSession>>,
+    ) -> Claim {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(token).filter(|e| e.hub == *hub) else {
             return Claim::Unknown;
@@ -101,7 +107,7 @@ impl Tokens {
     }
 
     /// What `token` of `hub` stands for.
-    pub fn find(&self, token: &str, hub: &HubKey) -> Found {
+    pub fn find(&self, token: &ConnectionToken, hub: &HubKey) -> Found {
         match self.lock().get(token).filter(|e| e.hub == *hub) {
             None => Found::Unknown,
             Some(entry) => match &entry.state {
@@ -113,7 +119,7 @@ impl Tokens {
     }
 
     /// The connection of `token` ended.
-    pub fn release(&self, token: &str) {
+    pub fn release(&self, token: &ConnectionToken) {
         self.lock().remove(token);
     }
 
@@ -143,7 +149,7 @@ impl Tokens {
 /// Releases a claimed token when dropped.
 pub struct TokenGuard {
     pub tokens: Tokens,
-    pub token: String,
+    pub token: ConnectionToken,
 }
 
 impl Drop for TokenGuard {

@@ -54,7 +54,7 @@ fn owner(state: &AppState, request: &HubRequest) -> Option<(NodeId, String)> {
     if request.headers.contains_key(FORWARDED) {
         return None;
     }
-    let owner = NodeId::owner_of_token(request.token.as_deref()?)?;
+    let owner = request.token.as_ref()?.owner()?;
     if owner == state.cluster.node() {
         return None;
     }

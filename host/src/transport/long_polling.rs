@@ -10,6 +10,7 @@
 use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;
 use crate::connection::serve;
+use crate::ids::ConnectionToken;
 use crate::sessions::{Claim, Found, HttpSession, Poll};
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
@@ -21,7 +22,7 @@ use tracing::Instrument;
 
 pub(super) async fn poll(state: Arc<AppState>, request: HubRequest) -> Response {
     let token = match request.token() {
-        Ok(token) => token.to_owned(),
+        Ok(token) => token.clone(),
         Err(response) => return response,
     };
     let session = match state.tokens.find(&token, &request.key) {
@@ -46,7 +47,7 @@ pub(super) async fn poll(state: Arc<AppState>, request: HubRequest) -> Response 
 }
 
 /// The first poll: start the connection and answer at once.
-fn start(state: Arc<AppState>, request: HubRequest, token: String) -> Response {
+fn start(state: Arc<AppState>, request: HubRequest, token: ConnectionToken) -> Response {
     let (session, ends) = HttpSession::new(TransportKind::LongPolling);
     let connection_id = match state.tokens.claim(&token, &request.key, Some(session)) {
         Claim::Claimed(id) => id,

@@ -32,6 +32,7 @@ use crate::auth::Identity;
 use crate::connection::io::TransportKind;
 use crate::connection::{ConnectionContext, ConnectionSettings};
 use crate::hubs::HubSlot;
+use crate::ids::{ConnectionId, ConnectionToken};
 use crate::names::HubKey;
 use crate::quotas::Admission;
 use crate::runtime::CallerInfo;
@@ -110,7 +111,7 @@ pub struct HubRequest {
     slot: Arc<HubSlot>,
     identity: Identity,
     /// The `id` query parameter: the connection token.
-    token: Option<String>,
+    token: Option<ConnectionToken>,
     method: Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
@@ -140,7 +141,7 @@ impl FromRequestParts<Arc<AppState>> for HubRequest {
             key,
             slot,
             identity,
-            token: query.remove("id"),
+            token: query.remove("id").map(ConnectionToken::from_client),
             method: parts.method.clone(),
             uri,
             headers: parts.headers.clone(),
@@ -150,9 +151,9 @@ impl FromRequestParts<Arc<AppState>> for HubRequest {
 
 impl HubRequest {
     /// The token, or the 400 the protocol gives when it is missing.
-    fn token(&self) -> Result<&str, Response> {
+    fn token(&self) -> Result<&ConnectionToken, Response> {
         self.token
-            .as_deref()
+            .as_ref()
             .ok_or_else(|| (StatusCode::BAD_REQUEST, "Connection ID required").into_response())
     }
 }
@@ -177,7 +178,7 @@ fn transport_changed() -> Response {
 fn admit(
     state: &AppState,
     request: HubRequest,
-    connection_id: String,
+    connection_id: ConnectionId,
     transport: TransportKind,
 ) -> Result<(ConnectionContext, Admission, tracing::Span), Response> {
     let tenants = state.tenants.current();

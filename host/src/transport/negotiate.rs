@@ -5,6 +5,7 @@
 //! what the official clients expect; only an unknown hub is a 404.
 
 use super::{authenticate, find_hub};
+use crate::ids::ConnectionToken;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -54,7 +55,7 @@ pub async fn negotiate(
     let token = if version >= 1 {
         state.cluster.node().new_token()
     } else {
-        connection_id.clone()
+        ConnectionToken::version_0(&connection_id)
     };
     state
         .tokens

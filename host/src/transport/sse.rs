@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 pub(super) async fn connect(state: Arc<AppState>, request: HubRequest) -> Response {
     let token = match request.token() {
-        Ok(token) => token.to_owned(),
+        Ok(token) => token.clone(),
         Err(response) => return response,
     };
     let (session, ends) = HttpSession::new(TransportKind::ServerSentEvents);

@@ -161,31 +161,44 @@ impl Drop for TokenGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::NodeId;
+
+    fn tok(text: &str) -> ConnectionToken {
+        ConnectionToken::from_client(text.to_owned())
+    }
 
     #[test]
     fn claims_once_and_expires() -> anyhow::Result<()> {
         let tokens = Tokens::default();
         let hub = HubKey::new("t", "h")?;
-        tokens.negotiated("tok".into(), hub.clone(), "id".into());
+        let id = NodeId::random().new_connection_id();
+        tokens.negotiated(tok("tok"), hub.clone(), id.clone());
         assert_eq!(
-            tokens.claim("tok", &HubKey::new("t", "other")?, None),
+            tokens.claim(&tok("tok"), &HubKey::new("t", "other")?, None),
             Claim::Unknown
         );
-        assert!(matches!(tokens.find("tok", &hub), Found::Negotiated));
-        assert_eq!(tokens.claim("tok", &hub, None), Claim::Claimed("id".into()));
+        assert!(matches!(tokens.find(&tok("tok"), &hub), Found::Negotiated));
         assert_eq!(
-            tokens.claim("tok", &hub, None),
+            tokens.claim(&tok("tok"), &hub, None),
+            Claim::Claimed(id.clone())
+        );
+        assert_eq!(
+            tokens.claim(&tok("tok"), &hub, None),
             Claim::InUse(TransportKind::WebSockets)
         );
-        assert!(matches!(tokens.find("tok", &hub), Found::WebSocket));
+        assert!(matches!(tokens.find(&tok("tok"), &hub), Found::WebSocket));
         assert_eq!(
             tokens.expire(Duration::ZERO),
             0,
             "claimed tokens do not expire"
         );
-        tokens.release("tok");
-        assert_eq!(tokens.claim("tok", &hub, None), Claim::Unknown);
-        tokens.negotiated("old".into(), hub.clone(), "id2".into());
+        tokens.release(&tok("tok"));
+        assert_eq!(tokens.claim(&tok("tok"), &hub, None), Claim::Unknown);
+        tokens.negotiated(
+            tok("old"),
+            hub.clone(),
+            NodeId::random().new_connection_id(),
+        );
         assert_eq!(tokens.expire(Duration::ZERO), 1);
         assert!(tokens.is_empty());
         Ok(())
@@ -195,17 +208,18 @@ mod tests {
     fn http_sessions_stay_until_idle() -> anyhow::Result<()> {
         let tokens = Tokens::default();
         let hub = HubKey::new("t", "h")?;
-        tokens.negotiated("lp".into(), hub.clone(), "id".into());
+        let id = NodeId::random().new_connection_id();
+        tokens.negotiated(tok("lp"), hub.clone(), id.clone());
         let (session, _ends) = HttpSession::new(TransportKind::LongPolling);
         assert_eq!(
-            tokens.claim("lp", &hub, Some(session.clone())),
-            Claim::Claimed("id".into())
+            tokens.claim(&tok("lp"), &hub, Some(session.clone())),
+            Claim::Claimed(id.clone())
         );
         assert_eq!(
-            tokens.claim("lp", &hub, None),
+            tokens.claim(&tok("lp"), &hub, None),
             Claim::InUse(TransportKind::LongPolling)
         );
-        assert!(matches!(tokens.find("lp", &hub), Found::Http(_)));
+        assert!(matches!(tokens.find(&tok("lp"), &hub), Found::Http(_)));
         assert_eq!(tokens.expire(Duration::from_secs(60)), 0);
         assert_eq!(tokens.expire(Duration::ZERO), 1, "never polled: disposed");
         assert!(session.is_disposed());

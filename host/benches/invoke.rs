@@ -9,8 +9,10 @@
 //! the component boundary twice. Run with `make bench`.
 
 use hubhost::backplane::memory::MemoryBackplane;
+use hubhost::cluster::Cluster;
 use hubhost::ids::NodeId;
-use hubhost::lifetime::{HubKey, HubLifetimeManager, LifetimeConfig};
+use hubhost::lifetime::HubLifetimeManager;
+use hubhost::names::HubKey;
 use hubhost::protocol::{Incoming, json};
 use hubhost::runtime::{CallerInfo, HubLimits, HubVersion, Runtime};
 use std::hint::black_box;
@@ -92,11 +94,12 @@ fn main() -> anyhow::Result<()> {
     let cache = target.join("bench-cache");
     let tokio = tokio::runtime::Runtime::new()?;
     let _guard = tokio.enter();
-    let lifetime = HubLifetimeManager::start(
-        NodeId::random(),
-        LifetimeConfig::new("bench"),
+    let cluster = Cluster::start(
+        "bench",
+        Duration::from_secs(2),
         Arc::new(MemoryBackplane::standalone()),
     );
+    let lifetime = HubLifetimeManager::start(cluster, Duration::from_secs(5));
     let caller = CallerInfo {
         connection_id: NodeId::random().new_connection_id().into(),
         user_id: None,

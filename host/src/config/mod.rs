@@ -155,7 +155,7 @@ impl Default for AdminSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct CorsSettings {
     /// An origin whose browser clients may connect (https://host[:port], or
-    /// * for any, mirrored since the official client sends credentials);
+    /// `*` for any, mirrored since the official client sends credentials);
     /// repeatable. None: no cross-origin access.
     #[arg(
         long = "cors-origin",

@@ -9,11 +9,14 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 /// Hub method arguments, read from a JSON array.
 pub trait FromArgs: Sized {
+    /// Read `json`, the call's argument array; a wrong count or type is a
+    /// [`HubError::BadArguments`] naming what did not fit.
     fn from_args(json: &str) -> Result<Self, HubError>;
 }
 
 /// Message arguments, written as a JSON array.
 pub trait ToArgs {
+    /// Write the arguments as a JSON array.
     fn to_args(&self) -> Result<String, HubError>;
 }
 

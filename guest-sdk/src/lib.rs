@@ -29,6 +29,8 @@
 //! - `bindings`: the one `wit_bindgen::generate!` of the `hub-component` world;
 //!   hub code never names it, [`export_hub!`] does.
 
+#![warn(missing_docs)]
+
 // Lets the generated bindings name this crate by the path hub crates use.
 extern crate self as hubhost_guest;
 

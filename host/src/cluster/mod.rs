@@ -2,7 +2,7 @@
 //!
 //! A [`Cluster`] owns the node's id, the registry of the other nodes (their
 //! heartbeats, liveness and the URL each takes passed-on requests at, see
-//! [`nodes`]), and the control channel every node hears hub and tenant
+//! `nodes`), and the control channel every node hears hub and tenant
 //! changes on. Delivery and groups are not its business: it owns the
 //! backplane's incoming stream, handles its own channels (`{cluster}:nodes`,
 //! `{cluster}:control`) and passes every other delivery on, in order, to

@@ -55,7 +55,7 @@ pub struct Config {
     #[arg(long, env = "HUBHOST_CLUSTER_PREFIX", required = false)]
     pub cluster_prefix: String,
     /// Redis URL for the backplane and the hub store
-    /// (redis://[user:password@]host:port[/db], rediss:// for TLS); without
+    /// (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS); without
     /// it the node runs alone on the in-memory backplane.
     #[arg(long = "redis", env = "HUBHOST_REDIS")]
     pub redis_url: Option<String>,
@@ -154,7 +154,7 @@ impl Default for AdminSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsSettings {
-    /// An origin whose browser clients may connect (https://host[:port], or
+    /// An origin whose browser clients may connect (`https://host[:port]`, or
     /// `*` for any, mirrored since the official client sends credentials);
     /// repeatable. None: no cross-origin access.
     #[arg(

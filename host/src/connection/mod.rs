@@ -4,7 +4,7 @@
 //! Two tasks serve a connection. The reader (this module's [`serve`]) parses
 //! what the client sends and dispatches invocations one at a time, in order,
 //! like ASP.NET Core's default of one parallel invocation per client. The
-//! writer ([`writer`]) owns the sending side ([`io::Outlet`]): it drains the
+//! writer (`writer`) owns the sending side ([`io::Outlet`]): it drains the
 //! bounded outbound queue, batching what is waiting into one transport
 //! message, pings when nothing was written for the keep-alive interval, and
 //! sends the Close. Transports differ only in their [`io`] ends.

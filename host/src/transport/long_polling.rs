@@ -5,7 +5,7 @@
 //! and starts the connection. Each later poll waits for messages: 200 with
 //! them, 200 empty after the poll timeout (poll again), 204 when a newer poll
 //! took over or the connection is over (stop). A connection nobody polls for
-//! the disconnect timeout is disposed of (see [`super::tokens`]).
+//! the disconnect timeout is disposed of (see [`crate::sessions`]).
 
 use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;

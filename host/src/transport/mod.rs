@@ -2,9 +2,9 @@
 //!
 //! Routes, for a hub `HUB` of tenant `TENANT`:
 //! - `POST /TENANT/HUB/negotiate`: hands out a connection id and token;
-//! - `GET /TENANT/HUB?id=TOKEN`: a WebSocket upgrade ([`websocket`]); else
-//!   with `Accept: text/event-stream` Server-Sent Events ([`sse`]); else a
-//!   long poll ([`long_polling`]). A WebSocket without `id` (the client's
+//! - `GET /TENANT/HUB?id=TOKEN`: a WebSocket upgrade (`websocket`); else
+//!   with `Accept: text/event-stream` Server-Sent Events (`sse`); else a
+//!   long poll (`long_polling`). A WebSocket without `id` (the client's
 //!   `skipNegotiation`) is a fresh connection;
 //! - `POST /TENANT/HUB?id=TOKEN`: messages for an SSE or long-polling
 //!   connection; `DELETE`: ends a long-polling connection.
@@ -12,7 +12,7 @@
 //! Every request authenticates the client as its tenant says (see
 //! [`crate::auth`]). A token names the node that negotiated it, which owns
 //! the connection: a request for a token of another node is passed on to it
-//! ([`forward`]), so no load balancer needs session affinity.
+//! (`forward`), so no load balancer needs session affinity.
 
 // The error side of these helpers is the response a handler returns at
 // once; boxing it would only add an allocation to every refused request.

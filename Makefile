@@ -13,7 +13,7 @@ LISTEN ?= 127.0.0.1:5000
 # The development operator key of `make run`; set your own for anything else.
 ADMIN_KEY ?= dev-operator-key-0123456789
 
-.PHONY: setup guests build run test bench compare clean
+.PHONY: setup guests build run test lint bench compare docs clean
 
 setup:
 	rustup target add wasm32-wasip2
@@ -52,6 +52,13 @@ test: setup build
 	cargo test
 	npm test --prefix tests
 
+# The gates CI runs besides the tests: formatting, clippy's lints (the workspace's
+# [workspace.lints] included) on every target, rustdoc with warnings denied.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
 # Per-call cost of a trivial hub call next to the same dispatch without Wasm;
 # broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379);
 # one tenant's latency while another runs hostile hub code; upload to serving
@@ -71,6 +78,23 @@ compare: setup guests
 	$(TARGET_DIR)/release/hubhost-load compare --hubhost $(TARGET_DIR)/release/hubhost \
 		--guest $(GUESTS)/chat.wasm --cache-dir $(CACHE)-release \
 		--relay $(TARGET_DIR)/release/hubhost-relay --socketio tests/load/socketio
+
+# The book (docs/) into target/book; then its Rust snippets compiled and run, and
+# every relative link of the README and the book checked. mdbook is installed once
+# per machine, pinned, beside cargo's own tools (Debian 12 has no package of it;
+# building it takes a few minutes), so fresh clones reuse it.
+MDBOOK_VERSION := 0.5.4
+MDBOOK_ROOT := $(or $(CARGO_HOME),$(HOME)/.cargo)/tools/mdbook-$(MDBOOK_VERSION)
+MDBOOK := $(MDBOOK_ROOT)/bin/mdbook
+
+$(MDBOOK):
+	cargo install mdbook --locked --version $(MDBOOK_VERSION) --no-default-features \
+		--features search --root $(MDBOOK_ROOT)
+
+docs: $(MDBOOK)
+	$(MDBOOK) build docs -d $(abspath $(TARGET_DIR))/book
+	$(MDBOOK) test docs
+	bash docs/check-links.sh $(abspath $(TARGET_DIR))/book
 
 clean:
 	cargo clean

@@ -130,6 +130,9 @@ pub struct TenantDefaults {
 
 impl TenantDefaults {
     fn settings(&self, origin: Origin, config: &TenantConfig) -> anyhow::Result<TenantSettings> {
+        if config.hub_limits.contains_key("reuse_instances") {
+            anyhow::bail!("hub_limits.reuse_instances is node-wide: set it in [hub_limits]");
+        }
         if config.max_messages_per_second == Some(0) {
             anyhow::bail!("max_messages_per_second must be at least 1");
         }

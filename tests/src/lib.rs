@@ -8,11 +8,13 @@
 //!   the cases the official client would never produce.
 //! - [`spec`]: the lifetime-manager scenarios every backplane must pass.
 //! - [`redis_server`]: a `redis-server` of a test's own, for fault tests.
+//! - [`process`]: a `hubhost serve` process of a test's own, and its log.
 //! - [`admin`]: the admin API over HTTP, and waiting for nodes to serve a version.
 //! - [`transports`]: raw long-polling and Server-Sent Events clients, and
 //!   MessagePack framing, for the wire-protocol tests.
 
 pub mod admin;
+pub mod process;
 pub mod redis_server;
 pub mod spec;
 pub mod transports;

@@ -222,13 +222,7 @@ async fn a_wrong_password_keeps_the_node_unready() -> anyhow::Result<()> {
     // has kept trying (and logging why) without becoming ready, and it
     // serves its own clients all along.
     let mut admin = probe(&format!("redis://:right@127.0.0.1:{port}")).await?;
-    let refused = info_at_least(
-        &mut admin,
-        "errorstats",
-        "errorstat_WRONGPASS:count=",
-        4,
-    )
-    .await?;
+    let refused = info_at_least(&mut admin, "errorstats", "errorstat_WRONGPASS:count=", 4).await?;
     let (status, body) = http(node.addr, "GET", "/readyz").await?;
     assert_eq!(status, 503, "refused {refused} times: {body}");
     assert_eq!(serde_json::from_str::<Value>(&body)?["ready"], false);

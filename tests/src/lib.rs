@@ -412,6 +412,15 @@ impl RawClient {
     /// Read until the socket ends; returns every message seen (including the
     /// ones already pending) and whether the server sent a WebSocket close.
     pub async fn drain(&mut self) -> (Vec<Value>, bool) {
+        let (seen, code) = self.until_closed().await;
+        (seen, code.is_some())
+    }
+
+    /// Read until the socket ends; returns every message seen (including the
+    /// ones already pending) and the code of the WebSocket close frame that
+    /// ended it (1005 for a close frame without one), or `None` if it ended
+    /// without a close frame, or did not end within [`PATIENCE`].
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
         let mut seen: Vec<Value> = self.pending.drain(..).collect();
         loop {
             match tokio::time::timeout(PATIENCE, self.ws.next()).await {
@@ -420,9 +429,11 @@ impl RawClient {
                         .filter(|p| !p.is_empty())
                         .filter_map(|p| serde_json::from_str(p).ok()),
                 ),
-                Ok(Some(Ok(Message::Close(_)))) => return (seen, true),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return (seen, Some(frame.map_or(1005, |f| u16::from(f.code))));
+                }
                 Ok(Some(Ok(_))) => {}
-                _ => return (seen, false),
+                _ => return (seen, None),
             }
         }
     }

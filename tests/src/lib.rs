@@ -377,6 +377,11 @@ impl RawClient {
         &self.pending
     }
 
+    /// Take the messages received and not yet taken, in order.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        self.pending.drain(..).collect()
+    }
+
     /// The first message matching `pred`; others are kept in order.
     pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
         loop {

@@ -37,4 +37,5 @@ mod redis_tls;
 mod routing;
 mod sandbox;
 mod sse;
+mod targets;
 mod tenants;

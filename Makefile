@@ -58,8 +58,11 @@ run: setup build
 		--hub demo/chat=$(GUESTS)/chat.wasm --static-dir examples/demo \
 		--data-dir $(TARGET_DIR)/hubhost-data --admin-key $(ADMIN_KEY)
 
+# `cargo test --benches --no-run` compiles every benchmark (test profile, not
+# release) without running it, so a benchmark that no longer builds fails here.
 test: setup build
 	cargo test
+	cargo test --benches --no-run
 	npm test --prefix tests
 
 # Per-call cost of a trivial hub call next to the same dispatch without Wasm;

@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make run   - one node on the in-memory backplane serving the chat demo at http://127.0.0.1:5000
 #   make test  - every test: Rust unit and integration tests, then the official-client Node tests
-# Both install what they need (the wasm32-wasip2 target, npm packages) first.
+# Both install what they need (the wasm32-wasip2 target, npm packages) first,
+# and so does every other target: each works on a fresh clone, in any order.
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 GUESTS := $(TARGET_DIR)/wasm32-wasip2/guest
@@ -13,18 +14,27 @@ LISTEN ?= 127.0.0.1:5000
 # The development operator key of `make run`; set your own for anything else.
 ADMIN_KEY ?= dev-operator-key-0123456789
 
-.PHONY: setup guests build run test lint bench compare docs clean
+# npm's record of an install (node_modules/.package-lock.json), one per
+# package.json: installed again when its package-lock.json changes.
+NPM_DIRS := tests examples/demo examples/chat-js tests/load/socketio
+NPM_INSTALLED := $(addsuffix /node_modules/.package-lock.json,$(NPM_DIRS))
 
-setup:
+.PHONY: setup wasm-target guests build run test lint bench compare docs clean
+
+setup: wasm-target $(NPM_INSTALLED)
+
+# Idempotent and quick once installed; not a file, so a toolchain that changed
+# underneath gets the target again.
+wasm-target:
 	rustup target add wasm32-wasip2
-	npm ci --prefix tests --no-audit --no-fund
-	npm ci --prefix examples/demo --no-audit --no-fund
-	npm ci --prefix examples/chat-js --no-audit --no-fund
-	npm ci --prefix tests/load/socketio --no-audit --no-fund
+
+%/node_modules/.package-lock.json: %/package-lock.json %/package.json
+	npm ci --prefix $* --no-audit --no-fund
+	touch $@
 
 # Hub components: the Rust examples and the misbehaving test hubs, and the chat
 # hub in Python and in JavaScript.
-guests: $(GUESTS)/chat-python.wasm $(GUESTS)/chat-js.wasm
+guests: wasm-target $(GUESTS)/chat-python.wasm $(GUESTS)/chat-js.wasm
 	cargo build --profile guest --target wasm32-wasip2 -p chat -p greeter -p faulty -p greedy -p versioned-v1 -p versioned-v2
 
 $(COMPONENTIZE_PY): examples/chat-python/requirements.txt
@@ -36,7 +46,7 @@ $(GUESTS)/chat-python.wasm: examples/chat-python/app.py wit/hub.wit $(COMPONENTI
 	mkdir -p $(GUESTS)
 	$(COMPONENTIZE_PY) -d wit -w hub-component componentize -p examples/chat-python app --stub-wasi -o $@
 
-$(GUESTS)/chat-js.wasm: examples/chat-js/hub.js wit/hub.wit examples/chat-js/package-lock.json
+$(GUESTS)/chat-js.wasm: examples/chat-js/hub.js wit/hub.wit examples/chat-js/node_modules/.package-lock.json
 	mkdir -p $(GUESTS)
 	cd examples/chat-js && OUT=$(abspath $@) npm run --silent build
 
@@ -48,8 +58,11 @@ run: setup build
 		--hub demo/chat=$(GUESTS)/chat.wasm --static-dir examples/demo \
 		--data-dir $(TARGET_DIR)/hubhost-data --admin-key $(ADMIN_KEY)
 
+# `cargo test --benches --no-run` compiles every benchmark (test profile, not
+# release) without running it, so a benchmark that no longer builds fails here.
 test: setup build
 	cargo test
+	cargo test --benches --no-run
 	npm test --prefix tests
 
 # The gates CI runs besides the tests: formatting, clippy's lints (the workspace's

@@ -1,7 +1,10 @@
 //! Noisy neighbours: tenant B's Echo latency while tenant A runs a hostile
 //! hub method in a loop, next to B's latency with A idle, in one run.
-//! Run with `make bench`.
+//! Run with `make bench`. B warms up before the first (idle) row, and the run
+//! fails if A's loop stopped before B's measurement ended (a row measured
+//! with A quiet would pass for isolation).
 
+use anyhow::Context as _;
 use hubhost::config::HubConfig;
 use hubhost_tests::{RawClient, TestServer, config, guest};
 use serde_json::{Value, json};
@@ -10,13 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const PER_SCENARIO: Duration = Duration::from_secs(3);
+/// B's round trips before the first row, not measured: the first calls pay
+/// for new instances, connections and code paths the idle row should not.
+const WARM_UP: Duration = Duration::from_secs(1);
 
-/// B's Echo round trips for PER_SCENARIO; sorted latencies in microseconds.
-async fn measure(b: &mut RawClient) -> anyhow::Result<Vec<f64>> {
+/// B's Echo round trips for `duration`; sorted latencies in microseconds.
+async fn measure(b: &mut RawClient, duration: Duration) -> anyhow::Result<Vec<f64>> {
     let mut latencies = Vec::new();
     let start = Instant::now();
     let mut i = 0u64;
-    while start.elapsed() < PER_SCENARIO {
+    while start.elapsed() < duration {
         let sent = Instant::now();
         let reply = b.invoke(&i.to_string(), "Echo", json!([i])).await?;
         anyhow::ensure!(reply["result"] == i, "bad echo {reply}");
@@ -69,7 +75,11 @@ async fn main() -> anyhow::Result<()> {
             json!([100_000]),
         ),
     ];
-    println!("tenant B: Echo round trips for {PER_SCENARIO:?} while tenant A loops a hostile call");
+    let warm_up = measure(&mut b, WARM_UP).await?;
+    println!(
+        "tenant B: Echo round trips for {PER_SCENARIO:?} while tenant A loops a hostile call (after {} to warm up)",
+        warm_up.len()
+    );
     println!(
         "{:<38} {:>9} {:>9} {:>9} {:>9} {:>10}",
         "tenant A runs", "p50 µs", "p99 µs", "max µs", "B calls", "A calls"
@@ -84,28 +94,38 @@ async fn main() -> anyhow::Result<()> {
             let (mut a, _) = RawClient::connect(&server, "/a/faulty").await?;
             let (stop, a_calls) = (stop.clone(), a_calls.clone());
             let (method, args) = (method.to_owned(), args.clone());
+            // Runs until told to stop; an error (A's connection lost, no
+            // completion in time) ends it early, and the run with it.
             Some(tokio::spawn(async move {
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if a.invoke(&i.to_string(), &method, args.clone())
+                    a.invoke(&i.to_string(), &method, args.clone())
                         .await
-                        .is_err()
-                    {
-                        break;
-                    }
+                        .with_context(|| format!("tenant A's call {i} of {method}"))?;
                     // Keep A's own inbox (flooded messages) from growing.
-                    while !a.pending().is_empty() {
-                        let _ = a.next().await;
-                    }
+                    a.take_pending();
                     i += 1;
                     a_calls.fetch_add(1, Ordering::Relaxed);
                 }
+                anyhow::Ok(())
             }))
         };
-        let latencies = measure(&mut b).await?;
-        stop.store(true, Ordering::Relaxed);
+        let latencies = measure(&mut b, PER_SCENARIO).await?;
         if let Some(noise) = noise {
-            noise.await?;
+            // Still looping when B's measurement ended, and only then told
+            // to stop: otherwise part of the row was measured with A quiet.
+            let early = noise.is_finished();
+            stop.store(true, Ordering::Relaxed);
+            let outcome = noise.await?;
+            anyhow::ensure!(
+                !early && outcome.is_ok(),
+                "{name}: tenant A's loop stopped before B's measurement ended after {} calls: {outcome:?}",
+                a_calls.load(Ordering::Relaxed)
+            );
+            anyhow::ensure!(
+                a_calls.load(Ordering::Relaxed) > 0,
+                "{name}: tenant A completed no call"
+            );
         }
         let p99 = percentile(&latencies, 0.99);
         if method.is_empty() {

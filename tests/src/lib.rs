@@ -8,11 +8,13 @@
 //!   the cases the official client would never produce.
 //! - [`spec`]: the lifetime-manager scenarios every backplane must pass.
 //! - [`redis_server`]: a `redis-server` of a test's own, for fault tests.
+//! - [`process`]: a `hubhost serve` process of a test's own, and its log.
 //! - [`admin`]: the admin API over HTTP, and waiting for nodes to serve a version.
 //! - [`transports`]: raw long-polling and Server-Sent Events clients, and
 //!   MessagePack framing, for the wire-protocol tests.
 
 pub mod admin;
+pub mod process;
 pub mod redis_server;
 pub mod spec;
 pub mod transports;
@@ -375,6 +377,11 @@ impl RawClient {
         &self.pending
     }
 
+    /// Take the messages received and not yet taken, in order.
+    pub fn take_pending(&mut self) -> Vec<Value> {
+        self.pending.drain(..).collect()
+    }
+
     /// The first message matching `pred`; others are kept in order.
     pub async fn next_where(&mut self, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
         loop {
@@ -410,6 +417,15 @@ impl RawClient {
     /// Read until the socket ends; returns every message seen (including the
     /// ones already pending) and whether the server sent a WebSocket close.
     pub async fn drain(&mut self) -> (Vec<Value>, bool) {
+        let (seen, code) = self.until_closed().await;
+        (seen, code.is_some())
+    }
+
+    /// Read until the socket ends; returns every message seen (including the
+    /// ones already pending) and the code of the WebSocket close frame that
+    /// ended it (1005 for a close frame without one), or `None` if it ended
+    /// without a close frame, or did not end within [`PATIENCE`].
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Option<u16>) {
         let mut seen: Vec<Value> = self.pending.drain(..).collect();
         loop {
             match tokio::time::timeout(PATIENCE, self.ws.next()).await {
@@ -418,9 +434,11 @@ impl RawClient {
                         .filter(|p| !p.is_empty())
                         .filter_map(|p| serde_json::from_str(p).ok()),
                 ),
-                Ok(Some(Ok(Message::Close(_)))) => return (seen, true),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return (seen, Some(frame.map_or(1005, |f| u16::from(f.code))));
+                }
                 Ok(Some(Ok(_))) => {}
-                _ => return (seen, false),
+                _ => return (seen, None),
             }
         }
     }

@@ -4,6 +4,9 @@
 
 use crate::{PATIENCE, negotiate_as};
 use anyhow::{Context as _, bail};
+use hubhost::lifetime::HubKey;
+use hubhost::server::AppState;
+use hubhost::transport::tokens::Found;
 use serde_json::Value;
 use std::net::SocketAddr;
 
@@ -126,12 +129,16 @@ pub struct LongPoll {
     http: reqwest::Client,
     /// `http://ADDR/HUB` with `?id=TOKEN` if there is a token.
     url: String,
+    /// The hub's path and the token, when made by [`Self::new`].
+    hub_and_token: Option<(String, String)>,
     headers: Vec<(String, String)>,
 }
 
 impl LongPoll {
     pub fn new(addr: SocketAddr, hub_path: &str, token: &str) -> Self {
-        Self::with_url(format!("http://{addr}{hub_path}?id={token}"))
+        let mut lp = Self::with_url(format!("http://{addr}{hub_path}?id={token}"));
+        lp.hub_and_token = Some((hub_path.to_owned(), token.to_owned()));
+        lp
     }
 
     /// Requests to `url` exactly (for a missing or odd `id`).
@@ -139,8 +146,64 @@ impl LongPoll {
         Self {
             http: http_client(),
             url,
+            hub_and_token: None,
             headers: Vec::new(),
         }
+    }
+
+    /// Requests on `owner` (the node that negotiated the connection, in
+    /// process) that hold this connection's session right now: a poll in
+    /// progress there, or a POST, or a DELETE. `None` if `owner` has no
+    /// session for the token (not started, or over).
+    ///
+    /// The session is shared (`Arc`) between the token table and each
+    /// request handler that found it, for as long as that handler runs; so
+    /// the handlers holding it are its references but the table's (and the
+    /// one taken here to count them).
+    pub fn requests_on(&self, owner: &AppState) -> anyhow::Result<Option<usize>> {
+        let (hub_path, token) = self
+            .hub_and_token
+            .as_ref()
+            .context("a LongPoll made with_url has no token")?;
+        let (tenant, hub) = hub_path
+            .trim_start_matches('/')
+            .split_once('/')
+            .context("hub path is /TENANT/HUB")?;
+        let key = HubKey::new(tenant, hub)?;
+        Ok(match owner.tokens.find(token, &key) {
+            Found::Http(session) => Some(std::sync::Arc::strong_count(&session) - 2),
+            _ => None,
+        })
+    }
+
+    /// Start a poll in a task of its own and return once it is parked on
+    /// `owner`: its request reached the handler there, which holds it, and it
+    /// has not been answered. Call it with no other request of this
+    /// connection in progress. The poll's reply comes from the task.
+    pub async fn parked_poll(
+        &self,
+        owner: &AppState,
+    ) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<Reply>>> {
+        let idle = self
+            .requests_on(owner)?
+            .context("the connection has no session on that node")?;
+        anyhow::ensure!(idle == 0, "{idle} requests of the connection in progress");
+        let poll = tokio::spawn({
+            let lp = self.clone();
+            async move { lp.poll().await }
+        });
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.requests_on(owner)? != Some(1) {
+            if poll.is_finished() {
+                bail!("the poll was answered at once: {:?}", poll.await);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("the poll never reached the connection's node");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        anyhow::ensure!(!poll.is_finished(), "the poll was answered at once");
+        Ok(poll)
     }
 
     /// Send `name: value` with every request.

@@ -238,11 +238,12 @@ async fn measure(
 
 fn report(name: &str, rate: u64, result: &FanoutResult) {
     eprintln!(
-        "{name}: rate {rate}/s sent {} delivered {}/{} lost {} closed {} p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms max {:.1} ms, {:.0} deliveries/s",
+        "{name}: rate {rate}/s sent {} delivered {}/{} lost {} duplicates {} closed {} p50 {:.1} ms p99 {:.1} ms p99.9 {:.1} ms max {:.1} ms, {:.0} deliveries/s",
         result.sent,
         result.delivered,
         result.expected,
         result.lost,
+        result.duplicates,
         result.closed,
         result.latency.p50 as f64 / 1e3,
         result.latency.p99 as f64 / 1e3,

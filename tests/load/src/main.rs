@@ -87,11 +87,12 @@ async fn main() -> anyhow::Result<()> {
             println!("connected {clients} + {senders} in {} ms", fleet.connect_ms);
             let r = fleet.step(1, rate, size, Duration::from_secs(secs)).await;
             println!(
-                "sent {} expected {} delivered {} lost {} closed {} deliveries/s {:.0} latency µs p50 {} p99 {} p99.9 {} max {}",
+                "sent {} expected {} delivered {} lost {} duplicates {} closed {} deliveries/s {:.0} latency µs p50 {} p99 {} p99.9 {} max {}",
                 r.sent,
                 r.expected,
                 r.delivered,
                 r.lost,
+                r.duplicates,
                 r.closed,
                 r.deliveries_per_sec,
                 r.latency.p50,

@@ -65,10 +65,43 @@ async fn open_many(
 struct Tally {
     /// The step whose messages count; others are late arrivals.
     step: AtomicU64,
+    /// Distinct messages of the step received (a copy counts once).
     delivered: AtomicU64,
+    /// Copies of messages a receiver already had.
+    duplicates: AtomicU64,
     closed: AtomicU64,
-    /// One list per receiver, so receivers never contend for a lock.
-    latencies: Vec<Arc<Mutex<Vec<u64>>>>,
+    /// One record per receiver, so receivers never contend for a lock.
+    receivers: Vec<Arc<Mutex<Received>>>,
+}
+
+/// One receiver's record of the current step.
+#[derive(Default)]
+struct Received {
+    latencies: Vec<u64>,
+    /// Per sender, a bit per sequence number: the messages already seen.
+    seen: Vec<Vec<u64>>,
+}
+
+impl Received {
+    /// Record message `seq` of sender `sender`; false if it was seen before.
+    fn first_time(&mut self, sender: usize, seq: usize) -> bool {
+        if self.seen.len() <= sender {
+            self.seen.resize_with(sender + 1, Vec::new);
+        }
+        let bits = &mut self.seen[sender];
+        let (word, bit) = (seq / 64, 1u64 << (seq % 64));
+        if bits.len() <= word {
+            bits.resize(word + 1, 0);
+        }
+        let first = bits[word] & bit == 0;
+        bits[word] |= bit;
+        first
+    }
+
+    fn clear(&mut self) {
+        self.latencies.clear();
+        self.seen.clear();
+    }
 }
 
 /// Receivers and senders, connected once and driven step after step.
@@ -86,17 +119,27 @@ pub struct FanoutResult {
     pub rate: u64,
     pub sent: u64,
     pub expected: u64,
+    /// Distinct messages received, summed over the receivers.
     pub delivered: u64,
+    /// Expected and never received.
     pub lost: u64,
+    /// Received again by a receiver that already had them (never counted
+    /// as delivered, so they cannot hide a loss).
+    pub duplicates: u64,
     pub deliveries_per_sec: f64,
     pub latency: Latency,
     pub closed: u64,
 }
 
 impl FanoutResult {
-    /// Nothing lost, no client closed, p99 within `p99_ms`.
+    /// Nothing lost, nothing received twice, no client closed, p99 within
+    /// `p99_ms`.
     pub fn passes(&self, p99_ms: u64) -> bool {
-        self.lost == 0 && self.closed == 0 && self.sent > 0 && self.latency.p99 <= p99_ms * 1000
+        self.lost == 0
+            && self.duplicates == 0
+            && self.closed == 0
+            && self.sent > 0
+            && self.latency.p99 <= p99_ms * 1000
     }
 }
 
@@ -110,18 +153,18 @@ impl Fleet {
         let started = Instant::now();
         let connections = open_many(proto, urls, receivers).await?;
         let tally = Arc::new(Tally {
-            latencies: (0..connections.len()).map(|_| Arc::default()).collect(),
+            receivers: (0..connections.len()).map(|_| Arc::default()).collect(),
             ..Tally::default()
         });
         let mut tasks = Vec::new();
         for (i, (_, mut reader)) in connections.into_iter().enumerate() {
             let tally = tally.clone();
             tasks.push(tokio::spawn(async move {
-                let latencies = tally.latencies[i].clone();
+                let received = tally.receivers[i].clone();
                 while let Some(events) = reader.next().await {
                     for event in events {
                         match event {
-                            Incoming::Broadcast(text) => count(&tally, &latencies, &text),
+                            Incoming::Broadcast(text) => count(&tally, &received, &text),
                             Incoming::Closed(_) => {
                                 tally.closed.fetch_add(1, Ordering::Relaxed);
                                 return;
@@ -161,8 +204,9 @@ impl Fleet {
     ) -> FanoutResult {
         self.tally.step.store(step, Ordering::SeqCst);
         self.tally.delivered.store(0, Ordering::SeqCst);
-        for list in &self.tally.latencies {
-            list.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.tally.duplicates.store(0, Ordering::SeqCst);
+        for received in &self.tally.receivers {
+            received.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
         let closed_before = self.tally.closed.load(Ordering::SeqCst);
         let sent = Arc::new(AtomicU64::new(0));
@@ -182,7 +226,7 @@ impl Fleet {
                 let total = (per_sender * duration.as_secs_f64()).round() as u64;
                 for seq in 0..total {
                     tick.tick().await;
-                    let head = format!("{step}:{}:", micros());
+                    let head = format!("{step}:{}:{n}:{seq}:", micros());
                     let text = format!("{head}{}", "x".repeat(size.saturating_sub(head.len())));
                     if writer
                         .send_message(&format!("sender-{n}"), &text)
@@ -191,7 +235,6 @@ impl Fleet {
                     {
                         return;
                     }
-                    let _ = seq;
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
             }));
@@ -220,9 +263,11 @@ impl Fleet {
         let delivered = self.tally.delivered.load(Ordering::SeqCst);
         let latencies: Vec<u64> = self
             .tally
-            .latencies
+            .receivers
             .iter()
-            .flat_map(|list| std::mem::take(&mut *list.lock().unwrap_or_else(|e| e.into_inner())))
+            .flat_map(|received| {
+                std::mem::take(&mut received.lock().unwrap_or_else(|e| e.into_inner()).latencies)
+            })
             .collect();
         FanoutResult {
             rate,
@@ -230,6 +275,7 @@ impl Fleet {
             expected,
             delivered,
             lost: expected.saturating_sub(delivered),
+            duplicates: self.tally.duplicates.load(Ordering::SeqCst),
             deliveries_per_sec: delivered as f64 / elapsed,
             latency: Latency::of(latencies),
             closed: self.tally.closed.load(Ordering::SeqCst) - closed_before,
@@ -245,24 +291,34 @@ impl Drop for Fleet {
     }
 }
 
-/// Count a broadcast of the current step and its latency.
-fn count(tally: &Tally, latencies: &Mutex<Vec<u64>>, text: &str) {
-    let mut parts = text.splitn(3, ':');
-    let (Some(step), Some(sent)) = (parts.next(), parts.next()) else {
+/// Count a broadcast of the current step (`STEP:SENT_AT:SENDER:SEQ:…`) and
+/// its latency, or a copy of one this receiver already had.
+fn count(tally: &Tally, received: &Mutex<Received>, text: &str) {
+    let mut parts = text.splitn(5, ':');
+    let (Some(step), Some(sent), Some(sender), Some(seq)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
         return;
     };
-    let (Ok(step), Ok(sent)) = (step.parse::<u64>(), sent.parse::<u64>()) else {
+    let (Ok(step), Ok(sent), Ok(sender), Ok(seq)) = (
+        step.parse::<u64>(),
+        sent.parse::<u64>(),
+        sender.parse::<usize>(),
+        seq.parse::<usize>(),
+    ) else {
         return;
     };
     if step != tally.step.load(Ordering::Relaxed) {
         return;
     }
     let latency = micros().saturating_sub(sent);
+    let mut received = received.lock().unwrap_or_else(|e| e.into_inner());
+    if !received.first_time(sender, seq) {
+        tally.duplicates.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     tally.delivered.fetch_add(1, Ordering::Relaxed);
-    latencies
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(latency);
+    received.latencies.push(latency);
 }
 
 /// Echo round trips: invocations per second and their latency.
@@ -371,4 +427,33 @@ pub async fn idle(proto: Proto, url: &str, pid: u32, count: usize) -> anyhow::Re
         kib_per_connection: after_kib.saturating_sub(before_kib) as f64 / count as f64,
         connect_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_are_counted_apart_from_deliveries() {
+        let tally = Tally {
+            receivers: vec![Arc::default(), Arc::default()],
+            ..Tally::default()
+        };
+        tally.step.store(3, Ordering::SeqCst);
+        let message = |sender: usize, seq: usize| format!("3:{}:{sender}:{seq}:xx", micros());
+        for (receiver, text) in [
+            (0, message(0, 0)),
+            (0, message(0, 1)),
+            (0, message(0, 1)), // a copy
+            (0, message(1, 1)), // another sender's seq 1
+            (1, message(0, 1)), // another receiver's first
+            (1, message(0, 200)),
+            (1, message(0, 200)),     // a copy
+            (1, "2:0:0:5:xx".into()), // a late arrival of step 2
+        ] {
+            count(&tally, &tally.receivers[receiver], &text);
+        }
+        assert_eq!(tally.delivered.load(Ordering::SeqCst), 5);
+        assert_eq!(tally.duplicates.load(Ordering::SeqCst), 2);
+    }
 }

@@ -63,6 +63,31 @@ impl hubhost_guest::Hub for Faulty {
                 .client(connection)
                 .send("ReceiveMessage", ("intruder", text))
         });
+        // Sends `Targeted(text)` to the target named by `kind`, `names` and
+        // `excluded`: the positive controls of every hub send target.
+        m.on(
+            "Target",
+            |ctx, (kind, names, excluded, text): (String, Vec<String>, Vec<String>, String)| {
+                let clients = ctx.clients();
+                let first = names.first().cloned().unwrap_or_default();
+                let proxy = match kind.as_str() {
+                    "all" => clients.all(),
+                    "all-except" => clients.all_except(excluded),
+                    "caller" => clients.caller(),
+                    "others" => clients.others(),
+                    "client" => clients.client(first),
+                    "clients" => clients.clients(names),
+                    "group" => clients.group(first),
+                    "group-except" => clients.group_except(first, excluded),
+                    "groups" => clients.groups(names),
+                    "others-in-group" => clients.others_in_group(first),
+                    "user" => clients.user(first),
+                    "users" => clients.users(names),
+                    other => return Err(HubError::failed(format!("no target kind {other}"))),
+                };
+                proxy.send("Targeted", (text,))
+            },
+        );
         // Writes to stdout and stderr, which the host puts into its log.
         m.on("Print", |_, (text,): (String,)| {
             println!("out: {text}");

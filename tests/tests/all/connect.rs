@@ -117,6 +117,9 @@ async fn shutdown_closes_clients_with_allow_reconnect() -> anyhow::Result<()> {
     let stopping = tokio::spawn(server.stop());
     let close = client.next_where(|m| m["type"] == 7).await?;
     assert_eq!(close, json!({"type": 7, "allowReconnect": true}));
+    // Then a normal WebSocket close (1000): the Close message said why.
+    let (rest, code) = client.until_closed().await;
+    assert_eq!(code, Some(1000), "after {rest:?}");
     stopping.await??;
     Ok(())
 }

@@ -3,13 +3,11 @@
 //! Certificates are made with the `openssl` command for this test alone.
 
 use anyhow::{Context as _, ensure};
+use hubhost_tests::process::Node;
 use hubhost_tests::redis_server::{NOTICE, RedisServer, free_port};
-use hubhost_tests::{binary, guest, http, wait_until_async};
-use std::net::SocketAddr;
+use hubhost_tests::{guest, http, temp_dir, wait_until, wait_until_async};
 use std::path::Path;
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     let status = std::process::Command::new("openssl")
@@ -84,43 +82,50 @@ fn certificates(dir: &Path) -> anyhow::Result<()> {
     )
 }
 
-/// Start `hubhost serve` on port 0 with `ca_file` as its only trusted root;
-/// returns the process and its address.
-async fn node(url: &str, ca_file: &Path) -> anyhow::Result<(Child, SocketAddr)> {
-    let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--redis", url])
-        .arg("--hub")
-        .arg(format!("demo/chat={}", guest("chat").display()))
-        .env("SSL_CERT_FILE", ca_file)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(NOTICE, lines.next_line())
-            .await??
-            .context("hubhost exited")?;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .context("no address")?
-                .parse()?;
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Ok((child, addr))
+/// Start `hubhost serve` with `ca_file` as its only trusted root.
+async fn node(url: &str, ca_file: &Path) -> anyhow::Result<Node> {
+    let args = [
+        "--redis".to_owned(),
+        url.to_owned(),
+        "--hub".to_owned(),
+        format!("demo/chat={}", guest("chat").display()),
+    ];
+    let ca = ca_file.display().to_string();
+    Node::start(&args, &[("SSL_CERT_FILE", ca.as_str())]).await
+}
+
+async fn ready(node: &Node) -> anyhow::Result<()> {
+    let addr = node.addr;
+    wait_until_async(NOTICE, || async move {
+        http(addr, "GET", "/readyz")
+            .await
+            .is_ok_and(|(s, _)| s == 200)
+    })
+    .await
+}
+
+/// TLS handshakes that clients have refused so far: Redis logs each failed
+/// handshake, and one a client refused with the TLS alert it got
+/// (`… tlsv1 alert decrypt error`, `… alert unknown ca`). Other failures,
+/// like the plain TCP probe of [`RedisServer::start`] (`unexpected eof`),
+/// are not refusals.
+fn failed_handshakes(log: &Path) -> usize {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            line.contains("Error accepting a client connection") && line.contains(" alert ")
+        })
+        .count()
 }
 
 #[tokio::test]
 async fn rediss_urls_connect_over_tls_and_check_the_certificate() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("hubhost-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    let dir = temp_dir("tls")?;
     certificates(&dir)?;
     let port = free_port()?;
     let file = |name: &str| dir.join(name).display().to_string();
+    let log = dir.join("redis.log");
     let tls = [
         "--port",
         "0",
@@ -134,34 +139,39 @@ async fn rediss_urls_connect_over_tls_and_check_the_certificate() -> anyhow::Res
         &file("ca.crt"),
         "--tls-auth-clients",
         "no",
+        "--logfile",
+        &file("redis.log"),
     ];
     let _redis = RedisServer::start_with(port, &tls).await?;
     let url = format!("rediss://localhost:{port}");
 
-    let (_trusting, trusting) = node(&url, &dir.join("ca.crt")).await?;
-    wait_until_async(NOTICE, || async {
-        http(trusting, "GET", "/readyz")
-            .await
-            .is_ok_and(|(s, _)| s == 200)
-    })
-    .await
-    .context("a node trusting the CA never became ready")?;
+    let trusting = node(&url, &dir.join("ca.crt")).await?;
+    ready(&trusting)
+        .await
+        .context("a node trusting the CA never became ready")?;
 
     // A node that does not trust the CA refuses the server: never ready.
-    // Checked after the trusting node is ready, having started later and
-    // failed at least its first attempt by then.
+    // Checked once Redis has seen it refuse several handshakes (each of its
+    // two connections at least twice); the trusting nodes refuse none.
     let other = dir.join("other");
     std::fs::create_dir_all(&other)?;
     certificates(&other)?;
-    let (_distrusting, distrusting) = node(&url, &other.join("ca.crt")).await?;
-    let (_again, again) = node(&url, &dir.join("ca.crt")).await?;
-    wait_until_async(NOTICE, || async {
-        http(again, "GET", "/readyz")
-            .await
-            .is_ok_and(|(s, _)| s == 200)
-    })
-    .await?;
-    assert_eq!(http(distrusting, "GET", "/readyz").await?.0, 503);
+    let before = failed_handshakes(&log);
+    let distrusting = node(&url, &other.join("ca.crt")).await?;
+    let again = node(&url, &dir.join("ca.crt")).await?;
+    wait_until(NOTICE, || failed_handshakes(&log) >= before + 4)
+        .await
+        .with_context(|| {
+            format!(
+                "Redis saw {} failed handshakes",
+                failed_handshakes(&log) - before
+            )
+        })?;
+    ready(&again).await?;
+    let (status, body) = http(distrusting.addr, "GET", "/readyz").await?;
+    assert_eq!(status, 503, "{body}");
+    let refusals = failed_handshakes(&log) - before;
+    println!("tls: the distrusting node refused {refusals} handshakes");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

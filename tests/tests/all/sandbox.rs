@@ -1,8 +1,10 @@
 //! Hostile and broken hubs hurt only their own callers: each limit gives the
 //! caller an error that names it, and the same connection, the other
-//! connections and other tenants go on being served.
+//! connections and other tenants go on being served. The log-line cap, as a
+//! `hubhost` process's log shows it.
 
 use hubhost::config::HubConfig;
+use hubhost_tests::process::Node;
 use hubhost_tests::{RawClient, TestServer, config, guest};
 use serde_json::{Value, json};
 
@@ -223,4 +225,57 @@ async fn a_slow_call_holds_up_only_its_own_connection() -> anyhow::Result<()> {
     assert_eq!(first["invocationId"], "slow", "{first}");
     assert_eq!(slow.next().await?["invocationId"], "next");
     server.stop().await
+}
+
+/// The log-line cap, as the log shows it: a call that logs more lines than
+/// the cap (100 by default) leaves exactly the first 100 in the log, then one
+/// warning that the call reached its limit, and nothing more of that call.
+/// On a `hubhost` process, whose log is its own (in process, every test of
+/// this binary would share one tracing subscriber).
+#[tokio::test]
+async fn a_call_logs_exactly_the_cap_then_one_warning() -> anyhow::Result<()> {
+    let args = [
+        "--hub".to_owned(),
+        format!("demo/faulty={}", guest("faulty").display()),
+    ];
+    let node = Node::start(&args, &[("RUST_LOG", "info")]).await?;
+    let (mut client, id) = RawClient::connect_as(node.addr, "/demo/faulty", None).await?;
+    let reply = client.invoke("flood", "LogFlood", json!([250])).await?;
+    assert_eq!(reply["result"], 250, "{reply}");
+    // A later call's line: everything the flood wrote is in the log before it.
+    let marker = format!("after the flood {id}");
+    client.invoke("mark", "Log", json!([marker])).await?;
+    let lines: Vec<String> = node
+        .log_until(&marker)
+        .await?
+        .into_iter()
+        .filter(|line| line.contains(&id) && !line.contains(&marker))
+        .collect();
+    let logged: Vec<String> = lines
+        .iter()
+        .filter_map(|line| {
+            Some(
+                line.split("hub: line ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    assert_eq!(logged, expected, "the lines of the call in the log");
+    let warnings: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, line)| line.contains("hub reached its log limit for this call"))
+        .map(|(i, _)| i)
+        .collect();
+    let last_line = lines.iter().rposition(|line| line.contains("hub: line "));
+    assert_eq!(warnings.len(), 1, "one warning: {lines:#?}");
+    assert!(
+        last_line.is_some_and(|last| warnings[0] > last),
+        "the warning follows the last line kept: {lines:#?}"
+    );
+    Ok(())
 }

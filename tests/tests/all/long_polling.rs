@@ -158,10 +158,7 @@ async fn a_newer_poll_supersedes_the_waiting_one() -> anyhow::Result<()> {
 async fn delete_ends_the_connection_and_answers_the_waiting_poll_204() -> anyhow::Result<()> {
     let server = server().await?;
     let lp = started(&server).await?;
-    let waiting = tokio::spawn({
-        let lp = lp.clone();
-        async move { lp.poll().await }
-    });
+    let waiting = lp.parked_poll(&server.state).await?;
     let deleted = lp.delete().await?;
     assert_eq!(deleted.status, 202, "{deleted:?}");
     let waiting = waiting.await??;
@@ -345,12 +342,8 @@ async fn a_stopping_server_answers_the_waiting_poll_with_a_close() -> anyhow::Re
     // Polls wait up to 8 s; the server must not wait for them to stop.
     let server = TestServer::start(config_with(8_000, 15_000)).await?;
     let lp = started(&server).await?;
-    let waiting = tokio::spawn({
-        let lp = lp.clone();
-        async move { lp.poll().await }
-    });
-    // A later request has made the round trip: the poll is waiting by now.
-    lp.post("{\"type\":6}\u{1e}").await?;
+    // The poll waits on the server, unanswered, when it begins to stop.
+    let waiting = lp.parked_poll(&server.state).await?;
     let started_at = Instant::now();
     server.stop().await?;
     assert!(

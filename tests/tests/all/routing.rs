@@ -102,10 +102,7 @@ async fn long_polling_works_through_the_other_node() -> anyhow::Result<()> {
         vec![json!({"type": 3, "invocationId": "3", "result": 3})]
     );
     // Leaving through b: 202, and a waiting poll (on a) gets 204.
-    let waiting = tokio::spawn({
-        let via_a = via_a.clone();
-        async move { via_a.poll().await }
-    });
+    let waiting = via_a.parked_poll(&a.state).await?;
     let deleted = via_b.delete().await?;
     assert_eq!(deleted.status, 202, "{deleted:?}");
     assert_eq!(waiting.await??.status, 204);
@@ -199,8 +196,8 @@ async fn a_websocket_is_relayed_to_the_owner() -> anyhow::Result<()> {
         .await?;
     // A Close from the client ends it with a clean close (1000), relayed.
     client.send(json!({"type": 7})).await?;
-    let (_, closed) = client.drain().await;
-    assert!(closed, "no close frame through the relay");
+    let (_, code) = client.until_closed().await;
+    assert_eq!(code, Some(1000), "the close frame through the relay");
     // (The relay lasts until the client answers the close or goes.)
     drop(client);
     // A client that just goes: its relayed connection on a ends too, and
@@ -378,12 +375,11 @@ async fn stopping_a_node_answers_the_polls_it_relays() -> anyhow::Result<()> {
     let negotiated = negotiate(a.addr, HUB).await?;
     let lp = LongPoll::new(b.addr, HUB, &negotiated.token);
     assert_eq!(lp.start(JSON_HANDSHAKE).await?, HANDSHAKE_OK);
-    let waiting = tokio::spawn({
-        let lp = lp.clone();
-        async move { lp.poll().await }
-    });
-    // A request sent after the poll makes the round trip through b to a
-    // (a Ping: it answers nothing), so b holds the poll by now.
+    // A poll through b that is parked on a: b holds the request it passed
+    // on, unanswered, when it begins to stop.
+    let waiting = lp.parked_poll(&a.state).await?;
+    // Other requests through b still reach a meanwhile (a Ping: it answers
+    // nothing), and leave the poll waiting.
     assert_eq!(lp.post("{\"type\":6}\u{1e}").await?.status, 200);
     assert!(
         !waiting.is_finished(),
@@ -414,18 +410,13 @@ async fn stopping_a_node_closes_the_websockets_it_relays() -> anyhow::Result<()>
     assert_eq!(client.next().await?, json!({}));
     assert_eq!(client.invoke("1", "Echo", json!([1])).await?["result"], 1);
     let stopped = stops_promptly(b).await;
-    // Read until the socket ends (Pings aside): "no message in time" means
-    // it is still open.
-    let end = loop {
-        match client.next().await {
-            Ok(message) if message["type"] == 6 => continue,
-            Ok(message) => break format!("got {message}"),
-            Err(error) => break error.to_string(),
-        }
-    };
+    // Read until the socket ends: only Pings, then a close frame with 1001
+    // (Going Away), which the client's SignalR takes for a lost connection
+    // and reconnects; `None` means it ended without one, or is still open.
+    let (seen, code) = client.until_closed().await;
     anyhow::ensure!(
-        stopped.is_ok() && end != "no message in time",
-        "{stopped:?}; relayed WebSocket: {end}"
+        stopped.is_ok() && code == Some(1001) && seen.iter().all(|m| m["type"] == 6),
+        "{stopped:?}; relayed WebSocket: close code {code:?} after {seen:?}"
     );
     a.stop().await
 }

@@ -5,7 +5,7 @@
 //! fresh fleet. Uses a redis-server of its own on a free port.
 
 use hubhost::hubs::Source;
-use hubhost::lifetime::HubKey;
+use hubhost::names::HubKey;
 use hubhost_tests::admin::{Admin, OPERATOR_KEY};
 use hubhost_tests::redis_server::{RedisServer, free_port};
 use hubhost_tests::{TestServer, cluster_config, guest, wait_until};

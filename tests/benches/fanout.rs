@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let a = TestServer::start(cluster_config(REDIS_URL, &prefix)).await?;
     let b = TestServer::start(cluster_config(REDIS_URL, &prefix)).await?;
     for node in [&a, &b] {
-        let backplane = node.state.lifetime.backplane().clone();
+        let backplane = node.state.cluster.backplane().clone();
         wait_until(Duration::from_secs(15), move || backplane.is_ready()).await?;
     }
     let mut on_a = receivers(&a, CLIENTS / 2).await?;

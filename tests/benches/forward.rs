@@ -112,14 +112,14 @@ async fn main() -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let mut config = cluster_config(REDIS_URL, &prefix);
-        config.backplane.heartbeat_interval_ms = 200;
+        config.backplane.heartbeat_interval = std::time::Duration::from_millis(200);
         nodes.push(TestServer::start(config).await?);
     }
     let (a, b) = (&nodes[0], &nodes[1]);
     // B passes requests on once it has heard A's heartbeat.
     let probe = Connection::open(a).await?;
     wait_until(Duration::from_secs(10), || {
-        b.state.lifetime.node_url(a.state.lifetime.node()).is_some()
+        b.state.cluster.node_url(a.state.cluster.node()).is_some()
     })
     .await?;
     drop(probe);

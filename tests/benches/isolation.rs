@@ -41,7 +41,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut config = config();
-    config.hub_limits.call_timeout_ms = 200;
+    config.hub_limits.call_timeout = std::time::Duration::from_millis(200);
     config.hub_limits.memory_bytes = 16 << 20;
     config.hub_limits.max_result_bytes = 64 * 1024;
     config.hubs.push(HubConfig {

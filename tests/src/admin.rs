@@ -2,8 +2,8 @@
 
 use crate::{PATIENCE, wait_until};
 use hubhost::hubs::Source;
-use hubhost::lifetime::HubKey;
-use hubhost::server::AppState;
+use hubhost::names::HubKey;
+use hubhost::state::AppState;
 use reqwest::Method;
 use serde_json::Value;
 use std::net::SocketAddr;

@@ -22,7 +22,8 @@ pub mod transports;
 use anyhow::{Context as _, bail};
 use futures_util::{SinkExt, StreamExt};
 use hubhost::config::{Config, HubConfig};
-use hubhost::server::{self, AppState};
+use hubhost::server;
+use hubhost::state::AppState;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -157,8 +158,8 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
-        let state = AppState::new(&config)?;
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let state = AppState::new(config)?;
         let addr = listener.local_addr()?;
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server::run(listener, state.clone(), async move {

@@ -8,14 +8,14 @@
 //! recipients can be checked without sleeping.
 
 use hubhost::backplane::Backplane;
-use hubhost::connection::outbound::{self, Frame, OutboundReceiver};
-use hubhost::ids::NodeId;
-use hubhost::lifetime::{
-    GroupError, HubKey, HubLifetimeManager, LifetimeConfig, LocalConnection, Message, Target,
-};
+use hubhost::cluster::Cluster as Node;
+use hubhost::lifetime::{GroupError, HubLifetimeManager, LocalConnection, Target};
+use hubhost::names::HubKey;
+use hubhost::outbound::{self, Frame, Message, OutboundReceiver};
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::PATIENCE;
 
@@ -27,6 +27,8 @@ struct Conn {
 }
 
 struct Cluster {
+    /// Each node's membership, for its node id.
+    members: Vec<Arc<Node>>,
     nodes: Vec<Arc<HubLifetimeManager>>,
     conns: Vec<Conn>,
     chat: HubKey,
@@ -42,11 +44,16 @@ fn message(target: &str, arg: &str) -> anyhow::Result<Message> {
 
 impl Cluster {
     fn new(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::Result<Self> {
-        let nodes = backplanes
+        let members: Vec<Arc<Node>> = backplanes
             .into_iter()
-            .map(|b| HubLifetimeManager::start(NodeId::random(), LifetimeConfig::new(prefix), b))
+            .map(|b| Node::start(prefix, Duration::from_secs(2), b))
+            .collect();
+        let nodes = members
+            .iter()
+            .map(|member| HubLifetimeManager::start(member.clone(), Duration::from_secs(5)))
             .collect();
         Ok(Self {
+            members,
             nodes,
             conns: Vec::new(),
             chat: HubKey::new("demo", "chat")?,
@@ -61,7 +68,7 @@ impl Cluster {
         hub: &HubKey,
         user: Option<&str>,
     ) -> String {
-        let id = self.nodes[node].node().new_connection_id();
+        let id = self.members[node].node().new_connection_id().to_string();
         let (tx, rx) = outbound::channel(1024);
         let local = LocalConnection {
             id: id.as_str().into(),

@@ -4,9 +4,10 @@
 
 use crate::{PATIENCE, negotiate_as};
 use anyhow::{Context as _, bail};
-use hubhost::lifetime::HubKey;
-use hubhost::server::AppState;
-use hubhost::transport::tokens::Found;
+use hubhost::ids::ConnectionToken;
+use hubhost::names::HubKey;
+use hubhost::sessions::Found;
+use hubhost::state::AppState;
 use serde_json::Value;
 use std::net::SocketAddr;
 
@@ -170,7 +171,8 @@ impl LongPoll {
             .split_once('/')
             .context("hub path is /TENANT/HUB")?;
         let key = HubKey::new(tenant, hub)?;
-        Ok(match owner.tokens.find(token, &key) {
+        let token = ConnectionToken::from_client(token.clone());
+        Ok(match owner.tokens.find(&token, &key) {
             Found::Http(session) => Some(std::sync::Arc::strong_count(&session) - 2),
             _ => None,
         })
@@ -403,6 +405,7 @@ pub mod long_polling {
     use crate::{TestServer, config};
     use hubhost::config::Config;
     use serde_json::{Value, json};
+    use std::time::Duration;
 
     /// The chat hub the tests use.
     pub const HUB: &str = "/demo/chat";
@@ -410,8 +413,8 @@ pub mod long_polling {
     /// A config whose polls wait `poll_ms` at most (well under [`PATIENCE`]).
     pub fn config_with(poll_ms: u64, disconnect_ms: u64) -> Config {
         let mut config = config();
-        config.connection.poll_timeout_ms = poll_ms;
-        config.connection.disconnect_timeout_ms = disconnect_ms;
+        config.connection.poll_timeout = Duration::from_millis(poll_ms);
+        config.connection.disconnect_timeout = Duration::from_millis(disconnect_ms);
         config
     }
 

@@ -67,7 +67,7 @@ async fn handshake_errors_name_the_problem() -> anyhow::Result<()> {
 #[tokio::test]
 async fn handshake_times_out() -> anyhow::Result<()> {
     let mut config = config();
-    config.connection.handshake_timeout_ms = 200;
+    config.connection.handshake_timeout = std::time::Duration::from_millis(200);
     let server = TestServer::start(config).await?;
     let mut client = RawClient::open(server.addr, "/demo/chat").await?;
     assert_eq!(
@@ -232,7 +232,7 @@ async fn connection_tokens_are_single_use() -> anyhow::Result<()> {
 #[tokio::test]
 async fn unclaimed_tokens_expire() -> anyhow::Result<()> {
     let mut config = config();
-    config.connection.disconnect_timeout_ms = 150;
+    config.connection.disconnect_timeout = std::time::Duration::from_millis(150);
     let server = TestServer::start(config).await?;
     let (_, body) = server
         .negotiate("/demo/chat", "?negotiateVersion=1")

@@ -116,11 +116,11 @@ async fn no_origins_means_no_cross_origin_access_and_star_mirrors() -> anyhow::R
     open.stop().await?;
 
     assert!(
-        with_origins(&["https://app.example/"]).settings().is_err(),
+        with_origins(&["https://app.example/"]).checked().is_err(),
         "a path is not an origin"
     );
     assert!(
-        with_origins(&["app.example"]).settings().is_err(),
+        with_origins(&["app.example"]).checked().is_err(),
         "an origin has a scheme"
     );
     Ok(())

@@ -5,7 +5,7 @@
 
 use hubhost::config::Config;
 use hubhost::hubs::Source;
-use hubhost::lifetime::HubKey;
+use hubhost::names::HubKey;
 use hubhost_tests::admin::{Admin, OPERATOR_KEY, wait_served};
 use hubhost_tests::{
     PATIENCE, REDIS_URL, RawClient, TestServer, cluster_config, config, guest, temp_dir,
@@ -162,7 +162,7 @@ async fn a_new_version_replaces_the_old_on_every_node_under_traffic() -> anyhow:
             let missing: Vec<_> = expected.iter().filter(|e| !got.contains(e)).collect();
             let stats: Vec<_> = nodes
                 .iter()
-                .map(|n| n.state.lifetime.backplane().stats())
+                .map(|n| n.state.cluster.backplane().stats())
                 .collect();
             assert_eq!(
                 got.len(),

@@ -1,6 +1,6 @@
 //! What the host refuses to load, and why it says so.
 
-use hubhost::lifetime::HubKey;
+use hubhost::names::HubKey;
 use hubhost::runtime::{HubLimits, LoadError, Runtime};
 use hubhost_tests::guest;
 

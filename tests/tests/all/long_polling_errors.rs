@@ -197,7 +197,7 @@ async fn a_refused_handshake_is_answered_then_the_connection_ends() -> anyhow::R
 #[tokio::test]
 async fn an_oversized_post_is_a_bad_request() -> anyhow::Result<()> {
     let server = server().await?;
-    let limit = server.state.settings.max_websocket_message;
+    let limit = server.state.settings.connection.max_transport_message();
     let lp = started(&server).await?;
     // A body one byte over the limit, of otherwise harmless Pings.
     let ping = b"{\"type\":6}\x1e";

@@ -167,7 +167,7 @@ async fn oversize_messages_close_the_connection() -> anyhow::Result<()> {
 async fn server_pings_an_idle_connection() -> anyhow::Result<()> {
     let interval = Duration::from_millis(200);
     let mut config = config();
-    config.connection.keep_alive_interval_ms = interval.as_millis() as u64;
+    config.connection.keep_alive_interval = interval;
     let server = TestServer::start(config).await?;
     let (mut client, _) = RawClient::connect(&server, "/demo/chat").await?;
     // A Ping whenever the server has written nothing for the interval: the
@@ -192,8 +192,8 @@ async fn server_pings_an_idle_connection() -> anyhow::Result<()> {
 #[tokio::test]
 async fn client_timeout_starts_with_the_first_ping() -> anyhow::Result<()> {
     let mut config = config();
-    config.connection.client_timeout_ms = 300;
-    config.connection.keep_alive_interval_ms = 100;
+    config.connection.client_timeout = std::time::Duration::from_millis(300);
+    config.connection.keep_alive_interval = std::time::Duration::from_millis(100);
     let server = TestServer::start(config).await?;
     let (mut quiet, _) = RawClient::connect(&server, "/demo/chat").await?;
     let (mut pinger, _) = RawClient::connect(&server, "/demo/chat").await?;
@@ -216,7 +216,7 @@ async fn client_timeout_starts_with_the_first_ping() -> anyhow::Result<()> {
 async fn client_close_ends_the_connection_cleanly() -> anyhow::Result<()> {
     let server = server().await?;
     let (mut client, _) = RawClient::connect(&server, "/demo/chat").await?;
-    let hub = hubhost::lifetime::HubKey::new("demo", "chat")?;
+    let hub = hubhost::names::HubKey::new("demo", "chat")?;
     assert_eq!(server.state.lifetime.local_count(&hub), 1);
     client.send(json!({"type": 7})).await?;
     let (seen, code) = client.until_closed().await;
@@ -253,7 +253,7 @@ async fn a_trap_fails_one_call_and_the_connection_goes_on() -> anyhow::Result<()
 #[tokio::test]
 async fn a_runaway_call_hits_its_deadline() -> anyhow::Result<()> {
     let mut config = config();
-    config.hub_limits.call_timeout_ms = 200;
+    config.hub_limits.call_timeout = std::time::Duration::from_millis(200);
     let server = TestServer::start(config).await?;
     let (mut client, _) = RawClient::connect(&server, "/demo/faulty").await?;
     let reply = client.invoke("1", "Loop", json!([])).await?;

@@ -2,7 +2,7 @@
 //! per connection, and hub limits that differ by tenant.
 
 use hubhost::config::HubConfig;
-use hubhost::tenants::{HubLimitsOverride, TenantConfig};
+use hubhost::tenants::TenantConfig;
 use hubhost_tests::{PATIENCE, RawClient, TestServer, config, guest, http, wait_until};
 use serde_json::{Value, json};
 
@@ -21,10 +21,7 @@ async fn server() -> anyhow::Result<TestServer> {
     let small = TenantConfig {
         max_connections: Some(2),
         max_messages_per_second: Some(5),
-        hub_limits: HubLimitsOverride {
-            call_timeout_ms: Some(150),
-            ..Default::default()
-        },
+        hub_limits: limits(json!({ "call_timeout_ms": 150 })),
         ..Default::default()
     };
     config.tenants.insert("small".into(), small);
@@ -36,10 +33,7 @@ async fn server() -> anyhow::Result<TestServer> {
         path: guest("chat"),
     });
     let tiny = TenantConfig {
-        hub_limits: HubLimitsOverride {
-            max_table_elements: Some(1),
-            ..Default::default()
-        },
+        hub_limits: limits(json!({ "max_table_elements": 1 })),
         ..Default::default()
     };
     config.tenants.insert("tiny".into(), tiny);
@@ -121,4 +115,12 @@ async fn hub_limits_can_differ_by_tenant() -> anyhow::Result<()> {
         "{reply}"
     );
     server.stop().await
+}
+
+/// A tenant's `hub_limits` table, as the file or the admin API gives it.
+fn limits(table: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match table {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

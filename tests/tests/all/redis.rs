@@ -36,12 +36,12 @@ async fn two_nodes(
 /// Kill Redis and wait until `node` has noticed.
 async fn kill(redis: RedisServer, node: &TestServer) -> anyhow::Result<()> {
     redis.kill().await?;
-    let backplane = node.state.lifetime.backplane().clone();
+    let backplane = node.state.cluster.backplane().clone();
     wait_until(NOTICE, move || !backplane.is_ready()).await
 }
 
 async fn ready(server: &TestServer) -> anyhow::Result<()> {
-    let backplane = server.state.lifetime.backplane().clone();
+    let backplane = server.state.cluster.backplane().clone();
     wait_until(NOTICE, move || backplane.is_ready()).await
 }
 
@@ -295,7 +295,7 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
         "JoinGroup waited {:?}",
         started.elapsed()
     );
-    let stats = a.state.lifetime.backplane().stats();
+    let stats = a.state.cluster.backplane().stats();
     assert!(stats.buffered > 0, "messages wait for Redis: {stats:?}");
 
     let redis = RedisServer::start(port).await?;
@@ -310,7 +310,7 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
     let mut got = numbers(&receiver);
     got.retain(|i| *i >= before);
     got.push(total - 1);
-    let stats = a.state.lifetime.backplane().stats();
+    let stats = a.state.cluster.backplane().stats();
     println!(
         "outage: {during} sent during the outage, {after} after; the other node's client received {} of them; {stats:?}",
         got.len()
@@ -364,7 +364,7 @@ async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow:
                 .is_some_and(|t| t.starts_with("049-"))
         })
         .await?;
-    let dropped = a.state.lifetime.backplane().stats().dropped_overflow;
+    let dropped = a.state.cluster.backplane().stats().dropped_overflow;
     assert!(
         dropped > 0 && dropped < sent,
         "some, not all, were dropped: {dropped}"

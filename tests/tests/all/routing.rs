@@ -20,8 +20,8 @@ const FORWARDED: &str = "x-hubhost-forwarded";
 
 fn node_config(prefix: &str) -> Config {
     let mut config = cluster_config(REDIS_URL, prefix);
-    config.backplane.heartbeat_interval_ms = HEARTBEAT_MS;
-    config.connection.poll_timeout_ms = 5_000;
+    config.backplane.heartbeat_interval = std::time::Duration::from_millis(HEARTBEAT_MS);
+    config.connection.poll_timeout = std::time::Duration::from_millis(5_000);
     config
 }
 
@@ -368,7 +368,7 @@ async fn stopping_a_node_ends_the_event_streams_it_relays() -> anyhow::Result<()
 async fn stopping_a_node_answers_the_polls_it_relays() -> anyhow::Result<()> {
     let prefix = unique_prefix("route-stop-lp");
     let mut config = node_config(&prefix);
-    config.connection.poll_timeout_ms = 30_000;
+    config.connection.poll_timeout = std::time::Duration::from_millis(30_000);
     let a = TestServer::start(config.clone()).await?;
     let b = TestServer::start(config).await?;
     knows(&b, &a).await?;

@@ -15,7 +15,7 @@ async fn server() -> anyhow::Result<TestServer> {
 async fn server_with_deadline(call_timeout_ms: u64) -> anyhow::Result<TestServer> {
     let mut config = config();
     config.hub_limits.memory_bytes = 16 << 20;
-    config.hub_limits.call_timeout_ms = call_timeout_ms;
+    config.hub_limits.call_timeout = std::time::Duration::from_millis(call_timeout_ms);
     config.hub_limits.max_result_bytes = 64 * 1024;
     config.hub_limits.max_sends_per_call = 50;
     config.hubs.push(HubConfig {

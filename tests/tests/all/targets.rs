@@ -83,7 +83,7 @@ async fn each_target_reaches_exactly_the_connections_it_names() -> anyhow::Resul
     let a = TestServer::start(node_config(&prefix)).await?;
     let b = TestServer::start(node_config(&prefix)).await?;
     for node in [&a, &b] {
-        let backplane = node.state.lifetime.backplane().clone();
+        let backplane = node.state.cluster.backplane().clone();
         wait_until(NOTICE, move || backplane.is_ready()).await?;
     }
     // The hub's connections: two users with a connection on each node, two

@@ -89,7 +89,7 @@ async fn each_target_reaches_exactly_the_connections_it_names() -> anyhow::Resul
     // The hub's connections: two users with a connection on each node, two
     // users with one; the sender belongs to no group.
     let hub = "/acme/faulty";
-    let mut conns = vec![
+    let mut conns = [
         connect(&a, hub, "ann@a", Some("ann")).await?,
         connect(&b, hub, "ann@b", Some("ann")).await?,
         connect(&a, hub, "bob@a", Some("bob")).await?,
@@ -140,7 +140,9 @@ async fn each_target_reaches_exactly_the_connections_it_names() -> anyhow::Resul
 
     let mut ids_and_bystanders = vec![id("ann@b"), id("cy@a"), id("dee@b")];
     ids_and_bystanders.extend(bystander_ids);
-    let cases: Vec<(&str, Vec<String>, Vec<String>, BTreeSet<&str>)> = vec![
+    // (target kind, the names or ids it gets, the ids it excludes, who must get it)
+    type Case<'a> = (&'a str, Vec<String>, Vec<String>, BTreeSet<&'a str>);
+    let cases: Vec<Case> = vec![
         ("client", vec![id("bob@b")], vec![], names(&["bob@b"])),
         ("client", vec![id("cy@a")], vec![], names(&["cy@a"])),
         (

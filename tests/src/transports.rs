@@ -410,7 +410,7 @@ pub mod long_polling {
     /// The chat hub the tests use.
     pub const HUB: &str = "/demo/chat";
 
-    /// A config whose polls wait `poll_ms` at most (well under [`PATIENCE`]).
+    /// A config whose polls wait `poll_ms` at most (well under [`crate::PATIENCE`]).
     pub fn config_with(poll_ms: u64, disconnect_ms: u64) -> Config {
         let mut config = config();
         config.connection.poll_timeout = Duration::from_millis(poll_ms);

@@ -46,6 +46,9 @@ fn node_config(prefix: &str) -> Config {
     config
 }
 
+/// A send: the target's kind, names and exclusions, and who must get it.
+type Case = (&'static str, Vec<String>, Vec<String>, BTreeSet<&'static str>);
+
 /// A connection with a name for the messages.
 struct Conn {
     name: &'static str,
@@ -89,7 +92,7 @@ async fn each_target_reaches_exactly_the_connections_it_names() -> anyhow::Resul
     // The hub's connections: two users with a connection on each node, two
     // users with one; the sender belongs to no group.
     let hub = "/acme/faulty";
-    let mut conns = vec![
+    let mut conns = [
         connect(&a, hub, "ann@a", Some("ann")).await?,
         connect(&b, hub, "ann@b", Some("ann")).await?,
         connect(&a, hub, "bob@a", Some("bob")).await?,
@@ -140,7 +143,8 @@ async fn each_target_reaches_exactly_the_connections_it_names() -> anyhow::Resul
 
     let mut ids_and_bystanders = vec![id("ann@b"), id("cy@a"), id("dee@b")];
     ids_and_bystanders.extend(bystander_ids);
-    let cases: Vec<(&str, Vec<String>, Vec<String>, BTreeSet<&str>)> = vec![
+    // (kind, names, excluded, who must get it)
+    let cases: [Case; 6] = [
         ("client", vec![id("bob@b")], vec![], names(&["bob@b"])),
         ("client", vec![id("cy@a")], vec![], names(&["cy@a"])),
         (

@@ -47,7 +47,12 @@ fn node_config(prefix: &str) -> Config {
 }
 
 /// A send: the target's kind, names and exclusions, and who must get it.
-type Case = (&'static str, Vec<String>, Vec<String>, BTreeSet<&'static str>);
+type Case = (
+    &'static str,
+    Vec<String>,
+    Vec<String>,
+    BTreeSet<&'static str>,
+);
 
 /// A connection with a name for the messages.
 struct Conn {

@@ -344,8 +344,11 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow::Result<()> {
     // Room on the sending node for about 10 of the ~250-byte envelopes below.
+    // No heartbeat of its own in the buffer meanwhile (the first goes out at
+    // start, the next in 10 minutes): the drops counted are all the test's.
     let (redis, a, b, mut sender, mut receiver) = two_nodes("overflow", |config| {
-        config.backplane.max_buffer_bytes = 2_500
+        config.backplane.max_buffer_bytes = 2_500;
+        config.backplane.heartbeat_interval_ms = 600_000;
     })
     .await?;
     let port = redis.port;

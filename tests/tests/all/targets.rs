@@ -46,6 +46,14 @@ fn node_config(prefix: &str) -> Config {
     config
 }
 
+/// A send: the target's kind, names and exclusions, and who must get it.
+type Case = (
+    &'static str,
+    Vec<String>,
+    Vec<String>,
+    BTreeSet<&'static str>,
+);
+
 /// A connection with a name for the messages.
 struct Conn {
     name: &'static str,
@@ -140,9 +148,8 @@ async fn each_target_reaches_exactly_the_connections_it_names() -> anyhow::Resul
 
     let mut ids_and_bystanders = vec![id("ann@b"), id("cy@a"), id("dee@b")];
     ids_and_bystanders.extend(bystander_ids);
-    // (target kind, the names or ids it gets, the ids it excludes, who must get it)
-    type Case<'a> = (&'a str, Vec<String>, Vec<String>, BTreeSet<&'a str>);
-    let cases: Vec<Case> = vec![
+    // (kind, names, excluded, who must get it)
+    let cases: [Case; 6] = [
         ("client", vec![id("bob@b")], vec![], names(&["bob@b"])),
         ("client", vec![id("cy@a")], vec![], names(&["cy@a"])),
         (

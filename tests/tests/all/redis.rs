@@ -348,7 +348,7 @@ async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow:
     // start, the next in 10 minutes): the drops counted are all the test's.
     let (redis, a, b, mut sender, mut receiver) = two_nodes("overflow", |config| {
         config.backplane.max_buffer_bytes = 2_500;
-        config.backplane.heartbeat_interval_ms = 600_000;
+        config.backplane.heartbeat_interval = std::time::Duration::from_secs(600);
     })
     .await?;
     let port = redis.port;

@@ -113,6 +113,18 @@ impl Subscribed {
     }
 }
 
+/// Publish `message` as JSON on `channel`, best effort: a message that
+/// cannot be encoded or queued is logged, and other nodes miss it.
+pub fn publish_json<T: Serialize>(backplane: &dyn Backplane, channel: &str, message: &T) {
+    let payload = match serde_json::to_vec(message) {
+        Ok(payload) => payload,
+        Err(error) => return tracing::error!(%error, channel, "cannot encode a backplane message"),
+    };
+    if let Err(error) = backplane.publish(channel, payload.into()) {
+        tracing::warn!(%error, channel, "backplane publish failed; other nodes miss this message");
+    }
+}
+
 /// Why a publish was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub enum BackplaneError {

@@ -19,7 +19,7 @@ mod nodes;
 pub use nodes::Heartbeat;
 
 use crate::backplane::channels::Channels;
-use crate::backplane::{Backplane, Delivery, Subscribed};
+use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -145,13 +145,7 @@ impl Cluster {
     }
 
     fn publish(&self, channel: &str, wire: &Wire) {
-        let payload = match serde_json::to_vec(wire) {
-            Ok(payload) => payload,
-            Err(error) => return tracing::error!(%error, "cannot encode cluster message"),
-        };
-        if let Err(error) = self.backplane.publish(channel, payload.into()) {
-            tracing::warn!(%error, channel, "backplane publish failed; other nodes miss this message");
-        }
+        publish_json(self.backplane.as_ref(), channel, wire);
     }
 
     /// Handle `delivery` if it is on one of the cluster's channels; else

@@ -22,7 +22,7 @@ pub use local::LocalConnection;
 pub use message::{Envelope, GroupReply, GroupRequest, Wire};
 
 use crate::backplane::channels::Channels;
-use crate::backplane::{Backplane, Delivery, Subscribed};
+use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
 use crate::cluster::Cluster;
 use crate::ids::NodeId;
 use crate::names::{HubKey, MAX_NAME_BYTES};
@@ -253,13 +253,7 @@ impl HubLifetimeManager {
     }
 
     fn publish_wire(&self, channel: &str, wire: &Wire) {
-        let payload = match serde_json::to_vec(wire) {
-            Ok(payload) => payload,
-            Err(error) => return tracing::error!(%error, "cannot encode backplane message"),
-        };
-        if let Err(error) = self.backplane.publish(channel, payload.into()) {
-            tracing::warn!(%error, channel, "backplane publish failed; remote nodes miss this message");
-        }
+        publish_json(self.backplane.as_ref(), channel, wire);
     }
 
     /// A message from another node.

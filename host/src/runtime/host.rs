@@ -189,10 +189,14 @@ impl CallState {
         }
         self.log_lines_left -= 1;
         let (tenant, hub, connection) = (self.hub.tenant(), self.hub.hub(), &*self.connection_id);
-        // Keep a hub from writing unbounded lines into the host's log.
-        let message = message
-            .get(..message.floor_char_boundary(4096))
-            .unwrap_or_default();
+        // Keep a hub from writing unbounded lines into the host's log, or
+        // lines of its own: line breaks and other control characters are
+        // written escaped.
+        let message = escape_controls(
+            message
+                .get(..message.floor_char_boundary(4096))
+                .unwrap_or_default(),
+        );
         match level {
             Level::Debug => tracing::debug!(tenant, hub, connection, "hub: {message}"),
             Level::Info => tracing::info!(tenant, hub, connection, "hub: {message}"),
@@ -207,5 +211,37 @@ impl CallState {
                 "hub reached its log limit for this call"
             );
         }
+    }
+}
+
+/// `text` with every control character (line breaks, carriage returns,
+/// terminal escapes) written as its Rust escape (`\n`, `\u{1b}`); other
+/// characters, non-ASCII ones included, as they are.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_controls;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_kept() {
+        assert_eq!(escape_controls("plain é 日本"), "plain é 日本");
+        assert_eq!(
+            escape_controls("a\nb\r\u{1b}[31m\t\u{7}"),
+            r"a\nb\r\u{1b}[31m\t\u{7}"
+        );
     }
 }

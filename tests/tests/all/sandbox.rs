@@ -279,3 +279,42 @@ async fn a_call_logs_exactly_the_cap_then_one_warning() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A hub's log text cannot forge lines of the host's log: line breaks and
+/// other control characters in it are written escaped, inside the hub's
+/// one line.
+#[tokio::test]
+async fn a_hub_cannot_forge_log_lines() -> anyhow::Result<()> {
+    let args = [
+        "--hub".to_owned(),
+        format!("demo/faulty={}", guest("faulty").display()),
+    ];
+    let node = Node::start(&args, &[("RUST_LOG", "info")]).await?;
+    let (mut client, id) = RawClient::connect_as(node.addr, "/demo/faulty", None).await?;
+    let forged = "2026-01-01T00:00:00.000000Z  INFO hubhost: forged-line admin key accepted";
+    let text = format!("innocent\n{forged}\r\u{1b}[31mred\u{7}");
+    client.invoke("log", "Log", json!([text])).await?;
+    let marker = format!("after the forgery {id}");
+    client.invoke("mark", "Log", json!([marker])).await?;
+    let lines = node.log_until(&marker).await?;
+    let forged_lines: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.starts_with("2026-01-01T00:00:00.000000Z"))
+        .collect();
+    assert!(
+        forged_lines.is_empty(),
+        "a line the hub forged: {forged_lines:#?}"
+    );
+    let own: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("forged-line"))
+        .collect();
+    assert_eq!(own.len(), 1, "{lines:#?}");
+    assert!(
+        own[0].contains(r"hub: innocent\n2026-01-01T00:00:00.000000Z")
+            && own[0].contains(r"\r\u{1b}[31mred\u{7}"),
+        "escaped in the hub's own line: {}",
+        own[0]
+    );
+    Ok(())
+}

@@ -98,7 +98,10 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
     let response = match sent {
         Ok(response) => response,
         Err(error) => {
-            tracing::warn!(%owner, %error, "cannot pass a request on to the connection's node");
+            // The URL holds the connection token, and maybe an access
+            // token: the log gets the node and the reason only.
+            let error = error.without_url();
+            tracing::warn!(%owner, node = base, %error, "cannot pass a request on to the connection's node");
             return unknown_connection();
         }
     };
@@ -135,7 +138,8 @@ pub(super) async fn websocket(
         path_and_query(request)
     );
     let Ok(mut upstream) = url.as_str().into_client_request() else {
-        tracing::warn!(%owner, url, "cannot relay to an invalid node URL");
+        // Not the URL: its query holds the connection token.
+        tracing::warn!(%owner, node = base, "cannot relay to an invalid node URL");
         return unknown_connection();
     };
     for name in [

@@ -420,3 +420,58 @@ async fn stopping_a_node_closes_the_websockets_it_relays() -> anyhow::Result<()>
     );
     a.stop().await
 }
+
+/// A request that cannot be passed on leaves a log line naming the node it
+/// was for, never the request's URL: the connection token and an
+/// `access_token` in it stay out of the log.
+#[tokio::test]
+async fn a_request_that_cannot_be_passed_on_logs_no_tokens() -> anyhow::Result<()> {
+    use hubhost_tests::process::Node;
+    let prefix = unique_prefix("leaks");
+    let args = |extra: &[String]| {
+        let mut args = vec![
+            "--hub".to_owned(),
+            format!("demo/chat={}", hubhost_tests::guest("chat").display()),
+            "--redis".to_owned(),
+            REDIS_URL.to_owned(),
+            "--cluster-prefix".to_owned(),
+            prefix.clone(),
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    // The owner advertises a URL nobody listens at.
+    let closed = hubhost_tests::redis_server::free_port()?;
+    let owner = Node::start(
+        &args(&[
+            "--advertise-url".to_owned(),
+            format!("http://127.0.0.1:{closed}"),
+        ]),
+        &[("RUST_LOG", "info")],
+    )
+    .await?;
+    let other = Node::start(&args(&[]), &[("RUST_LOG", "info")]).await?;
+    let negotiated = negotiate(owner.addr, HUB).await?;
+    let secret = "eyJhbGciOiJIUzI1NiJ9.secret-claims.signature";
+    let url = format!(
+        "http://{}{HUB}?id={}&access_token={secret}",
+        other.addr, negotiated.token
+    );
+    let http = reqwest::Client::new();
+    // Until the other node knows the owner, it answers 404 without trying.
+    wait_until_async(PATIENCE, || async {
+        let _ = http.get(&url).send().await;
+        other
+            .lines()
+            .iter()
+            .any(|line| line.contains("cannot pass a request on"))
+    })
+    .await?;
+    let leaks: Vec<String> = other
+        .lines()
+        .into_iter()
+        .filter(|line| line.contains(&negotiated.token) || line.contains(secret))
+        .collect();
+    assert!(leaks.is_empty(), "tokens in the log: {leaks:#?}");
+    Ok(())
+}

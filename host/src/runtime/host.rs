@@ -26,6 +26,11 @@ pub struct CallState {
     lifetime: Option<Arc<HubLifetimeManager>>,
     connection_id: Arc<str>,
     sends_left: u32,
+    /// Bytes of arguments this call has sent.
+    sent_bytes: usize,
+    /// Largest arguments of one send, and of all the call's sends.
+    max_send_bytes: usize,
+    max_sent_bytes: usize,
     log_lines_left: u32,
 }
 
@@ -37,6 +42,9 @@ impl CallState {
             lifetime: None,
             connection_id: "".into(),
             sends_left: 0,
+            sent_bytes: 0,
+            max_send_bytes: 0,
+            max_sent_bytes: 0,
             log_lines_left: 0,
         }
     }
@@ -50,6 +58,9 @@ impl CallState {
         self.lifetime = Some(lifetime.clone());
         self.connection_id = connection_id.clone();
         self.sends_left = hub_limits.max_sends_per_call;
+        self.sent_bytes = 0;
+        self.max_send_bytes = hub_limits.max_send_bytes;
+        self.max_sent_bytes = hub_limits.max_sent_bytes_per_call;
         self.log_lines_left = hub_limits.max_log_lines_per_call;
     }
 
@@ -139,6 +150,21 @@ impl clients::Host for CallState {
             Target::Groups(names) | Target::Users(names) => check_names(names)?,
             _ => {}
         }
+        if args_json.len() > self.max_send_bytes {
+            return Err(format!(
+                "this send's arguments are {} bytes, over the limit of {} bytes (hub_limits.max_send_bytes)",
+                args_json.len(),
+                self.max_send_bytes
+            ));
+        }
+        let sent = self.sent_bytes.saturating_add(args_json.len());
+        if sent > self.max_sent_bytes {
+            return Err(format!(
+                "this call reached its limit of {} bytes sent (hub_limits.max_sent_bytes_per_call)",
+                self.max_sent_bytes
+            ));
+        }
+        self.sent_bytes = sent;
         let arguments = serde_json::value::RawValue::from_string(args_json)
             .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
         if !arguments.get().starts_with('[') {

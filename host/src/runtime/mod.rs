@@ -74,9 +74,16 @@ pub struct HubLimits {
     /// Log lines one call may write; further lines are dropped.
     #[arg(skip)]
     pub max_log_lines_per_call: u32,
-    /// Size of one call's JSON result, in bytes.
+    /// Size of one call's JSON result, and of a hub's error text, in bytes.
     #[arg(skip)]
     pub max_result_bytes: usize,
+    /// Size of one send's arguments (its JSON array), in bytes.
+    #[arg(skip)]
+    pub max_send_bytes: usize,
+    /// Bytes of arguments one call may send, all its sends together: what a
+    /// call can make the host hold for its recipients.
+    #[arg(skip)]
+    pub max_sent_bytes_per_call: usize,
     /// Reuse instances between calls (the default), or instantiate afresh
     /// for every call (slower; nothing can carry over between calls).
     #[arg(skip)]
@@ -105,6 +112,8 @@ impl Default for HubLimits {
             max_sends_per_call: 1_000,
             max_log_lines_per_call: 100,
             max_result_bytes: 1 << 20,
+            max_send_bytes: 1 << 20,
+            max_sent_bytes_per_call: 16 << 20,
             reuse_instances: true,
             max_instances: 64,
             max_tables: 64,
@@ -386,7 +395,7 @@ impl HubVersion {
         })?;
         let json = match result {
             Ok(json) => json,
-            Err(error) => return Ok(Err(error)),
+            Err(error) => return Ok(Err(bounded(error, self.limits.max_result_bytes))),
         };
         if json.len() > self.limits.max_result_bytes {
             return Err(CallError::ResultTooLarge {
@@ -404,9 +413,10 @@ impl HubVersion {
         lifetime: &Arc<HubLifetimeManager>,
         caller: &CallerInfo,
     ) -> Result<Result<(), HubError>, CallError> {
-        self.call(lifetime, caller, |store, hub, caller| {
+        let result = self.call(lifetime, caller, |store, hub, caller| {
             hub.hubhost_hub_hub().call_on_connected(store, caller)
-        })
+        })?;
+        Ok(result.map_err(|error| bounded(error, self.limits.max_result_bytes)))
     }
 
     /// A client left.
@@ -420,5 +430,24 @@ impl HubVersion {
             hub.hubhost_hub_hub()
                 .call_on_disconnected(store, caller, error)
         })
+    }
+}
+
+/// A hub's error with its text cut to `limit` bytes (at a character
+/// boundary, marked with `…`): the text reaches the client and the log, and
+/// is held like a result.
+fn bounded(error: HubError, limit: usize) -> HubError {
+    let cut = |text: String| {
+        if text.len() <= limit {
+            return text;
+        }
+        let end = text.floor_char_boundary(limit.saturating_sub('…'.len_utf8()));
+        format!("{}…", &text[..end])
+    };
+    match error {
+        HubError::UnknownMethod(text) => HubError::UnknownMethod(cut(text)),
+        HubError::BadArguments(text) => HubError::BadArguments(cut(text)),
+        HubError::Unauthorized(text) => HubError::Unauthorized(cut(text)),
+        HubError::Failed(text) => HubError::Failed(cut(text)),
     }
 }

@@ -112,6 +112,58 @@ async fn every_limit_fails_one_call_with_its_name() -> anyhow::Result<()> {
     server.stop().await
 }
 
+/// A send's arguments, the bytes a call sends in all, and a hub's error
+/// text are bounded like a result: the hub hears which limit it hit.
+#[tokio::test]
+async fn sends_and_error_texts_are_bounded_in_bytes() -> anyhow::Result<()> {
+    let mut config = config();
+    config.hub_limits.max_result_bytes = 1_000;
+    config.hub_limits.max_send_bytes = 2_000;
+    config.hub_limits.max_sent_bytes_per_call = 5_000;
+    let server = TestServer::start(config).await?;
+    let (mut hostile, _) = RawClient::connect(&server, "/demo/faulty").await?;
+
+    // One send of 2,004 bytes (the payload, quoted, in an array).
+    let reply = hostile.invoke("big", "Flood", json!([1, 2_000])).await?;
+    assert_eq!(
+        error_of(&reply),
+        "this send's arguments are 2004 bytes, over the limit of 2000 bytes (hub_limits.max_send_bytes)",
+        "{reply}"
+    );
+    // Sends of 1,504 bytes: the fourth would pass 5,000 bytes.
+    let reply = hostile.invoke("many", "Flood", json!([10, 1_500])).await?;
+    assert_eq!(
+        error_of(&reply),
+        "this call reached its limit of 5000 bytes sent (hub_limits.max_sent_bytes_per_call)",
+        "{reply}"
+    );
+    let sent = hostile
+        .pending()
+        .iter()
+        .filter(|m| m["target"] == "Flood")
+        .count();
+    assert_eq!(sent, 3, "the sends within the limit arrived, no more");
+
+    // An error text of 100,000 bytes reaches the client cut to 1,000.
+    let reply = hostile
+        .invoke("error", "GiantError", json!([100_000]))
+        .await?;
+    let text = error_of(&reply);
+    assert!(
+        text.len() <= 1_000 && text.len() > 990,
+        "{} bytes",
+        text.len()
+    );
+    let tail: String = text.chars().rev().take(3).collect();
+    assert!(text.ends_with("é…"), "cut at a character, marked: {tail}");
+    assert_eq!(
+        hostile.invoke("after", "Echo", json!(["ok"])).await?["result"],
+        "ok",
+        "the connection goes on"
+    );
+    server.stop().await
+}
+
 #[tokio::test]
 async fn floods_are_cut_off() -> anyhow::Result<()> {
     let server = server().await?;

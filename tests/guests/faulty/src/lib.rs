@@ -44,6 +44,10 @@ impl hubhost_guest::Hub for Faulty {
         // below address 0, which traps as an out-of-bounds access.
         m.on("StackSmash", |_, (depth,): (u64,)| Ok(smash(depth)));
         m.on("GiantResult", |_, (size,): (usize,)| Ok("x".repeat(size)));
+        // Fails with an error text of `size` bytes.
+        m.on("GiantError", |_, (size,): (usize,)| {
+            Err::<(), _>(HubError::failed("é".repeat(size / 2)))
+        });
         // Sends `count` messages to the caller, stopping at the first refusal.
         m.on("SendFlood", |ctx, (count,): (u32,)| {
             for i in 0..count {

@@ -31,6 +31,9 @@ pub struct CallState {
     /// Largest arguments of one send, and of all the call's sends.
     max_send_bytes: usize,
     max_sent_bytes: usize,
+    /// Names one send's target may hold.
+    max_names: usize,
+    group_changes_left: u32,
     log_lines_left: u32,
 }
 
@@ -45,6 +48,8 @@ impl CallState {
             sent_bytes: 0,
             max_send_bytes: 0,
             max_sent_bytes: 0,
+            max_names: 0,
+            group_changes_left: 0,
             log_lines_left: 0,
         }
     }
@@ -61,6 +66,8 @@ impl CallState {
         self.sent_bytes = 0;
         self.max_send_bytes = hub_limits.max_send_bytes;
         self.max_sent_bytes = hub_limits.max_sent_bytes_per_call;
+        self.max_names = hub_limits.max_names_per_send;
+        self.group_changes_left = hub_limits.max_group_changes_per_call;
         self.log_lines_left = hub_limits.max_log_lines_per_call;
     }
 
@@ -80,7 +87,14 @@ impl CallState {
     /// Change a group, waiting for the owning node if it is another one.
     /// Hub calls run on blocking threads (see the connection's dispatcher),
     /// where waiting on the runtime is allowed.
-    fn change_group(&self, connection: &str, group: &str, add: bool) -> Result<(), String> {
+    fn change_group(&mut self, connection: &str, group: &str, add: bool) -> Result<(), String> {
+        if self.group_changes_left == 0 {
+            return Err(
+                "this call reached its limit of group changes (hub_limits.max_group_changes_per_call)"
+                    .into(),
+            );
+        }
+        self.group_changes_left -= 1;
         let lifetime = self.lifetime()?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| "no runtime for group changes".to_owned())?;
@@ -143,6 +157,18 @@ impl clients::Host for CallState {
             ));
         }
         let to = Target::from(to);
+        let names = match &to {
+            Target::AllExcept(ids) | Target::Connections(ids) => ids.len(),
+            Target::GroupExcept { excluded, .. } => excluded.len() + 1,
+            Target::Groups(names) | Target::Users(names) => names.len(),
+            Target::All | Target::Connection(_) | Target::Group(_) | Target::User(_) => 1,
+        };
+        if names > self.max_names {
+            return Err(format!(
+                "this send's target names {names} connections, groups or users, over the limit of {} (hub_limits.max_names_per_send)",
+                self.max_names
+            ));
+        }
         match &to {
             Target::Group(name) | Target::GroupExcept { group: name, .. } | Target::User(name) => {
                 check_names([name])?;

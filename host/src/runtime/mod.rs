@@ -84,6 +84,13 @@ pub struct HubLimits {
     /// call can make the host hold for its recipients.
     #[arg(skip)]
     pub max_sent_bytes_per_call: usize,
+    /// Connection ids, group names or user ids one send's target may name
+    /// (excluded ids included): delivery's work per send.
+    #[arg(skip)]
+    pub max_names_per_send: usize,
+    /// Group additions and removals one call may make.
+    #[arg(skip)]
+    pub max_group_changes_per_call: u32,
     /// Reuse instances between calls (the default), or instantiate afresh
     /// for every call (slower; nothing can carry over between calls).
     #[arg(skip)]
@@ -114,6 +121,8 @@ impl Default for HubLimits {
             max_result_bytes: 1 << 20,
             max_send_bytes: 1 << 20,
             max_sent_bytes_per_call: 16 << 20,
+            max_names_per_send: 1_000,
+            max_group_changes_per_call: 100,
             reuse_instances: true,
             max_instances: 64,
             max_tables: 64,

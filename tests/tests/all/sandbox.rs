@@ -164,6 +164,64 @@ async fn sends_and_error_texts_are_bounded_in_bytes() -> anyhow::Result<()> {
     server.stop().await
 }
 
+/// The names one send's target holds, and the group changes of one call,
+/// are bounded: delivery's and membership's work per call.
+#[tokio::test]
+async fn targets_and_group_changes_are_bounded_per_call() -> anyhow::Result<()> {
+    let mut config = config();
+    config.hub_limits.max_names_per_send = 3;
+    config.hub_limits.max_group_changes_per_call = 5;
+    let server = TestServer::start(config).await?;
+    let (mut hostile, id) = RawClient::connect(&server, "/demo/faulty").await?;
+    let four = json!(["a", "b", "c", "d"]);
+    for (kind, names, excluded) in [
+        ("groups", four.clone(), json!([])),
+        ("users", four.clone(), json!([])),
+        ("clients", four.clone(), json!([])),
+        ("all-except", json!([]), four.clone()),
+        ("group-except", json!(["g"]), json!(["a", "b", "c"])),
+    ] {
+        let reply = hostile
+            .invoke(kind, "Target", json!([kind, names, excluded, "x"]))
+            .await?;
+        assert_eq!(
+            error_of(&reply),
+            "this send's target names 4 connections, groups or users, over the limit of 3 (hub_limits.max_names_per_send)",
+            "{kind}: {reply}"
+        );
+    }
+    let reply = hostile
+        .invoke(
+            "three",
+            "Target",
+            json!(["groups", ["a", "b", "c"], [], "x"]),
+        )
+        .await?;
+    assert_eq!(reply["error"], Value::Null, "within the limit: {reply}");
+
+    let reply = hostile.invoke("join", "JoinMany", json!([7])).await?;
+    assert_eq!(
+        error_of(&reply),
+        "this call reached its limit of group changes (hub_limits.max_group_changes_per_call)",
+        "{reply}"
+    );
+    // The five changes made stand: the caller is in g4, not in g5.
+    for (group, member) in [("g4", true), ("g5", false)] {
+        let reply = hostile
+            .invoke(group, "Target", json!(["group", [group], [], group]))
+            .await?;
+        assert_eq!(reply["error"], Value::Null, "{reply}");
+    }
+    let got: Vec<Value> = hostile
+        .pending()
+        .iter()
+        .filter(|m| m["target"] == "Targeted")
+        .map(|m| m["arguments"][0].clone())
+        .collect();
+    assert_eq!(got, [json!("g4")], "only g4 reached {id}");
+    server.stop().await
+}
+
 #[tokio::test]
 async fn floods_are_cut_off() -> anyhow::Result<()> {
     let server = server().await?;

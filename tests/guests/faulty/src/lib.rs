@@ -44,6 +44,14 @@ impl hubhost_guest::Hub for Faulty {
         // below address 0, which traps as an out-of-bounds access.
         m.on("StackSmash", |_, (depth,): (u64,)| Ok(smash(depth)));
         m.on("GiantResult", |_, (size,): (usize,)| Ok("x".repeat(size)));
+        // Puts the caller into groups g0..g(count-1), stopping at the first
+        // refusal.
+        m.on("JoinMany", |ctx, (count,): (u32,)| {
+            for i in 0..count {
+                ctx.groups().add(ctx.connection_id(), &format!("g{i}"))?;
+            }
+            Ok(count)
+        });
         // Fails with an error text of `size` bytes.
         m.on("GiantError", |_, (size,): (usize,)| {
             Err::<(), _>(HubError::failed("é".repeat(size / 2)))

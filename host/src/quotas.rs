@@ -1,22 +1,31 @@
-//! Quotas enforced per connection and per tenant on one node: the most
-//! connections a tenant may hold, and the most messages per second one
-//! connection may send.
+//! Quotas enforced per connection, per tenant and per node: the most
+//! connections a tenant, and the node as a whole, may hold, and the most
+//! messages per second one connection may send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// A tenant is at its connection limit.
+/// A tenant, or the node, is at its connection limit.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("Tenant '{tenant}' has reached its limit of {limit} connections.")]
-pub struct ConnectionQuota {
-    pub tenant: String,
-    pub limit: usize,
+pub enum ConnectionQuota {
+    #[error("Tenant '{tenant}' has reached its limit of {limit} connections.")]
+    Tenant { tenant: String, limit: usize },
+    #[error("The server has reached its limit of {limit} connections.")]
+    Node { limit: usize },
 }
 
-/// Open connections per tenant on this node.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
+struct Open {
+    by_tenant: HashMap<String, usize>,
+    total: usize,
+}
+
+/// Open connections per tenant on this node, and in all.
+#[derive(Debug, Clone)]
 pub struct ConnectionCounts {
-    open: Arc<Mutex<HashMap<String, usize>>>,
+    open: Arc<Mutex<Open>>,
+    /// The most connections the node holds, all tenants together.
+    node_limit: usize,
 }
 
 /// One admitted connection; the count goes down when it is dropped.
@@ -29,25 +38,39 @@ pub struct Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         let mut open = self.counts.lock();
-        if let Some(count) = open.get_mut(&self.tenant) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.by_tenant.get_mut(&self.tenant) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                open.remove(&self.tenant);
+                open.by_tenant.remove(&self.tenant);
             }
         }
     }
 }
 
 impl ConnectionCounts {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+    /// Counts for a node that holds at most `node_limit` connections.
+    pub fn new(node_limit: usize) -> Self {
+        Self {
+            open: Arc::default(),
+            node_limit,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Open> {
         // Single increments and decrements: never inconsistent.
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `tenant` could open one more connection (negotiate's early answer).
-    pub fn check(&self, tenant: &str, limit: Option<usize>) -> Result<(), ConnectionQuota> {
+    fn over(&self, open: &Open, tenant: &str, limit: Option<usize>) -> Result<(), ConnectionQuota> {
+        if open.total >= self.node_limit {
+            return Err(ConnectionQuota::Node {
+                limit: self.node_limit,
+            });
+        }
+        let count = open.by_tenant.get(tenant).copied().unwrap_or(0);
         match limit {
-            Some(limit) if self.open(tenant) >= limit => Err(ConnectionQuota {
+            Some(limit) if count >= limit => Err(ConnectionQuota::Tenant {
                 tenant: tenant.to_owned(),
                 limit,
             }),
@@ -55,17 +78,18 @@ impl ConnectionCounts {
         }
     }
 
-    /// Count one more connection of `tenant`, unless that passes `limit`.
+    /// Whether `tenant` could open one more connection (negotiate's early answer).
+    pub fn check(&self, tenant: &str, limit: Option<usize>) -> Result<(), ConnectionQuota> {
+        self.over(&self.lock(), tenant, limit)
+    }
+
+    /// Count one more connection of `tenant`, unless that passes the
+    /// tenant's `limit` or the node's.
     pub fn admit(&self, tenant: &str, limit: Option<usize>) -> Result<Admission, ConnectionQuota> {
         let mut open = self.lock();
-        let count = open.entry(tenant.to_owned()).or_default();
-        if limit.is_some_and(|limit| *count >= limit) {
-            return Err(ConnectionQuota {
-                tenant: tenant.to_owned(),
-                limit: limit.unwrap_or(0),
-            });
-        }
-        *count += 1;
+        self.over(&open, tenant, limit)?;
+        open.total += 1;
+        *open.by_tenant.entry(tenant.to_owned()).or_default() += 1;
         Ok(Admission {
             counts: self.clone(),
             tenant: tenant.to_owned(),
@@ -74,7 +98,12 @@ impl ConnectionCounts {
 
     /// Open connections of `tenant`.
     pub fn open(&self, tenant: &str) -> usize {
-        self.lock().get(tenant).copied().unwrap_or(0)
+        self.lock().by_tenant.get(tenant).copied().unwrap_or(0)
+    }
+
+    /// Open connections of every tenant.
+    pub fn total(&self) -> usize {
+        self.lock().total
     }
 }
 
@@ -118,7 +147,7 @@ mod tests {
 
     #[test]
     fn counts_and_limits_connections() {
-        let counts = ConnectionCounts::default();
+        let counts = ConnectionCounts::new(100);
         let first = counts.admit("t", Some(2));
         let second = counts.admit("t", Some(2));
         assert!(first.is_ok() && second.is_ok());
@@ -134,6 +163,21 @@ mod tests {
         drop(first);
         assert_eq!(counts.open("t"), 1);
         assert!(counts.admit("t", Some(2)).is_ok());
+    }
+
+    #[test]
+    fn the_node_limit_counts_every_tenant() {
+        let counts = ConnectionCounts::new(2);
+        let a = counts.admit("a", None);
+        let b = counts.admit("b", None);
+        assert!(a.is_ok() && b.is_ok());
+        assert_eq!(
+            counts.admit("c", None).map(drop).map_err(|e| e.to_string()),
+            Err("The server has reached its limit of 2 connections.".to_owned())
+        );
+        drop(a);
+        assert_eq!(counts.total(), 1);
+        assert!(counts.admit("c", None).is_ok());
     }
 
     #[tokio::test(start_paused = true)]

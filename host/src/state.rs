@@ -127,6 +127,8 @@ impl AppState {
             lifetime.clone(),
             files,
         );
+        let tokens = Tokens::new(settings.connection.max_pending_negotiations);
+        let connection_counts = ConnectionCounts::new(settings.connection.max_connections);
         Ok(Arc::new(Self {
             operator_keys: settings
                 .admin
@@ -141,8 +143,8 @@ impl AppState {
             deployer,
             cluster,
             lifetime,
-            tokens: Tokens::default(),
-            connection_counts: ConnectionCounts::default(),
+            tokens,
+            connection_counts,
             tasks: TaskTracker::new(),
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),

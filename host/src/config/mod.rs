@@ -227,6 +227,11 @@ impl Config {
         if c.max_message_size == 0 || c.outbound_queue == 0 {
             bail!("connection.max_message_size and connection.outbound_queue must be at least 1");
         }
+        if c.max_connections == 0 || c.max_pending_negotiations == 0 {
+            bail!(
+                "connection.max_connections and connection.max_pending_negotiations must be at least 1"
+            );
+        }
         if self.admin.max_component_bytes == 0 {
             bail!("admin.max_component_bytes must be at least 1");
         }

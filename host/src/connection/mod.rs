@@ -66,6 +66,16 @@ pub struct ConnectionSettings {
     /// limit.
     #[arg(skip)]
     pub max_messages_per_second: u32,
+    /// Connections this node holds at once, every tenant together.
+    #[arg(
+        long = "max-connections",
+        env = "HUBHOST_MAX_CONNECTIONS",
+        required = false
+    )]
+    pub max_connections: usize,
+    /// Negotiated connections waiting for their transport on this node.
+    #[arg(skip)]
+    pub max_pending_negotiations: usize,
 }
 
 impl Default for ConnectionSettings {
@@ -80,6 +90,8 @@ impl Default for ConnectionSettings {
             disconnect_timeout: Duration::from_secs(15),
             poll_timeout: Duration::from_secs(90),
             max_messages_per_second: 0,
+            max_connections: 50_000,
+            max_pending_negotiations: 10_000,
         }
     }
 }

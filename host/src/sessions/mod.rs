@@ -59,26 +59,76 @@ pub enum Found {
     Http(Arc<HttpSession>),
 }
 
+/// The node has as many negotiated connections waiting for a transport as
+/// it keeps.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("The server has too many connections waiting to start; try again later.")]
+pub struct TooManyPending;
+
+#[derive(Debug, Default)]
+struct Table {
+    entries: HashMap<ConnectionToken, Entry>,
+    /// Entries still [`State::Negotiated`]: what negotiate alone can grow.
+    pending: usize,
+}
+
+impl Table {
+    fn remove(&mut self, token: &ConnectionToken) -> Option<Entry> {
+        let entry = self.entries.remove(token)?;
+        if matches!(entry.state, State::Negotiated(_)) {
+            self.pending -= 1;
+        }
+        Some(entry)
+    }
+}
+
 /// The table of tokens.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Tokens {
-    entries: Arc<Mutex<HashMap<ConnectionToken, Entry>>>,
+    table: Arc<Mutex<Table>>,
+    /// The most negotiated connections that may wait for a transport.
+    max_pending: usize,
 }
 
 impl Tokens {
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConnectionToken, Entry>> {
-        // Single inserts, updates and removes: a poisoned map is consistent.
-        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    /// A table keeping at most `max_pending` connections that were
+    /// negotiated and not yet started.
+    pub fn new(max_pending: usize) -> Self {
+        Self {
+            table: Arc::default(),
+            max_pending,
+        }
     }
 
-    /// Record a negotiated connection.
-    pub fn negotiated(&self, token: ConnectionToken, hub: HubKey, connection_id: ConnectionId) {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Single inserts, updates and removes: a poisoned table is consistent.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record a negotiated connection, unless too many wait already.
+    pub fn negotiated(
+        &self,
+        token: ConnectionToken,
+        hub: HubKey,
+        connection_id: ConnectionId,
+    ) -> Result<(), TooManyPending> {
+        let mut table = self.lock();
+        if table.pending >= self.max_pending {
+            return Err(TooManyPending);
+        }
         let entry = Entry {
             hub,
             connection_id,
             state: State::Negotiated(Instant::now()),
         };
-        self.lock().insert(token, entry);
+        table.pending += 1;
+        if let Some(old) = table.entries.insert(token, entry)
+            && matches!(old.state, State::Negotiated(_))
+        {
+            // A token is random: never seen twice, but kept exact.
+            table.pending -= 1;
+        }
+        Ok(())
     }
 
     /// Claim `token` of `hub` for a WebSocket (`session` is `None`) or for
@@ -89,8 +139,8 @@ impl Tokens {
         hub: &HubKey,
         session: Option<Arc<HttpSession>>,
     ) -> Claim {
-        let mut entries = self.lock();
-        let Some(entry) = entries.get_mut(token).filter(|e| e.hub == *hub) else {
+        let mut table = self.lock();
+        let Some(entry) = table.entries.get_mut(token).filter(|e| e.hub == *hub) else {
             return Claim::Unknown;
         };
         match &entry.state {
@@ -99,7 +149,9 @@ impl Tokens {
                     Some(session) => State::Http(session),
                     None => State::WebSocket,
                 };
-                Claim::Claimed(entry.connection_id.clone())
+                let id = entry.connection_id.clone();
+                table.pending -= 1;
+                Claim::Claimed(id)
             }
             State::WebSocket => Claim::InUse(TransportKind::WebSockets),
             State::Http(session) => Claim::InUse(session.kind()),
@@ -108,7 +160,7 @@ impl Tokens {
 
     /// What `token` of `hub` stands for.
     pub fn find(&self, token: &ConnectionToken, hub: &HubKey) -> Found {
-        match self.lock().get(token).filter(|e| e.hub == *hub) {
+        match self.lock().entries.get(token).filter(|e| e.hub == *hub) {
             None => Found::Unknown,
             Some(entry) => match &entry.state {
                 State::Negotiated(_) => Found::Negotiated,
@@ -123,22 +175,33 @@ impl Tokens {
         self.lock().remove(token);
     }
 
+    /// Connections negotiated and not yet started.
+    pub fn pending(&self) -> usize {
+        self.lock().pending
+    }
+
     /// Forget tokens negotiated longer than `max_age` ago and never claimed,
     /// and dispose of long-polling connections that nobody polled for as long
     /// (dropping them once ended). Returns how many entries went.
     pub fn expire(&self, max_age: Duration) -> usize {
-        let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|_, entry| match &entry.state {
-            State::Negotiated(at) => at.elapsed() < max_age,
+        let mut table = self.lock();
+        let before = table.entries.len();
+        let mut expired_pending = 0;
+        table.entries.retain(|_, entry| match &entry.state {
+            State::Negotiated(at) => {
+                let keep = at.elapsed() < max_age;
+                expired_pending += usize::from(!keep);
+                keep
+            }
             State::WebSocket => true,
             State::Http(session) => session.keep(max_age),
         });
-        before - entries.len()
+        table.pending -= expired_pending;
+        before - table.entries.len()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -169,10 +232,10 @@ mod tests {
 
     #[test]
     fn claims_once_and_expires() -> anyhow::Result<()> {
-        let tokens = Tokens::default();
+        let tokens = Tokens::new(100);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("tok"), hub.clone(), id.clone());
+        tokens.negotiated(tok("tok"), hub.clone(), id.clone())?;
         assert_eq!(
             tokens.claim(&tok("tok"), &HubKey::new("t", "other")?, None),
             Claim::Unknown
@@ -198,7 +261,7 @@ mod tests {
             tok("old"),
             hub.clone(),
             NodeId::random().new_connection_id(),
-        );
+        )?;
         assert_eq!(tokens.expire(Duration::ZERO), 1);
         assert!(tokens.is_empty());
         Ok(())
@@ -206,10 +269,10 @@ mod tests {
 
     #[test]
     fn http_sessions_stay_until_idle() -> anyhow::Result<()> {
-        let tokens = Tokens::default();
+        let tokens = Tokens::new(100);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("lp"), hub.clone(), id.clone());
+        tokens.negotiated(tok("lp"), hub.clone(), id.clone())?;
         let (session, _ends) = HttpSession::new(TransportKind::LongPolling);
         assert_eq!(
             tokens.claim(&tok("lp"), &hub, Some(session.clone())),
@@ -223,6 +286,30 @@ mod tests {
         assert_eq!(tokens.expire(Duration::from_secs(60)), 0);
         assert_eq!(tokens.expire(Duration::ZERO), 1, "never polled: disposed");
         assert!(session.is_disposed());
+        Ok(())
+    }
+
+    #[test]
+    fn negotiated_connections_waiting_are_bounded() -> anyhow::Result<()> {
+        let tokens = Tokens::new(2);
+        let hub = HubKey::new("t", "h")?;
+        let id = || NodeId::random().new_connection_id();
+        tokens.negotiated(tok("a"), hub.clone(), id())?;
+        tokens.negotiated(tok("b"), hub.clone(), id())?;
+        assert_eq!(
+            tokens.negotiated(tok("c"), hub.clone(), id()),
+            Err(TooManyPending)
+        );
+        assert!(matches!(
+            tokens.claim(&tok("a"), &hub, None),
+            Claim::Claimed(_)
+        ));
+        assert_eq!(tokens.pending(), 1, "a started connection waits no more");
+        tokens.negotiated(tok("c"), hub.clone(), id())?;
+        tokens.release(&tok("b"));
+        assert_eq!(tokens.expire(Duration::ZERO), 1, "c expired");
+        assert_eq!(tokens.pending(), 0);
+        assert_eq!(tokens.len(), 1, "a, started, stays");
         Ok(())
     }
 }

@@ -57,9 +57,13 @@ pub async fn negotiate(
     } else {
         ConnectionToken::version_0(&connection_id)
     };
-    state
+    if let Err(full) = state
         .tokens
-        .negotiated(token.clone(), key, connection_id.clone());
+        .negotiated(token.clone(), key.clone(), connection_id.clone())
+    {
+        tracing::warn!(hub = %key, pending = state.tokens.pending(), "negotiate refused: {full}");
+        return error(&full.to_string());
+    }
     let transports = json!([
         { "transport": "WebSockets", "transferFormats": ["Text", "Binary"] },
         { "transport": "ServerSentEvents", "transferFormats": ["Text"] },

@@ -1,9 +1,12 @@
-//! Per-tenant quotas and limits: connections per tenant, messages per second
-//! per connection, and hub limits that differ by tenant.
+//! Quotas and limits: connections per tenant and per node, connections
+//! negotiated and waiting for their transport, messages per second per
+//! connection, and hub limits that differ by tenant.
 
 use hubhost::config::HubConfig;
 use hubhost::tenants::TenantConfig;
-use hubhost_tests::{PATIENCE, RawClient, TestServer, config, guest, http, wait_until};
+use hubhost_tests::{
+    PATIENCE, RawClient, TestServer, config, guest, http, negotiate_as, wait_until,
+};
 use serde_json::{Value, json};
 
 async fn server() -> anyhow::Result<TestServer> {
@@ -67,6 +70,59 @@ async fn a_tenant_at_its_connection_limit_is_refused_clearly() -> anyhow::Result
     wait_until(PATIENCE, move || counts.open("small") == 1).await?;
     assert!(RawClient::connect(&server, "/small/chat").await.is_ok());
     assert_eq!(http(server.addr, "GET", "/healthz").await?.0, 200);
+    server.stop().await
+}
+
+/// Negotiate's answer, as JSON.
+async fn negotiate_json(server: &TestServer, hub: &str) -> anyhow::Result<Value> {
+    let (status, body) = negotiate_as(server.addr, hub, None).await?;
+    anyhow::ensure!(status == 200, "negotiate answered {status}: {body}");
+    Ok(serde_json::from_str(&body)?)
+}
+
+#[tokio::test]
+async fn a_node_at_its_connection_limit_refuses_every_tenant() -> anyhow::Result<()> {
+    let mut config = config();
+    config.connection.max_connections = 2;
+    let server = TestServer::start(config).await?;
+    let (first, _) = RawClient::connect(&server, "/demo/chat").await?;
+    let (_second, _) = RawClient::connect(&server, "/demo/faulty").await?;
+    let refused = negotiate_json(&server, "/demo/chat").await?;
+    assert_eq!(
+        refused["error"], "The server has reached its limit of 2 connections.",
+        "{refused}"
+    );
+    let refused = RawClient::open(server.addr, "/demo/chat").await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("429")));
+    // A connection that leaves makes room.
+    let mut first = first;
+    first.send(json!({"type": 7})).await?;
+    first.drain().await;
+    let counts = server.state.connection_counts.clone();
+    wait_until(PATIENCE, move || counts.total() == 1).await?;
+    assert!(RawClient::connect(&server, "/demo/chat").await.is_ok());
+    server.stop().await
+}
+
+#[tokio::test]
+async fn connections_waiting_for_their_transport_are_bounded() -> anyhow::Result<()> {
+    let mut config = config();
+    config.connection.max_pending_negotiations = 2;
+    let server = TestServer::start(config).await?;
+    let first = negotiate_json(&server, "/demo/chat").await?;
+    negotiate_json(&server, "/demo/chat").await?;
+    let refused = negotiate_json(&server, "/demo/chat").await?;
+    assert_eq!(
+        refused["error"], "The server has too many connections waiting to start; try again later.",
+        "{refused}"
+    );
+    // Starting one makes room.
+    let token = first["connectionToken"].as_str().unwrap_or_default();
+    let _started = RawClient::open(server.addr, &format!("/demo/chat?id={token}")).await?;
+    let tokens = server.state.tokens.clone();
+    wait_until(PATIENCE, move || tokens.pending() == 1).await?;
+    let again = negotiate_json(&server, "/demo/chat").await?;
+    assert!(again["connectionToken"].is_string(), "{again}");
     server.stop().await
 }
 

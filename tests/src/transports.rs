@@ -161,6 +161,7 @@ impl LongPoll {
     /// request handler that found it, for as long as that handler runs; so
     /// the handlers holding it are its references but the table's (and the
     /// one taken here to count them).
+    /// (An anonymous connection: the token is looked up as no user's.)
     pub fn requests_on(&self, owner: &AppState) -> anyhow::Result<Option<usize>> {
         let (hub_path, token) = self
             .hub_and_token
@@ -172,7 +173,7 @@ impl LongPoll {
             .context("hub path is /TENANT/HUB")?;
         let key = HubKey::new(tenant, hub)?;
         let token = ConnectionToken::from_client(token.clone());
-        Ok(match owner.tokens.find(&token, &key) {
+        Ok(match owner.tokens.find(&token, &key, None) {
             Found::Http(session) => Some(std::sync::Arc::strong_count(&session) - 2),
             _ => None,
         })

@@ -76,6 +76,11 @@ pub struct ConnectionSettings {
     /// Negotiated connections waiting for their transport on this node.
     #[arg(skip)]
     pub max_pending_negotiations: usize,
+    /// Answer negotiate version 0 (clients older than ASP.NET Core 3.0),
+    /// whose connection token is the connection id: anyone who learns the
+    /// id could use the connection, so it is refused unless allowed here.
+    #[arg(skip)]
+    pub allow_negotiate_v0: bool,
 }
 
 impl Default for ConnectionSettings {
@@ -92,6 +97,7 @@ impl Default for ConnectionSettings {
             max_messages_per_second: 0,
             max_connections: 50_000,
             max_pending_negotiations: 10_000,
+            allow_negotiate_v0: false,
         }
     }
 }

@@ -34,6 +34,9 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     hub: HubKey,
+    /// The user who negotiated it (the token's `sub`): every later request
+    /// must be theirs, as in ASP.NET Core.
+    user: Option<Arc<str>>,
     connection_id: ConnectionId,
     state: State,
 }
@@ -47,12 +50,16 @@ pub enum Claim {
     Unknown,
     /// A transport of this kind holds it.
     InUse(TransportKind),
+    /// Another user negotiated it.
+    Forbidden,
 }
 
 /// What a token stands for, to the requests after the first.
 #[derive(Debug)]
 pub enum Found {
     Unknown,
+    /// Another user negotiated it.
+    Forbidden,
     /// Negotiated, not started.
     Negotiated,
     WebSocket,
@@ -110,6 +117,7 @@ impl Tokens {
         &self,
         token: ConnectionToken,
         hub: HubKey,
+        user: Option<Arc<str>>,
         connection_id: ConnectionId,
     ) -> Result<(), TooManyPending> {
         let mut table = self.lock();
@@ -118,6 +126,7 @@ impl Tokens {
         }
         let entry = Entry {
             hub,
+            user,
             connection_id,
             state: State::Negotiated(Instant::now()),
         };
@@ -137,12 +146,16 @@ impl Tokens {
         &self,
         token: &ConnectionToken,
         hub: &HubKey,
+        user: Option<&str>,
         session: Option<Arc<HttpSession>>,
     ) -> Claim {
         let mut table = self.lock();
         let Some(entry) = table.entries.get_mut(token).filter(|e| e.hub == *hub) else {
             return Claim::Unknown;
         };
+        if entry.user.as_deref() != user {
+            return Claim::Forbidden;
+        }
         match &entry.state {
             State::Negotiated(_) => {
                 entry.state = match session {
@@ -159,9 +172,10 @@ impl Tokens {
     }
 
     /// What `token` of `hub` stands for.
-    pub fn find(&self, token: &ConnectionToken, hub: &HubKey) -> Found {
+    pub fn find(&self, token: &ConnectionToken, hub: &HubKey, user: Option<&str>) -> Found {
         match self.lock().entries.get(token).filter(|e| e.hub == *hub) {
             None => Found::Unknown,
+            Some(entry) if entry.user.as_deref() != user => Found::Forbidden,
             Some(entry) => match &entry.state {
                 State::Negotiated(_) => Found::Negotiated,
                 State::WebSocket => Found::WebSocket,
@@ -235,31 +249,38 @@ mod tests {
         let tokens = Tokens::new(100);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("tok"), hub.clone(), id.clone())?;
+        tokens.negotiated(tok("tok"), hub.clone(), None, id.clone())?;
         assert_eq!(
-            tokens.claim(&tok("tok"), &HubKey::new("t", "other")?, None),
+            tokens.claim(&tok("tok"), &HubKey::new("t", "other")?, None, None),
             Claim::Unknown
         );
-        assert!(matches!(tokens.find(&tok("tok"), &hub), Found::Negotiated));
+        assert!(matches!(
+            tokens.find(&tok("tok"), &hub, None),
+            Found::Negotiated
+        ));
         assert_eq!(
-            tokens.claim(&tok("tok"), &hub, None),
+            tokens.claim(&tok("tok"), &hub, None, None),
             Claim::Claimed(id.clone())
         );
         assert_eq!(
-            tokens.claim(&tok("tok"), &hub, None),
+            tokens.claim(&tok("tok"), &hub, None, None),
             Claim::InUse(TransportKind::WebSockets)
         );
-        assert!(matches!(tokens.find(&tok("tok"), &hub), Found::WebSocket));
+        assert!(matches!(
+            tokens.find(&tok("tok"), &hub, None),
+            Found::WebSocket
+        ));
         assert_eq!(
             tokens.expire(Duration::ZERO),
             0,
             "claimed tokens do not expire"
         );
         tokens.release(&tok("tok"));
-        assert_eq!(tokens.claim(&tok("tok"), &hub, None), Claim::Unknown);
+        assert_eq!(tokens.claim(&tok("tok"), &hub, None, None), Claim::Unknown);
         tokens.negotiated(
             tok("old"),
             hub.clone(),
+            None,
             NodeId::random().new_connection_id(),
         )?;
         assert_eq!(tokens.expire(Duration::ZERO), 1);
@@ -272,17 +293,20 @@ mod tests {
         let tokens = Tokens::new(100);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("lp"), hub.clone(), id.clone())?;
+        tokens.negotiated(tok("lp"), hub.clone(), None, id.clone())?;
         let (session, _ends) = HttpSession::new(TransportKind::LongPolling);
         assert_eq!(
-            tokens.claim(&tok("lp"), &hub, Some(session.clone())),
+            tokens.claim(&tok("lp"), &hub, None, Some(session.clone())),
             Claim::Claimed(id.clone())
         );
         assert_eq!(
-            tokens.claim(&tok("lp"), &hub, None),
+            tokens.claim(&tok("lp"), &hub, None, None),
             Claim::InUse(TransportKind::LongPolling)
         );
-        assert!(matches!(tokens.find(&tok("lp"), &hub), Found::Http(_)));
+        assert!(matches!(
+            tokens.find(&tok("lp"), &hub, None),
+            Found::Http(_)
+        ));
         assert_eq!(tokens.expire(Duration::from_secs(60)), 0);
         assert_eq!(tokens.expire(Duration::ZERO), 1, "never polled: disposed");
         assert!(session.is_disposed());
@@ -294,22 +318,51 @@ mod tests {
         let tokens = Tokens::new(2);
         let hub = HubKey::new("t", "h")?;
         let id = || NodeId::random().new_connection_id();
-        tokens.negotiated(tok("a"), hub.clone(), id())?;
-        tokens.negotiated(tok("b"), hub.clone(), id())?;
+        tokens.negotiated(tok("a"), hub.clone(), None, id())?;
+        tokens.negotiated(tok("b"), hub.clone(), None, id())?;
         assert_eq!(
-            tokens.negotiated(tok("c"), hub.clone(), id()),
+            tokens.negotiated(tok("c"), hub.clone(), None, id()),
             Err(TooManyPending)
         );
         assert!(matches!(
-            tokens.claim(&tok("a"), &hub, None),
+            tokens.claim(&tok("a"), &hub, None, None),
             Claim::Claimed(_)
         ));
         assert_eq!(tokens.pending(), 1, "a started connection waits no more");
-        tokens.negotiated(tok("c"), hub.clone(), id())?;
+        tokens.negotiated(tok("c"), hub.clone(), None, id())?;
         tokens.release(&tok("b"));
         assert_eq!(tokens.expire(Duration::ZERO), 1, "c expired");
         assert_eq!(tokens.pending(), 0);
         assert_eq!(tokens.len(), 1, "a, started, stays");
+        Ok(())
+    }
+
+    #[test]
+    fn only_the_negotiating_user_may_use_a_token() -> anyhow::Result<()> {
+        let tokens = Tokens::new(10);
+        let hub = HubKey::new("t", "h")?;
+        let id = NodeId::random().new_connection_id();
+        tokens.negotiated(tok("ann"), hub.clone(), Some("ann".into()), id.clone())?;
+        assert!(matches!(
+            tokens.find(&tok("ann"), &hub, Some("bob")),
+            Found::Forbidden
+        ));
+        assert!(matches!(
+            tokens.find(&tok("ann"), &hub, None),
+            Found::Forbidden
+        ));
+        assert_eq!(
+            tokens.claim(&tok("ann"), &hub, None, None),
+            Claim::Forbidden
+        );
+        assert_eq!(
+            tokens.claim(&tok("ann"), &hub, Some("ann"), None),
+            Claim::Claimed(id)
+        );
+        assert!(matches!(
+            tokens.find(&tok("ann"), &hub, Some("bob")),
+            Found::Forbidden
+        ));
         Ok(())
     }
 }

@@ -7,7 +7,7 @@
 //! took over or the connection is over (stop). A connection nobody polls for
 //! the disconnect timeout is disposed of (see [`crate::sessions`]).
 
-use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
+use super::{HubRequest, admit, forbidden, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;
 use crate::connection::serve;
 use crate::ids::ConnectionToken;
@@ -25,8 +25,9 @@ pub(super) async fn poll(state: Arc<AppState>, request: HubRequest) -> Response 
         Ok(token) => token.clone(),
         Err(response) => return response,
     };
-    let session = match state.tokens.find(&token, &request.key) {
+    let session = match state.tokens.find(&token, &request.key, request.user()) {
         Found::Unknown => return forward::http(&state, &request, Bytes::new()).await,
+        Found::Forbidden => return forbidden(),
         Found::Negotiated => return start(state, request, token),
         Found::WebSocket => return transport_changed(),
         Found::Http(session) if session.kind() != TransportKind::LongPolling => {
@@ -49,13 +50,18 @@ pub(super) async fn poll(state: Arc<AppState>, request: HubRequest) -> Response 
 /// The first poll: start the connection and answer at once.
 fn start(state: Arc<AppState>, request: HubRequest, token: ConnectionToken) -> Response {
     let (session, ends) = HttpSession::new(TransportKind::LongPolling);
-    let connection_id = match state.tokens.claim(&token, &request.key, Some(session)) {
-        Claim::Claimed(id) => id,
-        // Another request claimed it in between.
-        Claim::Unknown => return unknown_connection(),
-        Claim::InUse(TransportKind::LongPolling) => return reply(StatusCode::OK, Bytes::new()),
-        Claim::InUse(_) => return transport_changed(),
-    };
+    let connection_id =
+        match state
+            .tokens
+            .claim(&token, &request.key, request.user(), Some(session))
+        {
+            Claim::Claimed(id) => id,
+            Claim::Forbidden => return forbidden(),
+            // Another request claimed it in between.
+            Claim::Unknown => return unknown_connection(),
+            Claim::InUse(TransportKind::LongPolling) => return reply(StatusCode::OK, Bytes::new()),
+            Claim::InUse(_) => return transport_changed(),
+        };
     let (ctx, admission, span) =
         match admit(&state, request, connection_id, TransportKind::LongPolling) {
             Ok(admitted) => admitted,
@@ -104,8 +110,9 @@ pub async fn delete(State(state): State<Arc<AppState>>, request: HubRequest) -> 
         Ok(token) => token,
         Err(response) => return response,
     };
-    match state.tokens.find(token, &request.key) {
+    match state.tokens.find(token, &request.key, request.user()) {
         Found::Unknown => forward::http(&state, &request, Bytes::new()).await,
+        Found::Forbidden => forbidden(),
         Found::Http(session) if session.kind() == TransportKind::LongPolling => {
             session.dispose();
             (StatusCode::ACCEPTED, "").into_response()

@@ -158,6 +158,18 @@ impl HubRequest {
     }
 }
 
+/// 403: another user negotiated the connection (as ASP.NET Core answers).
+fn forbidden() -> Response {
+    StatusCode::FORBIDDEN.into_response()
+}
+
+impl HubRequest {
+    /// The user the request is authenticated as, if any.
+    fn user(&self) -> Option<&str> {
+        self.identity.user_id.as_deref()
+    }
+}
+
 /// 404: the connection does not exist (any more).
 fn unknown_connection() -> Response {
     (StatusCode::NOT_FOUND, "No Connection with that ID").into_response()

@@ -28,9 +28,10 @@ pub async fn negotiate(
         Ok(found) => found,
         Err(missing) => return missing.into_response(),
     };
-    if let Err(unauthorized) = authenticate(&state, key.tenant(), &headers, &query) {
-        return unauthorized.into_response();
-    }
+    let identity = match authenticate(&state, key.tenant(), &headers, &query) {
+        Ok(identity) => identity,
+        Err(unauthorized) => return unauthorized.into_response(),
+    };
     let version = match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
         None => 0,
         Some(Err(_)) => return error("The client requested a non-integer protocol version."),
@@ -41,6 +42,13 @@ pub async fn negotiate(
         }
         Some(Ok(v)) => v.min(MAX_NEGOTIATE_VERSION),
     };
+    if version == 0 && !state.settings.connection.allow_negotiate_v0 {
+        // Version 0 makes the connection id, which other clients learn, the
+        // token: whoever knows it could poll and post as this client.
+        return error(
+            "Negotiate version 0 is not allowed on this server; use a client that sends negotiateVersion=1 (any official client since ASP.NET Core 3.0).",
+        );
+    }
     let tenants = state.tenants.current();
     let tenant = tenants.get(key.tenant());
     if let Err(quota) = state
@@ -57,10 +65,12 @@ pub async fn negotiate(
     } else {
         ConnectionToken::version_0(&connection_id)
     };
-    if let Err(full) = state
-        .tokens
-        .negotiated(token.clone(), key.clone(), connection_id.clone())
-    {
+    if let Err(full) = state.tokens.negotiated(
+        token.clone(),
+        key.clone(),
+        identity.user_id,
+        connection_id.clone(),
+    ) {
         tracing::warn!(hub = %key, pending = state.tokens.pending(), "negotiate refused: {full}");
         return error(&full.to_string());
     }

@@ -1,7 +1,7 @@
 //! Server-Sent Events (`GET` with `Accept: text/event-stream`), and the
 //! `POST` that carries client messages for both SSE and long polling.
 
-use super::{HubRequest, admit, forward, transport_changed, unknown_connection};
+use super::{HubRequest, admit, forbidden, forward, transport_changed, unknown_connection};
 use crate::connection::io::TransportKind;
 use crate::connection::serve;
 use crate::sessions::{Claim, Found, HttpSession, TokenGuard};
@@ -21,17 +21,19 @@ pub(super) async fn connect(state: Arc<AppState>, request: HubRequest) -> Respon
         Err(response) => return response,
     };
     let (session, ends) = HttpSession::new(TransportKind::ServerSentEvents);
-    let connection_id = match state
-        .tokens
-        .claim(&token, &request.key, Some(session.clone()))
-    {
-        Claim::Claimed(id) => id,
-        Claim::Unknown => return forward::http(&state, &request, Bytes::new()).await,
-        Claim::InUse(TransportKind::ServerSentEvents) => {
-            return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
-        }
-        Claim::InUse(_) => return transport_changed(),
-    };
+    let connection_id =
+        match state
+            .tokens
+            .claim(&token, &request.key, request.user(), Some(session.clone()))
+        {
+            Claim::Claimed(id) => id,
+            Claim::Forbidden => return forbidden(),
+            Claim::Unknown => return forward::http(&state, &request, Bytes::new()).await,
+            Claim::InUse(TransportKind::ServerSentEvents) => {
+                return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
+            }
+            Claim::InUse(_) => return transport_changed(),
+        };
     let guard = TokenGuard {
         tokens: state.tokens.clone(),
         token,
@@ -127,8 +129,9 @@ pub async fn post(State(state): State<Arc<AppState>>, request: HubRequest, body:
             return (StatusCode::BAD_REQUEST, "Unable to read the request body").into_response();
         }
     };
-    match state.tokens.find(token, &request.key) {
+    match state.tokens.find(token, &request.key, request.user()) {
         Found::Unknown => forward::http(&state, &request, body).await,
+        Found::Forbidden => forbidden(),
         Found::Negotiated => unknown_connection(),
         Found::WebSocket => (
             StatusCode::METHOD_NOT_ALLOWED,

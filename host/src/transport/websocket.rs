@@ -1,6 +1,6 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]` with an upgrade: the WebSocket transport.
 
-use super::{HubRequest, admit, forward, transport_changed};
+use super::{HubRequest, admit, forbidden, forward, transport_changed};
 use crate::connection::io::{Inbound, Outlet, TransportKind};
 use crate::connection::serve;
 use crate::sessions::{Claim, TokenGuard};
@@ -23,8 +23,12 @@ pub(super) async fn connect(
     let (connection_id, token) = match request.token.clone() {
         // skipNegotiation: the connection is created on the spot.
         None => (state.cluster.node().new_connection_id(), None),
-        Some(token) => match state.tokens.claim(&token, &request.key, None) {
+        Some(token) => match state
+            .tokens
+            .claim(&token, &request.key, request.user(), None)
+        {
             Claim::Claimed(id) => (id, Some(token)),
+            Claim::Forbidden => return forbidden(),
             Claim::Unknown => return forward::websocket(&state, &request, upgrade).await,
             Claim::InUse(TransportKind::WebSockets) => {
                 return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();

@@ -68,6 +68,57 @@ async fn negotiate(server: &TestServer, path: &str, token: Option<&str>) -> anyh
     Ok(negotiate_as(server.addr, path, token).await?.0)
 }
 
+/// A connection token is the negotiating user's: another user, however
+/// authenticated, gets 403 from every transport, and the owner gets in.
+#[tokio::test]
+async fn a_connection_token_works_only_for_the_user_who_negotiated_it() -> anyhow::Result<()> {
+    use hubhost_tests::transports::LongPoll;
+    let mut config = config();
+    serve(&mut config, "acme", hs256(ACME_SECRET));
+    let server = TestServer::start(config).await?;
+    let ann = jwt(ACME_SECRET, "ann", 300)?;
+    let bob = jwt(ACME_SECRET, "bob", 300)?;
+    let token_of = |body: String| -> anyhow::Result<String> {
+        let body: serde_json::Value = serde_json::from_str(&body)?;
+        Ok(body["connectionToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    };
+    // A WebSocket.
+    let token = token_of(negotiate_as(server.addr, "/acme/chat", Some(&ann)).await?.1)?;
+    let as_bob = RawClient::open(
+        server.addr,
+        &format!("/acme/chat?id={token}&access_token={bob}"),
+    )
+    .await;
+    let error = as_bob.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(error.contains("403"), "{error}");
+    RawClient::open(
+        server.addr,
+        &format!("/acme/chat?id={token}&access_token={ann}"),
+    )
+    .await?;
+    // Long polling: the first poll, and the requests after it.
+    let token = token_of(negotiate_as(server.addr, "/acme/chat", Some(&ann)).await?.1)?;
+    let with = |user: &str| format!("{token}&access_token={user}");
+    assert_eq!(
+        LongPoll::new(server.addr, "/acme/chat", &with(&bob))
+            .poll()
+            .await?
+            .status,
+        403
+    );
+    let owner = LongPoll::new(server.addr, "/acme/chat", &with(&ann));
+    assert_eq!(owner.poll().await?.status, 200, "the first poll starts it");
+    let intruder = LongPoll::new(server.addr, "/acme/chat", &with(&bob));
+    assert_eq!(intruder.poll().await?.status, 403);
+    assert_eq!(intruder.post(b"{}\x1e".to_vec()).await?.status, 403);
+    assert_eq!(intruder.delete().await?.status, 403);
+    assert_eq!(owner.delete().await?.status, 202, "still the owner's");
+    server.stop().await
+}
+
 #[tokio::test]
 async fn tokens_are_checked_at_negotiate_and_at_the_websocket() -> anyhow::Result<()> {
     let dir = temp_dir("auth")?;

@@ -148,7 +148,25 @@ async fn negotiate_follows_the_spec() -> anyhow::Result<()> {
     );
     assert!(body.get("ProtocolVersion").is_none());
 
-    // Version 0: no token; the id is what the transport uses. Higher: clamped to 1.
+    // Version 0 is refused unless the operator allows it: its token is the
+    // connection id, which other clients learn.
+    let (status, refused) = server.negotiate("/demo/chat", "").await?;
+    let refused: Value = serde_json::from_str(&refused)?;
+    assert_eq!(status, 200);
+    assert!(
+        refused["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Negotiate version 0 is not allowed on this server")),
+        "{refused}"
+    );
+    assert!(refused.get("connectionId").is_none(), "{refused}");
+    let server = {
+        let mut config = config();
+        config.connection.allow_negotiate_v0 = true;
+        TestServer::start(config).await?
+    };
+    // Allowed, version 0: no token; the id is what the transport uses.
+    // Higher: clamped to 1.
     let (_, v0) = server.negotiate("/demo/chat", "").await?;
     let v0: Value = serde_json::from_str(&v0)?;
     assert_eq!(v0["negotiateVersion"], 0);

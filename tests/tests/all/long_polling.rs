@@ -268,7 +268,9 @@ async fn messagepack_over_long_polling() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn negotiate_version_0_polls_with_the_connection_id() -> anyhow::Result<()> {
-    let server = server().await?;
+    let mut config = config_with(5_000, 15_000);
+    config.connection.allow_negotiate_v0 = true;
+    let server = TestServer::start(config).await?;
     let (status, body) = server.negotiate(HUB, "").await?;
     assert_eq!(status, 200);
     let body: Value = serde_json::from_str(&body)?;

@@ -138,12 +138,15 @@ impl HubConnections {
         };
         match target {
             Target::All => self.connections.values().map(|e| &e.connection).collect(),
-            Target::AllExcept(excluded) => self
-                .connections
-                .values()
-                .filter(|e| !excluded.iter().any(|x| x.as_str() == &*e.connection.id))
-                .map(|e| &e.connection)
-                .collect(),
+            Target::AllExcept(excluded) => {
+                // A set: the cost is connections + excluded ids, not their product.
+                let excluded: HashSet<&str> = excluded.iter().map(String::as_str).collect();
+                self.connections
+                    .values()
+                    .filter(|e| !excluded.contains(&*e.connection.id))
+                    .map(|e| &e.connection)
+                    .collect()
+            }
             Target::Connection(id) => by_id(id).into_iter().collect(),
             Target::Connections(ids) => {
                 let mut seen = HashSet::new();
@@ -153,10 +156,13 @@ impl HubConnections {
                     .collect()
             }
             Target::Group(group) => members(group).filter_map(|id| by_id(id)).collect(),
-            Target::GroupExcept { group, excluded } => members(group)
-                .filter(|id| !excluded.iter().any(|x| x.as_str() == &***id))
-                .filter_map(|id| by_id(id))
-                .collect(),
+            Target::GroupExcept { group, excluded } => {
+                let excluded: HashSet<&str> = excluded.iter().map(String::as_str).collect();
+                members(group)
+                    .filter(|id| !excluded.contains(&***id))
+                    .filter_map(|id| by_id(id))
+                    .collect()
+            }
             Target::Groups(groups) => unique(&mut groups.iter().flat_map(|g| members(g))),
             Target::User(user) => of_user(user).filter_map(|id| by_id(id)).collect(),
             Target::Users(users) => unique(&mut users.iter().flat_map(|u| of_user(u))),

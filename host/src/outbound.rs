@@ -12,6 +12,7 @@
 use crate::protocol::Protocol;
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, watch};
 
@@ -34,55 +35,132 @@ pub struct CloseRequest {
     pub allow_reconnect: bool,
 }
 
+impl Frame {
+    /// The bytes this frame will take on the wire, about: what it makes
+    /// the connection hold while it waits.
+    pub fn size(&self) -> usize {
+        match self {
+            // The arguments as they are, the target, and the framing.
+            Frame::Message(message) => message.arguments.get().len() + message.target.len() + 32,
+            Frame::Own(bytes) => bytes.len(),
+        }
+    }
+}
+
 /// The sending half, cloned into the lifetime manager.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     frames: mpsc::Sender<Frame>,
     close: Arc<watch::Sender<Option<CloseRequest>>>,
+    /// Bytes of the frames waiting (see [`Frame::size`]).
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
 }
 
 /// The receiving half, owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    pub frames: mpsc::Receiver<Frame>,
+    pub frames: Frames,
     pub close: watch::Receiver<Option<CloseRequest>>,
 }
 
-/// A queue of at most `capacity` frames.
-pub fn channel(capacity: usize) -> (Outbound, OutboundReceiver) {
+/// The queued frames, taken in order; taking one frees its bytes.
+#[derive(Debug)]
+pub struct Frames {
+    rx: mpsc::Receiver<Frame>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A queue of at most `capacity` frames and `max_bytes` bytes.
+pub fn channel(capacity: usize, max_bytes: usize) -> (Outbound, OutboundReceiver) {
     let (frames_tx, frames_rx) = mpsc::channel(capacity.max(1));
     let (close_tx, close_rx) = watch::channel(None);
+    let queued = Arc::new(AtomicUsize::new(0));
     (
         Outbound {
             frames: frames_tx,
             close: Arc::new(close_tx),
+            queued: queued.clone(),
+            max_bytes,
         },
         OutboundReceiver {
-            frames: frames_rx,
+            frames: Frames {
+                rx: frames_rx,
+                queued,
+            },
             close: close_rx,
         },
     )
+}
+
+impl Frames {
+    /// The next frame, waiting for one; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Frame> {
+        let frame = self.rx.recv().await?;
+        self.queued.fetch_sub(frame.size(), Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// The next frame if one is waiting.
+    pub fn try_recv(&mut self) -> Option<Frame> {
+        let frame = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(frame.size(), Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// Whether no frame is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+
+    /// Bytes of the frames waiting.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 impl Outbound {
     /// Queue `frame`. A full queue closes the connection (the client is too
     /// slow) and returns false; so does a connection that is already gone.
     pub fn push(&self, frame: Frame) -> bool {
+        let size = frame.size();
+        let before = self.queued.fetch_add(size, Ordering::Relaxed);
+        if before.saturating_add(size) > self.max_bytes {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            tracing::info!(
+                queued = before,
+                size,
+                limit = self.max_bytes,
+                "client too slow: its queue is over its byte limit"
+            );
+            self.too_slow();
+            return false;
+        }
         match self.frames.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseRequest {
-                    error: Some(
-                        "Connection closed with an error. The client did not read its messages \
-                         fast enough."
-                            .into(),
-                    ),
-                    allow_reconnect: true,
-                });
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                self.too_slow();
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                false
+            }
         }
+    }
+
+    /// Close: the client does not keep up (its queue is full of frames, or
+    /// of bytes).
+    fn too_slow(&self) {
+        self.close(CloseRequest {
+            error: Some(
+                "Connection closed with an error. The client did not read its messages \
+                 fast enough."
+                    .into(),
+            ),
+            allow_reconnect: true,
+        });
     }
 
     /// Ask the connection to close. The first request wins; later ones are
@@ -142,8 +220,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_queue_over_its_bytes_closes_with_a_reason() {
+        let (out, mut rx) = channel(100, 10);
+        assert!(out.push(Frame::Own(Bytes::from_static(b"123456"))));
+        assert!(out.push(Frame::Own(Bytes::from_static(b"7890"))));
+        assert_eq!(rx.frames.queued_bytes(), 10);
+        assert!(!out.push(Frame::Own(Bytes::from_static(b"x"))), "11 bytes");
+        let request = rx.close.borrow_and_update().clone();
+        assert!(request.is_some_and(|r| r.error.is_some_and(|e| e.contains("fast enough"))));
+        assert!(rx.frames.try_recv().is_some());
+        assert_eq!(rx.frames.queued_bytes(), 4, "what the writer took is freed");
+    }
+
+    #[test]
     fn full_queue_closes_with_a_reason() {
-        let (out, mut rx) = channel(1);
+        let (out, mut rx) = channel(1, 1 << 20);
         assert!(out.push(Frame::Own(Bytes::from_static(b"a"))));
         assert!(!out.push(Frame::Own(Bytes::from_static(b"b"))));
         let request = rx.close.borrow_and_update().clone();
@@ -159,7 +250,7 @@ mod tests {
                 .as_ref()
                 .is_some_and(|r| r.allow_reconnect)
         );
-        assert!(matches!(rx.frames.try_recv(), Ok(Frame::Own(_))));
+        assert!(matches!(rx.frames.try_recv(), Some(Frame::Own(_))));
     }
 
     #[test]

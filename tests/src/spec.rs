@@ -69,7 +69,7 @@ impl Cluster {
         user: Option<&str>,
     ) -> String {
         let id = self.members[node].node().new_connection_id().to_string();
-        let (tx, rx) = outbound::channel(1024);
+        let (tx, rx) = outbound::channel(1024, 64 << 20);
         let local = LocalConnection {
             id: id.as_str().into(),
             user_id: user.map(Into::into),
@@ -138,7 +138,7 @@ impl Cluster {
         }
         for conn in self.conns.iter_mut().filter(|c| c.hub != self.chat) {
             anyhow::ensure!(
-                conn.rx.frames.try_recv().is_err(),
+                conn.rx.frames.try_recv().is_none(),
                 "{} of another hub got a message",
                 conn.name
             );

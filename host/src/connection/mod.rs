@@ -48,6 +48,10 @@ pub struct ConnectionSettings {
     /// Frames that may wait for a slow client before it is closed.
     #[arg(skip)]
     pub outbound_queue: usize,
+    /// Bytes that may wait for a slow client before it is closed: what one
+    /// connection can make the node hold.
+    #[arg(skip)]
+    pub max_queued_bytes: usize,
     /// Longest a single write may take before the connection is dropped.
     #[arg(skip)]
     #[serde(rename = "send_timeout_ms", with = "crate::millis::positive")]
@@ -91,6 +95,7 @@ impl Default for ConnectionSettings {
             client_timeout: Duration::from_secs(30),
             max_message_size: 32 * 1024,
             outbound_queue: 1024,
+            max_queued_bytes: 4 << 20,
             send_timeout: Duration::from_secs(10),
             disconnect_timeout: Duration::from_secs(15),
             poll_timeout: Duration::from_secs(90),
@@ -135,7 +140,8 @@ pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionCont
         return;
     };
 
-    let (outbound, receiver) = outbound::channel(ctx.limits.outbound_queue);
+    let (outbound, receiver) =
+        outbound::channel(ctx.limits.outbound_queue, ctx.limits.max_queued_bytes);
     let subscribed = ctx.lifetime.add_connection(
         &ctx.hub,
         LocalConnection {

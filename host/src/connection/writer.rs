@@ -84,7 +84,7 @@ fn batch(first: Frame, rx: &mut OutboundReceiver, protocol: Protocol) -> Bytes {
     let mut out = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
     out.extend_from_slice(&first);
     while out.len() < MAX_BATCH_BYTES {
-        let Ok(frame) = rx.frames.try_recv() else {
+        let Some(frame) = rx.frames.try_recv() else {
             break;
         };
         out.extend_from_slice(&bytes_of(frame, protocol));

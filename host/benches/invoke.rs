@@ -9,7 +9,7 @@
 //! the component boundary twice. Run with `make bench`.
 
 use hubhost::backplane::memory::MemoryBackplane;
-use hubhost::cluster::Cluster;
+use hubhost::cluster::{Cluster, PeerUrls};
 use hubhost::ids::NodeId;
 use hubhost::lifetime::HubLifetimeManager;
 use hubhost::names::HubKey;
@@ -97,6 +97,7 @@ fn main() -> anyhow::Result<()> {
     let cluster = Cluster::start(
         "bench",
         Duration::from_secs(2),
+        PeerUrls::default(),
         Arc::new(MemoryBackplane::standalone()),
     );
     let lifetime = HubLifetimeManager::start(cluster, Duration::from_secs(5));

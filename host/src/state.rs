@@ -4,7 +4,7 @@
 use crate::backplane::Backplane;
 use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::{RedisBackplane, RedisSettings};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, PeerUrls};
 use crate::config::Config;
 use crate::deploy::Deployer;
 use crate::hubs::{Hubs, Source};
@@ -115,6 +115,7 @@ impl AppState {
         let cluster = Cluster::start(
             &settings.cluster_prefix,
             settings.backplane.heartbeat_interval,
+            PeerUrls::new(settings.backplane.peer_urls.clone()),
             backplane,
         );
         let lifetime = HubLifetimeManager::start(cluster.clone(), settings.backplane.group_timeout);

@@ -8,7 +8,7 @@
 //! recipients can be checked without sleeping.
 
 use hubhost::backplane::Backplane;
-use hubhost::cluster::Cluster as Node;
+use hubhost::cluster::{Cluster as Node, PeerUrls};
 use hubhost::lifetime::{GroupError, HubLifetimeManager, LocalConnection, Target};
 use hubhost::names::HubKey;
 use hubhost::outbound::{self, Frame, Message, OutboundReceiver};
@@ -46,7 +46,7 @@ impl Cluster {
     fn new(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::Result<Self> {
         let members: Vec<Arc<Node>> = backplanes
             .into_iter()
-            .map(|b| Node::start(prefix, Duration::from_secs(2), b))
+            .map(|b| Node::start(prefix, Duration::from_secs(2), PeerUrls::default(), b))
             .collect();
         let nodes = members
             .iter()

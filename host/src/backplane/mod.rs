@@ -41,6 +41,10 @@ pub struct BackplaneSettings {
     /// How often each node says it is alive; silent for three is dead.
     #[serde(rename = "heartbeat_interval_ms", with = "crate::millis::positive")]
     pub heartbeat_interval: Duration,
+    /// URL prefixes of other nodes this node passes requests on to (their
+    /// advertised URLs arrive through Redis). Empty: http(s) to a private or
+    /// loopback address only.
+    pub peer_urls: Vec<String>,
 }
 
 impl Default for BackplaneSettings {
@@ -51,6 +55,7 @@ impl Default for BackplaneSettings {
             resubscribe_grace: Duration::from_secs(1),
             group_timeout: Duration::from_secs(5),
             heartbeat_interval: Duration::from_secs(2),
+            peer_urls: Vec::new(),
         }
     }
 }

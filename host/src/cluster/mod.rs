@@ -16,7 +16,7 @@
 
 mod nodes;
 
-pub use nodes::Heartbeat;
+pub use nodes::{Heartbeat, PeerUrls};
 
 use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
@@ -71,10 +71,12 @@ pub struct Cluster {
 impl Cluster {
     /// Join the cluster named `prefix` on `backplane` as a fresh node,
     /// saying it is alive every `heartbeat_interval` once
-    /// [`Cluster::start_heartbeats`] is called. Receives until dropped.
+    /// [`Cluster::start_heartbeats`] is called, and passing requests on only
+    /// to the URLs `peers` allows. Receives until dropped.
     pub fn start(
         prefix: &str,
         heartbeat_interval: Duration,
+        peers: PeerUrls,
         backplane: Arc<dyn Backplane>,
     ) -> Arc<Self> {
         let node = NodeId::random();
@@ -89,7 +91,7 @@ impl Cluster {
             node_name: node.to_string(),
             channels,
             backplane,
-            nodes: nodes::Nodes::new(heartbeat_interval),
+            nodes: nodes::Nodes::new(heartbeat_interval, peers),
             control: RwLock::default(),
             deliveries: Mutex::new(Some(rx)),
         });

@@ -24,6 +24,46 @@ const MISSED_BEATS: u32 = 3;
 /// with new ids, so the table would otherwise only grow.
 const FORGET_AFTER_BEATS: u32 = 100;
 
+/// Which URLs from heartbeats this node passes requests on to. Heartbeats
+/// come through Redis, so whoever can write to Redis could otherwise point
+/// this node's passed-on requests (with their connection tokens and
+/// `Authorization` headers) anywhere.
+#[derive(Debug, Clone, Default)]
+pub struct PeerUrls {
+    /// URL prefixes the operator trusts; none: http(s) to a private or
+    /// loopback address.
+    prefixes: Vec<String>,
+}
+
+impl PeerUrls {
+    pub fn new(prefixes: Vec<String>) -> Self {
+        Self { prefixes }
+    }
+
+    /// Whether requests may be passed on to `url`.
+    pub fn allows(&self, url: &str) -> bool {
+        if !self.prefixes.is_empty() {
+            return self.prefixes.iter().any(|prefix| url.starts_with(prefix));
+        }
+        let Ok(parsed) = reqwest::Url::parse(url) else {
+            return false;
+        };
+        if !matches!(parsed.scheme(), "http" | "https") || !parsed.username().is_empty() {
+            return false;
+        }
+        let host = parsed.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => ip.is_private() || ip.is_loopback(),
+            // Loopback, or unique local (fc00::/7).
+            Ok(std::net::IpAddr::V6(ip)) => {
+                ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00
+            }
+            Err(_) => host == "localhost",
+        }
+    }
+}
+
 /// A node's heartbeat.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Heartbeat {
@@ -45,14 +85,16 @@ struct Seen {
 #[derive(Debug)]
 pub(super) struct Nodes {
     interval: Duration,
+    peers: PeerUrls,
     url: Mutex<Option<String>>,
     seen: Mutex<HashMap<NodeId, Seen>>,
 }
 
 impl Nodes {
-    pub fn new(interval: Duration) -> Self {
+    pub fn new(interval: Duration, peers: PeerUrls) -> Self {
         Self {
             interval,
+            peers,
             url: Mutex::new(None),
             seen: Mutex::default(),
         }
@@ -137,8 +179,12 @@ impl Cluster {
         if node == self.node {
             return;
         }
+        let (url, refused) = match beat.url {
+            Some(url) if !self.nodes.peers.allows(&url) => (None, Some(url)),
+            url => (url, None),
+        };
         let fresh = Seen {
-            url: beat.url,
+            url,
             at: Instant::now(),
             leaving: beat.leaving,
         };
@@ -154,7 +200,14 @@ impl Cluster {
         if beat.leaving {
             tracing::info!(%node, "node left");
         } else if newcomer {
-            tracing::info!(%node, "node joined");
+            match refused {
+                Some(url) => tracing::warn!(
+                    %node,
+                    url,
+                    "node joined with a URL outside the trusted peer URLs (backplane.peer_urls): requests for its connections are not passed on to it"
+                ),
+                None => tracing::info!(%node, "node joined"),
+            }
             self.beat(false);
         }
     }
@@ -176,7 +229,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn nodes_live_die_and_are_forgotten() {
         let interval = Duration::from_secs(2);
-        let manager = Cluster::start("test", interval, Arc::new(MemoryBackplane::standalone()));
+        let manager = Cluster::start(
+            "test",
+            interval,
+            PeerUrls::default(),
+            Arc::new(MemoryBackplane::standalone()),
+        );
         let me = manager.node();
         let other = NodeId::random();
         assert_eq!(manager.node_url(other), None);
@@ -205,5 +263,55 @@ mod tests {
         tokio::time::advance(interval * FORGET_AFTER_BEATS).await;
         manager.on_heartbeat(beat(NodeId::random(), false));
         assert!(!manager.is_dead(other), "forgotten");
+    }
+
+    #[test]
+    fn only_trusted_peer_urls_are_kept() {
+        let private = PeerUrls::default();
+        for url in [
+            "http://10.0.0.2:5000",
+            "https://192.168.1.9",
+            "http://172.16.0.1:80",
+            "http://127.0.0.1:5000",
+            "http://[::1]:5000",
+            "http://[fd00::5]:5000",
+            "http://localhost:5000",
+        ] {
+            assert!(private.allows(url), "{url}");
+        }
+        for url in [
+            "http://203.0.113.5:5000",
+            "http://example.com",
+            "ftp://10.0.0.2",
+            "http://user@10.0.0.2",
+            "http://[2001:db8::1]",
+            "nonsense",
+        ] {
+            assert!(!private.allows(url), "{url}");
+        }
+        let named = PeerUrls::new(vec!["http://hubhost-".into()]);
+        assert!(named.allows("http://hubhost-0.hubhost:5000"));
+        assert!(
+            !named.allows("http://10.0.0.2:5000"),
+            "the operator's rule replaces the default"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_with_an_untrusted_url_is_alive_but_never_a_target() {
+        let manager = Cluster::start(
+            "test",
+            Duration::from_secs(2),
+            PeerUrls::default(),
+            Arc::new(MemoryBackplane::standalone()),
+        );
+        let other = NodeId::random();
+        manager.on_heartbeat(Heartbeat {
+            node: other.to_string(),
+            url: Some("http://203.0.113.5:5000".into()),
+            leaving: false,
+        });
+        assert_eq!(manager.node_url(other), None);
+        assert!(!manager.is_dead(other), "alive, only not a target");
     }
 }

@@ -20,6 +20,10 @@ use tokio::time::Instant;
 const INBOUND_CAPACITY: usize = 16;
 /// Transport messages that may wait for the next poll (or event write).
 const OUTBOUND_CAPACITY: usize = 64;
+/// POSTs of one connection in progress at once (each may hold a body of up
+/// to the transport message limit while it waits). The official clients
+/// send one at a time.
+pub const MAX_CONCURRENT_POSTS: usize = 4;
 /// Most bytes one poll returns, unless a single message is larger.
 const MAX_POLL_BYTES: usize = 64 * 1024;
 
@@ -51,6 +55,14 @@ pub struct HttpSession {
     newest_poll: watch::Sender<u64>,
     activity: Mutex<Activity>,
     disposed: AtomicBool,
+    /// POSTs in progress (see [`MAX_CONCURRENT_POSTS`]).
+    posts: Arc<tokio::sync::Semaphore>,
+}
+
+/// A POST in progress; the next may start once it is dropped.
+#[derive(Debug)]
+pub struct PostPermit {
+    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// What a poll got.
@@ -85,6 +97,7 @@ impl HttpSession {
                 since: Instant::now(),
             }),
             disposed: AtomicBool::new(false),
+            posts: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_POSTS)),
         });
         let ends = Ends {
             inbound: Inbound::Channel(in_rx),
@@ -100,6 +113,12 @@ impl HttpSession {
 
     fn activity(&self) -> MutexGuard<'_, Activity> {
         self.activity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start a POST, unless [`MAX_CONCURRENT_POSTS`] are in progress.
+    pub fn begin_post(&self) -> Option<PostPermit> {
+        let permit = self.posts.clone().try_acquire_owned().ok()?;
+        Some(PostPermit { _permit: permit })
     }
 
     /// Pass a POST body to the connection, waiting while it is behind.

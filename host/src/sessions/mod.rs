@@ -11,7 +11,7 @@
 
 mod http;
 
-pub use http::{Ends, HttpSession, Poll};
+pub use http::{Ends, HttpSession, MAX_CONCURRENT_POSTS, Poll, PostPermit};
 
 use crate::connection::io::TransportKind;
 use crate::ids::{ConnectionId, ConnectionToken};

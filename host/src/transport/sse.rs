@@ -121,16 +121,18 @@ pub async fn post(State(state): State<Arc<AppState>>, request: HubRequest, body:
         Ok(token) => token,
         Err(response) => return response,
     };
-    let limit = state.settings.connection.max_transport_message();
-    let body = match axum::body::to_bytes(body, limit).await {
-        Ok(body) => body,
-        Err(error) => {
+    let read = |body: Body| async {
+        let limit = state.settings.connection.max_transport_message();
+        axum::body::to_bytes(body, limit).await.map_err(|error| {
             tracing::info!(%error, "unreadable POST body");
-            return (StatusCode::BAD_REQUEST, "Unable to read the request body").into_response();
-        }
+            (StatusCode::BAD_REQUEST, "Unable to read the request body").into_response()
+        })
     };
     match state.tokens.find(token, &request.key, request.user()) {
-        Found::Unknown => forward::http(&state, &request, body).await,
+        Found::Unknown => match read(body).await {
+            Ok(body) => forward::http(&state, &request, body).await,
+            Err(response) => response,
+        },
         Found::Forbidden => forbidden(),
         Found::Negotiated => unknown_connection(),
         Found::WebSocket => (
@@ -139,6 +141,20 @@ pub async fn post(State(state): State<Arc<AppState>>, request: HubRequest, body:
         )
             .into_response(),
         Found::Http(session) => {
+            // Before the body is read: a client cannot make the node hold
+            // more than this many bodies for one connection.
+            let Some(_permit) = session.begin_post() else {
+                tracing::info!("POST refused: too many in progress on one connection");
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many sends in progress on this connection.",
+                )
+                    .into_response();
+            };
+            let body = match read(body).await {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
             if session.send(body).await {
                 StatusCode::OK.into_response()
             } else {

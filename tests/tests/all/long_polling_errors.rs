@@ -313,3 +313,52 @@ async fn other_transports_cannot_take_over_a_long_polling_token() -> anyhow::Res
     );
     server.stop().await
 }
+
+/// At most four POSTs of one connection are in progress at once (the
+/// official clients send one at a time); one more is refused with 429
+/// before its body is read, and the connection goes on.
+#[tokio::test]
+async fn concurrent_posts_of_one_connection_are_bounded() -> anyhow::Result<()> {
+    let mut config = config_with(5_000, 15_000);
+    // The hub call that keeps the connection from reading ends by then.
+    config.hub_limits.call_timeout = std::time::Duration::from_millis(2_000);
+    let server = TestServer::start(config).await?;
+    let hub = "/demo/faulty";
+    let negotiated = negotiate(server.addr, hub).await?;
+    let lp = LongPoll::new(server.addr, hub, &negotiated.token);
+    assert_eq!(lp.start(JSON_HANDSHAKE).await?, HANDSHAKE_OK);
+    // The connection reads no more while the hub loops; 16 POSTs fill its
+    // input, and the next ones wait.
+    assert_eq!(
+        lp.post(invocation("loop", "Loop", json!([]))).await?.status,
+        200
+    );
+    for _ in 0..16 {
+        assert_eq!(lp.post("{\"type\":6}\u{1e}").await?.status, 200);
+    }
+    let waiting: Vec<_> = (0..4)
+        .map(|_| {
+            let lp = lp.clone();
+            tokio::spawn(async move { lp.post("{\"type\":6}\u{1e}").await })
+        })
+        .collect();
+    hubhost_tests::wait_until_async(hubhost_tests::PATIENCE, || async {
+        matches!(lp.requests_on(&server.state), Ok(Some(4)))
+    })
+    .await?;
+    let refused = lp.post("{\"type\":6}\u{1e}").await?;
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert_eq!(
+        refused.text(),
+        "Too many sends in progress on this connection."
+    );
+    for post in waiting {
+        assert_eq!(post.await??.status, 200, "the waiting ones get in");
+    }
+    assert_eq!(
+        lp.post("{\"type\":6}\u{1e}").await?.status,
+        200,
+        "and later ones"
+    );
+    server.stop().await
+}

@@ -43,6 +43,11 @@ fn check_name(kind: &'static str, name: &str) -> Result<(), InvalidName> {
     }
 }
 
+/// Check a tenant name alone (the same rule as in [`HubKey::new`]).
+pub fn check_tenant(tenant: &str) -> Result<(), InvalidName> {
+    check_name("tenant", tenant)
+}
+
 impl HubKey {
     pub fn new(tenant: &str, hub: &str) -> Result<Self, InvalidName> {
         check_name("tenant", tenant)?;

@@ -13,7 +13,7 @@
 
 use crate::auth::{AuthConfig, Authenticator};
 use crate::ids::hex;
-use crate::names::HubKey;
+use crate::names::check_tenant;
 use crate::runtime::HubLimits;
 use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
@@ -235,7 +235,7 @@ impl Tenants {
 
     /// Check a tenant the API is about to store.
     pub fn check(&self, tenant: &str, config: &TenantConfig) -> anyhow::Result<()> {
-        HubKey::new(tenant, "x")?;
+        check_tenant(tenant)?;
         self.defaults.settings(Origin::Api, config).map(drop)
     }
 
@@ -271,7 +271,7 @@ fn build(
     for (origin, tenants) in [(Origin::Config, declared), (Origin::Api, stored)] {
         for (name, config) in tenants {
             // Tenant names follow the same rule as in URLs.
-            HubKey::new(name, "x")?;
+            check_tenant(name)?;
             let settings = defaults
                 .settings(origin, config)
                 .map_err(|e| anyhow::anyhow!("tenants.{name}: {e:#}"))?;

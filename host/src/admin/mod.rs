@@ -117,7 +117,7 @@ async fn path_names(
     let hub = match params.get("hub") {
         Some(hub) => Some(HubKey::new(tenant, hub).map_err(bad_name)?),
         None => {
-            HubKey::new(tenant, "x").map_err(bad_name)?;
+            crate::names::check_tenant(tenant).map_err(bad_name)?;
             None
         }
     };

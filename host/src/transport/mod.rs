@@ -150,6 +150,11 @@ impl FromRequestParts<Arc<AppState>> for HubRequest {
 }
 
 impl HubRequest {
+    /// The user the request is authenticated as, if any.
+    fn user(&self) -> Option<&str> {
+        self.identity.user_id.as_deref()
+    }
+
     /// The token, or the 400 the protocol gives when it is missing.
     fn token(&self) -> Result<&ConnectionToken, Response> {
         self.token
@@ -161,13 +166,6 @@ impl HubRequest {
 /// 403: another user negotiated the connection (as ASP.NET Core answers).
 fn forbidden() -> Response {
     StatusCode::FORBIDDEN.into_response()
-}
-
-impl HubRequest {
-    /// The user the request is authenticated as, if any.
-    fn user(&self) -> Option<&str> {
-        self.identity.user_id.as_deref()
-    }
 }
 
 /// 404: the connection does not exist (any more).

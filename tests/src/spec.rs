@@ -9,7 +9,7 @@
 
 use hubhost::backplane::Backplane;
 use hubhost::cluster::{Cluster as Node, PeerUrls};
-use hubhost::lifetime::{GroupError, HubLifetimeManager, LocalConnection, Target};
+use hubhost::lifetime::{GroupError, GroupLimits, HubLifetimeManager, LocalConnection, Target};
 use hubhost::names::HubKey;
 use hubhost::outbound::{self, Frame, Message, OutboundReceiver};
 use serde_json::value::RawValue;
@@ -100,7 +100,7 @@ impl Cluster {
     /// Join from node `via`, which need not own the connection.
     async fn join(&self, via: usize, name: &str, group: &str) -> Result<(), GroupError> {
         self.nodes[via]
-            .add_to_group(&self.chat, &self.id(name), group)
+            .add_to_group(&self.chat, &self.id(name), group, GroupLimits::default())
             .await
     }
 
@@ -169,7 +169,12 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     c.connect("x-tenant", 1, &other_tenant, Some("u1")).await;
     let other_tenant_conn = c.id("x-tenant");
     c.nodes[1]
-        .add_to_group(&other_tenant, &other_tenant_conn, "g")
+        .add_to_group(
+            &other_tenant,
+            &other_tenant_conn,
+            "g",
+            GroupLimits::default(),
+        )
         .await?;
     // Group changes work from any node: the owner applies them.
     c.join(0, "a1", "g").await?;
@@ -246,7 +251,9 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     let a1 = c.id("a1");
     let started = std::time::Instant::now();
     assert_eq!(
-        c.nodes[0].add_to_group(&chat, &b2, "g").await,
+        c.nodes[0]
+            .add_to_group(&chat, &b2, "g", GroupLimits::default())
+            .await,
         Err(GroupError::UnknownConnection(b2.clone()))
     );
     assert!(
@@ -255,18 +262,58 @@ pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::R
     );
     assert_eq!(
         c.nodes[0]
-            .add_to_group(&chat, "not-a-connection", "g")
+            .add_to_group(&chat, "not-a-connection", "g", GroupLimits::default())
             .await,
         Err(GroupError::UnknownConnection("not-a-connection".into()))
     );
     assert_eq!(
-        c.nodes[1].add_to_group(&other_hub, &a1, "g").await,
+        c.nodes[1]
+            .add_to_group(&other_hub, &a1, "g", GroupLimits::default())
+            .await,
         Err(GroupError::UnknownConnection(a1.clone())),
         "a connection of another hub is unknown here"
     );
     assert_eq!(
-        c.nodes[0].add_to_group(&chat, &a1, "").await,
+        c.nodes[0]
+            .add_to_group(&chat, &a1, "", GroupLimits::default())
+            .await,
         Err(GroupError::BadName)
     );
+
+    // The limits hold wherever the join is asked from: the owner applies
+    // them, and a repeated join of a group the connection is in is free.
+    let (a2, c1) = (c.id("a2"), c.id("c1"));
+    let limits = GroupLimits {
+        per_connection: 1,
+        per_hub: 2,
+    };
+    for via in [0, 1] {
+        c.nodes[via]
+            .add_to_group(&chat, &a2, "only", limits)
+            .await?;
+    }
+    assert_eq!(
+        c.nodes[1].add_to_group(&chat, &a2, "second", limits).await,
+        Err(GroupError::ConnectionGroups {
+            connection: a2.clone(),
+            limit: 1
+        }),
+        "a connection's group limit, asked from another node"
+    );
+    // Node 0 has groups "h" (a1) and "only" (a2): a third is refused there,
+    // while node 2 (one group) takes it.
+    let a1_again = c.nodes[2]
+        .add_to_group(
+            &chat,
+            &a1,
+            "third",
+            GroupLimits {
+                per_connection: 9,
+                ..limits
+            },
+        )
+        .await;
+    assert_eq!(a1_again, Err(GroupError::HubGroups(2)));
+    c.nodes[2].add_to_group(&chat, &c1, "third", limits).await?;
     Ok(())
 }

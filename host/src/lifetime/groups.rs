@@ -9,7 +9,7 @@
 //! or any id while this node has no peers, fails at once.
 
 use super::local::Interest;
-use super::{GroupError, GroupReply, GroupRequest, HubLifetimeManager, Wire};
+use super::{GroupError, GroupLimits, GroupReply, GroupRequest, HubLifetimeManager, Wire};
 use crate::backplane::Subscribed;
 use crate::ids::NodeId;
 use crate::names::{HubKey, MAX_NAME_BYTES};
@@ -18,15 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
+type Waiting = HashMap<u64, oneshot::Sender<Result<(), GroupError>>>;
+
 /// Group requests sent to other nodes and not yet answered.
 #[derive(Default)]
 pub(super) struct Pending {
     next: AtomicU64,
-    waiting: Mutex<HashMap<u64, oneshot::Sender<Option<String>>>>,
+    waiting: Mutex<Waiting>,
 }
 
 impl Pending {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Option<String>>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         // Single inserts and removes only: a poisoned map is still consistent.
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -41,14 +43,15 @@ fn check_group(group: &str) -> Result<(), GroupError> {
 }
 
 impl HubLifetimeManager {
-    /// Put connection `id` of `hub` into `group`.
+    /// Put connection `id` of `hub` into `group`, within `limits`.
     pub async fn add_to_group(
         &self,
         hub: &HubKey,
         id: &str,
         group: &str,
+        limits: GroupLimits,
     ) -> Result<(), GroupError> {
-        self.change_group(hub, id, group, true).await
+        self.change_group(hub, id, group, Some(limits)).await
     }
 
     /// Take connection `id` of `hub` out of `group`.
@@ -58,18 +61,20 @@ impl HubLifetimeManager {
         id: &str,
         group: &str,
     ) -> Result<(), GroupError> {
-        self.change_group(hub, id, group, false).await
+        self.change_group(hub, id, group, None).await
     }
 
+    /// Join within `limits` when they are given, else leave.
     async fn change_group(
         &self,
         hub: &HubKey,
         id: &str,
         group: &str,
-        add: bool,
+        join: Option<GroupLimits>,
     ) -> Result<(), GroupError> {
         check_group(group)?;
-        if let Some(subscribed) = self.change_local(hub, id, group, add) {
+        if let Some(changed) = self.change_local(hub, id, group, join) {
+            let subscribed = changed.inspect_err(|error| refused(hub, error))?;
             // As in ASP.NET Core's Redis lifetime manager, a join returns once
             // group messages from other nodes can reach the connection.
             self.settle(subscribed).await;
@@ -97,12 +102,12 @@ impl HubLifetimeManager {
             hub: hub.hub().to_owned(),
             connection: id.to_owned(),
             group: group.to_owned(),
-            add,
+            add: join.is_some(),
+            limits: join.unwrap_or_default(),
         });
         self.publish_wire(&self.channels.node(owner), &wire);
         match tokio::time::timeout(self.group_timeout, rx).await {
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(_))) => Err(unknown()),
+            Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => {
                 self.pending.waiting().remove(&request);
                 Err(GroupError::Timeout(id.to_owned()))
@@ -111,22 +116,30 @@ impl HubLifetimeManager {
     }
 
     /// Apply a change to a local connection; `None` if there is none.
-    fn change_local(&self, hub: &HubKey, id: &str, group: &str, add: bool) -> Option<Subscribed> {
-        let mut hubs = self.write();
-        let connections = hubs.get_mut(hub)?;
-        let interest = if add {
-            connections.join(id, group)?
-        } else {
-            connections.remove_from_group(id, group)?
+    fn change_local(
+        &self,
+        hub: &HubKey,
+        id: &str,
+        group: &str,
+        join: Option<GroupLimits>,
+    ) -> Option<Result<Subscribed, GroupError>> {
+        let connections = self.hub(hub)?;
+        let mut connections = super::write(&connections);
+        let interest = match join {
+            Some(limits) => match connections.join(id, group, limits)? {
+                Ok(interest) => interest,
+                Err(error) => return Some(Err(error)),
+            },
+            None => connections.remove_from_group(id, group)?,
         };
-        Some(match interest {
+        Some(Ok(match interest {
             Interest::Gained => self.backplane.subscribe(&self.channels.group(hub, group)),
             Interest::Lost => {
                 self.backplane.unsubscribe(&self.channels.group(hub, group));
                 Subscribed::done()
             }
             Interest::Unchanged => Subscribed::done(),
-        })
+        }))
     }
 
     /// Another node asks us to change one of our connections' groups.
@@ -137,18 +150,25 @@ impl HubLifetimeManager {
                 "dropping a group request from an invalid node id"
             );
         };
+        let join = request.add.then_some(request.limits);
         let applied = HubKey::new(&request.tenant, &request.hub)
-            .ok()
+            .map_err(|_| GroupError::UnknownConnection(request.connection.clone()))
             .and_then(|hub| {
-                check_group(&request.group).ok()?;
-                self.change_local(&hub, &request.connection, &request.group, request.add)
+                check_group(&request.group)?;
+                self.change_local(&hub, &request.connection, &request.group, join)
+                    .unwrap_or_else(|| {
+                        Err(GroupError::UnknownConnection(request.connection.clone()))
+                    })
+                    .inspect_err(|error| refused(&hub, error))
             });
-        let error = applied
-            .is_none()
-            .then(|| format!("no connection '{}' on this hub", request.connection));
+        let (applied, refused) = match applied {
+            Ok(subscribed) => (Some(subscribed), None),
+            Err(error) => (None, Some(error)),
+        };
         let reply = Wire::GroupReply(GroupReply {
             request: request.request,
-            error,
+            error: refused.as_ref().map(ToString::to_string),
+            refused,
         });
         let channel = self.channels.node(origin);
         let manager = self.clone();
@@ -165,7 +185,27 @@ impl HubLifetimeManager {
     /// The owner answered one of our group requests.
     pub(super) fn on_group_reply(&self, reply: GroupReply) {
         if let Some(waiter) = self.pending.waiting().remove(&reply.request) {
-            let _ = waiter.send(reply.error);
+            let result = match (reply.refused, reply.error) {
+                (Some(refused), _) => Err(refused),
+                // From a node that names no reason: it had no such connection.
+                (None, Some(text)) => Err(GroupError::Refused(text)),
+                (None, None) => Ok(()),
+            };
+            let _ = waiter.send(result);
         }
+    }
+}
+
+/// A limit stopped a join: the operator sees which tenant hit it.
+fn refused(hub: &HubKey, error: &GroupError) {
+    if matches!(
+        error,
+        GroupError::ConnectionGroups { .. } | GroupError::HubGroups(_)
+    ) {
+        tracing::warn!(
+            tenant = hub.tenant(),
+            hub = hub.hub(),
+            "group join refused: {error}"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! This node's connections, groups and users, per hub.
 
-use super::Target;
+use super::{GroupError, GroupLimits, Target};
 use crate::outbound::{Frame, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -89,18 +89,36 @@ impl HubConnections {
         Some((entry.connection, emptied, interest))
     }
 
-    /// Put a local connection into a group. `None` if there is no such connection.
-    pub fn join(&mut self, id: &str, group: &str) -> Option<Interest> {
+    /// Put a local connection into a group, within `limits`. `None` if
+    /// there is no such connection.
+    pub fn join(
+        &mut self,
+        id: &str,
+        group: &str,
+        limits: GroupLimits,
+    ) -> Option<Result<Interest, GroupError>> {
         let entry = self.connections.get_mut(id)?;
+        if entry.groups.contains(group) {
+            return Some(Ok(Interest::Unchanged));
+        }
+        if entry.groups.len() >= limits.per_connection {
+            return Some(Err(GroupError::ConnectionGroups {
+                connection: id.to_owned(),
+                limit: limits.per_connection,
+            }));
+        }
+        if !self.groups.contains_key(group) && self.groups.len() >= limits.per_hub {
+            return Some(Err(GroupError::HubGroups(limits.per_hub)));
+        }
         entry.groups.insert(group.to_owned());
         let members = self.groups.entry(group.to_owned()).or_default();
         let gained = members.is_empty();
         members.insert(entry.connection.id.clone());
-        Some(if gained {
+        Some(Ok(if gained {
             Interest::Gained
         } else {
             Interest::Unchanged
-        })
+        }))
     }
 
     /// Take a local connection out of a group. `None` if there is no such connection.

@@ -4,7 +4,7 @@
 //! per send; group changes for another node's connection as a
 //! [`GroupRequest`] and its [`GroupReply`].
 
-use super::Target;
+use super::{GroupError, GroupLimits, Target};
 use crate::names::HubKey;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -53,6 +53,9 @@ pub struct GroupRequest {
     pub connection: String,
     pub group: String,
     pub add: bool,
+    /// The tenant's limits as the asking node has them (a join only).
+    #[serde(default)]
+    pub limits: GroupLimits,
 }
 
 /// The result of a [`GroupRequest`]: `error` is `None` on success.
@@ -60,6 +63,9 @@ pub struct GroupRequest {
 pub struct GroupReply {
     pub request: u64,
     pub error: Option<String>,
+    /// Why the owner refused, when it did (`error` has the text).
+    #[serde(default)]
+    pub refused: Option<GroupError>,
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 //! - every target is scoped to one hub of one tenant: ids, groups and users of
 //!   other hubs are never matched, whatever their names;
 //! - sending never blocks: a full connection queue closes that connection, a
-//!   busy backplane queues or drops (see [`crate::backplane`]).
+//!   busy backplane queues or drops (see [`crate::backplane`]);
+//! - per-recipient work holds only the lock of the hub it is for: the map of
+//!   hubs is locked just long enough to find one, so a hub with many
+//!   connections or a costly target never delays another hub's delivery.
 //!
 //! Group membership changes are applied on the node that owns the
 //! connection: a change for a connection elsewhere is sent to its node, which
@@ -30,6 +33,8 @@ use crate::outbound::{CloseRequest, Frame, Message};
 use local::{HubConnections, Interest};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+#[cfg(test)]
+use std::sync::Mutex;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
@@ -52,7 +57,8 @@ pub enum Target {
 }
 
 /// Why a group change failed; the text reaches the hub.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum GroupError {
     #[error("no connection '{0}' on this hub")]
     UnknownConnection(String),
@@ -60,6 +66,36 @@ pub enum GroupError {
     Timeout(String),
     #[error("group names must be 1 to {MAX_NAME_BYTES} bytes")]
     BadName,
+    #[error(
+        "connection '{connection}' is already in {limit} groups, its limit (hub_limits.max_groups_per_connection)"
+    )]
+    ConnectionGroups { connection: String, limit: usize },
+    #[error(
+        "this hub already has {0} groups on the node, its limit (hub_limits.max_groups_per_hub)"
+    )]
+    HubGroups(usize),
+    /// The owner's text, from a node that gives no reason.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// How many groups a join may leave a connection in, and a hub with on the
+/// connection's node: each group with local members is one backplane
+/// subscription and a set of ids, so both are what a client can make the
+/// host keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupLimits {
+    pub per_connection: usize,
+    pub per_hub: usize,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        Self {
+            per_connection: 100,
+            per_hub: 10_000,
+        }
+    }
 }
 
 /// Delivery and groups for every hub on this node.
@@ -71,7 +107,8 @@ pub struct HubLifetimeManager {
     backplane: Arc<dyn Backplane>,
     /// How long a group change for a connection on another node may take.
     group_timeout: Duration,
-    hubs: RwLock<HashMap<HubKey, HubConnections>>,
+    /// Lock order: this map, then one hub's connections.
+    hubs: RwLock<HashMap<HubKey, Arc<RwLock<HubConnections>>>>,
     pending: groups::Pending,
 }
 
@@ -118,23 +155,28 @@ impl HubLifetimeManager {
 
     /// Close every local connection of `hub` with `request` (the hub is gone).
     pub fn close_hub(&self, hub: &HubKey, request: &CloseRequest) -> usize {
-        let hubs = self.read();
-        let Some(connections) = hubs.get(hub) else {
+        let Some(connections) = self.hub(hub) else {
             return 0;
         };
+        let connections = read(&connections);
         for connection in connections.connections() {
             connection.outbound.close(request.clone());
         }
         connections.len()
     }
 
-    fn read(&self) -> RwLockReadGuard<'_, HashMap<HubKey, HubConnections>> {
+    /// The connections of `hub`, with the map of hubs locked only to find them.
+    fn hub(&self, hub: &HubKey) -> Option<Arc<RwLock<HubConnections>>> {
+        self.hubs().get(hub).cloned()
+    }
+
+    fn hubs(&self) -> RwLockReadGuard<'_, HashMap<HubKey, Arc<RwLock<HubConnections>>>> {
         // Every mutation below completes its map updates before anything can
         // panic, so a poisoned lock still guards consistent data.
         self.hubs.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<HubKey, HubConnections>> {
+    fn hubs_mut(&self) -> RwLockWriteGuard<'_, HashMap<HubKey, Arc<RwLock<HubConnections>>>> {
         self.hubs.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -142,8 +184,11 @@ impl HubLifetimeManager {
     /// on messages from other nodes reaching it.
     pub fn add_connection(&self, hub: &HubKey, connection: LocalConnection) -> Subscribed {
         let user = connection.user_id.clone();
-        let mut hubs = self.write();
-        let connections = hubs.entry(hub.clone()).or_default();
+        // The map stays locked while the hub's entry may be new, so that a
+        // concurrent last removal cannot drop it in between.
+        let mut hubs = self.hubs_mut();
+        let connections = hubs.entry(hub.clone()).or_default().clone();
+        let mut connections = write(&connections);
         let mut subscribed = Subscribed::done();
         if connections.is_empty() {
             subscribed = subscribed
@@ -163,10 +208,11 @@ impl HubLifetimeManager {
 
     /// A connection left this node: it leaves its groups too.
     pub fn remove_connection(&self, hub: &HubKey, id: &str) {
-        let mut hubs = self.write();
-        let Some(connections) = hubs.get_mut(hub) else {
+        let mut hubs = self.hubs_mut();
+        let Some(entry) = hubs.get(hub).cloned() else {
             return;
         };
+        let mut connections = write(&entry);
         let Some((connection, emptied, user_interest)) = connections.remove(id) else {
             return;
         };
@@ -189,7 +235,8 @@ impl HubLifetimeManager {
 
     /// How many connections this node has for `hub`.
     pub fn local_count(&self, hub: &HubKey) -> usize {
-        self.read().get(hub).map_or(0, HubConnections::len)
+        self.hub(hub)
+            .map_or(0, |connections| read(&connections).len())
     }
 
     /// Send `message` to `target`. Local recipients get it now; other nodes
@@ -203,8 +250,12 @@ impl HubLifetimeManager {
     }
 
     fn deliver_local(&self, hub: &HubKey, target: &Target, message: &Arc<Message>) {
-        if let Some(connections) = self.read().get(hub) {
-            connections.deliver(target, || Frame::Message(message.clone()));
+        self.deliver_with(hub, target, || Frame::Message(message.clone()));
+    }
+
+    fn deliver_with(&self, hub: &HubKey, target: &Target, frame_for: impl Fn() -> Frame) {
+        if let Some(connections) = self.hub(hub) {
+            read(&connections).deliver(target, frame_for);
         }
     }
 
@@ -285,12 +336,22 @@ impl HubLifetimeManager {
 
     /// Ask every local connection to close (shutdown).
     pub fn close_all(&self, request: &CloseRequest) {
-        for connections in self.read().values() {
-            for connection in connections.connections() {
+        let hubs: Vec<_> = self.hubs().values().cloned().collect();
+        for connections in hubs {
+            for connection in read(&connections).connections() {
                 connection.outbound.close(request.clone());
             }
         }
     }
+}
+
+fn read(connections: &RwLock<HubConnections>) -> RwLockReadGuard<'_, HubConnections> {
+    // As for the map of hubs: updates complete before anything can panic.
+    connections.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write(connections: &RwLock<HubConnections>) -> RwLockWriteGuard<'_, HubConnections> {
+    connections.write().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn receive(
@@ -302,5 +363,80 @@ async fn receive(
             return;
         };
         manager.on_delivery(delivery);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backplane::memory::MemoryBackplane;
+    use crate::cluster::PeerUrls;
+    use crate::outbound;
+    use serde_json::value::RawValue;
+    use std::sync::mpsc;
+
+    fn connection(id: &str) -> (LocalConnection, outbound::OutboundReceiver) {
+        let (outbound, rx) = outbound::channel(16, 1 << 20);
+        let connection = LocalConnection {
+            id: id.into(),
+            user_id: None,
+            outbound,
+        };
+        (connection, rx)
+    }
+
+    /// A delivery that takes long (a big hub, a costly target) must not hold
+    /// a lock that another tenant's connections or sends need.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_delivery_holds_up_no_other_hub() -> anyhow::Result<()> {
+        let backplane = Arc::new(MemoryBackplane::standalone());
+        let cluster = Cluster::start("t", Duration::from_secs(2), PeerUrls::default(), backplane);
+        let manager = HubLifetimeManager::start(cluster, Duration::from_secs(5));
+        let busy = HubKey::new("slow", "chat")?;
+        let other = HubKey::new("other", "chat")?;
+        let (slow_connection, _slow_rx) = connection("c1");
+        let _ = manager.add_connection(&busy, slow_connection);
+
+        let (inside_tx, inside_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let release_rx = Mutex::new(release_rx);
+        let slow = {
+            let manager = manager.clone();
+            std::thread::spawn(move || {
+                manager.deliver_with(&busy, &Target::All, || {
+                    let _ = inside_tx.send(());
+                    let _ = release_rx.lock().map(|rx| rx.recv());
+                    Frame::Own(Default::default())
+                })
+            })
+        };
+        inside_rx.recv()?;
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let (other_connection, mut other_rx) = connection("c2");
+        let other_side = {
+            let manager = manager.clone();
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                let _ = manager.add_connection(&other, other_connection);
+                let arguments = RawValue::from_string("[1]".into())?;
+                manager.send(&other, Target::All, Message::new("M".into(), arguments));
+                manager.remove_connection(&other, "c2");
+                let _ = done_tx.send(());
+                Ok(())
+            })
+        };
+        let finished = done_rx.recv_timeout(Duration::from_secs(10));
+        let _ = release_tx.send(());
+        let _ = slow.join();
+        let _ = other_side.join();
+        assert!(
+            finished.is_ok(),
+            "another hub's connect, send and leave waited for a slow delivery"
+        );
+        assert!(matches!(
+            other_rx.frames.try_recv(),
+            Some(Frame::Message(_))
+        ));
+        Ok(())
     }
 }

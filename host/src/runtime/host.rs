@@ -9,7 +9,7 @@ use super::hubhost::hub::log::Level;
 use super::hubhost::hub::types::Target as WitTarget;
 use super::hubhost::hub::{clients, groups, log, types};
 use super::limits::{LimitHit, Limiter};
-use crate::lifetime::{HubLifetimeManager, Target};
+use crate::lifetime::{GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ pub struct CallState {
     /// Names one send's target may hold.
     max_names: usize,
     group_changes_left: u32,
+    group_limits: GroupLimits,
     log_lines_left: u32,
 }
 
@@ -50,6 +51,7 @@ impl CallState {
             max_sent_bytes: 0,
             max_names: 0,
             group_changes_left: 0,
+            group_limits: GroupLimits::default(),
             log_lines_left: 0,
         }
     }
@@ -68,6 +70,10 @@ impl CallState {
         self.max_sent_bytes = hub_limits.max_sent_bytes_per_call;
         self.max_names = hub_limits.max_names_per_send;
         self.group_changes_left = hub_limits.max_group_changes_per_call;
+        self.group_limits = GroupLimits {
+            per_connection: hub_limits.max_groups_per_connection,
+            per_hub: hub_limits.max_groups_per_hub,
+        };
         self.log_lines_left = hub_limits.max_log_lines_per_call;
     }
 
@@ -100,7 +106,9 @@ impl CallState {
             .map_err(|_| "no runtime for group changes".to_owned())?;
         let change = async {
             if add {
-                lifetime.add_to_group(&self.hub, connection, group).await
+                lifetime
+                    .add_to_group(&self.hub, connection, group, self.group_limits)
+                    .await
             } else {
                 lifetime
                     .remove_from_group(&self.hub, connection, group)

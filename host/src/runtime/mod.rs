@@ -19,7 +19,7 @@ mod wasi;
 
 pub use host::CallState;
 
-use crate::lifetime::HubLifetimeManager;
+use crate::lifetime::{GroupLimits, HubLifetimeManager};
 use crate::names::HubKey;
 use limits::{LimitHit, Limiter};
 use serde_json::value::RawValue;
@@ -91,6 +91,13 @@ pub struct HubLimits {
     /// Group additions and removals one call may make.
     #[arg(skip)]
     pub max_group_changes_per_call: u32,
+    /// Groups one connection may be in.
+    #[arg(skip)]
+    pub max_groups_per_connection: usize,
+    /// Groups with members one hub may have on a node (each is a backplane
+    /// subscription).
+    #[arg(skip)]
+    pub max_groups_per_hub: usize,
     /// Reuse instances between calls (the default), or instantiate afresh
     /// for every call (slower; nothing can carry over between calls).
     #[arg(skip)]
@@ -123,6 +130,8 @@ impl Default for HubLimits {
             max_sent_bytes_per_call: 16 << 20,
             max_names_per_send: 1_000,
             max_group_changes_per_call: 100,
+            max_groups_per_connection: GroupLimits::default().per_connection,
+            max_groups_per_hub: GroupLimits::default().per_hub,
             reuse_instances: true,
             max_instances: 64,
             max_tables: 64,

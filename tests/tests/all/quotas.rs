@@ -40,6 +40,16 @@ async fn server() -> anyhow::Result<TestServer> {
         ..Default::default()
     };
     config.tenants.insert("tiny".into(), tiny);
+    config.hubs.push(HubConfig {
+        tenant: "groupy".into(),
+        hub: "faulty".into(),
+        path: guest("faulty"),
+    });
+    let groupy = TenantConfig {
+        hub_limits: limits(json!({ "max_groups_per_connection": 3, "max_groups_per_hub": 4 })),
+        ..Default::default()
+    };
+    config.tenants.insert("groupy".into(), groupy);
     TestServer::start(config).await
 }
 
@@ -170,6 +180,40 @@ async fn hub_limits_can_differ_by_tenant() -> anyhow::Result<()> {
             .is_some_and(|e| e.ends_with("time limit of 150 ms.")),
         "{reply}"
     );
+    server.stop().await
+}
+
+/// Each group is a set of ids and a backplane subscription: how many a
+/// connection may join, and a hub may have on the node, is bounded per tenant.
+#[tokio::test]
+async fn groups_are_bounded_per_connection_and_per_hub() -> anyhow::Result<()> {
+    let server = server().await?;
+    let (mut first, _) = RawClient::connect(&server, "/groupy/faulty").await?;
+    let (mut second, second_id) = RawClient::connect(&server, "/groupy/faulty").await?;
+    let reply = first.invoke("1", "JoinMany", json!([5])).await?;
+    let error = reply["error"].as_str().unwrap_or_default();
+    assert!(
+        error.ends_with("is already in 3 groups, its limit (hub_limits.max_groups_per_connection)"),
+        "{reply}"
+    );
+    // g0..g2 exist; one more group fits the hub's four, a fifth does not.
+    let join = |group: &str| json!([second_id, group]);
+    assert_eq!(
+        second.invoke("2", "AddToGroup", join("g0")).await?["error"],
+        Value::Null
+    );
+    assert_eq!(
+        second.invoke("3", "AddToGroup", join("x")).await?["error"],
+        Value::Null
+    );
+    let reply = second.invoke("4", "AddToGroup", join("y")).await?;
+    assert_eq!(
+        reply["error"],
+        "this hub already has 4 groups on the node, its limit (hub_limits.max_groups_per_hub)",
+    );
+    // The limits are the tenant's: the default tenant joins five at once.
+    let (mut free, _) = RawClient::connect(&server, "/demo/faulty").await?;
+    assert_eq!(free.invoke("5", "JoinMany", json!([5])).await?["result"], 5);
     server.stop().await
 }
 

@@ -14,13 +14,15 @@
 
 mod cache;
 mod host;
+mod idle;
 mod limits;
 mod wasi;
 
 pub use host::CallState;
 
-use crate::lifetime::{GroupLimits, HubLifetimeManager};
+use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
+pub use limits::HubLimits;
 use limits::{LimitHit, Limiter};
 use serde_json::value::RawValue;
 use std::path::Path;
@@ -51,95 +53,6 @@ const STUBBED_IMPORT_PREFIXES: &[&str] = &[
     "wasi:filesystem/",
 ];
 const OWN_IMPORT_PREFIX: &str = "hubhost:hub/";
-
-/// Limits applied to every call of a hub: the `[hub_limits]` section, and
-/// each tenant's `hub_limits` over it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::Args)]
-#[serde(deny_unknown_fields, default)]
-pub struct HubLimits {
-    /// Linear memory per instance, in bytes.
-    #[arg(
-        long = "hub-memory-bytes",
-        env = "HUBHOST_HUB_MEMORY_BYTES",
-        required = false
-    )]
-    pub memory_bytes: usize,
-    /// Wall-clock deadline of one hub call, in milliseconds.
-    #[arg(long = "call-timeout-ms", env = "HUBHOST_CALL_TIMEOUT_MS", required = false, value_parser = crate::millis::positive::parse)]
-    #[serde(rename = "call_timeout_ms", with = "crate::millis::positive")]
-    pub call_timeout: Duration,
-    /// Messages one call may send.
-    #[arg(skip)]
-    pub max_sends_per_call: u32,
-    /// Log lines one call may write; further lines are dropped.
-    #[arg(skip)]
-    pub max_log_lines_per_call: u32,
-    /// Size of one call's JSON result, and of a hub's error text, in bytes.
-    #[arg(skip)]
-    pub max_result_bytes: usize,
-    /// Size of one send's arguments (its JSON array), in bytes.
-    #[arg(skip)]
-    pub max_send_bytes: usize,
-    /// Bytes of arguments one call may send, all its sends together: what a
-    /// call can make the host hold for its recipients.
-    #[arg(skip)]
-    pub max_sent_bytes_per_call: usize,
-    /// Connection ids, group names or user ids one send's target may name
-    /// (excluded ids included): delivery's work per send.
-    #[arg(skip)]
-    pub max_names_per_send: usize,
-    /// Group additions and removals one call may make.
-    #[arg(skip)]
-    pub max_group_changes_per_call: u32,
-    /// Groups one connection may be in.
-    #[arg(skip)]
-    pub max_groups_per_connection: usize,
-    /// Groups with members one hub may have on a node (each is a backplane
-    /// subscription).
-    #[arg(skip)]
-    pub max_groups_per_hub: usize,
-    /// Reuse instances between calls (the default), or instantiate afresh
-    /// for every call (slower; nothing can carry over between calls).
-    #[arg(skip)]
-    pub reuse_instances: bool,
-    /// Core instances one hub instance may create. Toolchains differ
-    /// (componentize-py links several modules), so these counts are
-    /// generous; memory is what is really bounded.
-    #[arg(skip)]
-    pub max_instances: usize,
-    /// Tables one hub instance may create.
-    #[arg(skip)]
-    pub max_tables: usize,
-    /// Memories one hub instance may create.
-    #[arg(skip)]
-    pub max_memories: usize,
-    /// Elements per table.
-    #[arg(skip)]
-    pub max_table_elements: usize,
-}
-
-impl Default for HubLimits {
-    fn default() -> Self {
-        Self {
-            memory_bytes: 64 << 20,
-            call_timeout: Duration::from_secs(5),
-            max_sends_per_call: 1_000,
-            max_log_lines_per_call: 100,
-            max_result_bytes: 1 << 20,
-            max_send_bytes: 1 << 20,
-            max_sent_bytes_per_call: 16 << 20,
-            max_names_per_send: 1_000,
-            max_group_changes_per_call: 100,
-            max_groups_per_connection: GroupLimits::default().per_connection,
-            max_groups_per_hub: GroupLimits::default().per_hub,
-            reuse_instances: true,
-            max_instances: 64,
-            max_tables: 64,
-            max_memories: 16,
-            max_table_elements: 1 << 20,
-        }
-    }
-}
 
 /// Why a component could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +94,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: Option<cache::ArtifactCache>,
+    idle: Arc<idle::IdleMemory>,
 }
 
 impl Runtime {
@@ -196,6 +110,7 @@ impl Runtime {
             engine,
             linker,
             cache: None,
+            idle: Arc::default(),
         })
     }
 
@@ -244,6 +159,7 @@ impl Runtime {
             pre,
             limits: limits.clone(),
             idle: Mutex::default(),
+            idle_memory: self.idle.clone(),
         })
     }
 
@@ -304,10 +220,16 @@ pub use exports::hubhost::hub::hub::HubError;
 /// Idle instances kept per hub version.
 const MAX_IDLE_INSTANCES: usize = 8;
 
-/// An instance with its store, between calls.
+/// An instance with its store.
 struct Warm {
     store: Store<CallState>,
     hub: HubComponent,
+}
+
+/// An idle instance and the part of its tenant's idle budget it holds.
+struct Idle {
+    warm: Warm,
+    _kept: idle::Kept,
 }
 
 /// One compiled, checked version of a hub, ready to instantiate.
@@ -315,7 +237,8 @@ pub struct HubVersion {
     key: HubKey,
     pre: HubComponentPre<CallState>,
     limits: HubLimits,
-    idle: Mutex<Vec<Warm>>,
+    idle: Mutex<Vec<Idle>>,
+    idle_memory: Arc<idle::IdleMemory>,
 }
 
 impl HubVersion {
@@ -346,7 +269,7 @@ impl HubVersion {
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 
-    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Warm>> {
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
         // The vector is only pushed to and popped from; poisoning is harmless.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -358,7 +281,7 @@ impl HubVersion {
         run: impl FnOnce(&mut Store<CallState>, &HubComponent, &WitCaller) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let reused = if self.limits.reuse_instances {
-            self.idle().pop()
+            self.idle().pop().map(|idle| idle.warm)
         } else {
             None
         };
@@ -376,14 +299,34 @@ impl HubVersion {
             Ok(value) => {
                 // Only an instance that finished cleanly is reused.
                 if self.limits.reuse_instances {
-                    let mut idle = self.idle();
-                    if idle.len() < MAX_IDLE_INSTANCES {
-                        idle.push(warm);
-                    }
+                    self.keep(warm);
                 }
                 Ok(value)
             }
             Err(error) => Err(self.classify(&error, hit)),
+        }
+    }
+
+    /// Keep `warm` for the next call if there is room, in this version's
+    /// idle list and in its tenant's idle memory budget.
+    fn keep(&self, warm: Warm) {
+        let mut idle = self.idle();
+        if idle.len() >= MAX_IDLE_INSTANCES {
+            return;
+        }
+        let bytes = warm.store.data().limiter.memory_used();
+        let tenant = self.key.tenant();
+        match self
+            .idle_memory
+            .reserve(tenant, bytes, self.limits.max_idle_memory_bytes)
+        {
+            Some(kept) => idle.push(Idle { warm, _kept: kept }),
+            None => tracing::debug!(
+                tenant,
+                hub = self.key.hub(),
+                bytes,
+                "instance dropped: its tenant's idle instances are at hub_limits.max_idle_memory_bytes"
+            ),
         }
     }
 

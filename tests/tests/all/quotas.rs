@@ -50,6 +50,16 @@ async fn server() -> anyhow::Result<TestServer> {
         ..Default::default()
     };
     config.tenants.insert("groupy".into(), groupy);
+    config.hubs.push(HubConfig {
+        tenant: "lean".into(),
+        hub: "faulty".into(),
+        path: guest("faulty"),
+    });
+    let lean = TenantConfig {
+        hub_limits: limits(json!({ "max_idle_memory_bytes": 4 << 20 })),
+        ..Default::default()
+    };
+    config.tenants.insert("lean".into(), lean);
     TestServer::start(config).await
 }
 
@@ -214,6 +224,43 @@ async fn groups_are_bounded_per_connection_and_per_hub() -> anyhow::Result<()> {
     // The limits are the tenant's: the default tenant joins five at once.
     let (mut free, _) = RawClient::connect(&server, "/demo/faulty").await?;
     assert_eq!(free.invoke("5", "JoinMany", json!([5])).await?["result"], 5);
+    server.stop().await
+}
+
+/// An idle instance keeps the memory it grew to: a tenant's idle instances
+/// may keep `max_idle_memory_bytes` in all, and one that would go over is
+/// dropped after its call.
+#[tokio::test]
+async fn idle_instances_keep_at_most_their_tenants_budget() -> anyhow::Result<()> {
+    let server = server().await?;
+    let (mut lean, _) = RawClient::connect(&server, "/lean/faulty").await?;
+    // One connection's calls run one at a time, on one warm instance.
+    assert_eq!(lean.invoke("1", "Calls", json!([])).await?["result"], 1);
+    assert_eq!(
+        lean.invoke("2", "Calls", json!([])).await?["result"],
+        2,
+        "reused"
+    );
+    assert_eq!(
+        lean.invoke("3", "Hoard", json!([8 << 20])).await?["result"],
+        1
+    );
+    assert_eq!(
+        lean.invoke("4", "Calls", json!([])).await?["result"],
+        1,
+        "the instance grown past the budget was not kept"
+    );
+    // The default budget keeps a grown instance.
+    let (mut demo, _) = RawClient::connect(&server, "/demo/faulty").await?;
+    assert_eq!(
+        demo.invoke("5", "Hoard", json!([8 << 20])).await?["result"],
+        1
+    );
+    assert_eq!(
+        demo.invoke("6", "Hoard", json!([1])).await?["result"],
+        2,
+        "kept"
+    );
     server.stop().await
 }
 

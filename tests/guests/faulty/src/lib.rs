@@ -4,6 +4,9 @@ use hubhost_guest::{HubError, Methods, Value, export_hub, log};
 
 struct Faulty;
 
+static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static HOARD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
 impl hubhost_guest::Hub for Faulty {
     fn methods(m: &mut Methods) {
         // A Rust panic aborts the instance: the host sees a trap.
@@ -43,6 +46,17 @@ impl hubhost_guest::Hub for Faulty {
         // Deep calls with big frames: runs the shadow stack in linear memory
         // below address 0, which traps as an out-of-bounds access.
         m.on("StackSmash", |_, (depth,): (u64,)| Ok(smash(depth)));
+        // Counts the calls this instance has served: shows whether the host
+        // reused it.
+        m.on("Calls", |_, ()| {
+            Ok(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1)
+        });
+        // Grows memory by `size` bytes and keeps it (the instance stays big).
+        m.on("Hoard", |_, (size,): (usize,)| {
+            let mut hoard = HOARD.lock().map_err(|_| HubError::failed("poisoned"))?;
+            hoard.push(vec![1u8; size]);
+            Ok(hoard.len())
+        });
         m.on("GiantResult", |_, (size,): (usize,)| Ok("x".repeat(size)));
         // Puts the caller into groups g0..g(count-1), stopping at the first
         // refusal.

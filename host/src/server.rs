@@ -9,12 +9,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt as _;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long shutdown waits for connections to finish their Close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -102,14 +105,11 @@ pub async fn run(
     }
     state.cluster.start_heartbeats(url);
     let closing = state.clone();
-    // Hub messages are small and latency matters: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, app(state.clone()))
-        .with_graceful_shutdown(async move {
+    let result = serve(
+        listener,
+        app(state.clone()),
+        state.settings.connection.header_read_timeout,
+        async move {
             shutdown.await;
             tracing::info!("shutting down: closing connections");
             closing.cluster.leave();
@@ -118,8 +118,9 @@ pub async fn run(
                 error: None,
                 allow_reconnect: true,
             });
-        })
-        .await;
+        },
+    )
+    .await;
     expiry.abort();
     state.tasks.close();
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
@@ -146,6 +147,71 @@ pub async fn run(
         }
     }
     result.context("server error")
+}
+
+/// Accept HTTP/1 connections on `listener` for `router` until `shutdown`
+/// completes, then wait (up to the grace period) for requests in progress.
+/// A client must send a request's headers within `header_read_timeout`.
+async fn serve(
+    listener: TcpListener,
+    router: Router,
+    header_read_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    // Asks every open HTTP connection to finish its request and close.
+    let closing = CancellationToken::new();
+    let open = TaskTracker::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Hub messages are small and latency matters: no Nagle delay.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(router.clone());
+        let connection = http
+            .serve_connection(TokioIo::new(tcp), service)
+            .with_upgrades();
+        let closing = closing.clone();
+        open.spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = closing.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            // Timeouts and clients that go away end here; nothing to report.
+            if let Err(error) = ended {
+                tracing::debug!(%error, "HTTP connection ended");
+            }
+        });
+    }
+    drop(listener);
+    closing.cancel();
+    open.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, open.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still in progress after the shutdown grace period");
+    }
+    Ok(())
 }
 
 /// Drop negotiated connections that no transport claimed in time, and

@@ -85,6 +85,12 @@ pub struct ConnectionSettings {
     /// id could use the connection, so it is refused unless allowed here.
     #[arg(skip)]
     pub allow_negotiate_v0: bool,
+    /// How long a client may take to send a request's headers (and an idle
+    /// keep-alive connection to start its next request) before it is
+    /// closed: a client that trickles bytes holds no socket for long.
+    #[arg(skip)]
+    #[serde(rename = "header_read_timeout_ms", with = "crate::millis::positive")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ConnectionSettings {
@@ -103,6 +109,7 @@ impl Default for ConnectionSettings {
             max_connections: 50_000,
             max_pending_negotiations: 10_000,
             allow_negotiate_v0: false,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -264,6 +264,33 @@ async fn idle_instances_keep_at_most_their_tenants_budget() -> anyhow::Result<()
     server.stop().await
 }
 
+/// A client that trickles its request headers (slowloris) is closed once
+/// `header_read_timeout_ms` has passed; one that sends them gets its answer.
+#[tokio::test]
+async fn slow_request_headers_are_cut_off() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = config();
+    config.connection.header_read_timeout = std::time::Duration::from_millis(300);
+    let server = TestServer::start(config).await?;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await?;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await?;
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(PATIENCE, slow.read_to_end(&mut seen)).await;
+    assert!(
+        matches!(ended, Ok(Ok(_))),
+        "the server kept a connection whose headers never ended: {ended:?}"
+    );
+    let mut prompt = tokio::net::TcpStream::connect(server.addr).await?;
+    prompt
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, prompt.read_to_string(&mut answer)).await??;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.stop().await
+}
+
 /// A tenant's `hub_limits` table, as the file or the admin API gives it.
 fn limits(table: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     match table {

@@ -19,7 +19,7 @@ use crate::ids::NodeId;
 use crate::state::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{self, Message as WsMessage, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
@@ -31,7 +31,28 @@ use tokio_util::sync::CancellationToken;
 /// Marks a request one node passed on to another.
 pub const FORWARDED: &str = "x-hubhost-forwarded";
 
-/// Headers that belong to one hop, not to the request or response.
+/// The request headers the owner needs: credentials (it checks them again,
+/// and that the user is the one who negotiated), the body's type, and what
+/// the clients send to say who they are. Nothing else goes: an owner reached
+/// through a bad address would learn no cookies or other secrets.
+const PASSED_ON: &[&str] = &[
+    "authorization",
+    "content-type",
+    "accept",
+    "x-requested-with",
+    "x-signalr-user-agent",
+];
+
+/// The headers of a request to send to the owner.
+fn passed_on(headers: &HeaderMap) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+    PASSED_ON.iter().filter_map(|name| {
+        let name = HeaderName::from_static(name);
+        let value = headers.get(&name)?;
+        Some((name, value))
+    })
+}
+
+/// Headers that belong to one hop, not to the response.
 fn hop_by_hop(name: &HeaderName) -> bool {
     matches!(
         name.as_str(),
@@ -78,10 +99,8 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
     };
     let url = format!("{base}{}", path_and_query(request));
     let mut outgoing = state.forwarder.request(request.method.clone(), &url);
-    for (name, value) in &request.headers {
-        if !hop_by_hop(name) {
-            outgoing = outgoing.header(name, value);
-        }
+    for (name, value) in passed_on(&request.headers) {
+        outgoing = outgoing.header(name, value);
     }
     let outgoing = outgoing
         .header(FORWARDED, state.cluster.node().to_string())
@@ -142,16 +161,8 @@ pub(super) async fn websocket(
         tracing::warn!(%owner, node = base, "cannot relay to an invalid node URL");
         return unknown_connection();
     };
-    for name in [
-        header::AUTHORIZATION,
-        header::COOKIE,
-        header::USER_AGENT,
-        HeaderName::from_static("x-requested-with"),
-        HeaderName::from_static("x-signalr-user-agent"),
-    ] {
-        if let Some(value) = request.headers.get(&name) {
-            upstream.headers_mut().insert(name, value.clone());
-        }
+    for (name, value) in passed_on(&request.headers) {
+        upstream.headers_mut().insert(name, value.clone());
     }
     if let Ok(node) = state.cluster.node().to_string().parse() {
         upstream.headers_mut().insert(FORWARDED, node);
@@ -256,5 +267,31 @@ async fn relay(client: WebSocket, upstream: Upstream, shutdown: CancellationToke
             let _ = owner_tx.close().await;
         })
         .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_the_owner_needs_is_passed_on() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "Bearer t"),
+            ("content-type", "text/plain"),
+            ("x-signalr-user-agent", "Microsoft SignalR/8.0"),
+            ("cookie", "session=secret"),
+            ("x-api-key", "secret"),
+            ("host", "a"),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        let mut names: Vec<_> = passed_on(&headers).map(|(n, _)| n.to_string()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["authorization", "content-type", "x-signalr-user-agent"]
+        );
     }
 }

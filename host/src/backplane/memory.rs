@@ -80,7 +80,7 @@ impl Drop for MemoryBackplane {
 }
 
 impl Backplane for MemoryBackplane {
-    fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
+    fn publish(&self, _account: &str, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
         let bus = self.bus.lock();
         let Some(nodes) = bus.subscribers.get(channel) else {
             return Ok(());
@@ -157,13 +157,13 @@ mod tests {
         let mut b_in = b.take_incoming().ok_or_else(|| anyhow::anyhow!("taken"))?;
         assert!(a.take_incoming().is_none());
         assert!(b.subscribe("x").ready(std::time::Duration::ZERO).await);
-        a.publish("x", Bytes::from_static(b"1"))?;
-        a.publish("y", Bytes::from_static(b"2"))?;
+        a.publish("t", "x", Bytes::from_static(b"1"))?;
+        a.publish("t", "y", Bytes::from_static(b"2"))?;
         let got = b_in.recv().await.ok_or_else(|| anyhow::anyhow!("closed"))?;
         assert_eq!((got.channel.as_str(), &got.payload[..]), ("x", &b"1"[..]));
         assert!(a_in.try_recv().is_err());
         b.unsubscribe("x");
-        a.publish("x", Bytes::from_static(b"3"))?;
+        a.publish("t", "x", Bytes::from_static(b"3"))?;
         assert!(b_in.try_recv().is_err());
         Ok(())
     }

@@ -12,6 +12,7 @@
 //! Subscriptions are per node, not per connection: the lifetime manager counts
 //! references and subscribes once per channel.
 
+mod buffer;
 pub mod channels;
 pub mod memory;
 pub mod redis;
@@ -118,14 +119,24 @@ impl Subscribed {
     }
 }
 
-/// Publish `message` as JSON on `channel`, best effort: a message that
-/// cannot be encoded or queued is logged, and other nodes miss it.
-pub fn publish_json<T: Serialize>(backplane: &dyn Backplane, channel: &str, message: &T) {
+/// The account of the node's own messages (heartbeats, control); no tenant
+/// name is empty.
+pub const NODE_ACCOUNT: &str = "";
+
+/// Publish `message` as JSON on `channel`, charged to `account`, best
+/// effort: a message that cannot be encoded or queued is logged, and other
+/// nodes miss it.
+pub fn publish_json<T: Serialize>(
+    backplane: &dyn Backplane,
+    account: &str,
+    channel: &str,
+    message: &T,
+) {
     let payload = match serde_json::to_vec(message) {
         Ok(payload) => payload,
         Err(error) => return tracing::error!(%error, channel, "cannot encode a backplane message"),
     };
-    if let Err(error) = backplane.publish(channel, payload.into()) {
+    if let Err(error) = backplane.publish(account, channel, payload.into()) {
         tracing::warn!(%error, channel, "backplane publish failed; other nodes miss this message");
     }
 }
@@ -139,8 +150,9 @@ pub enum BackplaneError {
 
 /// Node-level publish/subscribe.
 pub trait Backplane: Send + Sync + 'static {
-    /// Queue `payload` for every node subscribed to `channel`.
-    fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError>;
+    /// Queue `payload` for every node subscribed to `channel`, charged to
+    /// `account` (a tenant, or [`NODE_ACCOUNT`]) where the medium buffers.
+    fn publish(&self, account: &str, channel: &str, payload: Bytes) -> Result<(), BackplaneError>;
     /// Start receiving `channel` (idempotent).
     fn subscribe(&self, channel: &str) -> Subscribed;
     /// Stop receiving `channel` (idempotent).

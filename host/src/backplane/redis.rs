@@ -2,10 +2,11 @@
 //!
 //! Two connections per node, each owned by one task:
 //! - the publisher drains an outgoing queue, pipelining what is waiting into
-//!   one round trip. The queue is bounded by bytes and age: while Redis is
-//!   away, messages wait (oldest dropped past the byte bound, expired ones
-//!   past the age bound, both counted) and are flushed in order once it is
-//!   back, after a grace period that lets the other nodes resubscribe;
+//!   one round trip. The queue ([`super::buffer`]) is bounded by bytes and
+//!   age: while Redis is away, messages wait (past the byte bound the
+//!   heaviest tenant's oldest are dropped, past the age bound expired ones,
+//!   both counted) and are flushed, in order per tenant, once it is back,
+//!   after a grace period that lets the other nodes resubscribe;
 //! - the subscriber holds the set of channels this node wants, subscribes
 //!   them all again after every reconnect, and forwards messages to the
 //!   lifetime manager.
@@ -17,11 +18,12 @@
 //! flight; one that is caught is dropped and counted rather than sent again,
 //! since Redis may have delivered part of it: delivery stays at most once.
 
+use super::buffer::{Buffer, Outgoing};
 use super::{Backplane, BackplaneError, BackplaneSettings, BackplaneStats, Delivery, Subscribed};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -63,18 +65,6 @@ impl RedisSettings {
     }
 }
 
-struct Outgoing {
-    channel: String,
-    payload: Bytes,
-    queued: Instant,
-}
-
-#[derive(Default)]
-struct Queue {
-    items: VecDeque<Outgoing>,
-    bytes: usize,
-}
-
 enum Command {
     /// Subscribe; the sender fires once the subscription is in effect.
     Subscribe(String, oneshot::Sender<()>),
@@ -83,7 +73,7 @@ enum Command {
 
 #[derive(Default)]
 struct Shared {
-    queue: Mutex<Queue>,
+    queue: Mutex<Buffer>,
     queued: Notify,
     publisher_up: AtomicBool,
     subscriber_up: AtomicBool,
@@ -96,8 +86,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn queue(&self) -> MutexGuard<'_, Queue> {
-        // Pushes and pops keep `bytes` in step before anything can panic.
+    fn queue(&self) -> MutexGuard<'_, Buffer> {
+        // Pushes and pops keep the counts in step before anything can panic.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -153,22 +143,15 @@ impl Drop for RedisBackplane {
 }
 
 impl Backplane for RedisBackplane {
-    fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
+    fn publish(&self, account: &str, channel: &str, payload: Bytes) -> Result<(), BackplaneError> {
         let mut queue = self.shared.queue();
-        queue.bytes += payload.len();
-        queue.items.push_back(Outgoing {
+        queue.push(Outgoing {
+            account: account.into(),
             channel: channel.to_owned(),
             payload,
             queued: Instant::now(),
         });
-        let mut dropped = 0u64;
-        while queue.bytes > self.settings.backplane.max_buffer_bytes {
-            let Some(oldest) = queue.items.pop_front() else {
-                break;
-            };
-            queue.bytes -= oldest.payload.len();
-            dropped += 1;
-        }
+        let dropped = queue.trim(self.settings.backplane.max_buffer_bytes);
         drop(queue);
         if dropped > 0 {
             let total = self
@@ -179,7 +162,7 @@ impl Backplane for RedisBackplane {
             tracing::warn!(
                 dropped,
                 total,
-                "redis backplane: outgoing buffer full; oldest messages dropped"
+                "redis backplane: outgoing buffer full; oldest messages of the heaviest tenants dropped"
             );
         }
         self.shared.queued.notify_one();
@@ -215,7 +198,7 @@ impl Backplane for RedisBackplane {
         BackplaneStats {
             published: s.published.load(Ordering::Relaxed),
             received: s.received.load(Ordering::Relaxed),
-            buffered: s.queue().items.len() as u64,
+            buffered: s.queue().len() as u64,
             dropped_overflow: s.dropped_overflow.load(Ordering::Relaxed),
             dropped_expired: s.dropped_expired.load(Ordering::Relaxed),
             dropped_in_flight: s.dropped_in_flight.load(Ordering::Relaxed),
@@ -250,24 +233,13 @@ async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String
 /// until the batch is sent.
 fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
     let mut queue = shared.queue();
-    let mut expired = 0u64;
-    while queue
-        .items
-        .front()
-        .is_some_and(|m| m.queued.elapsed() > max_age)
-    {
-        if let Some(old) = queue.items.pop_front() {
-            queue.bytes -= old.payload.len();
-            expired += 1;
-        }
-    }
+    let expired = queue.expire(max_age);
     let mut batch = Vec::new();
     let mut bytes = 0;
     while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
-        let Some(message) = queue.items.pop_front() else {
+        let Some(message) = queue.pop() else {
             break;
         };
-        queue.bytes -= message.payload.len();
         bytes += message.payload.len();
         batch.push(message);
     }
@@ -283,12 +255,11 @@ fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
     batch
 }
 
-/// Put an unsent batch back at the head of the queue, in order.
+/// Put an unsent batch back, each message first in its account, in order.
 fn requeue(shared: &Shared, batch: Vec<Outgoing>) {
     let mut queue = shared.queue();
     for message in batch.into_iter().rev() {
-        queue.bytes += message.payload.len();
-        queue.items.push_front(message);
+        queue.push_front(message);
     }
 }
 
@@ -314,7 +285,7 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
             }
             // Let the other nodes' subscribers come back before flushing.
             sleep(settings.backplane.resubscribe_grace).await;
-            tracing::info!(outage = ?since.elapsed(), buffered = shared.queue().items.len(),
+            tracing::info!(outage = ?since.elapsed(), buffered = shared.queue().len(),
                 "redis backplane: publisher reconnected; flushing");
         }
         shared.publisher_up.store(true, Ordering::Relaxed);

@@ -19,7 +19,7 @@ mod nodes;
 pub use nodes::{Heartbeat, PeerUrls};
 
 use crate::backplane::channels::Channels;
-use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
+use crate::backplane::{Backplane, Delivery, NODE_ACCOUNT, Subscribed, publish_json};
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -147,7 +147,7 @@ impl Cluster {
     }
 
     fn publish(&self, channel: &str, wire: &Wire) {
-        publish_json(self.backplane.as_ref(), channel, wire);
+        publish_json(self.backplane.as_ref(), NODE_ACCOUNT, channel, wire);
     }
 
     /// Handle `delivery` if it is on one of the cluster's channels; else

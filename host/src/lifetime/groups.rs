@@ -105,7 +105,7 @@ impl HubLifetimeManager {
             add: join.is_some(),
             limits: join.unwrap_or_default(),
         });
-        self.publish_wire(&self.channels.node(owner), &wire);
+        self.publish_wire(hub.tenant(), &self.channels.node(owner), &wire);
         match tokio::time::timeout(self.group_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => {
@@ -171,6 +171,7 @@ impl HubLifetimeManager {
             refused,
         });
         let channel = self.channels.node(origin);
+        let tenant = request.tenant;
         let manager = self.clone();
         // Answer once the subscription is in effect, without holding up the
         // delivery of other messages.
@@ -178,7 +179,7 @@ impl HubLifetimeManager {
             if let Some(subscribed) = applied {
                 manager.settle(subscribed).await;
             }
-            manager.publish_wire(&channel, &reply);
+            manager.publish_wire(&tenant, &channel, &reply);
         });
     }
 

@@ -291,6 +291,7 @@ impl HubLifetimeManager {
 
     fn publish_to(&self, channel: &str, hub: &HubKey, to: Target, message: &Message) {
         self.publish_wire(
+            hub.tenant(),
             channel,
             &Wire::Send(Envelope {
                 origin: self.cluster.node_name().to_owned(),
@@ -303,8 +304,9 @@ impl HubLifetimeManager {
         );
     }
 
-    fn publish_wire(&self, channel: &str, wire: &Wire) {
-        publish_json(self.backplane.as_ref(), channel, wire);
+    /// Publish `wire`, charged to `tenant`.
+    fn publish_wire(&self, tenant: &str, channel: &str, wire: &Wire) {
+        publish_json(self.backplane.as_ref(), tenant, channel, wire);
     }
 
     /// A message from another node.

@@ -404,6 +404,73 @@ async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow:
     b.stop().await
 }
 
+/// The outage buffer is shared fairly: a tenant's burst past it drops that
+/// tenant's oldest messages, never those of a tenant within its share.
+#[tokio::test]
+async fn a_burst_during_an_outage_evicts_only_its_own_tenants_messages() -> anyhow::Result<()> {
+    use hubhost::backplane::Backplane as _;
+    use hubhost::backplane::redis::{RedisBackplane, RedisSettings};
+    let port = free_port()?;
+    let mut settings = RedisSettings::new(format!("redis://127.0.0.1:{port}"));
+    settings.backplane.max_buffer_bytes = 10_000;
+    settings.backplane.resubscribe_grace = std::time::Duration::ZERO;
+    let backplane = RedisBackplane::start(settings)?;
+    let mut incoming = backplane
+        .take_incoming()
+        .ok_or_else(|| anyhow::anyhow!("no incoming"))?;
+    let channel = unique_prefix("fair");
+    let subscribed = backplane.subscribe(&channel);
+    let payload = |tenant: &str, i: usize| format!("{tenant}-{i:04}-{}", "x".repeat(90));
+    // Redis is not there yet: everything waits in the buffer.
+    for i in 0..5 {
+        backplane.publish("quiet", &channel, payload("quiet", i).into_bytes().into())?;
+    }
+    for i in 0..1_000 {
+        backplane.publish("loud", &channel, payload("loud", i).into_bytes().into())?;
+    }
+    let dropped = backplane.stats().dropped_overflow;
+    let _redis = RedisServer::start(port).await?;
+    assert!(subscribed.ready(hubhost_tests::PATIENCE).await);
+    let expected = 1_005 - dropped as usize;
+    let mut got = Vec::new();
+    while got.len() < expected {
+        match tokio::time::timeout(hubhost_tests::PATIENCE, incoming.recv()).await {
+            Ok(Some(delivery)) => got.push(String::from_utf8_lossy(&delivery.payload).into_owned()),
+            _ => break,
+        }
+    }
+    let quiet: Vec<&str> = got
+        .iter()
+        .filter(|p| p.starts_with("quiet-"))
+        .map(|p| &p[..10])
+        .collect();
+    assert_eq!(
+        quiet,
+        [
+            "quiet-0000",
+            "quiet-0001",
+            "quiet-0002",
+            "quiet-0003",
+            "quiet-0004"
+        ],
+        "the quiet tenant lost messages to the loud one"
+    );
+    let loud: Vec<&str> = got
+        .iter()
+        .filter(|p| p.starts_with("loud-"))
+        .map(|p| &p[..9])
+        .collect();
+    assert_eq!(loud.len(), expected - 5);
+    assert_eq!(
+        loud.last().copied(),
+        Some("loud-0999"),
+        "the newest are kept"
+    );
+    assert!(loud.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(dropped > 900, "{dropped} dropped");
+    Ok(())
+}
+
 /// The subscriber's keep-alive ping must never cost a message. (Redis answers
 /// a PING on a subscribed connection with an array; reading it as a string
 /// once made every ping drop and re-make the subscription, losing whatever
@@ -441,7 +508,7 @@ async fn subscriber_pings_lose_nothing() -> anyhow::Result<()> {
     let mut seen = first;
     for batch in 0..BATCHES {
         for i in 0..MESSAGES / BATCHES as usize {
-            backplane.publish(&channel, format!("{batch}-{i}").into_bytes().into())?;
+            backplane.publish("t", &channel, format!("{batch}-{i}").into_bytes().into())?;
         }
         seen = info_at_least(&mut probe, "commandstats", "cmdstat_ping:calls=", seen + 1).await?;
     }

@@ -6,7 +6,7 @@ use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::{RedisBackplane, RedisSettings};
 use crate::cluster::{Cluster, PeerUrls};
 use crate::config::Config;
-use crate::deploy::Deployer;
+use crate::deploy::{DeploySettings, Deployer};
 use crate::hubs::{Hubs, Source};
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
@@ -91,6 +91,7 @@ impl AppState {
                 hub_limits: settings.hub_limits.clone(),
                 max_messages_per_second: settings.connection.rate_limit(),
                 max_component_bytes: settings.admin.max_component_bytes,
+                storage: settings.admin.storage,
             },
             settings.tenants.clone(),
         )?;
@@ -126,7 +127,11 @@ impl AppState {
             tenants.clone(),
             cluster.clone(),
             lifetime.clone(),
-            files,
+            DeploySettings {
+                files,
+                uploads_in_progress: settings.admin.max_uploads_in_progress,
+                concurrent_compiles: settings.admin.max_concurrent_compiles,
+            },
         );
         let tokens = Tokens::new(settings.connection.max_pending_negotiations);
         let connection_counts = ConnectionCounts::new(settings.connection.max_connections);

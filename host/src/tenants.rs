@@ -46,6 +46,34 @@ pub struct TenantConfig {
     /// Hub limits that differ from the global ones (`[hub_limits]` keys).
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     pub hub_limits: serde_json::Map<String, serde_json::Value>,
+    /// Storage limits that differ from the global ones (`[admin.storage]`
+    /// keys).
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub storage: serde_json::Map<String, serde_json::Value>,
+}
+
+/// What a tenant may keep in the hub store (Redis, or the data directory)
+/// and, through it, in every node's memory and compiled-code cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageLimits {
+    /// Hubs the tenant may have in the store.
+    pub max_hubs: usize,
+    /// Versions kept per hub: past it an upload prunes the oldest, never
+    /// the active one, the one before it (a rollback's target) or the new one.
+    pub max_versions: usize,
+    /// Bytes of components the tenant may keep, every version of every hub.
+    pub max_stored_bytes: u64,
+}
+
+impl Default for StorageLimits {
+    fn default() -> Self {
+        Self {
+            max_hubs: 100,
+            max_versions: 10,
+            max_stored_bytes: 512 << 20,
+        }
+    }
 }
 
 impl TenantConfig {
@@ -115,6 +143,7 @@ pub struct TenantSettings {
     pub max_messages_per_second: Option<u32>,
     pub max_component_bytes: usize,
     pub hub_limits: HubLimits,
+    pub storage: StorageLimits,
     pub auth: Authenticator,
     /// Digests of the tenant's admin keys.
     pub admin_keys: Vec<[u8; 32]>,
@@ -126,6 +155,7 @@ pub struct TenantDefaults {
     pub hub_limits: HubLimits,
     pub max_messages_per_second: Option<u32>,
     pub max_component_bytes: usize,
+    pub storage: StorageLimits,
 }
 
 impl TenantDefaults {
@@ -157,6 +187,8 @@ impl TenantDefaults {
                 .unwrap_or(self.max_component_bytes),
             hub_limits: overlay(&self.hub_limits, &config.hub_limits)
                 .map_err(|e| anyhow::anyhow!("hub_limits: {e}"))?,
+            storage: overlay(&self.storage, &config.storage)
+                .map_err(|e| anyhow::anyhow!("storage: {e}"))?,
             auth: Authenticator::new(&config.auth)?,
             admin_keys,
         })
@@ -292,6 +324,7 @@ mod tests {
             hub_limits: HubLimits::default(),
             max_messages_per_second: Some(50),
             max_component_bytes: 1000,
+            storage: StorageLimits::default(),
         }
     }
 

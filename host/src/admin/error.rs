@@ -25,6 +25,9 @@ pub enum AdminError {
     Unprocessable(String),
     #[error("The hub store is unavailable; try again.")]
     Unavailable,
+    /// This node has too much to do; another try may succeed.
+    #[error("{0}")]
+    Busy(String),
     #[error("Internal error; see the server log.")]
     Internal,
 }
@@ -39,7 +42,7 @@ impl AdminError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -80,6 +83,10 @@ impl From<DeployError> for AdminError {
         match error {
             DeployError::Store(error) => error.into(),
             DeployError::TooLarge { .. } => Self::TooLarge(error.to_string()),
+            DeployError::TooManyHubs { .. } | DeployError::StorageFull { .. } => {
+                Self::Conflict(capitalized(&error.to_string()) + ".")
+            }
+            DeployError::Busy => Self::Busy(capitalized(&error.to_string()) + "."),
             DeployError::Load(LoadError::Invalid(detail)) => {
                 Self::BadRequest(format!("Not a valid WebAssembly component: {detail}"))
             }

@@ -223,6 +223,8 @@ async fn upload(
 ) -> Result<Response> {
     let key = hub_of(&admin)?.clone();
     let tenant = admin.tenant;
+    // Before the body is read: uploads waiting for a place hold no bodies.
+    let permit = state.deployer.upload_permit()?;
     let activate = match query.get("activate").map(String::as_str) {
         None | Some("true") => true,
         Some("false") => false,
@@ -257,7 +259,7 @@ async fn upload(
     }
     let info = state
         .deployer
-        .upload(&key, bytes.to_vec(), activate)
+        .upload(permit, &key, bytes.to_vec(), activate)
         .await?;
     let uploaded = Uploaded {
         info,

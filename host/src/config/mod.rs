@@ -18,7 +18,7 @@ use crate::backplane::BackplaneSettings;
 use crate::connection::ConnectionSettings;
 use crate::names::HubKey;
 use crate::runtime::HubLimits;
-use crate::tenants::TenantConfig;
+use crate::tenants::{StorageLimits, TenantConfig};
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -137,6 +137,18 @@ pub struct AdminSettings {
     #[arg(skip)]
     #[serde(rename = "sync_interval_ms", with = "crate::millis::positive")]
     pub sync_interval: Duration,
+    /// Uploads this node reads and compiles at once, every tenant together;
+    /// one more is refused (503) before its body is read.
+    #[arg(skip)]
+    pub max_uploads_in_progress: usize,
+    /// Components this node compiles at once (uploads, and versions other
+    /// nodes activated); more wait.
+    #[arg(skip)]
+    pub max_concurrent_compiles: usize,
+    /// What each tenant may keep in the store, unless its own `storage`
+    /// says otherwise.
+    #[arg(skip)]
+    pub storage: StorageLimits,
 }
 
 impl Default for AdminSettings {
@@ -145,6 +157,9 @@ impl Default for AdminSettings {
             operator_keys: Vec::new(),
             max_component_bytes: 32 << 20,
             sync_interval: Duration::from_secs(10),
+            max_uploads_in_progress: 4,
+            max_concurrent_compiles: 2,
+            storage: StorageLimits::default(),
         }
     }
 }
@@ -230,6 +245,11 @@ impl Config {
         if c.max_connections == 0 || c.max_pending_negotiations == 0 {
             bail!(
                 "connection.max_connections and connection.max_pending_negotiations must be at least 1"
+            );
+        }
+        if self.admin.max_uploads_in_progress == 0 || self.admin.max_concurrent_compiles == 0 {
+            bail!(
+                "admin.max_uploads_in_progress and admin.max_concurrent_compiles must be at least 1"
             );
         }
         if self.admin.max_component_bytes == 0 {

@@ -17,6 +17,7 @@
 //! A hub from the configuration (`--hub`) is served until the store has an
 //! active version of it, and again once that hub is deleted from the store.
 
+mod storage;
 mod watch;
 
 pub use watch::watch;
@@ -34,7 +35,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// How often a node that has not yet read the store tries again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -48,9 +49,31 @@ pub enum DeployError {
     Store(#[from] StoreError),
     #[error("the component is {size} bytes, over the tenant's limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
+    #[error("the tenant has {limit} hubs, its limit (storage.max_hubs); delete one first")]
+    TooManyHubs { limit: usize },
+    #[error(
+        "the tenant's components would take {needed} bytes, over its limit of {limit} bytes (storage.max_stored_bytes); delete versions or hubs first"
+    )]
+    StorageFull { needed: u64, limit: u64 },
+    #[error("too many uploads in progress on this node; try again later")]
+    Busy,
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What a deployer is given: the configured hub files, and what the node
+/// spends on deploying at once.
+#[derive(Debug, Clone, Default)]
+pub struct DeploySettings {
+    /// Hubs from the configuration, served while the store has none.
+    pub files: HashMap<HubKey, PathBuf>,
+    pub uploads_in_progress: usize,
+    pub concurrent_compiles: usize,
+}
+
+/// A place among the uploads in progress, held from before the body is read
+/// until the upload is stored.
+pub struct UploadPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 
 #[derive(Default)]
 struct Dirty {
@@ -70,7 +93,14 @@ pub struct Deployer {
     lifetime: Arc<HubLifetimeManager>,
     /// Hubs from the configuration, served while the store has none.
     files: HashMap<HubKey, PathBuf>,
-    locks: Mutex<HashMap<HubKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// By `tenant/hub` for a hub's changes, and by `tenant` for the quota
+    /// checks and writes of a tenant's uploads, one at a time on this node.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    max_uploads: usize,
+    /// Uploads being read or compiled on this node (`try_acquire` only).
+    uploads: Arc<Semaphore>,
+    /// Compiles running at once; the rest wait.
+    compiles: Semaphore,
     dirty: Mutex<Dirty>,
     wake: Arc<Notify>,
     synced: AtomicBool,
@@ -84,7 +114,7 @@ impl Deployer {
         tenants: Tenants,
         cluster: Arc<Cluster>,
         lifetime: Arc<HubLifetimeManager>,
-        files: HashMap<HubKey, PathBuf>,
+        settings: DeploySettings,
     ) -> Arc<Self> {
         Arc::new(Self {
             runtime,
@@ -93,8 +123,11 @@ impl Deployer {
             tenants,
             cluster,
             lifetime,
-            files,
+            files: settings.files,
             locks: Mutex::default(),
+            max_uploads: settings.uploads_in_progress,
+            uploads: Arc::new(Semaphore::new(settings.uploads_in_progress)),
+            compiles: Semaphore::new(settings.concurrent_compiles),
             dirty: Mutex::default(),
             wake: Arc::default(),
             synced: AtomicBool::new(false),
@@ -140,18 +173,46 @@ impl Deployer {
     }
 
     async fn lock(&self, key: &HubKey) -> tokio::sync::OwnedMutexGuard<()> {
+        self.lock_named(key.to_string()).await
+    }
+
+    async fn lock_named(&self, name: String) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = self
             .locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(key.clone())
+            .entry(name)
             .or_default()
             .clone();
         lock.lock_owned().await
     }
 
-    /// Compile and check `bytes` for `key` on a blocking thread.
+    /// Uploads being read or compiled on this node now.
+    pub fn uploads_in_progress(&self) -> usize {
+        self.max_uploads
+            .saturating_sub(self.uploads.available_permits())
+    }
+
+    /// A place for one more upload, or [`DeployError::Busy`]: take it before
+    /// reading the body, so waiting uploads hold no bodies.
+    pub fn upload_permit(&self) -> Result<UploadPermit, DeployError> {
+        match self.uploads.clone().try_acquire_owned() {
+            Ok(permit) => Ok(UploadPermit(permit)),
+            Err(_) => {
+                tracing::warn!("upload refused: admin.max_uploads_in_progress reached");
+                Err(DeployError::Busy)
+            }
+        }
+    }
+
+    /// Compile and check `bytes` for `key` on a blocking thread, when one
+    /// of the compile slots is free.
     pub async fn compile(&self, key: &HubKey, bytes: Arc<[u8]>) -> Result<HubVersion, DeployError> {
+        let _slot = self
+            .compiles
+            .acquire()
+            .await
+            .map_err(|_| DeployError::Internal("compiler slots closed".into()))?;
         let runtime = self.runtime.clone();
         let limits = self.tenants.current().get(key.tenant()).hub_limits.clone();
         let key = key.clone();
@@ -161,14 +222,17 @@ impl Deployer {
             .map_err(DeployError::from)
     }
 
-    /// Check and store a new version of `key`; serve it at once if `activate`.
+    /// Check and store a new version of `key`, within its tenant's storage
+    /// limits (pruning old versions); serve it at once if `activate`.
     pub async fn upload(
         &self,
+        _permit: UploadPermit,
         key: &HubKey,
         bytes: Vec<u8>,
         activate: bool,
     ) -> Result<VersionInfo, DeployError> {
-        let limit = self.tenants.current().get(key.tenant()).max_component_bytes;
+        let tenant = self.tenants.current().get(key.tenant()).clone();
+        let limit = tenant.max_component_bytes;
         if bytes.len() > limit {
             return Err(DeployError::TooLarge {
                 size: bytes.len(),
@@ -177,10 +241,18 @@ impl Deployer {
         }
         let started = Instant::now();
         let bytes: Arc<[u8]> = bytes.into();
+        // Checked before and after the compile: a refused upload costs no
+        // compile, and the store is written only within the limits.
+        self.check_storage(key, bytes.len() as u64, tenant.storage)
+            .await?;
         let compiled = self.compile(key, bytes.clone()).await?;
         let compile_ms = started.elapsed().as_millis() as u64;
+        let _tenant_guard = self.lock_named(key.tenant().to_owned()).await;
+        self.check_storage(key, bytes.len() as u64, tenant.storage)
+            .await?;
         let _guard = self.lock(key).await;
         let info = self.store.add_version(key, &bytes, activate).await?;
+        self.prune(key, tenant.storage.max_versions).await;
         if activate {
             self.hubs.install(
                 compiled,
@@ -215,7 +287,11 @@ impl Deployer {
     /// Delete `key` and all its versions; its clients are closed on every node.
     pub async fn delete(&self, key: &HubKey) -> Result<bool, DeployError> {
         let _guard = self.lock(key).await;
+        let record = self.store.hub(key).await?;
         let existed = self.store.delete_hub(key).await?;
+        for info in record.iter().flat_map(|r| &r.versions) {
+            self.runtime.forget(&info.sha256);
+        }
         self.sync_locked(key).await?;
         self.announce(key);
         Ok(existed)

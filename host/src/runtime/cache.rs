@@ -2,9 +2,10 @@
 //! same disk) does not compile a large component again: a 12–18 MB Python or
 //! JavaScript component takes seconds to compile and ~20 ms to load.
 //!
-//! Artifacts are named by the SHA-256 of the component's bytes and the
-//! engine's compatibility hash: a tenant cannot make its component collide
-//! with another's, and an engine with other settings never loads them.
+//! Artifacts are named by the SHA-256 of the component's bytes and a hash
+//! of the engine's compatibility hash: a tenant cannot make its component
+//! collide with another's, an engine with other settings never loads them,
+//! and a deleted or pruned version's artifact can be found and removed.
 //! The directory must be writable by hubhost alone (see `load`).
 
 use sha2::{Digest, Sha256};
@@ -28,15 +29,35 @@ impl ArtifactCache {
     }
 
     fn path(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
+        self.path_of(engine, &crate::ids::hex(&Sha256::digest(bytes)))
+    }
+
+    /// The artifact of the component whose SHA-256 is `sha256` (hex).
+    fn path_of(&self, engine: &Engine, sha256: &str) -> PathBuf {
         let mut engine_hash = DefaultHasher::new();
         engine
             .precompile_compatibility_hash()
             .hash(&mut engine_hash);
-        let mut digest = Sha256::new();
-        digest.update(engine_hash.finish().to_le_bytes());
-        digest.update(bytes);
-        let name = crate::ids::hex(&digest.finalize());
-        self.dir.join(format!("{name}.cwasm"))
+        let engine_hash = engine_hash.finish();
+        self.dir.join(format!("{sha256}-{engine_hash:016x}.cwasm"))
+    }
+
+    /// Remove the artifact of the component whose SHA-256 is `sha256` (a
+    /// version that was deleted or pruned). Another hub with the same
+    /// component compiles it again when it next loads: a cost, not a fault.
+    pub fn forget(&self, engine: &Engine, sha256: &str) {
+        // Only names of our own making: 64 hex digits.
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return;
+        }
+        let path = self.path_of(engine, sha256);
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::debug!(path = %path.display(), "compiled component removed"),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot remove a compiled component")
+            }
+        }
     }
 
     /// The compiled form of `bytes`: loaded from the cache, or compiled and
@@ -64,7 +85,7 @@ impl ArtifactCache {
 fn load(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize_file` trusts the file to be native code that
     // wasmtime itself produced. This file is: `store` wrote it, from
-    // `Component::serialize`, under a name that is the SHA-256 of the source
+    // `Component::serialize`, under a name made of the SHA-256 of the source
     // component and the engine's compatibility hash, and only after writing
     // it completely (write to a temporary name, then rename). wasmtime also
     // checks the artifact's header (version, target, engine flags) and

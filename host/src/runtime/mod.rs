@@ -123,6 +123,14 @@ impl Runtime {
         Ok(self)
     }
 
+    /// Drop the cached compiled code of the component whose SHA-256 is
+    /// `sha256` (hex), if there is a cache.
+    pub fn forget(&self, sha256: &str) {
+        if let Some(cache) = &self.cache {
+            cache.forget(&self.engine, sha256);
+        }
+    }
+
     /// Compile and check a component for `key`, to run under `limits`.
     pub fn load(
         &self,

@@ -181,6 +181,33 @@ impl LocalStore {
         }
     }
 
+    pub async fn remove_versions(&self, key: &HubKey, versions: &[u64]) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        let name = hub_name(key);
+        let Some(record) = state.hubs.get_mut(&name) else {
+            return Ok(());
+        };
+        record.versions.retain(|v| !versions.contains(&v.version));
+        record.history.retain(|v| !versions.contains(v));
+        state
+            .blobs
+            .retain(|(hub, version), _| *hub != name || !versions.contains(version));
+        // The state stops listing them first: a crash in between leaves
+        // files nobody lists, never a listed version without its file.
+        self.save(&state).await?;
+        if let Some(dir) = &self.dir {
+            for version in versions {
+                let path = Self::wasm_path(dir, key, *version);
+                if let Err(error) = tokio::fs::remove_file(&path).await
+                    && error.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(%error, path = %path.display(), "pruned component not removed");
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
         let mut state = self.state.lock().await;
         let name = hub_name(key);

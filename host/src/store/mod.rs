@@ -69,6 +69,26 @@ impl HubRecord {
     pub fn active(&self) -> Option<u64> {
         self.history.last().copied()
     }
+
+    /// Bytes of every stored version.
+    pub fn stored_bytes(&self) -> u64 {
+        self.versions.iter().map(|v| v.size).sum()
+    }
+
+    /// The versions to prune so that at most `keep` remain: the oldest,
+    /// never the active one, the one a rollback would return to, or the
+    /// newest (just uploaded, perhaps to be activated next).
+    pub fn prunable(&self, keep: usize) -> Vec<u64> {
+        let mut protected: Vec<u64> = self.history.iter().rev().take(2).copied().collect();
+        protected.extend(self.versions.last().map(|v| v.version));
+        let excess = self.versions.len().saturating_sub(keep);
+        self.versions
+            .iter()
+            .map(|v| v.version)
+            .filter(|v| !protected.contains(v))
+            .take(excess)
+            .collect()
+    }
 }
 
 /// Why a store operation failed.
@@ -135,6 +155,12 @@ impl HubStore {
         delegate!(self, s => s.bytes(key, version))
     }
 
+    /// Forget stored versions of `key` (pruning); the active one is never
+    /// among them (the caller's rule), and unknown numbers are ignored.
+    pub async fn remove_versions(&self, key: &HubKey, versions: &[u64]) -> Result<(), StoreError> {
+        delegate!(self, s => s.remove_versions(key, versions))
+    }
+
     /// Forget a hub and all its versions; false if there was none.
     pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
         delegate!(self, s => s.delete_hub(key))
@@ -164,4 +190,24 @@ fn hub_name(key: &HubKey) -> String {
 fn parse_hub_name(name: &str) -> Option<HubKey> {
     let (tenant, hub) = name.split_once('/')?;
     HubKey::new(tenant, hub).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(versions: &[u64], history: &[u64]) -> HubRecord {
+        HubRecord {
+            versions: versions.iter().map(|&v| VersionInfo::new(v, b"x")).collect(),
+            history: history.to_vec(),
+        }
+    }
+
+    #[test]
+    fn pruning_spares_the_active_the_previous_and_the_newest() {
+        assert_eq!(record(&[1, 2, 3, 4], &[1]).prunable(3), [2]);
+        assert_eq!(record(&[1, 2, 3, 4, 5], &[1, 3]).prunable(3), [2, 4]);
+        assert_eq!(record(&[1, 2, 3], &[2, 1]).prunable(1), Vec::<u64>::new());
+        assert_eq!(record(&[1, 2], &[]).prunable(5), Vec::<u64>::new());
+    }
 }

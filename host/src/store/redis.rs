@@ -224,6 +224,25 @@ impl RedisStore {
         bytes.ok_or(StoreError::NoSuchVersion(version))
     }
 
+    pub async fn remove_versions(&self, key: &HubKey, versions: &[u64]) -> Result<(), StoreError> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .hdel(self.hub_key(key, "versions"), versions)
+            .ignore();
+        let history = self.hub_key(key, "history");
+        for version in versions {
+            pipe.lrem(&history, 0, version)
+                .ignore()
+                .del(self.hub_key(key, &format!("wasm:{version}")))
+                .ignore();
+        }
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
     pub async fn delete_hub(&self, key: &HubKey) -> Result<bool, StoreError> {
         let (hubs, name) = (self.hubs_key(), hub_name(key));
         let removed: u64 = self

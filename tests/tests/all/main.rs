@@ -20,6 +20,7 @@
 //!   (a message, a counter, a state), not for time.
 
 mod admin;
+mod admin_quotas;
 mod auth;
 mod backplane_spec;
 mod cli;

@@ -1,9 +1,11 @@
 //! Quotas enforced per connection, per tenant and per node: the most
-//! connections a tenant, and the node as a whole, may hold, and the most
-//! messages per second one connection may send.
+//! connections a tenant, and the node as a whole, may hold, the hub calls a
+//! tenant may run at once, and the most messages per second one connection
+//! may send.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::Semaphore;
 
 /// A tenant, or the node, is at its connection limit.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +106,35 @@ impl ConnectionCounts {
     /// Open connections of every tenant.
     pub fn total(&self) -> usize {
         self.lock().total
+    }
+}
+
+/// Hub calls each tenant may run at once on this node. A call holds one of
+/// its tenant's slots while it runs (and with it an instance, up to the
+/// memory limit, and a thread); the tenant's further calls wait for a slot,
+/// so a tenant with many busy connections takes a bounded share of the
+/// node's memory and threads.
+#[derive(Debug, Clone, Default)]
+pub struct CallSlots {
+    /// By tenant: its limit, and the slots.
+    by_tenant: Arc<Mutex<HashMap<String, Slots>>>,
+}
+
+type Slots = (usize, Arc<Semaphore>);
+
+impl CallSlots {
+    /// The slots of `tenant`, `limit` of them. A changed limit starts a new
+    /// set: calls holding the old one finish on it.
+    pub fn of(&self, tenant: &str, limit: usize) -> Arc<Semaphore> {
+        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|e| e.into_inner());
+        match by_tenant.get(tenant) {
+            Some((current, slots)) if *current == limit => slots.clone(),
+            _ => {
+                let slots = Arc::new(Semaphore::new(limit.max(1)));
+                by_tenant.insert(tenant.to_owned(), (limit, slots.clone()));
+                slots
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use crate::deploy::{DeploySettings, Deployer};
 use crate::hubs::{Hubs, Source};
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
-use crate::quotas::ConnectionCounts;
+use crate::quotas::{CallSlots, ConnectionCounts};
 use crate::runtime::Runtime;
 use crate::sessions::Tokens;
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
@@ -43,6 +43,8 @@ pub struct AppState {
     pub tokens: Tokens,
     /// Open connections per tenant, for the tenants' connection quotas.
     pub connection_counts: ConnectionCounts,
+    /// Hub calls each tenant runs at once.
+    pub call_slots: CallSlots,
     /// Connection tasks, which outlive the HTTP request that upgraded them.
     pub tasks: TaskTracker,
     /// Passes requests for other nodes' connections on to them.
@@ -151,6 +153,7 @@ impl AppState {
             lifetime,
             tokens,
             connection_counts,
+            call_slots: CallSlots::default(),
             tasks: TaskTracker::new(),
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),

@@ -46,18 +46,33 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    /// Run `call` on the hub's active version, on a blocking thread: a hub
-    /// call is CPU-bound (up to its deadline) and may wait for another node
-    /// (group changes), so it never runs on the async workers that serve
-    /// other connections. `None` if the call panicked (a host bug).
+    /// Run `call` on the hub's active version, on a blocking thread, once
+    /// one of the tenant's call slots is free: a hub call is CPU-bound (up
+    /// to its deadline) and may wait for another node (group changes), so it
+    /// never runs on the async workers that serve other connections. `None`
+    /// if the call panicked (a host bug).
     async fn call_hub<R: Send + 'static>(
         &self,
         call: impl FnOnce(&HubVersion, &Arc<HubLifetimeManager>, &CallerInfo) -> R + Send + 'static,
     ) -> Option<R> {
+        // Wait for one of the tenant's call slots; the semaphore is never
+        // closed, so an error cannot happen and would only skip the wait.
+        let slot = match self.ctx.calls.clone().try_acquire_owned() {
+            Ok(slot) => Ok(slot),
+            Err(_) => {
+                tracing::debug!("waiting for a call slot (hub_limits.max_concurrent_calls)");
+                self.ctx.calls.clone().acquire_owned().await
+            }
+        };
         let version = self.ctx.slot.active();
         let lifetime = self.ctx.lifetime.clone();
         let caller = self.ctx.caller.clone();
-        match tokio::task::spawn_blocking(move || call(&version, &lifetime, &caller)).await {
+        let run = move || {
+            let result = call(&version, &lifetime, &caller);
+            drop(slot);
+            result
+        };
+        match tokio::task::spawn_blocking(run).await {
             Ok(result) => Some(result),
             Err(error) => {
                 tracing::error!(%error, "hub call task failed");

@@ -135,6 +135,8 @@ pub struct ConnectionContext {
     pub lifetime: Arc<HubLifetimeManager>,
     pub caller: Arc<CallerInfo>,
     pub limits: ConnectionSettings,
+    /// The tenant's hub call slots ([`crate::quotas::CallSlots`]).
+    pub calls: Arc<tokio::sync::Semaphore>,
     pub transport: TransportKind,
     /// The server is shutting down: a connection still in its handshake ends.
     pub shutdown: tokio_util::sync::CancellationToken,

@@ -78,6 +78,11 @@ pub struct HubLimits {
     /// hubs and versions together, on each node.
     #[arg(skip)]
     pub max_idle_memory_bytes: usize,
+    /// Hub calls the tenant runs at once on each node, all its connections
+    /// together; more wait for one to finish. Bounds the tenant's running
+    /// instances (each up to `memory_bytes`) and threads.
+    #[arg(skip)]
+    pub max_concurrent_calls: usize,
 }
 
 impl Default for HubLimits {
@@ -100,6 +105,7 @@ impl Default for HubLimits {
             max_memories: 16,
             max_table_elements: 1 << 20,
             max_idle_memory_bytes: 128 << 20,
+            max_concurrent_calls: 8,
         }
     }
 }

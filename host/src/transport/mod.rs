@@ -25,7 +25,7 @@ mod sse;
 mod websocket;
 
 pub use long_polling::delete;
-pub use negotiate::negotiate;
+pub use negotiate::{negotiate, negotiate_version};
 pub use sse::post;
 
 use crate::auth::Identity;
@@ -210,6 +210,9 @@ fn admit(
         id = %connection_id,
         user = request.identity.user_id.as_deref().unwrap_or("")
     );
+    let calls = state
+        .call_slots
+        .of(request.key.tenant(), tenant.hub_limits.max_concurrent_calls);
     let ctx = ConnectionContext {
         hub: request.key,
         slot: request.slot,
@@ -220,6 +223,7 @@ fn admit(
             claims: request.identity.claims,
         }),
         limits,
+        calls,
         transport,
         shutdown: state.shutdown.clone(),
     };

@@ -60,6 +60,16 @@ async fn server() -> anyhow::Result<TestServer> {
         ..Default::default()
     };
     config.tenants.insert("lean".into(), lean);
+    config.hubs.push(HubConfig {
+        tenant: "serial".into(),
+        hub: "faulty".into(),
+        path: guest("faulty"),
+    });
+    let serial = TenantConfig {
+        hub_limits: limits(json!({ "max_concurrent_calls": 1, "call_timeout_ms": 1500 })),
+        ..Default::default()
+    };
+    config.tenants.insert("serial".into(), serial);
     TestServer::start(config).await
 }
 
@@ -288,6 +298,40 @@ async fn slow_request_headers_are_cut_off() -> anyhow::Result<()> {
     let mut answer = String::new();
     tokio::time::timeout(PATIENCE, prompt.read_to_string(&mut answer)).await??;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    server.stop().await
+}
+
+/// A tenant runs at most `max_concurrent_calls` hub calls at once on a node:
+/// with one, a second connection's call waits for the first to end.
+#[tokio::test]
+async fn a_tenants_calls_beyond_its_slots_wait() -> anyhow::Result<()> {
+    let server = server().await?;
+    let (mut busy, _) = RawClient::connect(&server, "/serial/faulty").await?;
+    let (mut next, _) = RawClient::connect(&server, "/serial/faulty").await?;
+    busy.send(json!({"type": 1, "invocationId": "1", "target": "StartThenLoop", "arguments": []}))
+        .await?;
+    busy.next_where(|m| m["target"] == "Started").await?;
+    // The one slot is taken; another tenant is not held up.
+    let (mut other, _) = RawClient::connect(&server, "/demo/faulty").await?;
+    assert_eq!(other.invoke("o", "Echo", json!([1])).await?["result"], 1);
+    next.send(json!({"type": 1, "invocationId": "2", "target": "Echo", "arguments": [2]}))
+        .await?;
+    let first_done = async {
+        busy.next_where(|m| m["type"] == 3).await?;
+        anyhow::Ok(std::time::Instant::now())
+    };
+    let echoed = async {
+        let reply = next.next_where(|m| m["type"] == 3).await?;
+        anyhow::ensure!(reply["result"] == 2, "{reply}");
+        anyhow::Ok(std::time::Instant::now())
+    };
+    let (first_done, echoed) = tokio::try_join!(first_done, echoed)?;
+    // Without the limit the echo comes back at once, ~1.5 s before the loop
+    // ends; with it, only after.
+    assert!(
+        echoed + std::time::Duration::from_millis(500) > first_done,
+        "the second call ran while the first held the tenant's only slot"
+    );
     server.stop().await
 }
 

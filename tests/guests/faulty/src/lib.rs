@@ -28,7 +28,15 @@ impl hubhost_guest::Hub for Faulty {
             for _ in 0..count {
                 ctx.clients().caller().send("Flood", (&payload,))?;
             }
+            log::info("flood done");
             Ok(())
+        });
+        // Says it started, then spins until the deadline: a call known to
+        // be running.
+        m.on("StartThenLoop", |ctx, ()| -> Result<(), HubError> {
+            ctx.clients().caller().send("Started", ((),))?;
+            #[allow(clippy::empty_loop)]
+            loop {}
         });
         m.on("Loop", |_, ()| -> Result<(), HubError> {
             #[allow(clippy::empty_loop)]

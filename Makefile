@@ -19,7 +19,7 @@ ADMIN_KEY ?= dev-operator-key-0123456789
 NPM_DIRS := tests examples/demo examples/chat-js tests/load/socketio
 NPM_INSTALLED := $(addsuffix /node_modules/.package-lock.json,$(NPM_DIRS))
 
-.PHONY: setup wasm-target guests build run test lint bench compare docs clean
+.PHONY: setup wasm-target guests build run test lint bench compare docs fuzz fuzz-tools clean
 
 setup: wasm-target $(NPM_INSTALLED)
 
@@ -76,13 +76,15 @@ lint:
 # broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379);
 # one tenant's latency while another runs hostile hub code; upload to serving
 # on every node of a three-node cluster; a long-polling round trip straight to
-# the connection's node and through another node that passes it on.
+# the connection's node and through another node that passes it on; a node's
+# memory while 64 connections that never read are sent all a hub may send.
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
 	cargo bench -p hubhost-tests --bench fanout
 	cargo bench -p hubhost-tests --bench isolation
 	cargo bench -p hubhost-tests --bench deploy
 	cargo bench -p hubhost-tests --bench forward
+	cargo bench -p hubhost-tests --bench memory
 
 # hubhost against Socket.IO 4 (Redis adapter) and a bare Rust relay over Redis:
 # two nodes each, one load tool, one table with the ratios (needs Redis on 6379).
@@ -108,6 +110,31 @@ docs: $(MDBOOK)
 	$(MDBOOK) build docs -d $(abspath $(TARGET_DIR))/book
 	$(MDBOOK) test docs
 	bash docs/check-links.sh $(abspath $(TARGET_DIR))/book
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of every parser that reads
+# untrusted bytes: tests/fuzz/src/lib.rs has the targets. Each runs FUZZ_SECONDS;
+# new inputs land in tests/fuzz/corpus, crashes in tests/fuzz/artifacts (copy a
+# crash to tests/fuzz/regressions/TARGET/ once fixed: the tests replay them).
+# cargo-fuzz needs the nightly toolchain; both are installed once per machine.
+# FUZZ_RUNS (executions per target) replaces FUZZ_SECONDS when set. The
+# instrumented build lives beside cargo's tools, so fresh clones reuse it (the
+# first build of its dependencies takes ~12 min on 2 cores, later ones ~2).
+FUZZ_SECONDS ?= 600
+FUZZ_RUNS ?=
+FUZZ_TARGETS := hub_json hub_msgpack handshake negotiate transcode admin_bodies guest_values
+FUZZ_FLAGS := -malloc_limit_mb=512 -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
+FUZZ_LIMIT := $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_SECONDS))
+FUZZ_TARGET_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)/hubhost-fuzz-target
+FUZZ := cargo +nightly fuzz run --fuzz-dir tests/fuzz --target-dir $(FUZZ_TARGET_DIR) -O
+
+fuzz-tools:
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+fuzz: fuzz-tools
+	for target in $(FUZZ_TARGETS); do \
+		$(FUZZ) $$target -- $(FUZZ_LIMIT) $(FUZZ_FLAGS) || exit 1; \
+	done
 
 clean:
 	cargo clean

@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     let server = TestServer::start(config).await?;
     let (mut b, _) = RawClient::connect(&server, "/b/chat").await?;
 
-    let scenarios: [(&str, &str, Value); 8] = [
+    let scenarios: [(&str, &str, Value); 9] = [
         ("idle", "", json!([])),
         ("infinite loop (200 ms deadline)", "Loop", json!([])),
         ("memory bomb (16 MiB)", "MemoryBomb", json!([])),
@@ -69,6 +69,12 @@ async fn main() -> anyhow::Result<()> {
             json!([1 << 20]),
         ),
         ("send flood (1,000 sends/call)", "SendFlood", json!([1_000])),
+        // The most one call may send: 16 sends of just under 1 MiB.
+        (
+            "send maximum (16 × 1 MiB/call)",
+            "Flood",
+            json!([16, (1 << 20) - 16]),
+        ),
         (
             "log flood (100 lines/call kept)",
             "LogFlood",

@@ -17,7 +17,7 @@ use tokio::process::{Child, Command};
 pub struct Node {
     pub addr: SocketAddr,
     lines: Arc<Mutex<Vec<String>>>,
-    _child: Child,
+    child: Child,
 }
 
 impl Node {
@@ -60,11 +60,12 @@ impl Node {
                 push(&kept, line);
             }
         });
-        Ok(Self {
-            addr,
-            lines,
-            _child: child,
-        })
+        Ok(Self { addr, lines, child })
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The log lines written so far.

@@ -12,6 +12,7 @@ use super::limits::{LimitHit, Limiter};
 use crate::lifetime::{GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
+use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// Longest client method name a hub may send, in bytes.
@@ -119,6 +120,16 @@ impl CallState {
     }
 }
 
+/// A guest's `args-json`, checked: one JSON array. The error reaches the hub.
+pub fn json_array(args_json: String) -> Result<Box<RawValue>, String> {
+    let arguments = RawValue::from_string(args_json)
+        .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
+    if !arguments.get().starts_with('[') {
+        return Err("args-json must be a JSON array".into());
+    }
+    Ok(arguments)
+}
+
 fn check_names<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
     if names
         .into_iter()
@@ -199,11 +210,7 @@ impl clients::Host for CallState {
             ));
         }
         self.sent_bytes = sent;
-        let arguments = serde_json::value::RawValue::from_string(args_json)
-            .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
-        if !arguments.get().starts_with('[') {
-            return Err("args-json must be a JSON array".into());
-        }
+        let arguments = json_array(args_json)?;
         self.lifetime()?
             .send(&self.hub, to, Message::new(method, arguments));
         Ok(())

@@ -18,7 +18,7 @@ mod idle;
 mod limits;
 mod wasi;
 
-pub use host::CallState;
+pub use host::{CallState, json_array};
 
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
@@ -405,7 +405,7 @@ impl HubVersion {
 /// A hub's error with its text cut to `limit` bytes (at a character
 /// boundary, marked with `…`): the text reaches the client and the log, and
 /// is held like a result.
-fn bounded(error: HubError, limit: usize) -> HubError {
+pub fn bounded(error: HubError, limit: usize) -> HubError {
     let cut = |text: String| {
         if text.len() <= limit {
             return text;

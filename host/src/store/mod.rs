@@ -198,7 +198,10 @@ mod tests {
 
     fn record(versions: &[u64], history: &[u64]) -> HubRecord {
         HubRecord {
-            versions: versions.iter().map(|&v| VersionInfo::new(v, b"x")).collect(),
+            versions: versions
+                .iter()
+                .map(|&v| VersionInfo::new(v, b"x"))
+                .collect(),
             history: history.to_vec(),
         }
     }

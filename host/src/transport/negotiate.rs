@@ -32,15 +32,9 @@ pub async fn negotiate(
         Ok(identity) => identity,
         Err(unauthorized) => return unauthorized.into_response(),
     };
-    let version = match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
-        None => 0,
-        Some(Err(_)) => return error("The client requested a non-integer protocol version."),
-        Some(Ok(v)) if v < 0 => {
-            return error(&format!(
-                "The client requested version '{v}', but the server does not support this version."
-            ));
-        }
-        Some(Ok(v)) => v.min(MAX_NEGOTIATE_VERSION),
+    let version = match negotiate_version(&query) {
+        Ok(version) => version,
+        Err(text) => return error(&text),
     };
     if version == 0 && !state.settings.connection.allow_negotiate_v0 {
         // Version 0 makes the connection id, which other clients learn, the
@@ -94,6 +88,20 @@ pub async fn negotiate(
         })
     };
     Json(body).into_response()
+}
+
+/// The negotiate version to answer with, from the client's query: what it
+/// asked for, at most ours; 0 when it does not say. The error is the text
+/// the client gets.
+pub fn negotiate_version(query: &HashMap<String, String>) -> Result<i64, String> {
+    match query.get("negotiateVersion").map(|v| v.parse::<i64>()) {
+        None => Ok(0),
+        Some(Err(_)) => Err("The client requested a non-integer protocol version.".into()),
+        Some(Ok(v)) if v < 0 => Err(format!(
+            "The client requested version '{v}', but the server does not support this version."
+        )),
+        Some(Ok(v)) => Ok(v.min(MAX_NEGOTIATE_VERSION)),
+    }
 }
 
 fn error(text: &str) -> Response {

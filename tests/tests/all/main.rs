@@ -27,6 +27,7 @@ mod cli;
 mod connect;
 mod cors;
 mod deploy;
+mod fuzz_corpus;
 mod loading;
 mod long_polling;
 mod long_polling_errors;

@@ -138,9 +138,79 @@ pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
     })
 }
 
+/// `text` as one JSON value, read in full: a number too large for a double
+/// (`1e400`) is refused here, where merely skipping over it would let it
+/// through to fail later, when it is transcoded for a MessagePack client.
+pub fn checked_value(text: String) -> Result<Box<RawValue>, serde_json::Error> {
+    let mut reader = serde_json::Deserializer::from_str(&text);
+    Checked::deserialize(&mut reader)?;
+    reader.end()?;
+    RawValue::from_string(text)
+}
+
+/// Any JSON value, every number parsed, nothing kept.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut items: A) -> Result<Checked, A::Error> {
+        while items.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<Checked, Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_values_refuse_numbers_no_double_holds() {
+        assert!(checked_value("[1e400]".into()).is_err());
+        assert!(checked_value("[1, {\"a\": [-1.5e300, \"x\"]}, null]".into()).is_ok());
+        assert!(checked_value("[1] x".into()).is_err());
+    }
 
     /// Checks that `text` is one well-formed JSON value and returns it raw.
     pub fn raw_value(text: &str) -> Result<&RawValue, ProtocolError> {

@@ -122,7 +122,7 @@ impl CallState {
 
 /// A guest's `args-json`, checked: one JSON array. The error reaches the hub.
 pub fn json_array(args_json: String) -> Result<Box<RawValue>, String> {
-    let arguments = RawValue::from_string(args_json)
+    let arguments = crate::protocol::json::checked_value(args_json)
         .map_err(|e| format!("args-json must be a JSON array: {e}"))?;
     if !arguments.get().starts_with('[') {
         return Err("args-json must be a JSON array".into());

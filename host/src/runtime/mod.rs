@@ -372,7 +372,8 @@ impl HubVersion {
                 limit: self.limits.max_result_bytes,
             });
         }
-        let value = RawValue::from_string(json).map_err(|e| CallError::BadResult(e.to_string()))?;
+        let value = crate::protocol::json::checked_value(json)
+            .map_err(|e| CallError::BadResult(e.to_string()))?;
         Ok(Ok(value))
     }
 

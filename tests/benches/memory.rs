@@ -11,7 +11,8 @@ use serde_json::json;
 
 const CONNECTIONS: usize = 64;
 const SENDS: u32 = 16;
-const SEND_BYTES: usize = 1 << 20;
+/// Just under `max_send_bytes` (1 MiB) with the JSON quotes and brackets.
+const SEND_BYTES: usize = (1 << 20) - 16;
 
 /// `VmHWM` and `VmRSS` of process `pid`, in MiB.
 fn memory(pid: u32) -> anyhow::Result<(f64, f64)> {
@@ -73,12 +74,16 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         // Every call has made its sends (the hub logs it last); nobody reads.
-        wait_until(PATIENCE * 6, || {
+        wait_until(PATIENCE * 12, || {
             let lines = node.lines();
             lines.iter().filter(|l| l.contains("flood done")).count() >= CONNECTIONS
         })
         .await
-        .map_err(|e| anyhow::anyhow!("{name}: not every flood finished: {e}"))?;
+        .map_err(|e| {
+            let lines = node.lines();
+            let tail = lines.iter().rev().take(5).cloned().collect::<Vec<_>>();
+            anyhow::anyhow!("{name}: not every flood finished: {e}; last log lines: {tail:#?}")
+        })?;
         let (peak, after) = memory(pid)?;
         println!("{name:<28} {start:>12.0} {peak:>12.0} {after:>14.0}");
         drop(clients);

@@ -64,6 +64,8 @@ enum HubsCommand {
     Rollback { hub: String },
     /// Delete a hub and its versions; its clients are closed.
     Delete { hub: String },
+    /// How often each limit stopped a tenant on the node, since it started.
+    Limits { tenant: String },
 }
 
 /// Where the admin API is and the key to use.
@@ -127,6 +129,11 @@ async fn hubs(admin: AdminArgs, command: HubsCommand) -> anyhow::Result<()> {
         HubsCommand::Delete { hub } => {
             client.delete(&hub_key(&hub)?).await?;
             println!("{hub}: deleted");
+        }
+        HubsCommand::Limits { tenant } => {
+            for (limit, count) in client.limit_hits(&tenant).await?.hits {
+                println!("{limit}  {count}");
+            }
         }
     }
     Ok(())

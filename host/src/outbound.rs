@@ -10,6 +10,7 @@
 //! without end or silently losing messages.
 
 use crate::protocol::Protocol;
+use crate::quotas::LimitCounters;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,6 +56,8 @@ pub struct Outbound {
     /// Bytes of the frames waiting (see [`Frame::size`]).
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
+    /// Where an overflow is counted: the connection's tenant.
+    charged: Option<Arc<(LimitCounters, String)>>,
 }
 
 /// The receiving half, owned by the connection's writer.
@@ -82,6 +85,7 @@ pub fn channel(capacity: usize, max_bytes: usize) -> (Outbound, OutboundReceiver
             close: Arc::new(close_tx),
             queued: queued.clone(),
             max_bytes,
+            charged: None,
         },
         OutboundReceiver {
             frames: Frames {
@@ -120,6 +124,18 @@ impl Frames {
 }
 
 impl Outbound {
+    /// Count this queue's overflows in `counters`, as `tenant`'s.
+    pub fn charge_to(mut self, counters: LimitCounters, tenant: &str) -> Self {
+        self.charged = Some(Arc::new((counters, tenant.to_owned())));
+        self
+    }
+
+    fn count(&self, limit: &'static str) {
+        if let Some(charged) = &self.charged {
+            charged.0.hit(&charged.1, limit);
+        }
+    }
+
     /// Queue `frame`. A full queue closes the connection (the client is too
     /// slow) and returns false; so does a connection that is already gone.
     pub fn push(&self, frame: Frame) -> bool {
@@ -133,6 +149,7 @@ impl Outbound {
                 limit = self.max_bytes,
                 "client too slow: its queue is over its byte limit"
             );
+            self.count("connection.max_queued_bytes");
             self.too_slow();
             return false;
         }
@@ -140,6 +157,11 @@ impl Outbound {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.queued.fetch_sub(size, Ordering::Relaxed);
+                tracing::info!(
+                    limit = "connection.outbound_queue",
+                    "client too slow: its queue is full"
+                );
+                self.count("connection.outbound_queue");
                 self.too_slow();
                 false
             }

@@ -1,9 +1,9 @@
 //! Quotas enforced per connection, per tenant and per node: the most
 //! connections a tenant, and the node as a whole, may hold, the hub calls a
 //! tenant may run at once, and the most messages per second one connection
-//! may send.
+//! may send; and [`LimitCounters`], how often each limit stopped a tenant.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Semaphore;
 
@@ -14,6 +14,16 @@ pub enum ConnectionQuota {
     Tenant { tenant: String, limit: usize },
     #[error("The server has reached its limit of {limit} connections.")]
     Node { limit: usize },
+}
+
+impl ConnectionQuota {
+    /// The setting of the limit.
+    pub fn setting(&self) -> &'static str {
+        match self {
+            Self::Tenant { .. } => "max_connections",
+            Self::Node { .. } => "connection.max_connections",
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -135,6 +145,37 @@ impl CallSlots {
                 slots
             }
         }
+    }
+}
+
+/// How often each limit stopped something of a tenant on this node, by the
+/// name of the limit's setting (`hub_limits.max_send_bytes`): what the
+/// admin API's `GET /tenants/T/limits` answers. Every limit is counted
+/// where it is hit, besides its log line and the caller's error.
+#[derive(Debug, Clone, Default)]
+pub struct LimitCounters {
+    hits: Arc<Mutex<HashMap<String, BTreeMap<&'static str, u64>>>>,
+}
+
+impl LimitCounters {
+    /// `limit` stopped something of `tenant`.
+    pub fn hit(&self, tenant: &str, limit: &'static str) {
+        let mut hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = match hits.get_mut(tenant) {
+            Some(counts) => counts,
+            None => hits.entry(tenant.to_owned()).or_default(),
+        };
+        *counts.entry(limit).or_default() += 1;
+    }
+
+    /// The counts of `tenant`, by limit.
+    pub fn of(&self, tenant: &str) -> BTreeMap<String, u64> {
+        let hits = self.hits.lock().unwrap_or_else(|e| e.into_inner());
+        hits.get(tenant)
+            .into_iter()
+            .flatten()
+            .map(|(limit, count)| ((*limit).to_owned(), *count))
+            .collect()
     }
 }
 

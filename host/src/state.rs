@@ -10,7 +10,7 @@ use crate::deploy::{DeploySettings, Deployer};
 use crate::hubs::{Hubs, Source};
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
-use crate::quotas::{CallSlots, ConnectionCounts};
+use crate::quotas::{CallSlots, ConnectionCounts, LimitCounters};
 use crate::runtime::Runtime;
 use crate::sessions::Tokens;
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
@@ -45,6 +45,8 @@ pub struct AppState {
     pub connection_counts: ConnectionCounts,
     /// Hub calls each tenant runs at once.
     pub call_slots: CallSlots,
+    /// How often each limit stopped each tenant.
+    pub limit_counters: LimitCounters,
     /// Connection tasks, which outlive the HTTP request that upgraded them.
     pub tasks: TaskTracker,
     /// Passes requests for other nodes' connections on to them.
@@ -77,6 +79,8 @@ impl AppState {
             Some(dir) => Runtime::new()?.with_cache(dir)?,
             None => Runtime::new()?,
         };
+        let limit_counters = LimitCounters::default();
+        let runtime = runtime.counting(limit_counters.clone());
         let store = Arc::new(match &settings.redis_url {
             Some(url) => HubStore::Redis(
                 RedisStore::new(url, &settings.cluster_prefix).context("invalid Redis URL")?,
@@ -133,6 +137,7 @@ impl AppState {
                 files,
                 uploads_in_progress: settings.admin.max_uploads_in_progress,
                 concurrent_compiles: settings.admin.max_concurrent_compiles,
+                counters: limit_counters.clone(),
             },
         );
         let tokens = Tokens::new(settings.connection.max_pending_negotiations);
@@ -154,6 +159,7 @@ impl AppState {
             tokens,
             connection_counts,
             call_slots: CallSlots::default(),
+            limit_counters,
             tasks: TaskTracker::new(),
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),

@@ -107,3 +107,11 @@ pub struct HubDeleted {
     pub hub: String,
     pub deleted: bool,
 }
+
+/// `GET /tenants/T/limits`: how often each limit stopped the tenant on the
+/// answering node since it started, by the limit's setting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LimitHits {
+    pub tenant: String,
+    pub hits: std::collections::BTreeMap<String, u64>,
+}

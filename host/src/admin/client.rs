@@ -1,6 +1,8 @@
 //! A client of the admin API, for the CLI (`hubhost deploy`, `hubhost hubs …`).
 
-use super::api::{Activate, ActiveVersion, ErrorBody, HubDeleted, HubInfo, HubList, Uploaded};
+use super::api::{
+    Activate, ActiveVersion, ErrorBody, HubDeleted, HubInfo, HubList, LimitHits, Uploaded,
+};
 use crate::hubs::Source;
 use crate::names::HubKey;
 use anyhow::Context as _;
@@ -85,6 +87,14 @@ impl AdminClient {
         self.send(
             self.http
                 .get(format!("{}/tenants/{tenant}/hubs", self.base)),
+        )
+        .await
+    }
+
+    pub async fn limit_hits(&self, tenant: &str) -> anyhow::Result<LimitHits> {
+        self.send(
+            self.http
+                .get(format!("{}/tenants/{tenant}/limits", self.base)),
         )
         .await
     }

@@ -2,8 +2,8 @@
 //! ([`TenantAdmin`] or [`Operator`]); what it answers is a type of [`api`].
 
 use super::api::{
-    Activate, ActiveVersion, AuthKind, HubDeleted, HubInfo, HubList, TenantDeleted, TenantInfo,
-    TenantList, TenantStored, Uploaded,
+    Activate, ActiveVersion, AuthKind, HubDeleted, HubInfo, HubList, LimitHits, TenantDeleted,
+    TenantInfo, TenantList, TenantStored, Uploaded,
 };
 use super::{AdminError, Operator, TenantAdmin, api};
 use crate::auth::{AuthConfig, Authenticator};
@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(get_tenant).put(put_tenant).delete(delete_tenant),
         )
         .route("/tenants/{tenant}/hubs", get(list_hubs))
+        .route("/tenants/{tenant}/limits", get(limit_hits))
         .route(
             "/tenants/{tenant}/hubs/{hub}",
             get(get_hub).delete(delete_hub),
@@ -179,6 +180,14 @@ fn hub_info(key: &HubKey, record: Option<HubRecord>, served: Option<Source>) -> 
     }
 }
 
+async fn limit_hits(State(state): State<Arc<AppState>>, admin: TenantAdmin) -> Json<LimitHits> {
+    let hits = state.limit_counters.of(&admin.tenant);
+    Json(LimitHits {
+        tenant: admin.tenant,
+        hits,
+    })
+}
+
 async fn list_hubs(
     State(state): State<Arc<AppState>>,
     admin: TenantAdmin,
@@ -224,7 +233,7 @@ async fn upload(
     let key = hub_of(&admin)?.clone();
     let tenant = admin.tenant;
     // Before the body is read: uploads waiting for a place hold no bodies.
-    let permit = state.deployer.upload_permit()?;
+    let permit = state.deployer.upload_permit(&tenant)?;
     let activate = match query.get("activate").map(String::as_str) {
         None | Some("true") => true,
         Some("false") => false,
@@ -236,6 +245,7 @@ async fn upload(
     };
     let limit = state.tenants.current().get(&tenant).max_component_bytes;
     let too_large = || {
+        state.limit_counters.hit(&tenant, "max_component_bytes");
         AdminError::TooLarge(format!(
             "The component is over the tenant's limit of {limit} bytes."
         ))

@@ -61,6 +61,9 @@ impl<'a> Dispatcher<'a> {
             Ok(slot) => Ok(slot),
             Err(_) => {
                 tracing::debug!("waiting for a call slot (hub_limits.max_concurrent_calls)");
+                self.ctx
+                    .counters
+                    .hit(self.ctx.hub.tenant(), "hub_limits.max_concurrent_calls");
                 self.ctx.calls.clone().acquire_owned().await
             }
         };
@@ -184,6 +187,9 @@ impl<'a> Dispatcher<'a> {
     }
 
     fn too_large(&self, size: usize) -> Flow {
+        self.ctx
+            .counters
+            .hit(self.ctx.hub.tenant(), "connection.max_message_size");
         let error = ProtocolError::TooLarge {
             size,
             limit: self.ctx.limits.max_message_size,
@@ -213,6 +219,9 @@ impl<'a> Dispatcher<'a> {
                 limit,
                 "closing connection: message rate"
             );
+            self.ctx
+                .counters
+                .hit(self.ctx.hub.tenant(), "max_messages_per_second");
             self.outbound.close(close_with_error(&text, false));
             return Flow::Stop(Some(text));
         }
@@ -279,6 +288,9 @@ impl<'a> Dispatcher<'a> {
                     %error,
                     "hub call failed"
                 );
+                if let Some(limit) = error.limit() {
+                    self.ctx.counters.hit(self.ctx.hub.tenant(), limit);
+                }
                 match limit_text(&error) {
                     Some(limit) => format!(
                         "An unexpected error occurred invoking '{method}' on the server: {limit}."

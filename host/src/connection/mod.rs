@@ -137,6 +137,8 @@ pub struct ConnectionContext {
     pub limits: ConnectionSettings,
     /// The tenant's hub call slots ([`crate::quotas::CallSlots`]).
     pub calls: Arc<tokio::sync::Semaphore>,
+    /// Where the limits this connection hits are counted.
+    pub counters: crate::quotas::LimitCounters,
     pub transport: TransportKind,
     /// The server is shutting down: a connection still in its handshake ends.
     pub shutdown: tokio_util::sync::CancellationToken,
@@ -151,6 +153,7 @@ pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionCont
 
     let (outbound, receiver) =
         outbound::channel(ctx.limits.outbound_queue, ctx.limits.max_queued_bytes);
+    let outbound = outbound.charge_to(ctx.counters.clone(), ctx.hub.tenant());
     let subscribed = ctx.lifetime.add_connection(
         &ctx.hub,
         LocalConnection {

@@ -27,6 +27,7 @@ use crate::hubs::{Hubs, Source};
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
 use crate::outbound::CloseRequest;
+use crate::quotas::LimitCounters;
 use crate::runtime::{HubVersion, LoadError, Runtime};
 use crate::store::{HubStore, StoreError, VersionInfo};
 use crate::tenants::Tenants;
@@ -69,6 +70,8 @@ pub struct DeploySettings {
     pub files: HashMap<HubKey, PathBuf>,
     pub uploads_in_progress: usize,
     pub concurrent_compiles: usize,
+    /// Where the quotas uploads hit are counted.
+    pub counters: LimitCounters,
 }
 
 /// A place among the uploads in progress, held from before the body is read
@@ -97,6 +100,7 @@ pub struct Deployer {
     /// checks and writes of a tenant's uploads, one at a time on this node.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     max_uploads: usize,
+    counters: LimitCounters,
     /// Uploads being read or compiled on this node (`try_acquire` only).
     uploads: Arc<Semaphore>,
     /// Compiles running at once; the rest wait.
@@ -126,6 +130,7 @@ impl Deployer {
             files: settings.files,
             locks: Mutex::default(),
             max_uploads: settings.uploads_in_progress,
+            counters: settings.counters,
             uploads: Arc::new(Semaphore::new(settings.uploads_in_progress)),
             compiles: Semaphore::new(settings.concurrent_compiles),
             dirty: Mutex::default(),
@@ -195,11 +200,15 @@ impl Deployer {
 
     /// A place for one more upload, or [`DeployError::Busy`]: take it before
     /// reading the body, so waiting uploads hold no bodies.
-    pub fn upload_permit(&self) -> Result<UploadPermit, DeployError> {
+    pub fn upload_permit(&self, tenant: &str) -> Result<UploadPermit, DeployError> {
         match self.uploads.clone().try_acquire_owned() {
             Ok(permit) => Ok(UploadPermit(permit)),
             Err(_) => {
-                tracing::warn!("upload refused: admin.max_uploads_in_progress reached");
+                self.counters.hit(tenant, "admin.max_uploads_in_progress");
+                tracing::warn!(
+                    tenant,
+                    "upload refused: admin.max_uploads_in_progress reached"
+                );
                 Err(DeployError::Busy)
             }
         }
@@ -234,6 +243,7 @@ impl Deployer {
         let tenant = self.tenants.current().get(key.tenant()).clone();
         let limit = tenant.max_component_bytes;
         if bytes.len() > limit {
+            self.counters.hit(key.tenant(), "max_component_bytes");
             return Err(DeployError::TooLarge {
                 size: bytes.len(),
                 limit,

@@ -44,6 +44,7 @@ impl Deployer {
         }
         if !exists {
             if hubs >= limits.max_hubs {
+                self.counters.hit(key.tenant(), "storage.max_hubs");
                 tracing::warn!(
                     tenant = key.tenant(),
                     limit = limits.max_hubs,
@@ -56,6 +57,7 @@ impl Deployer {
             stored += size;
         }
         if stored > limits.max_stored_bytes {
+            self.counters.hit(key.tenant(), "storage.max_stored_bytes");
             tracing::warn!(
                 tenant = key.tenant(),
                 needed = stored,

@@ -9,9 +9,10 @@ use super::hubhost::hub::log::Level;
 use super::hubhost::hub::types::Target as WitTarget;
 use super::hubhost::hub::{clients, groups, log, types};
 use super::limits::{LimitHit, Limiter};
-use crate::lifetime::{GroupLimits, HubLifetimeManager, Target};
+use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
+use crate::quotas::LimitCounters;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -37,10 +38,14 @@ pub struct CallState {
     group_changes_left: u32,
     group_limits: GroupLimits,
     log_lines_left: u32,
+    /// Where limits hit are counted, and those hit in this call so far
+    /// (each is counted and logged once a call).
+    counters: LimitCounters,
+    hit: Vec<&'static str>,
 }
 
 impl CallState {
-    pub(super) fn new(hub: HubKey, limiter: Limiter) -> Self {
+    pub(super) fn new(hub: HubKey, limiter: Limiter, counters: LimitCounters) -> Self {
         Self {
             hub,
             limiter,
@@ -54,6 +59,8 @@ impl CallState {
             group_changes_left: 0,
             group_limits: GroupLimits::default(),
             log_lines_left: 0,
+            counters,
+            hit: Vec::new(),
         }
     }
 
@@ -76,6 +83,24 @@ impl CallState {
             per_hub: hub_limits.max_groups_per_hub,
         };
         self.log_lines_left = hub_limits.max_log_lines_per_call;
+        self.hit.clear();
+    }
+
+    /// `limit` stopped something this call asked for: counted and logged
+    /// (once a call); returns `text`, the hub's error.
+    fn refuse(&mut self, limit: &'static str, text: String) -> String {
+        if !self.hit.contains(&limit) {
+            self.hit.push(limit);
+            self.counters.hit(self.hub.tenant(), limit);
+            tracing::info!(
+                tenant = self.hub.tenant(),
+                hub = self.hub.hub(),
+                connection = &*self.connection_id,
+                limit,
+                "hub call stopped at a limit: {text}"
+            );
+        }
+        text
     }
 
     /// The call is over; returns the limit it hit, if any.
@@ -96,10 +121,11 @@ impl CallState {
     /// where waiting on the runtime is allowed.
     fn change_group(&mut self, connection: &str, group: &str, add: bool) -> Result<(), String> {
         if self.group_changes_left == 0 {
-            return Err(
+            return Err(self.refuse(
+                "hub_limits.max_group_changes_per_call",
                 "this call reached its limit of group changes (hub_limits.max_group_changes_per_call)"
                     .into(),
-            );
+            ));
         }
         self.group_changes_left -= 1;
         let lifetime = self.lifetime()?;
@@ -116,7 +142,16 @@ impl CallState {
                     .await
             }
         };
-        handle.block_on(change).map_err(|e| e.to_string())
+        match handle.block_on(change) {
+            Ok(()) => Ok(()),
+            Err(error @ GroupError::ConnectionGroups { .. }) => {
+                Err(self.refuse("hub_limits.max_groups_per_connection", error.to_string()))
+            }
+            Err(error @ GroupError::HubGroups(_)) => {
+                Err(self.refuse("hub_limits.max_groups_per_hub", error.to_string()))
+            }
+            Err(error) => Err(error.to_string()),
+        }
     }
 }
 
@@ -167,7 +202,10 @@ impl types::Host for CallState {}
 impl clients::Host for CallState {
     fn send(&mut self, to: WitTarget, method: String, args_json: String) -> Result<(), String> {
         if self.sends_left == 0 {
-            return Err("this call reached its limit of sends".into());
+            return Err(self.refuse(
+                "hub_limits.max_sends_per_call",
+                "this call reached its limit of sends".into(),
+            ));
         }
         self.sends_left -= 1;
         if method.is_empty() || method.len() > MAX_METHOD_BYTES {
@@ -183,10 +221,11 @@ impl clients::Host for CallState {
             Target::All | Target::Connection(_) | Target::Group(_) | Target::User(_) => 1,
         };
         if names > self.max_names {
-            return Err(format!(
+            let text = format!(
                 "this send's target names {names} connections, groups or users, over the limit of {} (hub_limits.max_names_per_send)",
                 self.max_names
-            ));
+            );
+            return Err(self.refuse("hub_limits.max_names_per_send", text));
         }
         match &to {
             Target::Group(name) | Target::GroupExcept { group: name, .. } | Target::User(name) => {
@@ -196,18 +235,20 @@ impl clients::Host for CallState {
             _ => {}
         }
         if args_json.len() > self.max_send_bytes {
-            return Err(format!(
+            let text = format!(
                 "this send's arguments are {} bytes, over the limit of {} bytes (hub_limits.max_send_bytes)",
                 args_json.len(),
                 self.max_send_bytes
-            ));
+            );
+            return Err(self.refuse("hub_limits.max_send_bytes", text));
         }
         let sent = self.sent_bytes.saturating_add(args_json.len());
         if sent > self.max_sent_bytes {
-            return Err(format!(
+            let text = format!(
                 "this call reached its limit of {} bytes sent (hub_limits.max_sent_bytes_per_call)",
                 self.max_sent_bytes
-            ));
+            );
+            return Err(self.refuse("hub_limits.max_sent_bytes_per_call", text));
         }
         self.sent_bytes = sent;
         let arguments = json_array(args_json)?;
@@ -271,10 +312,13 @@ impl CallState {
             Level::Error => tracing::error!(tenant, hub, connection, "hub: {message}"),
         }
         if self.log_lines_left == 0 {
+            self.counters
+                .hit(tenant, "hub_limits.max_log_lines_per_call");
             tracing::warn!(
                 tenant,
                 hub,
                 connection,
+                limit = "hub_limits.max_log_lines_per_call",
                 "hub reached its log limit for this call"
             );
         }

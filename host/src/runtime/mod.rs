@@ -22,6 +22,7 @@ pub use host::{CallState, json_array};
 
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
+use crate::quotas::LimitCounters;
 pub use limits::HubLimits;
 use limits::{LimitHit, Limiter};
 use serde_json::value::RawValue;
@@ -89,12 +90,26 @@ pub enum CallError {
     ResultTooLarge { size: usize, limit: usize },
 }
 
+impl CallError {
+    /// The setting of the limit that stopped the call, if a limit did.
+    pub fn limit(&self) -> Option<&'static str> {
+        Some(match self {
+            Self::Timeout(_) => "hub_limits.call_timeout_ms",
+            Self::MemoryLimit(_) => "hub_limits.memory_bytes",
+            Self::TableLimit(_) => "hub_limits.max_table_elements",
+            Self::ResultTooLarge { .. } => "hub_limits.max_result_bytes",
+            Self::StackOverflow | Self::Trap(_) | Self::BadResult(_) => return None,
+        })
+    }
+}
+
 /// The engine and what every hub shares.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
     cache: Option<cache::ArtifactCache>,
     idle: Arc<idle::IdleMemory>,
+    counters: LimitCounters,
 }
 
 impl Runtime {
@@ -111,7 +126,14 @@ impl Runtime {
             linker,
             cache: None,
             idle: Arc::default(),
+            counters: LimitCounters::default(),
         })
+    }
+
+    /// Count the limits hub calls hit in `counters`.
+    pub fn counting(mut self, counters: LimitCounters) -> Self {
+        self.counters = counters;
+        self
     }
 
     /// Keep compiled components in `dir` (which only hubhost may write) and
@@ -168,6 +190,7 @@ impl Runtime {
             limits: limits.clone(),
             idle: Mutex::default(),
             idle_memory: self.idle.clone(),
+            counters: self.counters.clone(),
         })
     }
 
@@ -247,6 +270,7 @@ pub struct HubVersion {
     limits: HubLimits,
     idle: Mutex<Vec<Idle>>,
     idle_memory: Arc<idle::IdleMemory>,
+    counters: LimitCounters,
 }
 
 impl HubVersion {
@@ -256,7 +280,10 @@ impl HubVersion {
 
     fn instantiate(&self) -> Result<Warm, CallError> {
         let limiter = Limiter::new(&self.limits);
-        let mut store = Store::new(self.pre.engine(), CallState::new(self.key.clone(), limiter));
+        let mut store = Store::new(
+            self.pre.engine(),
+            CallState::new(self.key.clone(), limiter, self.counters.clone()),
+        );
         store.limiter(|state| &mut state.limiter);
         // With epochs on, a new store's deadline is already due: set one
         // before anything runs, instantiation included.
@@ -329,12 +356,16 @@ impl HubVersion {
             .reserve(tenant, bytes, self.limits.max_idle_memory_bytes)
         {
             Some(kept) => idle.push(Idle { warm, _kept: kept }),
-            None => tracing::debug!(
-                tenant,
-                hub = self.key.hub(),
-                bytes,
-                "instance dropped: its tenant's idle instances are at hub_limits.max_idle_memory_bytes"
-            ),
+            None => {
+                self.counters
+                    .hit(tenant, "hub_limits.max_idle_memory_bytes");
+                tracing::debug!(
+                    tenant,
+                    hub = self.key.hub(),
+                    bytes,
+                    "instance dropped: its tenant's idle instances are at hub_limits.max_idle_memory_bytes"
+                );
+            }
         }
     }
 

@@ -197,6 +197,9 @@ fn admit(
         .connection_counts
         .admit(request.key.tenant(), tenant.max_connections)
         .map_err(|quota| {
+            state
+                .limit_counters
+                .hit(request.key.tenant(), quota.setting());
             tracing::info!(tenant = request.key.tenant(), "connection refused: {quota}");
             (StatusCode::TOO_MANY_REQUESTS, quota.to_string()).into_response()
         })?;
@@ -224,6 +227,7 @@ fn admit(
         }),
         limits,
         calls,
+        counters: state.limit_counters.clone(),
         transport,
         shutdown: state.shutdown.clone(),
     };

@@ -49,6 +49,7 @@ pub async fn negotiate(
         .connection_counts
         .check(key.tenant(), tenant.max_connections)
     {
+        state.limit_counters.hit(key.tenant(), quota.setting());
         tracing::info!(tenant = key.tenant(), "negotiate refused: {quota}");
         return error(&quota.to_string());
     }
@@ -65,6 +66,9 @@ pub async fn negotiate(
         identity.user_id,
         connection_id.clone(),
     ) {
+        state
+            .limit_counters
+            .hit(key.tenant(), "connection.max_pending_negotiations");
         tracing::warn!(hub = %key, pending = state.tokens.pending(), "negotiate refused: {full}");
         return error(&full.to_string());
     }

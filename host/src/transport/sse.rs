@@ -144,6 +144,9 @@ pub async fn post(State(state): State<Arc<AppState>>, request: HubRequest, body:
             // Before the body is read: a client cannot make the node hold
             // more than this many bodies for one connection.
             let Some(_permit) = session.begin_post() else {
+                state
+                    .limit_counters
+                    .hit(request.key.tenant(), "posts_in_progress_per_connection");
                 tracing::info!("POST refused: too many in progress on one connection");
                 return (
                     StatusCode::TOO_MANY_REQUESTS,

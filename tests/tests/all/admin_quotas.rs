@@ -144,6 +144,22 @@ async fn old_versions_are_pruned_and_hubs_and_bytes_are_bounded() -> anyhow::Res
         [1],
         "nothing stored"
     );
+    // The refusals are counted as each tenant's, and the tenant can see them.
+    let (status, hits) = small.get("/tenants/small/limits").await?;
+    assert_eq!(
+        (status, hits),
+        (
+            200,
+            json!({"tenant": "small", "hits": {"storage.max_hubs": 1}})
+        )
+    );
+    let (_, hits) = tight.get("/tenants/tight/limits").await?;
+    assert_eq!(hits["hits"], json!({"storage.max_stored_bytes": 1}));
+    let (status, _) = tight.get("/tenants/small/limits").await?;
+    assert_eq!(
+        status, 403,
+        "another tenant's counts are not for tight's key"
+    );
     server.stop().await?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(())

@@ -234,6 +234,10 @@ async fn groups_are_bounded_per_connection_and_per_hub() -> anyhow::Result<()> {
     // The limits are the tenant's: the default tenant joins five at once.
     let (mut free, _) = RawClient::connect(&server, "/demo/faulty").await?;
     assert_eq!(free.invoke("5", "JoinMany", json!([5])).await?["result"], 5);
+    let hits = server.state.limit_counters.of("groupy");
+    assert_eq!(hits.get("hub_limits.max_groups_per_connection"), Some(&1));
+    assert_eq!(hits.get("hub_limits.max_groups_per_hub"), Some(&1));
+    assert!(server.state.limit_counters.of("demo").is_empty());
     server.stop().await
 }
 
@@ -331,6 +335,12 @@ async fn a_tenants_calls_beyond_its_slots_wait() -> anyhow::Result<()> {
     assert!(
         echoed + std::time::Duration::from_millis(500) > first_done,
         "the second call ran while the first held the tenant's only slot"
+    );
+    let hits = server.state.limit_counters.of("serial");
+    assert!(
+        hits.get("hub_limits.max_concurrent_calls")
+            .is_some_and(|n| *n >= 1),
+        "{hits:?}"
     );
     server.stop().await
 }

@@ -219,6 +219,14 @@ async fn targets_and_group_changes_are_bounded_per_call() -> anyhow::Result<()> 
         .map(|m| m["arguments"][0].clone())
         .collect();
     assert_eq!(got, [json!("g4")], "only g4 reached {id}");
+    // Each refusal is counted, once a call, as the tenant's.
+    let hits = server.state.limit_counters.of("demo");
+    assert_eq!(
+        hits.get("hub_limits.max_names_per_send"),
+        Some(&5),
+        "{hits:?}"
+    );
+    assert_eq!(hits.get("hub_limits.max_group_changes_per_call"), Some(&1));
     server.stop().await
 }
 

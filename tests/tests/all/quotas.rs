@@ -2,74 +2,51 @@
 //! negotiated and waiting for their transport, messages per second per
 //! connection, and hub limits that differ by tenant.
 
-use hubhost::config::HubConfig;
+use hubhost::config::{Config, HubConfig};
 use hubhost::tenants::TenantConfig;
 use hubhost_tests::{
     PATIENCE, RawClient, TestServer, config, guest, http, negotiate_as, wait_until,
 };
 use serde_json::{Value, json};
 
+/// Serve `hubs` (test guests) for tenant `name`, defined by `tenant`.
+fn add_tenant(config: &mut Config, name: &str, hubs: &[&str], tenant: TenantConfig) {
+    for hub in hubs {
+        config.hubs.push(HubConfig {
+            tenant: name.into(),
+            hub: (*hub).into(),
+            path: guest(hub),
+        });
+    }
+    config.tenants.insert(name.into(), tenant);
+}
+
+/// A tenant with only these hub limits (a `[hub_limits]` table).
+fn with_limits(table: Value) -> TenantConfig {
+    TenantConfig {
+        hub_limits: limits(table),
+        ..Default::default()
+    }
+}
+
 async fn server() -> anyhow::Result<TestServer> {
     let mut config = config();
-    config.hubs.push(HubConfig {
-        tenant: "small".into(),
-        hub: "chat".into(),
-        path: guest("chat"),
-    });
-    config.hubs.push(HubConfig {
-        tenant: "small".into(),
-        hub: "faulty".into(),
-        path: guest("faulty"),
-    });
     let small = TenantConfig {
         max_connections: Some(2),
         max_messages_per_second: Some(5),
-        hub_limits: limits(json!({ "call_timeout_ms": 150 })),
-        ..Default::default()
+        ..with_limits(json!({ "call_timeout_ms": 150 }))
     };
-    config.tenants.insert("small".into(), small);
+    add_tenant(&mut config, "small", &["chat", "faulty"], small);
     // A tenant whose hubs may not have a function table of the size the
     // Rust guest needs: no instance can be made, so clients are refused.
-    config.hubs.push(HubConfig {
-        tenant: "tiny".into(),
-        hub: "chat".into(),
-        path: guest("chat"),
-    });
-    let tiny = TenantConfig {
-        hub_limits: limits(json!({ "max_table_elements": 1 })),
-        ..Default::default()
-    };
-    config.tenants.insert("tiny".into(), tiny);
-    config.hubs.push(HubConfig {
-        tenant: "groupy".into(),
-        hub: "faulty".into(),
-        path: guest("faulty"),
-    });
-    let groupy = TenantConfig {
-        hub_limits: limits(json!({ "max_groups_per_connection": 3, "max_groups_per_hub": 4 })),
-        ..Default::default()
-    };
-    config.tenants.insert("groupy".into(), groupy);
-    config.hubs.push(HubConfig {
-        tenant: "lean".into(),
-        hub: "faulty".into(),
-        path: guest("faulty"),
-    });
-    let lean = TenantConfig {
-        hub_limits: limits(json!({ "max_idle_memory_bytes": 4 << 20 })),
-        ..Default::default()
-    };
-    config.tenants.insert("lean".into(), lean);
-    config.hubs.push(HubConfig {
-        tenant: "serial".into(),
-        hub: "faulty".into(),
-        path: guest("faulty"),
-    });
-    let serial = TenantConfig {
-        hub_limits: limits(json!({ "max_concurrent_calls": 1, "call_timeout_ms": 1500 })),
-        ..Default::default()
-    };
-    config.tenants.insert("serial".into(), serial);
+    let tiny = with_limits(json!({ "max_table_elements": 1 }));
+    add_tenant(&mut config, "tiny", &["chat"], tiny);
+    let groupy = with_limits(json!({ "max_groups_per_connection": 3, "max_groups_per_hub": 4 }));
+    add_tenant(&mut config, "groupy", &["faulty"], groupy);
+    let lean = with_limits(json!({ "max_idle_memory_bytes": 4 << 20 }));
+    add_tenant(&mut config, "lean", &["faulty"], lean);
+    let serial = with_limits(json!({ "max_concurrent_calls": 1, "call_timeout_ms": 1500 }));
+    add_tenant(&mut config, "serial", &["faulty"], serial);
     TestServer::start(config).await
 }
 

@@ -37,10 +37,8 @@ impl Deployer {
                 });
                 let pruned = record.prunable(limits.max_versions);
                 record.versions.retain(|v| !pruned.contains(&v.version));
-                stored += record.stored_bytes();
-            } else {
-                stored += record.stored_bytes();
             }
+            stored += record.stored_bytes();
         }
         if !exists {
             if hubs >= limits.max_hubs {

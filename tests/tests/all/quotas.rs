@@ -272,6 +272,16 @@ async fn slow_request_headers_are_cut_off() -> anyhow::Result<()> {
         matches!(ended, Ok(Ok(_))),
         "the server kept a connection whose headers never ended: {ended:?}"
     );
+    // A keep-alive connection that goes quiet after its answer is closed too.
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await?;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut seen = Vec::new();
+    let ended = tokio::time::timeout(PATIENCE, idle.read_to_end(&mut seen)).await;
+    assert!(
+        matches!(ended, Ok(Ok(_))) && seen.starts_with(b"HTTP/1.1 200"),
+        "an idle keep-alive connection was kept: {ended:?}"
+    );
     let mut prompt = tokio::net::TcpStream::connect(server.addr).await?;
     prompt
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

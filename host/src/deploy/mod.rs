@@ -106,6 +106,8 @@ pub struct Deployer {
     /// Compiles running at once; the rest wait.
     compiles: Semaphore,
     dirty: Mutex<Dirty>,
+    /// The components (SHA-256) of each hub's stored versions, as last read.
+    seen: Mutex<HashMap<HubKey, HashSet<String>>>,
     wake: Arc<Notify>,
     synced: AtomicBool,
 }
@@ -134,6 +136,7 @@ impl Deployer {
             uploads: Arc::new(Semaphore::new(settings.uploads_in_progress)),
             compiles: Semaphore::new(settings.concurrent_compiles),
             dirty: Mutex::default(),
+            seen: Mutex::default(),
             wake: Arc::default(),
             synced: AtomicBool::new(false),
         })
@@ -297,11 +300,9 @@ impl Deployer {
     /// Delete `key` and all its versions; its clients are closed on every node.
     pub async fn delete(&self, key: &HubKey) -> Result<bool, DeployError> {
         let _guard = self.lock(key).await;
-        let record = self.store.hub(key).await?;
+        // Known before it goes, so that the sync below drops its compiled code.
+        self.note_versions(key, self.store.hub(key).await?.as_ref());
         let existed = self.store.delete_hub(key).await?;
-        for info in record.iter().flat_map(|r| &r.versions) {
-            self.runtime.forget(&info.sha256);
-        }
         self.sync_locked(key).await?;
         self.announce(key);
         Ok(existed)
@@ -321,11 +322,9 @@ impl Deployer {
     }
 
     async fn sync_locked(&self, key: &HubKey) -> Result<(), DeployError> {
-        let active = self
-            .store
-            .hub(key)
-            .await?
-            .and_then(|record| record.active());
+        let record = self.store.hub(key).await?;
+        self.note_versions(key, record.as_ref());
+        let active = record.and_then(|record| record.active());
         let served = self.served(key);
         match (active, served) {
             (Some(version), Some(Source::Store { version: now })) if version == now => Ok(()),

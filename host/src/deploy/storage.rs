@@ -3,8 +3,9 @@
 
 use super::{DeployError, Deployer};
 use crate::names::HubKey;
-use crate::store::VersionInfo;
+use crate::store::{HubRecord, VersionInfo};
 use crate::tenants::StorageLimits;
+use std::collections::HashSet;
 
 impl Deployer {
     /// Whether the tenant of `key` may store one more component of `size`
@@ -85,17 +86,33 @@ impl Deployer {
         if let Err(error) = self.store.remove_versions(key, &pruned).await {
             return tracing::warn!(hub = %key, %error, "cannot prune old versions");
         }
-        let (gone, kept): (Vec<_>, Vec<_>) = record
-            .versions
-            .iter()
-            .partition(|v| pruned.contains(&v.version));
-        // A component another kept version shares stays compiled.
-        for info in gone
-            .iter()
-            .filter(|g| !kept.iter().any(|k| k.sha256 == g.sha256))
-        {
-            self.runtime.forget(&info.sha256);
-        }
+        self.note_versions(key, Some(&record));
+        let mut after = record;
+        after.versions.retain(|v| !pruned.contains(&v.version));
+        self.note_versions(key, Some(&after));
         tracing::info!(hub = %key, ?pruned, "old versions pruned (storage.max_versions)");
+    }
+
+    /// Remember the components of `key`'s stored versions (`None`: the hub
+    /// is gone), and drop the compiled code of those no stored version has
+    /// any more: versions pruned or deleted through whichever node, once
+    /// this node has compiled them.
+    pub(super) fn note_versions(&self, key: &HubKey, record: Option<&HubRecord>) {
+        let now: HashSet<String> = record
+            .iter()
+            .flat_map(|r| &r.versions)
+            .map(|v| v.sha256.clone())
+            .collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let before = if now.is_empty() {
+            seen.remove(key)
+        } else {
+            seen.insert(key.clone(), now.clone())
+        };
+        for sha256 in before.unwrap_or_default().difference(&now) {
+            if !seen.values().any(|other| other.contains(sha256)) {
+                self.runtime.forget(sha256);
+            }
+        }
     }
 }

@@ -213,6 +213,48 @@ async fn pruning_works_in_the_redis_store() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every node drops the compiled code of a version pruned elsewhere, once
+/// it has compiled it: two nodes on one Redis store, each with its own cache.
+#[tokio::test]
+async fn other_nodes_drop_the_compiled_code_of_pruned_versions() -> anyhow::Result<()> {
+    let dir = temp_dir("admin-quotas-cache")?;
+    let prefix = unique_prefix("quota-cache");
+    let node = |name: &str| -> anyhow::Result<Config> {
+        let mut config = quota_config(&dir)?;
+        config.data_dir = None;
+        config.cache_dir = Some(dir.join(name).join("cache"));
+        config.redis_url = Some(REDIS_URL.into());
+        config.cluster_prefix = prefix.clone();
+        Ok(config)
+    };
+    let a = TestServer::start(node("a")?).await?;
+    let b = TestServer::start(node("b")?).await?;
+    let small = Admin::new(a.addr, Some(SMALL_KEY));
+    let mut shas = Vec::new();
+    for (version, name) in (1..).zip(["chat", "versioned_v1", "versioned_v2", "faulty"]) {
+        let (status, body) = small.upload("small", "chat", component(name)?, "").await?;
+        assert_eq!(status, 201, "{name}: {body}");
+        shas.push(body["sha256"].as_str().unwrap_or_default().to_owned());
+        wait_served(&b.state, "small", "chat", version).await?;
+    }
+    // Four versions, three kept: the first went, on both nodes' disks.
+    assert_eq!(versions(&small, "small", "chat").await?.0, [2, 3, 4]);
+    assert!(
+        !cached(&dir.join("b"), &shas[0])?,
+        "node b kept the pruned version's code"
+    );
+    assert!(cached(&dir.join("b"), &shas[3])?);
+    a.stop().await?;
+    b.stop().await?;
+    let mut redis = probe(REDIS_URL).await?;
+    let keys: Vec<String> = redis::AsyncCommands::keys(&mut redis, format!("{prefix}:*")).await?;
+    if !keys.is_empty() {
+        let _: () = redis::AsyncCommands::del(&mut redis, keys).await?;
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
 /// Uploads in progress on a node are bounded, counted from before the body
 /// is read: one more is refused at once, and the place is free again when
 /// an upload ends, however it ends.

@@ -175,9 +175,22 @@ pub fn to_json(value: &Mp) -> Result<Json, ProtocolError> {
             let mut map = Map::with_capacity(entries.len());
             for (key, value) in entries {
                 let key = match key {
-                    Mp::String(s) => s.as_str().unwrap_or_default().to_owned(),
-                    // Numbers and other keys become their JSON text.
-                    other => to_json(other)?.to_string(),
+                    Mp::String(s) => match s.as_str() {
+                        Some(text) => text.to_owned(),
+                        None => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                    },
+                    // Scalars become their JSON text. A map or array key would
+                    // too, but each level would escape the text of the one
+                    // inside it: 90 nested one-entry maps (180 bytes) would
+                    // grow to 2^90 bytes (found by the transcode fuzz target).
+                    Mp::Nil | Mp::Boolean(_) | Mp::Integer(_) | Mp::F32(_) | Mp::F64(_) => {
+                        to_json(key)?.to_string()
+                    }
+                    _ => {
+                        return Err(ProtocolError::MessagePack(
+                            "map keys must be strings, numbers, booleans or nil".into(),
+                        ));
+                    }
                 };
                 map.insert(key, to_json(value)?);
             }

@@ -241,3 +241,25 @@ fn timestamps_become_rfc3339() -> Result<(), ProtocolError> {
     assert!(timestamp(&[1, 2, 3]).is_err());
     Ok(())
 }
+
+#[test]
+fn map_keys_are_scalars() -> Result<(), ProtocolError> {
+    let scalars = Mp::Map(vec![
+        (Mp::from(1), s("one")),
+        (Mp::Boolean(true), s("yes")),
+        (Mp::Nil, s("none")),
+    ]);
+    assert_eq!(
+        to_json(&scalars)?.to_string(),
+        r#"{"1":"one","true":"yes","null":"none"}"#
+    );
+    // A key that is a map (of a map of a map…) would grow with every level.
+    let mut nested = Mp::Nil;
+    for _ in 0..90 {
+        nested = Mp::Map(vec![(nested, Mp::Nil)]);
+    }
+    assert!(to_json(&nested).is_err());
+    let array_key = Mp::Map(vec![(Mp::Array(vec![]), Mp::Nil)]);
+    assert!(to_json(&array_key).is_err());
+    Ok(())
+}

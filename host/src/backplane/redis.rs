@@ -2,7 +2,7 @@
 //!
 //! Two connections per node, each owned by one task:
 //! - the publisher drains an outgoing queue, pipelining what is waiting into
-//!   one round trip. The queue ([`super::buffer`]) is bounded by bytes and
+//!   one round trip. The queue (`buffer.rs`) is bounded by bytes and
 //!   age: while Redis is away, messages wait (past the byte bound the
 //!   heaviest tenant's oldest are dropped, past the age bound expired ones,
 //!   both counted) and are flushed, in order per tenant, once it is back,

@@ -74,7 +74,7 @@ impl HubLifetimeManager {
     ) -> Result<(), GroupError> {
         check_group(group)?;
         if let Some(changed) = self.change_local(hub, id, group, join) {
-            let subscribed = changed.inspect_err(|error| refused(hub, error))?;
+            let subscribed = changed?;
             // As in ASP.NET Core's Redis lifetime manager, a join returns once
             // group messages from other nodes can reach the connection.
             self.settle(subscribed).await;
@@ -159,7 +159,6 @@ impl HubLifetimeManager {
                     .unwrap_or_else(|| {
                         Err(GroupError::UnknownConnection(request.connection.clone()))
                     })
-                    .inspect_err(|error| refused(&hub, error))
             });
         let (applied, refused) = match applied {
             Ok(subscribed) => (Some(subscribed), None),
@@ -194,19 +193,5 @@ impl HubLifetimeManager {
             };
             let _ = waiter.send(result);
         }
-    }
-}
-
-/// A limit stopped a join: the operator sees which tenant hit it.
-fn refused(hub: &HubKey, error: &GroupError) {
-    if matches!(
-        error,
-        GroupError::ConnectionGroups { .. } | GroupError::HubGroups(_)
-    ) {
-        tracing::warn!(
-            tenant = hub.tenant(),
-            hub = hub.hub(),
-            "group join refused: {error}"
-        );
     }
 }

@@ -42,11 +42,11 @@ $(COMPONENTIZE_PY): examples/chat-python/requirements.txt
 	$(PY_TOOLS)/bin/pip install --quiet --disable-pip-version-check -r examples/chat-python/requirements.txt
 	touch $@
 
-$(GUESTS)/chat-python.wasm: examples/chat-python/app.py wit/hub.wit $(COMPONENTIZE_PY)
+$(GUESTS)/chat-python.wasm: examples/chat-python/app.py wit/0.2.0/hub.wit $(COMPONENTIZE_PY)
 	mkdir -p $(GUESTS)
-	$(COMPONENTIZE_PY) -d wit -w hub-component componentize -p examples/chat-python app --stub-wasi -o $@
+	$(COMPONENTIZE_PY) -d wit/0.2.0 -w hub-component componentize -p examples/chat-python app --stub-wasi -o $@
 
-$(GUESTS)/chat-js.wasm: examples/chat-js/hub.js wit/hub.wit examples/chat-js/node_modules/.package-lock.json
+$(GUESTS)/chat-js.wasm: examples/chat-js/hub.js wit/0.2.0/hub.wit examples/chat-js/node_modules/.package-lock.json
 	mkdir -p $(GUESTS)
 	cd examples/chat-js && OUT=$(abspath $@) npm run --silent build
 

@@ -1,16 +1,30 @@
 // The example ChatHub in JavaScript, built with componentize-js.
 //
 // Same public methods as the Rust example (examples/chat): the chat tests run
-// against both. The WIT world wit/hub.wit is the reference for what a hub can
-// import and must export.
+// against both. The WIT world wit/0.2.0/hub.wit is the reference for what a hub
+// can import and must export.
 
-import { send as sendTo } from "hubhost:hub/clients@0.1.0";
-import { add, remove } from "hubhost:hub/groups@0.1.0";
+import { send as sendTo } from "hubhost:hub/clients@0.2.0";
+import { add, remove } from "hubhost:hub/groups@0.2.0";
+import { increment, listPush, listRange } from "hubhost:hub/kv@0.2.0";
+// Aliased: kv has a get and a set of its own.
+import { get as itemGet, set as itemSet } from "hubhost:hub/items@0.2.0";
+import { groupCount, groupMembers, isOnline } from "hubhost:hub/presence@0.2.0";
+
+// The hub's kv list of the last chat messages, oldest first.
+const HISTORY_KEY = "history";
+const HISTORY_KEEP = 50;
+// "To the last item": a stop past the end is clamped to it, as -1 would be.
+// Not -1n: componentize-js 0.23.0 traps lowering a negative s64 argument
+// (bytecodealliance/ComponentizeJS#343).
+const HISTORY_STOP = 2n ** 63n - 1n;
+// How many connection ids GroupMembers returns at most.
+const MEMBERS_LIMIT = 1000;
 
 // A failed import call throws its error value; hand it back as the hub's error.
 function orFail(call) {
   try {
-    call();
+    return call();
   } catch (error) {
     throw { tag: "failed", val: String(error?.payload ?? error) };
   }
@@ -21,7 +35,12 @@ function send(to, method, ...args) {
 }
 
 const methods = {
-  sendmessage: (caller, user, message) => send({ tag: "all" }, "ReceiveMessage", user, message),
+  sendmessage: (caller, user, message) => {
+    // Kept before sending, so History() already has a message its receivers saw.
+    const entry = JSON.stringify({ user, message });
+    orFail(() => listPush(HISTORY_KEY, entry, HISTORY_KEEP));
+    send({ tag: "all" }, "ReceiveMessage", user, message);
+  },
   joingroup: (caller, group) => orFail(() => add(caller.connectionId, group)),
   leavegroup: (caller, group) => orFail(() => remove(caller.connectionId, group)),
   sendtogroup: (caller, group, user, message) =>
@@ -35,7 +54,27 @@ const methods = {
   fail: (caller, text) => {
     throw { tag: "failed", val: text };
   },
+  // Items are JSON text: hand back the objects, not strings.
+  history: (caller) => orFail(() => listRange(HISTORY_KEY, 0n, HISTORY_STOP)).map((item) => JSON.parse(item)),
+  // s64/u64 come and go as BigInt, which JSON.stringify rejects.
+  count: (caller) => Number(orFail(() => increment("count", 1n))),
+  groupcount: (caller, group) => Number(orFail(() => groupCount(group))),
+  groupmembers: (caller, group) => orFail(() => groupMembers(group, MEMBERS_LIMIT)),
+  isonline: (caller, userId) => orFail(() => isOnline(userId)),
+  // Any JSON value: stored as its text, as the SDKs do.
+  setitem: (caller, key, value) => orFail(() => itemSet(key, JSON.stringify(value))),
+  getitem: (caller, key) => {
+    const text = itemGet(key);
+    // `none` arrives as undefined; == also takes null, should a binding use it.
+    return text == null ? null : JSON.parse(text);
+  },
 };
+
+// Positions of arguments that may be any JSON value; all others must be strings.
+const anyJsonArgs = new Map([
+  [methods.echo, [0]],
+  [methods.setitem, [1]],
+]);
 
 export const hub = {
   onConnected(caller) {},
@@ -49,7 +88,8 @@ export const hub = {
     if (args.length !== expected) {
       throw { tag: "bad-arguments", val: `expected ${expected} argument(s), got ${args.length}` };
     }
-    if (handler !== methods.echo && !args.every((a) => typeof a === "string")) {
+    const anyJson = anyJsonArgs.get(handler) ?? [];
+    if (!args.every((a, i) => typeof a === "string" || anyJson.includes(i))) {
       throw { tag: "bad-arguments", val: "arguments must be strings" };
     }
     const result = handler(caller, ...args);

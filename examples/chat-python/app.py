@@ -1,42 +1,49 @@
 """The example ChatHub in Python, built with componentize-py.
 
 Same public methods as the Rust example (examples/chat): the chat tests run
-against both. The WIT world wit/hub.wit is the reference for what a hub can
-import and must export.
+against both. The WIT world wit/0.2.0/hub.wit is the reference for what a hub
+can import and must export.
 """
 
 import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import clients, groups, types
+from wit_world.imports import clients, groups, items, kv, presence, types
+
+# The hub's kv list of the last chat messages, oldest first.
+HISTORY_KEY = "history"
+HISTORY_KEEP = 50
+# How many connection ids GroupMembers returns at most.
+MEMBERS_LIMIT = 1000
+
+
+def or_fail(call, *args):
+    """Call an import; its error text becomes the hub's `failed` error."""
+    try:
+        return call(*args)
+    except Err as error:
+        raise Err(types.HubError_Failed(error.value))
 
 
 def send(target, method, *args):
     """Call `method(*args)` on the clients `target` names."""
-    try:
-        clients.send(target, method, json.dumps(list(args)))
-    except Err as error:
-        raise Err(types.HubError_Failed(error.value))
-
-
-def change_group(change, connection_id, group):
-    try:
-        change(connection_id, group)
-    except Err as error:
-        raise Err(types.HubError_Failed(error.value))
+    or_fail(clients.send, target, method, json.dumps(list(args)))
 
 
 def send_message(caller, user, message):
+    # Kept before sending, so History() already has a message its receivers saw.
+    entry = json.dumps({"user": user, "message": message})
+    or_fail(kv.list_push, HISTORY_KEY, entry, HISTORY_KEEP)
     send(types.Target_All(), "ReceiveMessage", user, message)
 
 
 def join_group(caller, group):
-    change_group(groups.add, caller.connection_id, group)
+    or_fail(groups.add, caller.connection_id, group)
 
 
 def leave_group(caller, group):
-    change_group(groups.remove, caller.connection_id, group)
+    or_fail(groups.remove, caller.connection_id, group)
 
 
 def send_to_group(caller, group, user, message):
@@ -63,6 +70,37 @@ def fail(caller, text):
     raise Err(types.HubError_Failed(text))
 
 
+def history(caller):
+    # Items are JSON text: hand back the objects, not strings.
+    return [json.loads(item) for item in or_fail(kv.list_range, HISTORY_KEY, 0, -1)]
+
+
+def count(caller):
+    return or_fail(kv.increment, "count", 1)
+
+
+def group_count(caller, group):
+    return or_fail(presence.group_count, group)
+
+
+def group_members(caller, group):
+    return or_fail(presence.group_members, group, MEMBERS_LIMIT)
+
+
+def is_online(caller, user_id):
+    return or_fail(presence.is_online, user_id)
+
+
+def set_item(caller, key, value):
+    # Any JSON value: stored as its text, as the SDKs do.
+    or_fail(items.set, key, json.dumps(value))
+
+
+def get_item(caller, key):
+    text = items.get(key)
+    return None if text is None else json.loads(text)
+
+
 # Method names match case-insensitively, as in ASP.NET Core SignalR.
 METHODS = {
     "sendmessage": send_message,
@@ -74,6 +112,19 @@ METHODS = {
     "echo": echo,
     "whoami": who_am_i,
     "fail": fail,
+    "history": history,
+    "count": count,
+    "groupcount": group_count,
+    "groupmembers": group_members,
+    "isonline": is_online,
+    "setitem": set_item,
+    "getitem": get_item,
+}
+
+# Positions of arguments that may be any JSON value; all others must be strings.
+ANY_JSON_ARGS = {
+    echo: {0},
+    set_item: {1},
 }
 
 
@@ -92,6 +143,7 @@ class Hub(exports.Hub):
         expected = handler.__code__.co_argcount - 1
         if len(args) != expected:
             raise Err(types.HubError_BadArguments(f"expected {expected} argument(s), got {len(args)}"))
-        if handler not in (echo,) and not all(isinstance(a, str) for a in args):
+        any_json = ANY_JSON_ARGS.get(handler, set())
+        if not all(isinstance(a, str) for i, a in enumerate(args) if i not in any_json):
             raise Err(types.HubError_BadArguments("arguments must be strings"))
         return json.dumps(handler(caller, *args))

@@ -1,11 +1,12 @@
-//! The context of one call: who is calling, and handles to send to clients
-//! and manage groups. Every send is scoped by the host to the calling hub of
+//! The context of one call: who is calling, and handles to send to clients,
+//! manage groups, and reach state, items and presence. Every send is scoped by the host to the calling hub of
 //! the calling tenant.
 
 use crate::args::ToArgs;
 use crate::bindings::hubhost::hub::types::{Caller, GroupExcluding, Target};
 use crate::bindings::hubhost::hub::{clients, groups};
 use crate::methods::HubError;
+use crate::state::{Items, Presence, State};
 
 /// The call's context.
 pub struct Context {
@@ -41,6 +42,21 @@ impl Context {
     /// Group membership.
     pub fn groups(&self) -> Groups {
         Groups { _private: () }
+    }
+
+    /// The hub's key-value state, shared by every node.
+    pub fn state(&self) -> State {
+        State { _private: () }
+    }
+
+    /// Values kept with the calling connection.
+    pub fn items(&self) -> Items {
+        Items { _private: () }
+    }
+
+    /// Who is connected to the hub.
+    pub fn presence(&self) -> Presence {
+        Presence { _private: () }
     }
 }
 

@@ -24,9 +24,12 @@
 //! # Layout
 //! - [`args`]: hub method arguments and message arguments as JSON arrays, typed through serde.
 //! - [`context`]: [`Context`] — who is calling, [`Clients`] to send to, [`Groups`].
+//! - [`state`]: [`State`] (the hub's key-value state), [`Items`] (kept with
+//!   the connection) and [`Presence`] (who is connected).
 //! - [`methods`]: [`Methods`], the case-insensitive method table, and [`HubError`].
 //! - [`log`]: logging into the host's log.
-//! - `bindings`: the one `wit_bindgen::generate!` of the `hub-component` world;
+//! - `bindings`: the one `wit_bindgen::generate!` of the `hub-component`
+//!   world, version 0.2.0 (`wit/0.2.0`);
 //!   hub code never names it, [`export_hub!`] does.
 
 #![warn(missing_docs)]
@@ -38,17 +41,19 @@ pub mod args;
 pub mod context;
 pub mod log;
 pub mod methods;
+pub mod state;
 
 pub use args::{FromArgs, ToArgs};
 pub use context::{ClientProxy, Clients, Context, Groups};
 pub use methods::{HubError, Methods};
+pub use state::{Items, Presence, State};
 /// Re-exported so hub crates can use JSON values without naming serde_json.
 pub use serde_json::{Value, json};
 
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "../wit/0.2.0",
         world: "hub-component",
         pub_export_macro: true,
         export_macro_name: "__export_hub_component",
@@ -63,8 +68,8 @@ pub use wit_bindgen as __wit_bindgen;
 /// A hub: its methods, and what happens when clients come and go.
 ///
 /// The host may run each call in a fresh instance, so a hub keeps no state in
-/// its own memory between calls: connection state (groups, users) lives in
-/// the host.
+/// its own memory between calls: connection state (groups, users, items)
+/// lives in the host, and what the hub remembers in its [`State`].
 pub trait Hub: 'static {
     /// Register the hub's methods. Called once per instance.
     fn methods(methods: &mut Methods);

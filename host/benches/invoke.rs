@@ -105,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         connection_id: NodeId::random().new_connection_id().into(),
         user_id: None,
         claims: vec![],
+        items: Default::default(),
     };
     let budget = Duration::from_secs(2);
     let fresh_limits = HubLimits {

@@ -24,7 +24,11 @@
 //! - [`cluster`]: what makes a node part of a cluster — node id, the registry
 //!   of nodes and their heartbeats, the control channel, where another
 //!   node's connections live.
-//! - [`lifetime`]: `HubLifetimeManager` — delivery and groups across nodes.
+//! - [`lifetime`]: `HubLifetimeManager` — delivery, groups and presence
+//!   across nodes.
+//! - [`kv`]: key-value state of hubs — memory, data directory, Redis — and
+//!   the `kv` context of a hub call.
+//! - [`items`]: the values a hub keeps with one connection.
 //! - [`runtime`]: the wasmtime engine, the host imports, hub versions and
 //!   limits.
 //! - [`hubs`]: the hubs a node serves and their active versions.
@@ -56,6 +60,8 @@ pub mod connection;
 pub mod deploy;
 pub mod hubs;
 pub mod ids;
+pub mod items;
+pub mod kv;
 pub mod lifetime;
 pub mod millis;
 pub mod names;

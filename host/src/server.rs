@@ -146,6 +146,10 @@ pub async fn run(
             break;
         }
     }
+    let hub_state = state.hub_state.clone();
+    if let Err(error) = tokio::task::spawn_blocking(move || hub_state.flush()).await {
+        tracing::error!(%error, "hub state not written at shutdown");
+    }
     result.context("server error")
 }
 

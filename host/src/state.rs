@@ -13,6 +13,7 @@ use crate::names::HubKey;
 use crate::quotas::{CallSlots, ConnectionCounts, LimitCounters};
 use crate::runtime::Runtime;
 use crate::sessions::Tokens;
+use crate::kv::{KvBackend, memory::MemoryKv, redis::RedisKv};
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
 use crate::tenants::{TenantDefaults, Tenants, key_digest};
 use anyhow::Context as _;
@@ -54,6 +55,8 @@ pub struct AppState {
     /// Cancelled when shutdown begins: handshakes still waiting stop, and
     /// requests and WebSockets passed on to other nodes end.
     pub shutdown: CancellationToken,
+    /// Where hubs keep their state; flushed at shutdown.
+    pub hub_state: Arc<dyn KvBackend>,
 }
 
 impl AppState {
@@ -79,6 +82,17 @@ impl AppState {
             Some(dir) => Runtime::new()?.with_cache(dir)?,
             None => Runtime::new()?,
         };
+        // Hub state lives where the hubs do: in the cluster's Redis, else in
+        // the data directory, else in memory.
+        let hub_state: Arc<dyn KvBackend> = match (&settings.redis_url, &settings.data_dir) {
+            (Some(url), _) => Arc::new(
+                RedisKv::new(url, &settings.cluster_prefix).context("invalid Redis URL")?,
+            ),
+            (None, Some(dir)) => MemoryKv::open(&dir.join("state"))
+                .with_context(|| format!("cannot open hub state in {}", dir.display()))?,
+            (None, None) => Arc::new(MemoryKv::new()),
+        };
+        let runtime = runtime.with_state(hub_state.clone());
         let limit_counters = LimitCounters::default();
         let runtime = runtime.counting(limit_counters.clone());
         let store = Arc::new(match &settings.redis_url {
@@ -163,6 +177,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),
+            hub_state,
         }))
     }
 }

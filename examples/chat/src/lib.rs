@@ -3,13 +3,49 @@
 //! the demo page rely on them.
 
 use hubhost_guest::{HubError, Methods, Value, export_hub, json};
+use serde::{Deserialize, Serialize};
 
 struct Chat;
+
+/// One message of the hub's history.
+#[derive(Serialize, Deserialize)]
+struct Said {
+    user: String,
+    message: String,
+}
+
+/// Messages `History()` keeps.
+const HISTORY: u32 = 50;
+/// Most ids `GroupMembers` returns.
+const MEMBERS: u32 = 1_000;
 
 impl hubhost_guest::Hub for Chat {
     fn methods(m: &mut Methods) {
         m.on("SendMessage", |ctx, (user, message): (String, String)| {
-            ctx.clients().all().send("ReceiveMessage", (user, message))
+            let said = Said { user, message };
+            ctx.state().push("history", &said, HISTORY)?;
+            ctx.clients()
+                .all()
+                .send("ReceiveMessage", (said.user, said.message))
+        });
+        m.on("History", |ctx, ()| {
+            ctx.state().range::<Said>("history", 0, -1)
+        });
+        m.on("Count", |ctx, ()| ctx.state().increment("count", 1));
+        m.on("GroupCount", |ctx, (group,): (String,)| {
+            ctx.presence().group_count(&group)
+        });
+        m.on("GroupMembers", |ctx, (group,): (String,)| {
+            ctx.presence().group_members(&group, MEMBERS)
+        });
+        m.on("IsOnline", |ctx, (user_id,): (String,)| {
+            ctx.presence().is_online(&user_id)
+        });
+        m.on("SetItem", |ctx, (key, value): (String, Value)| {
+            ctx.items().set(&key, &value)
+        });
+        m.on("GetItem", |ctx, (key,): (String,)| {
+            ctx.items().get::<Value>(&key)
         });
         m.on("JoinGroup", |ctx, (group,): (String,)| {
             ctx.groups().add(ctx.connection_id(), &group)

@@ -160,6 +160,16 @@ impl Cluster {
         }
     }
 
+    /// The other nodes heard from lately and not leaving.
+    pub fn alive_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .seen()
+            .iter()
+            .filter(|(_, entry)| self.nodes.alive(entry))
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
     /// Whether `node` is known to be gone: heard of, then silent or leaving.
     /// A node never heard of may just have started, so it is not dead.
     pub fn is_dead(&self, node: NodeId) -> bool {

@@ -305,6 +305,14 @@ impl Deployer {
         let existed = self.store.delete_hub(key).await?;
         self.sync_locked(key).await?;
         self.announce(key);
+        // Its state goes with it; also when the hub was already gone, so a
+        // delete that failed here can be repeated.
+        let state = self.runtime.state().clone();
+        let hub = key.clone();
+        tokio::task::spawn_blocking(move || state.delete_hub(&hub))
+            .await
+            .map_err(|e| DeployError::Internal(format!("deleting hub state: {e}")))?
+            .map_err(|e| DeployError::Internal(format!("deleting hub state: {e:?}")))?;
         Ok(existed)
     }
 

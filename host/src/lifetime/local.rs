@@ -1,6 +1,6 @@
 //! This node's connections, groups and users, per hub.
 
-use super::{GroupError, GroupLimits, Target};
+use super::{GroupError, GroupLimits, PresenceQuery, Target};
 use crate::outbound::{Frame, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -196,6 +196,23 @@ impl HubConnections {
     }
 
     /// Every local connection.
+    /// How many connections `query` names here, and up to `limit` of their ids.
+    pub fn presence(&self, query: &PresenceQuery, limit: usize) -> (u64, Vec<String>) {
+        let ids: Box<dyn ExactSizeIterator<Item = &Arc<str>>> = match query {
+            PresenceQuery::Hub => Box::new(self.connections.keys()),
+            PresenceQuery::Group(group) => match self.groups.get(group) {
+                Some(members) => Box::new(members.iter()),
+                None => return (0, Vec::new()),
+            },
+            PresenceQuery::User(user) => match self.users.get(user.as_str()) {
+                Some(members) => Box::new(members.iter()),
+                None => return (0, Vec::new()),
+            },
+        };
+        let count = ids.len() as u64;
+        (count, ids.take(limit).map(|id| id.to_string()).collect())
+    }
+
     pub fn connections(&self) -> impl Iterator<Item = &LocalConnection> {
         self.connections.values().map(|e| &e.connection)
     }

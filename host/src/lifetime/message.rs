@@ -4,7 +4,7 @@
 //! per send; group changes for another node's connection as a
 //! [`GroupRequest`] and its [`GroupReply`].
 
-use super::{GroupError, GroupLimits, Target};
+use super::{GroupError, GroupLimits, PresenceQuery, Target};
 use crate::names::HubKey;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -22,6 +22,10 @@ pub enum Wire {
     Group(GroupRequest),
     /// The owner's answer to a [`GroupRequest`].
     GroupReply(GroupReply),
+    /// Who of a hub is connected to the recipient.
+    Presence(PresenceRequest),
+    /// The answer to a [`PresenceRequest`].
+    PresenceReply(PresenceReply),
 }
 
 /// A send as it crosses the backplane.
@@ -66,6 +70,29 @@ pub struct GroupReply {
     /// Why the owner refused, when it did (`error` has the text).
     #[serde(default)]
     pub refused: Option<GroupError>,
+}
+
+/// Ask a node about the connections of a hub it holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresenceRequest {
+    /// The asking node, which gets the reply on its node channel.
+    pub origin: String,
+    pub request: u64,
+    pub tenant: String,
+    pub hub: String,
+    pub query: PresenceQuery,
+    /// Most ids to send back.
+    pub limit: usize,
+}
+
+/// A node's part of the answer to a [`PresenceRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PresenceReply {
+    pub request: u64,
+    /// The answering node.
+    pub node: String,
+    pub count: u64,
+    pub ids: Vec<String>,
 }
 
 #[cfg(test)]

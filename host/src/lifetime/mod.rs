@@ -16,13 +16,17 @@
 //! Group membership changes are applied on the node that owns the
 //! connection: a change for a connection elsewhere is sent to its node, which
 //! answers; the caller waits up to the group timeout (see `groups.rs`).
+//! Presence (who is connected, in a group, a user's connections) is asked of
+//! every node the same way (see `presence.rs`).
 
 mod groups;
 mod local;
 mod message;
+mod presence;
 
 pub use local::LocalConnection;
-pub use message::{Envelope, GroupReply, GroupRequest, Wire};
+pub use message::{Envelope, GroupReply, GroupRequest, PresenceReply, PresenceRequest, Wire};
+pub use presence::{Presence, PresenceQuery};
 
 use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
@@ -110,6 +114,7 @@ pub struct HubLifetimeManager {
     /// Lock order: this map, then one hub's connections.
     hubs: RwLock<HashMap<HubKey, Arc<RwLock<HubConnections>>>>,
     pending: groups::Pending,
+    presence_pending: presence::Pending,
 }
 
 impl HubLifetimeManager {
@@ -129,6 +134,7 @@ impl HubLifetimeManager {
             group_timeout,
             hubs: RwLock::default(),
             pending: groups::Pending::default(),
+            presence_pending: presence::Pending::default(),
         });
         match deliveries {
             Some(deliveries) => {
@@ -333,6 +339,8 @@ impl HubLifetimeManager {
             }
             Wire::Group(request) => self.on_group_request(request),
             Wire::GroupReply(reply) => self.on_group_reply(reply),
+            Wire::Presence(request) => self.on_presence_request(request),
+            Wire::PresenceReply(reply) => self.on_presence_reply(reply),
         }
     }
 

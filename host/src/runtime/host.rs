@@ -5,10 +5,12 @@
 //! hub can handle. Limits (sends per call, log lines) are counted here.
 
 use super::HubLimits;
-use super::hubhost::hub::log::Level;
-use super::hubhost::hub::types::Target as WitTarget;
-use super::hubhost::hub::{clients, groups, log, types};
 use super::limits::{LimitHit, Limiter};
+use super::worlds::v1::hubhost::hub::log::Level;
+use super::worlds::v1::hubhost::hub::types::Target as WitTarget;
+use super::worlds::v1::hubhost::hub::{clients, groups, log, types};
+use crate::items::Items;
+use crate::kv::{KvBackend, KvCall, KvLimits, Quota};
 use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
@@ -22,8 +24,16 @@ const MAX_METHOD_BYTES: usize = 256;
 /// The data of an instance's store. The per-call part is set by `begin`
 /// and cleared by `end`, since an instance serves many calls.
 pub struct CallState {
-    hub: HubKey,
+    pub(super) hub: HubKey,
     pub(super) limiter: Limiter,
+    /// The tenant's limits, as of the call.
+    limits: HubLimits,
+    state: Arc<dyn KvBackend>,
+    /// The call's `kv` context.
+    pub(super) kv: Option<KvCall>,
+    /// The calling connection's items.
+    pub(super) items: Option<Arc<Items>>,
+    pub(super) presence_left: u32,
     /// The node's lifetime manager, while a call runs.
     lifetime: Option<Arc<HubLifetimeManager>>,
     connection_id: Arc<str>,
@@ -45,10 +55,20 @@ pub struct CallState {
 }
 
 impl CallState {
-    pub(super) fn new(hub: HubKey, limiter: Limiter, counters: LimitCounters) -> Self {
+    pub(super) fn new(
+        hub: HubKey,
+        limiter: Limiter,
+        counters: LimitCounters,
+        state: Arc<dyn KvBackend>,
+    ) -> Self {
         Self {
             hub,
             limiter,
+            limits: HubLimits::default(),
+            state,
+            kv: None,
+            items: None,
+            presence_left: 0,
             lifetime: None,
             connection_id: "".into(),
             sends_left: 0,
@@ -68,10 +88,19 @@ impl CallState {
         &mut self,
         lifetime: &Arc<HubLifetimeManager>,
         connection_id: &Arc<str>,
+        items: Option<&Arc<Items>>,
         hub_limits: &HubLimits,
     ) {
         self.lifetime = Some(lifetime.clone());
         self.connection_id = connection_id.clone();
+        self.items = items.cloned();
+        self.kv = Some(KvCall::new(
+            self.state.clone(),
+            self.hub.clone(),
+            kv_limits(hub_limits),
+        ));
+        self.presence_left = hub_limits.max_state_ops_per_call;
+        self.limits = hub_limits.clone();
         self.sends_left = hub_limits.max_sends_per_call;
         self.sent_bytes = 0;
         self.max_send_bytes = hub_limits.max_send_bytes;
@@ -88,7 +117,7 @@ impl CallState {
 
     /// `limit` stopped something this call asked for: counted and logged
     /// (once a call); returns `text`, the hub's error.
-    fn refuse(&mut self, limit: &'static str, text: String) -> String {
+    pub(super) fn refuse(&mut self, limit: &'static str, text: String) -> String {
         if !self.hit.contains(&limit) {
             self.hit.push(limit);
             self.counters.hit(self.hub.tenant(), limit);
@@ -106,10 +135,16 @@ impl CallState {
     /// The call is over; returns the limit it hit, if any.
     pub(super) fn end(&mut self) -> Option<LimitHit> {
         self.lifetime = None;
+        self.kv = None;
+        self.items = None;
         self.limiter.take_hit()
     }
 
-    fn lifetime(&self) -> Result<&Arc<HubLifetimeManager>, String> {
+    pub(super) fn limits(&self) -> &HubLimits {
+        &self.limits
+    }
+
+    pub(super) fn lifetime(&self) -> Result<&Arc<HubLifetimeManager>, String> {
         // Imports only run inside a call, which always sets it.
         self.lifetime
             .as_ref()
@@ -152,6 +187,20 @@ impl CallState {
             }
             Err(error) => Err(error.to_string()),
         }
+    }
+}
+
+/// The `kv` part of a tenant's limits.
+fn kv_limits(limits: &HubLimits) -> KvLimits {
+    KvLimits {
+        quota: Quota {
+            max_keys: limits.max_state_keys,
+            max_bytes: limits.max_state_bytes,
+        },
+        max_value_bytes: limits.max_state_value_bytes,
+        max_ops_per_call: limits.max_state_ops_per_call,
+        max_list_items: limits.max_state_list_items,
+        max_read_items: limits.max_state_read_items,
     }
 }
 

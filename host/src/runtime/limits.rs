@@ -83,6 +83,31 @@ pub struct HubLimits {
     /// instances (each up to `memory_bytes`) and threads.
     #[arg(skip)]
     pub max_concurrent_calls: usize,
+    /// Keys the tenant's hub state may hold, all its hubs together
+    /// (cluster-wide on Redis, per node otherwise).
+    #[arg(skip)]
+    pub max_state_keys: u64,
+    /// Bytes the tenant's hub state may hold (keys, values and list items).
+    #[arg(skip)]
+    pub max_state_bytes: u64,
+    /// Size of one state value or list item, in bytes.
+    #[arg(skip)]
+    pub max_state_value_bytes: usize,
+    /// State operations one call may make, and presence queries (each).
+    #[arg(skip)]
+    pub max_state_ops_per_call: u32,
+    /// Items a state list may keep.
+    #[arg(skip)]
+    pub max_state_list_items: usize,
+    /// Keys, list items or connection ids one read may return.
+    #[arg(skip)]
+    pub max_state_read_items: usize,
+    /// Items a hub may keep with one connection.
+    #[arg(skip)]
+    pub max_items_per_connection: usize,
+    /// Bytes of items (keys and values) a hub may keep with one connection.
+    #[arg(skip)]
+    pub max_item_bytes_per_connection: usize,
 }
 
 impl Default for HubLimits {
@@ -106,6 +131,14 @@ impl Default for HubLimits {
             max_table_elements: 1 << 20,
             max_idle_memory_bytes: 128 << 20,
             max_concurrent_calls: 8,
+            max_state_keys: 10_000,
+            max_state_bytes: 16 << 20,
+            max_state_value_bytes: 64 << 10,
+            max_state_ops_per_call: 100,
+            max_state_list_items: 1_000,
+            max_state_read_items: 1_000,
+            max_items_per_connection: 64,
+            max_item_bytes_per_connection: 16 << 10,
         }
     }
 }

@@ -14,12 +14,18 @@
 
 mod cache;
 mod host;
+mod host_v2;
 mod idle;
 mod limits;
 mod wasi;
+mod worlds;
 
 pub use host::{CallState, json_array};
+pub use worlds::{HubError, World};
 
+use crate::items::Items;
+use crate::kv::KvBackend;
+use crate::kv::memory::MemoryKv;
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
 use crate::quotas::LimitCounters;
@@ -29,15 +35,9 @@ use serde_json::value::RawValue;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
-
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "hub-component",
-});
-
-use hubhost::hub::types::Caller as WitCaller;
+use worlds::Caller as WitCaller;
 
 /// How often the epoch advances; a call's deadline is a whole number of ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -69,6 +69,10 @@ pub enum LoadError {
     ForbiddenImport(String),
     #[error("the component does not fit the hubhost:hub/hub-component world: {0}")]
     WrongWorld(String),
+    #[error(
+        "the component exports no hub of a world hubhost knows (hubhost:hub/hub@0.1.0 or @0.2.0)"
+    )]
+    NoHub,
 }
 
 /// Why a call did not produce an answer from the hub.
@@ -110,6 +114,8 @@ pub struct Runtime {
     cache: Option<cache::ArtifactCache>,
     idle: Arc<idle::IdleMemory>,
     counters: LimitCounters,
+    /// Where hubs keep their state (the `kv` import).
+    state: Arc<dyn KvBackend>,
 }
 
 impl Runtime {
@@ -118,7 +124,7 @@ impl Runtime {
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
         let mut linker = Linker::new(&engine);
-        HubComponent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        worlds::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
         spawn_epoch_ticker(&engine);
         Ok(Self {
@@ -127,7 +133,19 @@ impl Runtime {
             cache: None,
             idle: Arc::default(),
             counters: LimitCounters::default(),
+            state: Arc::new(MemoryKv::new()),
         })
+    }
+
+    /// Keep hub state in `state` (memory on this node by default).
+    pub fn with_state(mut self, state: Arc<dyn KvBackend>) -> Self {
+        self.state = state;
+        self
+    }
+
+    /// Where hubs keep their state.
+    pub fn state(&self) -> &Arc<dyn KvBackend> {
+        &self.state
     }
 
     /// Count the limits hub calls hit in `counters`.
@@ -165,6 +183,7 @@ impl Runtime {
             None => Component::new(&self.engine, bytes),
         }
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let world = worlds::World::of(&component).ok_or(LoadError::NoHub)?;
         let mut linker = self.linker.clone();
         for (name, _) in component.component_type().imports(&self.engine) {
             if name.starts_with(OWN_IMPORT_PREFIX) {
@@ -183,10 +202,12 @@ impl Runtime {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = HubComponentPre::new(pre).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            worlds::Pre::new(pre, world).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         Ok(HubVersion {
             key,
             pre,
+            state: self.state.clone(),
             limits: limits.clone(),
             idle: Mutex::default(),
             idle_memory: self.idle.clone(),
@@ -233,6 +254,8 @@ pub struct CallerInfo {
     pub connection_id: Arc<str>,
     pub user_id: Option<Arc<str>>,
     pub claims: Vec<(String, String)>,
+    /// The connection's items, kept by the connection across versions.
+    pub items: Arc<Items>,
 }
 
 impl CallerInfo {
@@ -245,16 +268,13 @@ impl CallerInfo {
     }
 }
 
-/// A hub error, as the hub reported it.
-pub use exports::hubhost::hub::hub::HubError;
-
 /// Idle instances kept per hub version.
 const MAX_IDLE_INSTANCES: usize = 8;
 
 /// An instance with its store.
 struct Warm {
     store: Store<CallState>,
-    hub: HubComponent,
+    hub: worlds::Instance,
 }
 
 /// An idle instance and the part of its tenant's idle budget it holds.
@@ -266,7 +286,8 @@ struct Idle {
 /// One compiled, checked version of a hub, ready to instantiate.
 pub struct HubVersion {
     key: HubKey,
-    pre: HubComponentPre<CallState>,
+    pre: worlds::Pre,
+    state: Arc<dyn KvBackend>,
     limits: HubLimits,
     idle: Mutex<Vec<Idle>>,
     idle_memory: Arc<idle::IdleMemory>,
@@ -278,11 +299,21 @@ impl HubVersion {
         &self.key
     }
 
+    /// The world the component was built for.
+    pub fn world(&self) -> World {
+        self.pre.world()
+    }
+
     fn instantiate(&self) -> Result<Warm, CallError> {
         let limiter = Limiter::new(&self.limits);
         let mut store = Store::new(
             self.pre.engine(),
-            CallState::new(self.key.clone(), limiter, self.counters.clone()),
+            CallState::new(
+                self.key.clone(),
+                limiter,
+                self.counters.clone(),
+                self.state.clone(),
+            ),
         );
         store.limiter(|state| &mut state.limiter);
         // With epochs on, a new store's deadline is already due: set one
@@ -313,7 +344,7 @@ impl HubVersion {
         &self,
         lifetime: &Arc<HubLifetimeManager>,
         caller: &CallerInfo,
-        run: impl FnOnce(&mut Store<CallState>, &HubComponent, &WitCaller) -> wasmtime::Result<R>,
+        run: impl FnOnce(&mut Store<CallState>, &worlds::Instance, &WitCaller) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let reused = if self.limits.reuse_instances {
             self.idle().pop().map(|idle| idle.warm)
@@ -326,7 +357,7 @@ impl HubVersion {
         };
         warm.store
             .data_mut()
-            .begin(lifetime, &caller.connection_id, &self.limits);
+            .begin(lifetime, &caller.connection_id, Some(&caller.items), &self.limits);
         warm.store.set_epoch_deadline(self.deadline_ticks());
         let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
         let hit = warm.store.data_mut().end();
@@ -390,8 +421,7 @@ impl HubVersion {
         args: &str,
     ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
         let result = self.call(lifetime, caller, |store, hub, caller| {
-            hub.hubhost_hub_hub()
-                .call_invoke(store, caller, method, args)
+            hub.invoke(store, caller, method, args)
         })?;
         let json = match result {
             Ok(json) => json,
@@ -415,7 +445,7 @@ impl HubVersion {
         caller: &CallerInfo,
     ) -> Result<Result<(), HubError>, CallError> {
         let result = self.call(lifetime, caller, |store, hub, caller| {
-            hub.hubhost_hub_hub().call_on_connected(store, caller)
+            hub.on_connected(store, caller)
         })?;
         Ok(result.map_err(|error| bounded(error, self.limits.max_result_bytes)))
     }
@@ -428,8 +458,7 @@ impl HubVersion {
         error: Option<&str>,
     ) -> Result<(), CallError> {
         self.call(lifetime, caller, |store, hub, caller| {
-            hub.hubhost_hub_hub()
-                .call_on_disconnected(store, caller, error)
+            hub.on_disconnected(store, caller, error)
         })
     }
 }

@@ -224,6 +224,7 @@ fn admit(
             connection_id: connection_id.into(),
             user_id: request.identity.user_id,
             claims: request.identity.claims,
+            items: Default::default(),
         }),
         limits,
         calls,

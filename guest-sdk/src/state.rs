@@ -1,0 +1,174 @@
+//! What a hub keeps: [`State`] (key-value state of the hub, on every node),
+//! [`Items`] (values kept with the calling connection) and [`Presence`] (who
+//! is connected). Values are stored as JSON text, typed through serde.
+//!
+//! Every error is a [`HubError::Failed`] with the host's text, which names
+//! the limit when one was hit; return it with `?` and the client sees it.
+
+use crate::bindings::hubhost::hub::{items, kv, presence};
+use crate::methods::HubError;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, HubError> {
+    serde_json::to_string(value).map_err(|e| HubError::failed(format!("cannot store value: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(key: &str, text: &str) -> Result<T, HubError> {
+    serde_json::from_str(text)
+        .map_err(|e| HubError::failed(format!("the value of '{key}' is not what was asked for: {e}")))
+}
+
+/// Key-value state of this hub: every node sees the same, a new version of
+/// the hub keeps it, deleting the hub deletes it. Each operation is atomic.
+/// Keys are any text of 1 to 512 bytes.
+pub struct State {
+    pub(crate) _private: (),
+}
+
+impl State {
+    /// The value of `key`, if it has one.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, HubError> {
+        match kv::get(key).map_err(HubError::Failed)? {
+            Some(text) => from_json(key, &text).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Set `key` to `value`, kept until deleted.
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), HubError> {
+        kv::set(key, &to_json(value)?, None).map_err(HubError::Failed)
+    }
+
+    /// Set `key` to `value` for `ttl` (at least a millisecond).
+    pub fn set_for<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<(), HubError> {
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        kv::set(key, &to_json(value)?, Some(ttl)).map_err(HubError::Failed)
+    }
+
+    /// Remove `key` (its value and its list); whether there was either.
+    pub fn delete(&self, key: &str) -> Result<bool, HubError> {
+        kv::delete(key).map_err(HubError::Failed)
+    }
+
+    /// Add `delta` to the integer at `key` (0 if none); the new value.
+    pub fn increment(&self, key: &str, delta: i64) -> Result<i64, HubError> {
+        kv::increment(key, delta).map_err(HubError::Failed)
+    }
+
+    /// Set `key` to `value` if it now holds `expected` (`None`: nothing);
+    /// whether it did. Values are compared as their JSON text.
+    pub fn compare_and_swap<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        expected: Option<&T>,
+        value: &T,
+    ) -> Result<bool, HubError> {
+        let expected = expected.map(to_json).transpose()?;
+        kv::compare_and_swap(key, expected.as_deref(), &to_json(value)?)
+            .map_err(HubError::Failed)
+    }
+
+    /// Up to `limit` keys starting with `prefix`, after `after`, in order.
+    pub fn keys(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, HubError> {
+        kv::list_keys(prefix, after, limit).map_err(HubError::Failed)
+    }
+
+    /// Append `value` to the list at `key`, keeping its last `keep` items;
+    /// the list's length.
+    pub fn push<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        keep: u32,
+    ) -> Result<u32, HubError> {
+        kv::list_push(key, &to_json(value)?, keep).map_err(HubError::Failed)
+    }
+
+    /// Items `start..=stop` of the list at `key`, oldest first (negative
+    /// counts from the end: `range(key, 0, -1)` is the whole list).
+    pub fn range<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<T>, HubError> {
+        kv::list_range(key, start, stop)
+            .map_err(HubError::Failed)?
+            .iter()
+            .map(|text| from_json(key, text))
+            .collect()
+    }
+
+    /// Keep only items `start..=stop` of the list at `key`.
+    pub fn trim(&self, key: &str, start: i64, stop: i64) -> Result<(), HubError> {
+        kv::list_trim(key, start, stop).map_err(HubError::Failed)
+    }
+}
+
+/// Values kept with the calling connection (as ASP.NET Core's
+/// `Context.Items`): seen by its later calls, kept across new versions of
+/// the hub, gone when it disconnects.
+pub struct Items {
+    pub(crate) _private: (),
+}
+
+impl Items {
+    /// The connection's value of `key`.
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, HubError> {
+        items::get(key).map(|text| from_json(key, &text)).transpose()
+    }
+
+    /// Set the connection's `key` to `value`.
+    pub fn set<T: Serialize + ?Sized>(&self, key: &str, value: &T) -> Result<(), HubError> {
+        items::set(key, Some(&to_json(value)?)).map_err(HubError::Failed)
+    }
+
+    /// Remove the connection's `key`.
+    pub fn remove(&self, key: &str) -> Result<(), HubError> {
+        items::set(key, None).map_err(HubError::Failed)
+    }
+}
+
+/// Who is connected to this hub, on every node.
+pub struct Presence {
+    pub(crate) _private: (),
+}
+
+impl Presence {
+    /// The hub's connections.
+    pub fn connection_count(&self) -> Result<u64, HubError> {
+        presence::connection_count().map_err(HubError::Failed)
+    }
+
+    /// The connections in `group`.
+    pub fn group_count(&self, group: &str) -> Result<u64, HubError> {
+        presence::group_count(group).map_err(HubError::Failed)
+    }
+
+    /// Up to `limit` connection ids of `group`.
+    pub fn group_members(&self, group: &str, limit: u32) -> Result<Vec<String>, HubError> {
+        presence::group_members(group, limit).map_err(HubError::Failed)
+    }
+
+    /// Up to `limit` connection ids of user `user_id`.
+    pub fn user_connections(&self, user_id: &str, limit: u32) -> Result<Vec<String>, HubError> {
+        presence::user_connections(user_id, limit).map_err(HubError::Failed)
+    }
+
+    /// Whether user `user_id` has a connection.
+    pub fn is_online(&self, user_id: &str) -> Result<bool, HubError> {
+        presence::is_online(user_id).map_err(HubError::Failed)
+    }
+}

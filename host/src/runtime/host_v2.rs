@@ -1,0 +1,201 @@
+//! The imports of world 0.2.0: those it shares with 0.1.0 call the 0.1.0
+//! implementations (`host.rs`); `kv`, `items` and `presence` translate into
+//! their capability modules ([`crate::kv`], [`crate::items`], and the
+//! lifetime manager's presence). Each counts the limits it hits once a call,
+//! like the rest (see `CallState::refuse`).
+
+use super::CallState;
+use super::worlds::{v1, v2};
+use crate::kv::KvError;
+use crate::lifetime::PresenceQuery;
+use crate::names::MAX_NAME_BYTES;
+use v2::hubhost::hub::{clients, groups, items, kv, log, presence};
+
+impl clients::Host for CallState {
+    fn send(
+        &mut self,
+        to: v1::hubhost::hub::types::Target,
+        method: String,
+        args_json: String,
+    ) -> Result<(), String> {
+        v1::hubhost::hub::clients::Host::send(self, to, method, args_json)
+    }
+}
+
+impl groups::Host for CallState {
+    fn add(&mut self, connection: String, group: String) -> Result<(), String> {
+        v1::hubhost::hub::groups::Host::add(self, connection, group)
+    }
+
+    fn remove(&mut self, connection: String, group: String) -> Result<(), String> {
+        v1::hubhost::hub::groups::Host::remove(self, connection, group)
+    }
+}
+
+impl log::Host for CallState {
+    fn log(&mut self, level: log::Level, message: String) {
+        use v1::hubhost::hub::log::Level as V1;
+        let level = match level {
+            log::Level::Debug => V1::Debug,
+            log::Level::Info => V1::Info,
+            log::Level::Warn => V1::Warn,
+            log::Level::Error => V1::Error,
+        };
+        v1::hubhost::hub::log::Host::log(self, level, message);
+    }
+}
+
+impl CallState {
+    /// Run `op` on the call's `kv` context; errors become the hub's text,
+    /// limits counted, backend failures logged (the hub sees a generic text).
+    fn kv<T>(
+        &mut self,
+        op: impl FnOnce(&mut crate::kv::KvCall) -> Result<T, KvError>,
+    ) -> Result<T, String> {
+        let result = match self.kv.as_mut() {
+            Some(call) => op(call),
+            None => return Err("no call in progress".into()),
+        };
+        result.map_err(|error| {
+            if let KvError::Unavailable(detail) = &error {
+                tracing::error!(
+                    tenant = self.hub.tenant(),
+                    hub = self.hub.hub(),
+                    detail,
+                    "hub state operation failed"
+                );
+            }
+            match error.limit() {
+                Some(limit) => self.refuse(limit, error.to_string()),
+                None => error.to_string(),
+            }
+        })
+    }
+
+    /// Ask who is connected, counted against the call's operations.
+    fn presence(&mut self, query: PresenceQuery, limit: u32) -> Result<(u64, Vec<String>), String> {
+        if self.presence_left == 0 {
+            let text = format!(
+                "this call reached its limit of {} presence queries (hub_limits.max_state_ops_per_call)",
+                self.limits().max_state_ops_per_call
+            );
+            return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
+        }
+        self.presence_left -= 1;
+        if let PresenceQuery::Group(name) | PresenceQuery::User(name) = &query
+            && (name.is_empty() || name.len() > MAX_NAME_BYTES)
+        {
+            return Err(format!(
+                "group names and user ids must be 1 to {MAX_NAME_BYTES} bytes"
+            ));
+        }
+        let max = self.limits().max_state_read_items;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        if limit > max {
+            let text = format!(
+                "this query asks for {limit} ids, over the limit of {max} (hub_limits.max_state_read_items)"
+            );
+            return Err(self.refuse("hub_limits.max_state_read_items", text));
+        }
+        let lifetime = self.lifetime()?.clone();
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "no runtime for presence".to_owned())?;
+        // Hub calls run on blocking threads, where waiting is allowed.
+        let presence = handle.block_on(lifetime.presence(&self.hub, query, limit));
+        Ok((presence.count, presence.ids))
+    }
+}
+
+impl kv::Host for CallState {
+    fn get(&mut self, key: String) -> Result<Option<String>, String> {
+        self.kv(|kv| kv.get(&key))
+    }
+
+    fn set(&mut self, key: String, value: String, ttl_ms: Option<u64>) -> Result<(), String> {
+        self.kv(|kv| kv.set(&key, &value, ttl_ms))
+    }
+
+    fn delete(&mut self, key: String) -> Result<bool, String> {
+        self.kv(|kv| kv.delete(&key))
+    }
+
+    fn increment(&mut self, key: String, delta: i64) -> Result<i64, String> {
+        self.kv(|kv| kv.increment(&key, delta))
+    }
+
+    fn compare_and_swap(
+        &mut self,
+        key: String,
+        expected: Option<String>,
+        value: String,
+    ) -> Result<bool, String> {
+        self.kv(|kv| kv.compare_and_swap(&key, expected.as_deref(), &value))
+    }
+
+    fn list_keys(
+        &mut self,
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<String>, String> {
+        self.kv(|kv| kv.list_keys(&prefix, after.as_deref(), limit))
+    }
+
+    fn list_push(&mut self, key: String, value: String, keep: u32) -> Result<u32, String> {
+        self.kv(|kv| kv.list_push(&key, &value, keep))
+    }
+
+    fn list_range(&mut self, key: String, start: i64, stop: i64) -> Result<Vec<String>, String> {
+        self.kv(|kv| kv.list_range(&key, start, stop))
+    }
+
+    fn list_trim(&mut self, key: String, start: i64, stop: i64) -> Result<(), String> {
+        self.kv(|kv| kv.list_trim(&key, start, stop))
+    }
+}
+
+impl items::Host for CallState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.items.as_ref()?.get(&key)
+    }
+
+    fn set(&mut self, key: String, value: Option<String>) -> Result<(), String> {
+        let limits = crate::items::ItemLimits {
+            max_items: self.limits().max_items_per_connection,
+            max_bytes: self.limits().max_item_bytes_per_connection,
+        };
+        let Some(items) = self.items.clone() else {
+            return Err("this call has no connection to keep items with".into());
+        };
+        items.set(&key, value, limits).map_err(|error| match error.limit() {
+            Some(limit) => self.refuse(limit, error.to_string()),
+            None => error.to_string(),
+        })
+    }
+}
+
+impl presence::Host for CallState {
+    fn connection_count(&mut self) -> Result<u64, String> {
+        self.presence(PresenceQuery::Hub, 0).map(|(count, _)| count)
+    }
+
+    fn group_count(&mut self, group: String) -> Result<u64, String> {
+        self.presence(PresenceQuery::Group(group), 0)
+            .map(|(count, _)| count)
+    }
+
+    fn group_members(&mut self, group: String, limit: u32) -> Result<Vec<String>, String> {
+        self.presence(PresenceQuery::Group(group), limit)
+            .map(|(_, ids)| ids)
+    }
+
+    fn user_connections(&mut self, user: String, limit: u32) -> Result<Vec<String>, String> {
+        self.presence(PresenceQuery::User(user), limit)
+            .map(|(_, ids)| ids)
+    }
+
+    fn is_online(&mut self, user: String) -> Result<bool, String> {
+        self.presence(PresenceQuery::User(user), 0)
+            .map(|(count, _)| count > 0)
+    }
+}

@@ -81,7 +81,9 @@ export const hub = {
   onDisconnected(caller, error) {},
   invoke(caller, method, argsJson) {
     // Method names match case-insensitively, as in ASP.NET Core SignalR.
-    const handler = methods[method.toLowerCase()];
+    // Own properties only: "constructor" or "__proto__" name no method.
+    const name = method.toLowerCase();
+    const handler = Object.hasOwn(methods, name) ? methods[name] : undefined;
     if (!handler) throw { tag: "unknown-method", val: method };
     const args = JSON.parse(argsJson);
     const expected = handler.length - 1;

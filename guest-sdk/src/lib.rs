@@ -46,9 +46,9 @@ pub mod state;
 pub use args::{FromArgs, ToArgs};
 pub use context::{ClientProxy, Clients, Context, Groups};
 pub use methods::{HubError, Methods};
-pub use state::{Items, Presence, State};
 /// Re-exported so hub crates can use JSON values without naming serde_json.
 pub use serde_json::{Value, json};
+pub use state::{Items, Presence, State};
 
 #[doc(hidden)]
 pub mod bindings {

@@ -16,8 +16,11 @@ fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, HubError> {
 }
 
 fn from_json<T: DeserializeOwned>(key: &str, text: &str) -> Result<T, HubError> {
-    serde_json::from_str(text)
-        .map_err(|e| HubError::failed(format!("the value of '{key}' is not what was asked for: {e}")))
+    serde_json::from_str(text).map_err(|e| {
+        HubError::failed(format!(
+            "the value of '{key}' is not what was asked for: {e}"
+        ))
+    })
 }
 
 /// Key-value state of this hub: every node sees the same, a new version of
@@ -71,8 +74,7 @@ impl State {
         value: &T,
     ) -> Result<bool, HubError> {
         let expected = expected.map(to_json).transpose()?;
-        kv::compare_and_swap(key, expected.as_deref(), &to_json(value)?)
-            .map_err(HubError::Failed)
+        kv::compare_and_swap(key, expected.as_deref(), &to_json(value)?).map_err(HubError::Failed)
     }
 
     /// Up to `limit` keys starting with `prefix`, after `after`, in order.
@@ -127,7 +129,9 @@ pub struct Items {
 impl Items {
     /// The connection's value of `key`.
     pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, HubError> {
-        items::get(key).map(|text| from_json(key, &text)).transpose()
+        items::get(key)
+            .map(|text| from_json(key, &text))
+            .transpose()
     }
 
     /// Set the connection's `key` to `value`.

@@ -69,7 +69,12 @@ impl Items {
     }
 
     /// Set `key` to `value`, or remove it, within `limits`.
-    pub fn set(&self, key: &str, value: Option<String>, limits: ItemLimits) -> Result<(), ItemError> {
+    pub fn set(
+        &self,
+        key: &str,
+        value: Option<String>,
+        limits: ItemLimits,
+    ) -> Result<(), ItemError> {
         if key.is_empty() || key.len() > MAX_ITEM_KEY_BYTES {
             return Err(ItemError::BadKey);
         }
@@ -109,15 +114,27 @@ mod tests {
         let items = Items::default();
         assert_eq!(items.set("a", Some("1234".into()), LIMITS), Ok(()));
         assert_eq!(items.get("a").as_deref(), Some("1234"));
-        assert_eq!(items.set("b", Some("12345".into()), LIMITS), Err(ItemError::Bytes(10)));
+        assert_eq!(
+            items.set("b", Some("12345".into()), LIMITS),
+            Err(ItemError::Bytes(10))
+        );
         assert_eq!(items.set("b", Some("1".into()), LIMITS), Ok(()));
-        assert_eq!(items.set("c", Some("1".into()), LIMITS), Err(ItemError::Count(2)));
+        assert_eq!(
+            items.set("c", Some("1".into()), LIMITS),
+            Err(ItemError::Count(2))
+        );
         // Replacing counts the difference; removing frees.
         assert_eq!(items.set("a", Some("1234567".into()), LIMITS), Ok(()));
         assert_eq!(items.set("a", None, LIMITS), Ok(()));
         assert_eq!(items.get("a"), None);
         assert_eq!(items.set("c", Some("1234567".into()), LIMITS), Ok(()));
-        assert_eq!(items.set("", Some("x".into()), LIMITS), Err(ItemError::BadKey));
-        assert_eq!(items.set(&"k".repeat(257), None, LIMITS), Err(ItemError::BadKey));
+        assert_eq!(
+            items.set("", Some("x".into()), LIMITS),
+            Err(ItemError::BadKey)
+        );
+        assert_eq!(
+            items.set(&"k".repeat(257), None, LIMITS),
+            Err(ItemError::BadKey)
+        );
     }
 }

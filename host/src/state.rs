@@ -8,12 +8,12 @@ use crate::cluster::{Cluster, PeerUrls};
 use crate::config::Config;
 use crate::deploy::{DeploySettings, Deployer};
 use crate::hubs::{Hubs, Source};
+use crate::kv::{KvBackend, memory::MemoryKv, redis::RedisKv};
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
 use crate::quotas::{CallSlots, ConnectionCounts, LimitCounters};
 use crate::runtime::Runtime;
 use crate::sessions::Tokens;
-use crate::kv::{KvBackend, memory::MemoryKv, redis::RedisKv};
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
 use crate::tenants::{TenantDefaults, Tenants, key_digest};
 use anyhow::Context as _;
@@ -85,9 +85,9 @@ impl AppState {
         // Hub state lives where the hubs do: in the cluster's Redis, else in
         // the data directory, else in memory.
         let hub_state: Arc<dyn KvBackend> = match (&settings.redis_url, &settings.data_dir) {
-            (Some(url), _) => Arc::new(
-                RedisKv::new(url, &settings.cluster_prefix).context("invalid Redis URL")?,
-            ),
+            (Some(url), _) => {
+                Arc::new(RedisKv::new(url, &settings.cluster_prefix).context("invalid Redis URL")?)
+            }
             (None, Some(dir)) => MemoryKv::open(&dir.join("state"))
                 .with_context(|| format!("cannot open hub state in {}", dir.display()))?,
             (None, None) => Arc::new(MemoryKv::new()),

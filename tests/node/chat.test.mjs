@@ -108,6 +108,56 @@ for (const hub of HUBS) {
       assert.equal(await c.invoke("Echo", "still connected"), "still connected");
     });
 
+    test("History keeps the last 50 messages, oldest first", async () => {
+      const c = await client();
+      const user = `hist-${Math.random()}`;
+      for (let i = 0; i < 55; i++) await c.invoke("SendMessage", user, `h${i}`);
+      const history = await c.invoke("History");
+      assert.equal(history.length, 50);
+      assert.deepEqual(
+        history,
+        Array.from({ length: 50 }, (_, i) => ({ user, message: `h${i + 5}` })),
+      );
+    });
+
+    test("Count counts every call exactly once, however many run at once", async () => {
+      const clients = [await client(), await client(), await client()];
+      const start = await clients[0].invoke("Count");
+      const values = (
+        await Promise.all(clients.flatMap((c) => Array.from({ length: 20 }, () => c.invoke("Count"))))
+      ).sort((x, y) => x - y);
+      assert.deepEqual(values, Array.from({ length: 60 }, (_, i) => start + 1 + i));
+    });
+
+    test("GroupCount, GroupMembers and IsOnline see joins and leaves", async () => {
+      const [a, b] = [await client(), await client()];
+      const group = `p-${Math.random()}`;
+      assert.equal(await a.invoke("GroupCount", group), 0);
+      await a.invoke("JoinGroup", group);
+      await b.invoke("JoinGroup", group);
+      assert.equal(await a.invoke("GroupCount", group), 2);
+      assert.deepEqual((await b.invoke("GroupMembers", group)).sort(), [a.connectionId, b.connectionId].sort());
+      await b.invoke("LeaveGroup", group);
+      assert.deepEqual(await a.invoke("GroupMembers", group), [a.connectionId]);
+      await a.stop();
+      assert.equal(await b.invoke("GroupCount", group), 0);
+      assert.equal(await b.invoke("IsOnline", "nobody"), false);
+    });
+
+    test("SetItem and GetItem keep values with the calling connection only", async () => {
+      const [a, b] = [await client(), await client()];
+      assert.equal(await a.invoke("GetItem", "nick"), null);
+      await a.invoke("SetItem", "nick", { name: "ann", tags: ["x", 1] });
+      assert.deepEqual(await a.invoke("GetItem", "nick"), { name: "ann", tags: ["x", 1] });
+      assert.equal(await b.invoke("GetItem", "nick"), null);
+      await a.invoke("SetItem", "nick", "replaced");
+      assert.equal(await a.invoke("GetItem", "nick"), "replaced");
+      await assert.rejects(
+        a.invoke("SetItem", "big", "x".repeat(20_000)),
+        (e) => e.message.includes("hub_limits.max_item_bytes_per_connection"),
+      );
+    });
+
     test("send (fire-and-forget) delivers without a completion", async () => {
       const [a, b] = [await client(), await client()];
       await a.send("SendMessage", "ff", "no reply");

@@ -91,7 +91,9 @@ impl From<DeployError> for AdminError {
                 Self::BadRequest(format!("Not a valid WebAssembly component: {detail}"))
             }
             DeployError::Load(
-                error @ (LoadError::ForbiddenImport(_) | LoadError::WrongWorld(_) | LoadError::NoHub),
+                error @ (LoadError::ForbiddenImport(_)
+                | LoadError::WrongWorld(_)
+                | LoadError::NoHub),
             ) => Self::Unprocessable(capitalized(&error.to_string())),
             DeployError::Load(error @ LoadError::Read { .. }) => {
                 tracing::error!(%error, "admin request failed");

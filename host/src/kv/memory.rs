@@ -65,7 +65,10 @@ impl TenantState {
                 continue;
             };
             // Only if the value still has this expiry: a later set replaced it.
-            if state.values.get(&key).is_some_and(|v| v.expires == Some(at))
+            if state
+                .values
+                .get(&key)
+                .is_some_and(|v| v.expires == Some(at))
                 && let Some(value) = state.values.remove(&key)
             {
                 self.keys -= 1;
@@ -296,13 +299,7 @@ impl KvBackend for MemoryKv {
         })
     }
 
-    fn increment(
-        &self,
-        hub: &HubKey,
-        key: &str,
-        delta: i64,
-        quota: Quota,
-    ) -> Result<i64, KvError> {
+    fn increment(&self, hub: &HubKey, key: &str, delta: i64, quota: Quota) -> Result<i64, KvError> {
         self.with(hub, true, |state| {
             let old = state.hub(hub).values.get(key).cloned();
             let current = match &old {
@@ -356,7 +353,10 @@ impl KvBackend for MemoryKv {
                 _ => std::ops::Bound::Included(prefix.to_owned()),
             };
             let range = (from, std::ops::Bound::Unbounded);
-            let values = state.values.range::<String, _>(range.clone()).map(|(k, _)| k);
+            let values = state
+                .values
+                .range::<String, _>(range.clone())
+                .map(|(k, _)| k);
             let lists = state.lists.range::<String, _>(range).map(|(k, _)| k);
             // Both maps are ordered: merge them, once per key.
             let mut merged: BTreeSet<&String> = BTreeSet::new();

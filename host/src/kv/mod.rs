@@ -42,11 +42,11 @@ pub enum KvError {
     Keys(u64),
     #[error("the tenant's state would exceed its limit of {0} bytes (hub_limits.max_state_bytes)")]
     Bytes(u64),
-    #[error("this call reached its limit of {0} state operations (hub_limits.max_state_ops_per_call)")]
-    Operations(u32),
     #[error(
-        "a list may keep at most {0} items (hub_limits.max_state_list_items); ask for fewer"
+        "this call reached its limit of {0} state operations (hub_limits.max_state_ops_per_call)"
     )]
+    Operations(u32),
+    #[error("a list may keep at most {0} items (hub_limits.max_state_list_items); ask for fewer")]
     ListItems(usize),
     #[error(
         "this read would return {count} items, over the limit of {limit} (hub_limits.max_state_read_items)"
@@ -110,8 +110,7 @@ pub trait KvBackend: Send + Sync {
         quota: Quota,
     ) -> Result<(), KvError>;
     fn delete(&self, hub: &HubKey, key: &str) -> Result<bool, KvError>;
-    fn increment(&self, hub: &HubKey, key: &str, delta: i64, quota: Quota)
-    -> Result<i64, KvError>;
+    fn increment(&self, hub: &HubKey, key: &str, delta: i64, quota: Quota) -> Result<i64, KvError>;
     fn compare_and_swap(
         &self,
         hub: &HubKey,

@@ -182,13 +182,7 @@ impl KvBackend for RedisKv {
             .map(|n| n == 1)
     }
 
-    fn increment(
-        &self,
-        hub: &HubKey,
-        key: &str,
-        delta: i64,
-        quota: Quota,
-    ) -> Result<i64, KvError> {
+    fn increment(&self, hub: &HubKey, key: &str, delta: i64, quota: Quota) -> Result<i64, KvError> {
         let op = Op::new("incr").arg(key).arg(delta).quota(quota);
         let text: String = with_quota(self.hub_op(hub, op), quota)?;
         text.parse()

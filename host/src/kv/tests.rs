@@ -85,7 +85,10 @@ fn spec(kv: &dyn KvBackend) -> Result<(), KvError> {
     for i in 0..7 {
         kv.list_push(&a, "h", &format!("m{i}"), 5, QUOTA)?;
     }
-    assert_eq!(kv.list_range(&a, "h", 0, -1, 100)?, ["m2", "m3", "m4", "m5", "m6"]);
+    assert_eq!(
+        kv.list_range(&a, "h", 0, -1, 100)?,
+        ["m2", "m3", "m4", "m5", "m6"]
+    );
     assert_eq!(kv.list_range(&a, "h", -2, -1, 100)?, ["m5", "m6"]);
     assert_eq!(kv.list_range(&a, "h", 3, 1, 100)?, Vec::<String>::new());
     assert_eq!(
@@ -112,7 +115,11 @@ fn spec(kv: &dyn KvBackend) -> Result<(), KvError> {
     assert_eq!(kv.set(&a, "k3", "x", None, small), Err(KvError::Keys(2)));
     assert_eq!(kv.list_push(&a, "k3", "x", 5, small), Err(KvError::Keys(2)));
     assert_eq!(kv.increment(&a, "k3", 1, small), Err(KvError::Keys(2)));
-    assert_eq!(kv.get(&a, "k3")?, None, "a refused increment leaves nothing");
+    assert_eq!(
+        kv.get(&a, "k3")?,
+        None,
+        "a refused increment leaves nothing"
+    );
     assert!(kv.delete(&a, "k1")?);
     kv.list_push(&a, "k3", "x", 5, small)?;
     kv.delete_hub(&a)?;
@@ -125,7 +132,10 @@ fn spec(kv: &dyn KvBackend) -> Result<(), KvError> {
     assert_eq!(kv.get(&a, "short")?.as_deref(), Some("v"));
     let deadline = Instant::now() + Duration::from_secs(5);
     while kv.get(&a, "short")?.is_some() {
-        assert!(Instant::now() < deadline, "a 50 ms value still there after 5 s");
+        assert!(
+            Instant::now() < deadline,
+            "a 50 ms value still there after 5 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(kv.usage(&tenant)?, (1, 5));

@@ -120,7 +120,12 @@ impl HubLifetimeManager {
         presence
     }
 
-    fn local_presence(&self, hub: &HubKey, query: &PresenceQuery, limit: usize) -> (u64, Vec<String>) {
+    fn local_presence(
+        &self,
+        hub: &HubKey,
+        query: &PresenceQuery,
+        limit: usize,
+    ) -> (u64, Vec<String>) {
         match self.hub(hub) {
             Some(connections) => super::read(&connections).presence(query, limit),
             None => (0, Vec::new()),

@@ -167,10 +167,12 @@ impl items::Host for CallState {
         let Some(items) = self.items.clone() else {
             return Err("this call has no connection to keep items with".into());
         };
-        items.set(&key, value, limits).map_err(|error| match error.limit() {
-            Some(limit) => self.refuse(limit, error.to_string()),
-            None => error.to_string(),
-        })
+        items
+            .set(&key, value, limits)
+            .map_err(|error| match error.limit() {
+                Some(limit) => self.refuse(limit, error.to_string()),
+                None => error.to_string(),
+            })
     }
 }
 

@@ -355,9 +355,12 @@ impl HubVersion {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
-        warm.store
-            .data_mut()
-            .begin(lifetime, &caller.connection_id, Some(&caller.items), &self.limits);
+        warm.store.data_mut().begin(
+            lifetime,
+            &caller.connection_id,
+            Some(&caller.items),
+            &self.limits,
+        );
         warm.store.set_epoch_deadline(self.deadline_ticks());
         let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
         let hit = warm.store.data_mut().end();

@@ -114,8 +114,12 @@ impl Instance {
         args: &str,
     ) -> wasmtime::Result<Result<String, HubError>> {
         match self {
-            Self::V1(hub) => hub.hubhost_hub_hub().call_invoke(store, caller, method, args),
-            Self::V2(hub) => hub.hubhost_hub_hub().call_invoke(store, caller, method, args),
+            Self::V1(hub) => hub
+                .hubhost_hub_hub()
+                .call_invoke(store, caller, method, args),
+            Self::V2(hub) => hub
+                .hubhost_hub_hub()
+                .call_invoke(store, caller, method, args),
         }
     }
 

@@ -39,5 +39,6 @@ mod redis_tls;
 mod routing;
 mod sandbox;
 mod sse;
+mod state;
 mod targets;
 mod tenants;

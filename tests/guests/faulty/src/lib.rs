@@ -131,6 +131,52 @@ impl hubhost_guest::Hub for Faulty {
         m.on("Deny", |_, ()| {
             Err::<(), _>(HubError::Unauthorized("no".into()))
         });
+        // State with every argument the hub's: for the limits of kv, items
+        // and presence. Values are stored as the JSON of the text given.
+        m.on("KvSet", |ctx, (key, value): (String, String)| {
+            ctx.state().set(&key, &value)
+        });
+        m.on(
+            "KvSetFor",
+            |ctx, (key, value, ms): (String, String, u64)| {
+                ctx.state()
+                    .set_for(&key, &value, std::time::Duration::from_millis(ms))
+            },
+        );
+        m.on("KvGet", |ctx, (key,): (String,)| {
+            ctx.state().get::<Value>(&key)
+        });
+        m.on("KvGets", |ctx, (count,): (u32,)| {
+            for _ in 0..count {
+                ctx.state().get::<Value>("k")?;
+            }
+            Ok(count)
+        });
+        m.on("KvIncrement", |ctx, (key, delta): (String, i64)| {
+            ctx.state().increment(&key, delta)
+        });
+        m.on(
+            "KvPush",
+            |ctx, (key, value, keep): (String, String, u32)| ctx.state().push(&key, &value, keep),
+        );
+        m.on("KvRange", |ctx, (key, start, stop): (String, i64, i64)| {
+            ctx.state().range::<Value>(&key, start, stop)
+        });
+        m.on("KvKeys", |ctx, (prefix, limit): (String, u32)| {
+            ctx.state().keys(&prefix, None, limit)
+        });
+        m.on("ItemSet", |ctx, (key, value): (String, String)| {
+            ctx.items().set(&key, &value)
+        });
+        m.on("Members", |ctx, (group, limit): (String, u32)| {
+            ctx.presence().group_members(&group, limit)
+        });
+        m.on("Presences", |ctx, (count,): (u32,)| {
+            for _ in 0..count {
+                ctx.presence().connection_count()?;
+            }
+            Ok(count)
+        });
     }
 
     fn on_connected(ctx: &hubhost_guest::Context) -> Result<(), HubError> {

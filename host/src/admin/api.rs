@@ -65,6 +65,9 @@ pub struct HubInfo {
     pub history: Vec<u64>,
     /// What the answering node serves.
     pub served: Option<Source>,
+    /// The world version (`0.1.0`, `0.2.0`) of what the answering node serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_world: Option<String>,
 }
 
 /// `GET /tenants/T/hubs`.

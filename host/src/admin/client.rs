@@ -134,6 +134,10 @@ pub fn describe_hubs(listing: &HubList) -> String {
             Some(Source::Watch { path }) => format!("watch {}", path.display()),
             None => "not served".to_owned(),
         };
+        let served = match &hub.served_world {
+            Some(world) => format!("{served} (world {world})"),
+            None => served,
+        };
         out.push_str(&format!(
             "{}/{}\tactive {active}\tversions [{}]\tthis node: {served}\n",
             hub.tenant,

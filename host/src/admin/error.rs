@@ -91,9 +91,7 @@ impl From<DeployError> for AdminError {
                 Self::BadRequest(format!("Not a valid WebAssembly component: {detail}"))
             }
             DeployError::Load(
-                error @ (LoadError::ForbiddenImport(_)
-                | LoadError::WrongWorld(_)
-                | LoadError::NoHub),
+                error @ (LoadError::ForbiddenImport(_) | LoadError::WrongWorld(_)),
             ) => Self::Unprocessable(capitalized(&error.to_string())),
             DeployError::Load(error @ LoadError::Read { .. }) => {
                 tracing::error!(%error, "admin request failed");

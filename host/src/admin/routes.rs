@@ -7,7 +7,6 @@ use super::api::{
 };
 use super::{AdminError, Operator, TenantAdmin, api};
 use crate::auth::{AuthConfig, Authenticator};
-use crate::hubs::Source;
 use crate::names::HubKey;
 use crate::state::AppState;
 use crate::store::HubRecord;
@@ -168,8 +167,13 @@ async fn delete_tenant(
 }
 
 /// A hub as the API shows it: the store's view and what this node serves.
-fn hub_info(key: &HubKey, record: Option<HubRecord>, served: Option<Source>) -> HubInfo {
+fn hub_info(state: &AppState, key: &HubKey, record: Option<HubRecord>) -> HubInfo {
     let record = record.unwrap_or_default();
+    let served = state.deployer.served(key);
+    let served_world = state
+        .hubs
+        .get(key)
+        .map(|slot| slot.active().world().version().to_owned());
     HubInfo {
         tenant: key.tenant().to_owned(),
         hub: key.hub().to_owned(),
@@ -177,6 +181,7 @@ fn hub_info(key: &HubKey, record: Option<HubRecord>, served: Option<Source>) -> 
         versions: record.versions,
         history: record.history,
         served,
+        served_world,
     }
 }
 
@@ -208,7 +213,7 @@ async fn list_hubs(
     for name in names {
         let key = HubKey::new(&tenant, &name).map_err(|e| AdminError::BadRequest(e.to_string()))?;
         let record = state.store.hub(&key).await?;
-        hubs.push(hub_info(&key, record, state.deployer.served(&key)));
+        hubs.push(hub_info(&state, &key, record));
     }
     Ok(Json(HubList { tenant, hubs }))
 }
@@ -216,11 +221,10 @@ async fn list_hubs(
 async fn get_hub(State(state): State<Arc<AppState>>, admin: TenantAdmin) -> Result<Json<HubInfo>> {
     let key = hub_of(&admin)?;
     let record = state.store.hub(key).await?;
-    let served = state.deployer.served(key);
-    if record.is_none() && served.is_none() {
+    if record.is_none() && state.deployer.served(key).is_none() {
         return Err(AdminError::NotFound(format!("No hub '{key}'.")));
     }
-    Ok(Json(hub_info(key, record, served)))
+    Ok(Json(hub_info(&state, key, record)))
 }
 
 async fn upload(

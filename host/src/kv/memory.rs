@@ -144,7 +144,7 @@ impl MemoryKv {
     }
 
     /// State kept in `dir` (`{tenant}.json` each), read now and written
-    /// within [`SNAPSHOT_EVERY`] of a change and by [`KvBackend::flush`].
+    /// within a second of a change and by [`KvBackend::flush`].
     pub fn open(dir: &Path) -> anyhow::Result<Arc<Self>> {
         std::fs::create_dir_all(dir)?;
         let mut tenants = HashMap::new();

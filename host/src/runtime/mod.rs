@@ -69,10 +69,6 @@ pub enum LoadError {
     ForbiddenImport(String),
     #[error("the component does not fit the hubhost:hub/hub-component world: {0}")]
     WrongWorld(String),
-    #[error(
-        "the component exports no hub of a world hubhost knows (hubhost:hub/hub@0.1.0 or @0.2.0)"
-    )]
-    NoHub,
 }
 
 /// Why a call did not produce an answer from the hub.
@@ -183,7 +179,11 @@ impl Runtime {
             None => Component::new(&self.engine, bytes),
         }
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let world = worlds::World::of(&component).ok_or(LoadError::NoHub)?;
+        let world = worlds::World::of(&component).ok_or_else(|| {
+            LoadError::WrongWorld(
+                "it exports no hubhost:hub/hub interface of version 0.1.0 or 0.2.0".into(),
+            )
+        })?;
         let mut linker = self.linker.clone();
         for (name, _) in component.component_type().imports(&self.engine) {
             if name.starts_with(OWN_IMPORT_PREFIX) {

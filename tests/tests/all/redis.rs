@@ -33,6 +33,17 @@ async fn two_nodes(
     Ok((redis, a, b, on_a, on_b))
 }
 
+/// Put each client into group "room".
+async fn join_room<const N: usize>(clients: [&mut RawClient; N]) -> anyhow::Result<()> {
+    for client in clients {
+        let joined = client
+            .invoke("join-room", "JoinGroup", json!(["room"]))
+            .await?;
+        anyhow::ensure!(joined.get("error").is_none(), "{joined}");
+    }
+    Ok(())
+}
+
 /// Kill Redis and wait until `node` has noticed.
 async fn kill(redis: RedisServer, node: &TestServer) -> anyhow::Result<()> {
     redis.kill().await?;
@@ -246,8 +257,10 @@ async fn a_wrong_password_keeps_the_node_unready() -> anyhow::Result<()> {
 async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
     let (redis, a, b, mut sender, mut receiver) = two_nodes("outage", |_| {}).await?;
     let port = redis.port;
-    let send =
-        |i: usize| json!({"type": 1, "target": "SendMessage", "arguments": ["seq", i.to_string()]});
+    // SendToGroup, not SendMessage: the chat keeps SendMessage's history in
+    // Redis, which this test takes away (state's own outage is below).
+    join_room([&mut sender, &mut receiver]).await?;
+    let send = |i: usize| json!({"type": 1, "target": "SendToGroup", "arguments": ["room", "seq", i.to_string()]});
     // The numbers of the "seq" messages a client has received and not taken.
     let numbers = |client: &RawClient| -> Vec<usize> {
         client
@@ -297,10 +310,22 @@ async fn a_redis_outage_loses_nothing_it_can_keep() -> anyhow::Result<()> {
     );
     let stats = a.state.cluster.backplane().stats();
     assert!(stats.buffered > 0, "messages wait for Redis: {stats:?}");
+    // State needs Redis: a call that uses it fails at once, with a clear text.
+    let started = std::time::Instant::now();
+    let count = sender.invoke("count", "Count", json!([])).await?;
+    assert_eq!(count["error"], "state is unavailable right now", "{count}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "Count waited {:?}",
+        started.elapsed()
+    );
 
     let redis = RedisServer::start(port).await?;
     ready(&a).await?;
     ready(&b).await?;
+    // Back with Redis (an empty one: the counter starts again).
+    let count = sender.invoke("count-again", "Count", json!([])).await?;
+    assert_eq!(count["result"], 1, "{count}");
     for i in before + during..total {
         sender.send(send(i)).await?;
     }
@@ -352,12 +377,13 @@ async fn an_outage_past_the_buffer_drops_the_oldest_and_counts_them() -> anyhow:
     })
     .await?;
     let port = redis.port;
+    join_room([&mut sender, &mut receiver]).await?;
     kill(redis, &a).await?;
     let sent = 50;
     for i in 0..sent {
         let text = format!("{i:03}-{}", "p".repeat(60));
         sender
-            .send(json!({"type": 1, "target": "SendMessage", "arguments": ["ovf", text]}))
+            .send(json!({"type": 1, "target": "SendToGroup", "arguments": ["room", "ovf", text]}))
             .await?;
     }
     sender

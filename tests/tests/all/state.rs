@@ -404,12 +404,14 @@ async fn components_of_world_0_1_keep_loading_and_running() -> anyhow::Result<()
         path: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("guests/fixtures/chat-0.1.0.wasm"),
     });
+    config.admin.operator_keys = vec![OPERATOR_KEY.into()];
     let server = TestServer::start(config).await?;
+    // The admin API says which world each serves.
+    let admin = Admin::new(server.addr, Some(OPERATOR_KEY));
     for (hub, world) in [("old", "0.1.0"), ("chat", "0.2.0")] {
-        let key = hubhost::names::HubKey::new("demo", hub)?;
-        let slot = server.state.hubs.get(&key);
-        let version = slot.map(|slot| slot.active().world().version());
-        assert_eq!(version, Some(world), "{hub}");
+        let (status, info) = admin.get(&format!("/tenants/demo/hubs/{hub}")).await?;
+        assert_eq!(status, 200, "{info}");
+        assert_eq!(info["served_world"], world, "{hub}: {info}");
     }
     let (mut old, _) = RawClient::connect(&server, "/demo/old").await?;
     assert_eq!(

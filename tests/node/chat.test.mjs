@@ -140,6 +140,11 @@ for (const hub of HUBS) {
       await b.invoke("LeaveGroup", group);
       assert.deepEqual(await a.invoke("GroupMembers", group), [a.connectionId]);
       await a.stop();
+      // Gone once the node has handled the close (soon, not before stop() resolves).
+      const deadline = Date.now() + 5_000;
+      while ((await b.invoke("GroupCount", group)) !== 0 && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
       assert.equal(await b.invoke("GroupCount", group), 0);
       assert.equal(await b.invoke("IsOnline", "nobody"), false);
     });

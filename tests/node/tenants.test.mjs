@@ -21,7 +21,8 @@ function jwt(sub, ttlSeconds, secret = SECRET) {
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
-async function startAcme() {
+/** A node serving tenant acme (JWT clients) with `hubs`, each as acme/NAME. */
+async function startAcme(hubs = ["chat"]) {
   const dir = mkdtempSync(path.join(tmpdir(), "hubhost-node-"));
   const config = path.join(dir, "hubhost.toml");
   writeFileSync(
@@ -29,10 +30,7 @@ async function startAcme() {
     [
       "[admin]",
       `operator_keys = ["${OPERATOR}"]`,
-      "[[hubs]]",
-      'tenant = "acme"',
-      'hub = "chat"',
-      `path = "${guest("chat")}"`,
+      ...hubs.flatMap((hub) => ["[[hubs]]", 'tenant = "acme"', `hub = "${hub}"`, `path = "${guest(hub)}"`]),
       "[tenants.acme.auth]",
       'mode = "jwt"',
       `hs256_secret = "${SECRET}"`,
@@ -62,6 +60,39 @@ test("JWT: the token's sub is the user id, and bad tokens are refused", { timeou
     assert.equal(bob.received.length, 0);
     for (const token of [jwt("ann", -120), jwt("ann", 300, "wrong-secret-0123456789abcdef01234567"), ""]) {
       await assert.rejects(connect(url, (b) => b, { accessTokenFactory: () => token }), /401|Unauthorized/);
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+    await server.stop();
+  }
+});
+
+test("IsOnline follows a user's connections, in every language of the chat hub", { timeout: 120_000 }, async () => {
+  const server = await startAcme(["chat", "chat-python", "chat-js"]);
+  const clients = [];
+  const open = async (url, user) => {
+    const client = await connect(url, (b) => b, { accessTokenFactory: () => jwt(user, 300) });
+    clients.push(client);
+    return client;
+  };
+  try {
+    for (const hub of ["chat", "chat-python", "chat-js"]) {
+      const url = `${server.url}/acme/${hub}`;
+      const bob = await open(url, "bob");
+      assert.equal(await bob.invoke("IsOnline", "ann"), false, hub);
+      const [first, second] = [await open(url, "ann"), await open(url, "ann")];
+      assert.equal(await bob.invoke("IsOnline", "ann"), true, hub);
+      await first.stop();
+      assert.equal(await bob.invoke("IsOnline", "ann"), true, `${hub}: one connection left`);
+      await second.stop();
+      // The node forgets a connection once its close is handled: soon, not
+      // necessarily before stop() resolves.
+      const deadline = Date.now() + 5_000;
+      while ((await bob.invoke("IsOnline", "ann")) && Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      assert.equal(await bob.invoke("IsOnline", "ann"), false, hub);
+      assert.equal(await bob.invoke("IsOnline", "bob"), true, hub);
     }
   } finally {
     await Promise.all(clients.map((c) => c.stop()));

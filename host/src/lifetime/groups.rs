@@ -13,26 +13,11 @@ use super::{GroupError, GroupLimits, GroupReply, GroupRequest, HubLifetimeManage
 use crate::backplane::Subscribed;
 use crate::ids::NodeId;
 use crate::names::{HubKey, MAX_NAME_BYTES};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
-type Waiting = HashMap<u64, oneshot::Sender<Result<(), GroupError>>>;
-
-/// Group requests sent to other nodes and not yet answered.
-#[derive(Default)]
-pub(super) struct Pending {
-    next: AtomicU64,
-    waiting: Mutex<Waiting>,
-}
-
-impl Pending {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        // Single inserts and removes only: a poisoned map is still consistent.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// Where the owner's answer to a group request goes.
+pub(super) type Waiter = oneshot::Sender<Result<(), GroupError>>;
 
 fn check_group(group: &str) -> Result<(), GroupError> {
     if group.is_empty() || group.len() > MAX_NAME_BYTES {
@@ -92,9 +77,8 @@ impl HubLifetimeManager {
             }
             _ => return Err(unknown()),
         };
-        let request = self.pending.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.waiting().insert(request, tx);
+        let request = self.group_requests.add(tx);
         let wire = Wire::Group(GroupRequest {
             origin: self.cluster.node_name().to_owned(),
             request,
@@ -109,7 +93,7 @@ impl HubLifetimeManager {
         match tokio::time::timeout(self.group_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => {
-                self.pending.waiting().remove(&request);
+                self.group_requests.take(request);
                 Err(GroupError::Timeout(id.to_owned()))
             }
         }
@@ -184,7 +168,7 @@ impl HubLifetimeManager {
 
     /// The owner answered one of our group requests.
     pub(super) fn on_group_reply(&self, reply: GroupReply) {
-        if let Some(waiter) = self.pending.waiting().remove(&reply.request) {
+        if let Some(waiter) = self.group_requests.take(reply.request) {
             let result = match (reply.refused, reply.error) {
                 (Some(refused), _) => Err(refused),
                 // From a node that names no reason: it had no such connection.

@@ -22,6 +22,7 @@
 mod groups;
 mod local;
 mod message;
+mod pending;
 mod presence;
 
 pub use local::LocalConnection;
@@ -113,8 +114,8 @@ pub struct HubLifetimeManager {
     group_timeout: Duration,
     /// Lock order: this map, then one hub's connections.
     hubs: RwLock<HashMap<HubKey, Arc<RwLock<HubConnections>>>>,
-    pending: groups::Pending,
-    presence_pending: presence::Pending,
+    group_requests: pending::Pending<groups::Waiter>,
+    presence_requests: pending::Pending<presence::Waiter>,
 }
 
 impl HubLifetimeManager {
@@ -133,8 +134,8 @@ impl HubLifetimeManager {
             backplane,
             group_timeout,
             hubs: RwLock::default(),
-            pending: groups::Pending::default(),
-            presence_pending: presence::Pending::default(),
+            group_requests: Default::default(),
+            presence_requests: Default::default(),
         });
         match deliveries {
             Some(deliveries) => {

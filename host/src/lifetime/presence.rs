@@ -14,9 +14,7 @@ use super::{HubLifetimeManager, PresenceReply, PresenceRequest, Wire};
 use crate::ids::NodeId;
 use crate::names::HubKey;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
 use tokio::sync::mpsc;
 
 /// What to count.
@@ -45,21 +43,8 @@ impl Presence {
     }
 }
 
-type Waiting = HashMap<u64, mpsc::Sender<PresenceReply>>;
-
-/// Presence queries sent to other nodes and not yet fully answered.
-#[derive(Default)]
-pub(super) struct Pending {
-    next: AtomicU64,
-    waiting: Mutex<Waiting>,
-}
-
-impl Pending {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        // Single inserts and removes only: a poisoned map is still consistent.
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+/// Where the nodes' answers to a presence query go.
+pub(super) type Waiter = mpsc::Sender<PresenceReply>;
 
 impl HubLifetimeManager {
     /// How many connections of `hub` `query` names on every node, and up to
@@ -75,9 +60,8 @@ impl HubLifetimeManager {
         if nodes.is_empty() {
             return presence;
         }
-        let request = self.presence_pending.next.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel(nodes.len());
-        self.presence_pending.waiting().insert(request, tx);
+        let request = self.presence_requests.add(tx);
         let wire = Wire::Presence(PresenceRequest {
             origin: self.cluster.node_name().to_owned(),
             request,
@@ -104,7 +88,7 @@ impl HubLifetimeManager {
                 presence.add(reply.count, reply.ids, limit);
             }
         }
-        self.presence_pending.waiting().remove(&request);
+        self.presence_requests.take(request);
         let silent: Vec<String> = missing
             .into_iter()
             .filter(|node| !self.cluster.is_dead(*node))
@@ -157,8 +141,7 @@ impl HubLifetimeManager {
 
     /// A node answered one of our presence queries.
     pub(super) fn on_presence_reply(&self, reply: PresenceReply) {
-        let waiter = self.presence_pending.waiting().get(&reply.request).cloned();
-        if let Some(waiter) = waiter {
+        if let Some(waiter) = self.presence_requests.get(reply.request) {
             // Room for one reply per node asked; extra ones are dropped.
             let _ = waiter.try_send(reply);
         }

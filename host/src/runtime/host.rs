@@ -11,6 +11,7 @@ use super::worlds::v1::hubhost::hub::types::Target as WitTarget;
 use super::worlds::v1::hubhost::hub::{clients, groups, log, types};
 use crate::items::Items;
 use crate::kv::{KvBackend, KvCall, KvLimits, Quota};
+
 use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
@@ -27,9 +28,9 @@ pub struct CallState {
     pub(super) hub: HubKey,
     pub(super) limiter: Limiter,
     /// The tenant's limits, as of the call.
-    limits: HubLimits,
-    state: Arc<dyn KvBackend>,
-    /// The call's `kv` context.
+    pub(super) limits: HubLimits,
+    pub(super) state: Arc<dyn KvBackend>,
+    /// The call's `kv` context, made by its first state operation.
     pub(super) kv: Option<KvCall>,
     /// The calling connection's items.
     pub(super) items: Option<Arc<Items>>,
@@ -94,11 +95,7 @@ impl CallState {
         self.lifetime = Some(lifetime.clone());
         self.connection_id = connection_id.clone();
         self.items = items.cloned();
-        self.kv = Some(KvCall::new(
-            self.state.clone(),
-            self.hub.clone(),
-            kv_limits(hub_limits),
-        ));
+        self.kv = None;
         self.presence_left = hub_limits.max_state_ops_per_call;
         self.limits = hub_limits.clone();
         self.sends_left = hub_limits.max_sends_per_call;
@@ -191,7 +188,7 @@ impl CallState {
 }
 
 /// The `kv` part of a tenant's limits.
-fn kv_limits(limits: &HubLimits) -> KvLimits {
+pub(super) fn kv_limits(limits: &HubLimits) -> KvLimits {
     KvLimits {
         quota: Quota {
             max_keys: limits.max_state_keys,

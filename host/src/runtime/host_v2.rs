@@ -5,8 +5,9 @@
 //! like the rest (see `CallState::refuse`).
 
 use super::CallState;
+use super::host::kv_limits;
 use super::worlds::{v1, v2};
-use crate::kv::KvError;
+use crate::kv::{KvCall, KvError};
 use crate::lifetime::PresenceQuery;
 use crate::names::MAX_NAME_BYTES;
 use v2::hubhost::hub::{clients, groups, items, kv, log, presence};
@@ -52,10 +53,12 @@ impl CallState {
         &mut self,
         op: impl FnOnce(&mut crate::kv::KvCall) -> Result<T, KvError>,
     ) -> Result<T, String> {
-        let result = match self.kv.as_mut() {
-            Some(call) => op(call),
-            None => return Err("no call in progress".into()),
-        };
+        self.lifetime()?;
+        let (state, hub, limits) = (&self.state, &self.hub, &self.limits);
+        let call = self
+            .kv
+            .get_or_insert_with(|| KvCall::new(state.clone(), hub.clone(), kv_limits(limits)));
+        let result = op(call);
         result.map_err(|error| {
             if let KvError::Unavailable(detail) = &error {
                 tracing::error!(

@@ -88,7 +88,7 @@ impl AppState {
             (Some(url), _) => {
                 Arc::new(RedisKv::new(url, &settings.cluster_prefix).context("invalid Redis URL")?)
             }
-            (None, Some(dir)) => MemoryKv::open(&dir.join("state"))
+            (None, Some(dir)) => MemoryKv::open(&dir.join("kv"))
                 .with_context(|| format!("cannot open hub state in {}", dir.display()))?,
             (None, None) => Arc::new(MemoryKv::new()),
         };

@@ -1,5 +1,6 @@
-//! The host side of the imports a hub may call: generated `Host` traits,
-//! translated into the domain's [`HubLifetimeManager`].
+//! The host side of the imports of world 0.1.0 (which 0.2.0 shares):
+//! generated `Host` traits, translated into the domain's
+//! [`HubLifetimeManager`]; and the state of an instance's store.
 //!
 //! Import functions never trap on a hub's mistakes: bad input is an `Err` the
 //! hub can handle. Limits (sends per call, log lines) are counted here.
@@ -11,7 +12,6 @@ use super::worlds::v1::hubhost::hub::types::Target as WitTarget;
 use super::worlds::v1::hubhost::hub::{clients, groups, log, types};
 use crate::items::Items;
 use crate::kv::{KvBackend, KvCall, KvLimits, Quota};
-
 use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
@@ -89,12 +89,12 @@ impl CallState {
         &mut self,
         lifetime: &Arc<HubLifetimeManager>,
         connection_id: &Arc<str>,
-        items: Option<&Arc<Items>>,
+        items: &Arc<Items>,
         hub_limits: &HubLimits,
     ) {
         self.lifetime = Some(lifetime.clone());
         self.connection_id = connection_id.clone();
-        self.items = items.cloned();
+        self.items = Some(items.clone());
         self.kv = None;
         self.presence_left = hub_limits.max_state_ops_per_call;
         self.limits = hub_limits.clone();

@@ -1,5 +1,6 @@
-//! Running hub components: one wasmtime [`Engine`], the one `bindgen!` of the
-//! `hub-component` world, and [`HubVersion`]s ready to call.
+//! Running hub components: one wasmtime [`Engine`], the `bindgen!` of each
+//! version of the `hub-component` world (`worlds.rs`; 0.1.0 and 0.2.0 load
+//! side by side), and [`HubVersion`]s ready to call.
 //!
 //! Calls run on warm instances: each [`HubVersion`] keeps a few idle
 //! instances (each in its own [`Store`]) and reuses them, because a fresh
@@ -10,7 +11,8 @@
 //! by an earlier call on the same instance, but must not rely on them: which
 //! instance serves a call, and how long it lives, is the host's choice, and
 //! every node has its own. Connection state belongs in the host (groups,
-//! users). Each call has a memory limit and a deadline (epoch interruption).
+//! users, items), and what a hub remembers in its state ([`crate::kv`]).
+//! Each call has a memory limit and a deadline (epoch interruption).
 
 mod cache;
 mod host;
@@ -355,12 +357,9 @@ impl HubVersion {
             Some(warm) => warm,
             None => self.instantiate()?,
         };
-        warm.store.data_mut().begin(
-            lifetime,
-            &caller.connection_id,
-            Some(&caller.items),
-            &self.limits,
-        );
+        warm.store
+            .data_mut()
+            .begin(lifetime, &caller.connection_id, &caller.items, &self.limits);
         warm.store.set_epoch_deadline(self.deadline_ticks());
         let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
         let hit = warm.store.data_mut().end();

@@ -149,6 +149,15 @@ for (const hub of HUBS) {
       assert.equal(await b.invoke("IsOnline", "nobody"), false);
     });
 
+    test("Now reads the host's wall clock", async () => {
+      const c = await client();
+      const before = Date.now();
+      const now = await c.invoke("Now");
+      const after = Date.now();
+      assert.ok(Number.isInteger(now), `${now}`);
+      assert.ok(now >= before - 1000 && now <= after + 1000, `${now} is not within 1 s of [${before}, ${after}]`);
+    });
+
     test("SetItem and GetItem keep values with the calling connection only", async () => {
       const [a, b] = [await client(), await client()];
       assert.equal(await a.invoke("GetItem", "nick"), null);

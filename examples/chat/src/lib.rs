@@ -47,6 +47,13 @@ impl hubhost_guest::Hub for Chat {
         m.on("GetItem", |ctx, (key,): (String,)| {
             ctx.items().get::<Value>(&key)
         });
+        // The wall clock, in milliseconds since the Unix epoch.
+        m.on("Now", |_, ()| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| HubError::failed(e.to_string()))?;
+            Ok(u64::try_from(now.as_millis()).unwrap_or(u64::MAX))
+        });
         m.on("JoinGroup", |ctx, (group,): (String,)| {
             ctx.groups().add(ctx.connection_id(), &group)
         });

@@ -195,7 +195,8 @@ impl Runtime {
                 return Err(LoadError::ForbiddenImport(name.to_owned()));
             }
             let defined = wasi::add_random(&mut linker, name)
-                .and_then(|random| Ok(random || wasi::add_output(&mut linker, name)?));
+                .and_then(|done| Ok(done || wasi::add_clocks(&mut linker, name)?))
+                .and_then(|done| Ok(done || wasi::add_output(&mut linker, name)?));
             defined.map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
         }
         linker

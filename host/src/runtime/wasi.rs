@@ -1,13 +1,17 @@
-//! The little WASI a hub gets for real: randomness, stdout and stderr (into
-//! the log), and an empty environment.
+//! The little WASI a hub gets for real: randomness, the clocks, stdout and
+//! stderr (into the log), and an empty environment.
 //!
 //! Guest standard libraries reach for these without the hub asking (Rust's
 //! `HashMap` seeds its hasher from `wasi:random/insecure-seed`; a panic reads
-//! the environment, then prints to stderr), and they grant no authority.
-//! Everything else WASI that toolchains link in (files, clocks, input,
-//! sockets) is a stub that traps when called; see `STUBBED_IMPORT_PREFIXES`.
+//! the environment, then prints to stderr; JavaScript reads the monotonic
+//! clock on every call), and they grant no authority. Waiting on a clock
+//! (`subscribe-*`) traps: a call cannot sleep. Everything else WASI that
+//! toolchains link in (files, input, sockets) is a stub that traps when
+//! called; see `STUBBED_IMPORT_PREFIXES`.
 
 use super::CallState;
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::{Linker, Resource, ResourceType};
 
 /// Most random bytes one call of `get-random-bytes` may ask for.
@@ -52,6 +56,75 @@ pub(super) fn add_random(linker: &mut Linker<CallState>, import: &str) -> wasmti
     let mut instance = linker.instance(import)?;
     instance.func_wrap(bytes_fn, |_, (len,): (u64,)| Ok((random_bytes(len)?,)))?;
     instance.func_wrap(u64_fn, |_, (): ()| Ok((random_u64()?,)))?;
+    Ok(true)
+}
+
+/// `wasi:clocks/wall-clock`'s `datetime`.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lower)]
+#[component(record)]
+struct Datetime {
+    seconds: u64,
+    nanoseconds: u32,
+}
+
+/// Wall-clock time since the Unix epoch (zero if the clock is before it).
+fn wall_clock() -> std::time::Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Nanoseconds of the monotonic clock, from the first reading in this
+/// process: the same origin for every hub, so values compare across calls.
+pub(super) fn monotonic_ns() -> u64 {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let nanos = ORIGIN.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(super) fn wall_clock_ms() -> u64 {
+    u64::try_from(wall_clock().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Define `import` if it is one of the clocks (exact names, as for
+/// randomness). Returns whether it was defined.
+pub(super) fn add_clocks(linker: &mut Linker<CallState>, import: &str) -> wasmtime::Result<bool> {
+    let interface = import.split('@').next().unwrap_or(import);
+    match interface {
+        "wasi:clocks/wall-clock" => {
+            let mut instance = linker.instance(import)?;
+            instance.func_wrap("now", |_, (): ()| {
+                let now = wall_clock();
+                Ok((Datetime {
+                    seconds: now.as_secs(),
+                    nanoseconds: now.subsec_nanos(),
+                },))
+            })?;
+            instance.func_wrap("resolution", |_, (): ()| {
+                Ok((Datetime {
+                    seconds: 0,
+                    nanoseconds: 1,
+                },))
+            })?;
+        }
+        "wasi:clocks/monotonic-clock" => {
+            let mut instance = linker.instance(import)?;
+            // `use`d from wasi:io/poll: the same host type (see `add_output`).
+            instance.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+            instance.func_wrap("now", |_, (): ()| Ok((monotonic_ns(),)))?;
+            instance.func_wrap("resolution", |_, (): ()| Ok((1u64,)))?;
+            for subscribe in ["subscribe-instant", "subscribe-duration"] {
+                instance.func_wrap(
+                    subscribe,
+                    |_, (_,): (u64,)| -> wasmtime::Result<(Resource<Pollable>,)> {
+                        wasmtime::bail!("a hub call cannot wait on a clock")
+                    },
+                )?;
+            }
+        }
+        _ => return Ok(false),
+    }
     Ok(true)
 }
 

@@ -436,3 +436,29 @@ async fn a_hub_cannot_forge_log_lines() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The clocks are real; waiting on one traps the call (named in the log),
+/// and the connection goes on.
+#[tokio::test]
+async fn clocks_read_the_host_and_cannot_be_waited_on() -> anyhow::Result<()> {
+    let args = [
+        "--hub".to_owned(),
+        format!("demo/faulty={}", guest("faulty").display()),
+    ];
+    let node = Node::start(&args, &[("RUST_LOG", "info")]).await?;
+    let (mut client, _) = RawClient::connect_as(node.addr, "/demo/faulty", None).await?;
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let reply = client.invoke("clocks", "Clocks", json!([])).await?;
+    let wall = reply["result"][0].as_u64().unwrap_or_default();
+    let host = u64::try_from(before.as_millis())?;
+    assert!(
+        wall.abs_diff(host) < 1_000,
+        "hub {wall} ms, host {host} ms: {reply}"
+    );
+    let reply = client.invoke("sleep", "Sleep", json!([10])).await?;
+    assert!(reply.get("error").is_some(), "{reply}");
+    node.log_until("a hub call cannot wait on a clock").await?;
+    let echo = client.invoke("echo", "Echo", json!(["still here"])).await?;
+    assert_eq!(echo["result"], "still here", "{echo}");
+    Ok(())
+}

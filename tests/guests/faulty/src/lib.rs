@@ -171,6 +171,18 @@ impl hubhost_guest::Hub for Faulty {
         m.on("Members", |ctx, (group, limit): (String, u32)| {
             ctx.presence().group_members(&group, limit)
         });
+        // The clocks: read them, then try to wait on one.
+        m.on("Clocks", |_, ()| {
+            let wall = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| HubError::failed(e.to_string()))?;
+            let start = std::time::Instant::now();
+            Ok((wall.as_millis() as u64, start.elapsed().as_nanos() as u64))
+        });
+        m.on("Sleep", |_, (ms,): (u64,)| {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            Ok(ms)
+        });
         m.on("Presences", |ctx, (count,): (u32,)| {
             for _ in 0..count {
                 ctx.presence().connection_count()?;

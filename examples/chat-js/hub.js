@@ -10,6 +10,7 @@ import { increment, listPush, listRange } from "hubhost:hub/kv@0.2.0";
 // Aliased: kv has a get and a set of its own.
 import { get as itemGet, set as itemSet } from "hubhost:hub/items@0.2.0";
 import { groupCount, groupMembers, isOnline } from "hubhost:hub/presence@0.2.0";
+import { get as configGet } from "hubhost:hub/config@0.2.0";
 
 // The hub's kv list of the last chat messages, oldest first.
 const HISTORY_KEY = "history";
@@ -70,6 +71,8 @@ const methods = {
   },
   // The real wall clock: the build keeps componentize-js's clocks (no `-d clocks`).
   now: (caller) => Date.now(),
+  // A tenant variable (a secret reads as its value), or null.
+  config: (caller, name) => configGet(name) ?? null,
 };
 
 // Positions of arguments that may be any JSON value; all others must be strings.

@@ -9,7 +9,7 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import clients, clock, groups, items, kv, presence, types
+from wit_world.imports import clients, clock, config, groups, items, kv, presence, types
 
 # The hub's kv list of the last chat messages, oldest first.
 HISTORY_KEY = "history"
@@ -101,6 +101,11 @@ def get_item(caller, key):
     return None if text is None else json.loads(text)
 
 
+def config_value(caller, name):
+    # A tenant variable (a secret reads as its value), or None.
+    return config.get(name)
+
+
 def now(caller):
     # Not time.time(): componentize-py's --stub-wasi makes every WASI clock
     # trap, so the hub reads the host's clock through the world.
@@ -126,6 +131,7 @@ METHODS = {
     "setitem": set_item,
     "getitem": get_item,
     "now": now,
+    "config": config_value,
 }
 
 # Positions of arguments that may be any JSON value; all others must be strings.

@@ -6,7 +6,7 @@ use crate::args::ToArgs;
 use crate::bindings::hubhost::hub::types::{Caller, GroupExcluding, Target};
 use crate::bindings::hubhost::hub::{clients, groups};
 use crate::methods::HubError;
-use crate::state::{Items, Presence, State};
+use crate::state::{Config, Items, Presence, State};
 
 /// The call's context.
 pub struct Context {
@@ -57,6 +57,11 @@ impl Context {
     /// Who is connected to the hub.
     pub fn presence(&self) -> Presence {
         Presence { _private: () }
+    }
+
+    /// The tenant's variables and secrets.
+    pub fn config(&self) -> Config {
+        Config { _private: () }
     }
 }
 

@@ -25,7 +25,8 @@
 //! - [`args`]: hub method arguments and message arguments as JSON arrays, typed through serde.
 //! - [`context`]: [`Context`] — who is calling, [`Clients`] to send to, [`Groups`].
 //! - [`state`]: [`State`] (the hub's key-value state), [`Items`] (kept with
-//!   the connection) and [`Presence`] (who is connected).
+//!   the connection), [`Presence`] (who is connected) and [`Config`] (the
+//!   tenant's variables and secrets).
 //! - [`methods`]: [`Methods`], the case-insensitive method table, and [`HubError`].
 //! - [`log`]: logging into the host's log.
 //! - `bindings`: the one `wit_bindgen::generate!` of the `hub-component`
@@ -48,7 +49,7 @@ pub use context::{ClientProxy, Clients, Context, Groups};
 pub use methods::{HubError, Methods};
 /// Re-exported so hub crates can use JSON values without naming serde_json.
 pub use serde_json::{Value, json};
-pub use state::{Items, Presence, State};
+pub use state::{Config, Items, Presence, State};
 
 #[doc(hidden)]
 pub mod bindings {

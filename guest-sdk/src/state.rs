@@ -145,6 +145,19 @@ impl Items {
     }
 }
 
+/// The tenant's variables and secrets (set with `hubhost vars set`).
+pub struct Config {
+    pub(crate) _private: (),
+}
+
+impl Config {
+    /// The value of variable `name`, if the tenant has one. A secret reads
+    /// as its value here only: keep it out of logs and messages.
+    pub fn get(&self, name: &str) -> Option<String> {
+        crate::bindings::hubhost::hub::config::get(name)
+    }
+}
+
 /// Who is connected to this hub, on every node.
 pub struct Presence {
     pub(crate) _private: (),

@@ -29,6 +29,8 @@
 //! - [`kv`]: key-value state of hubs — memory, data directory, Redis — and
 //!   the `kv` context of a hub call.
 //! - [`items`]: the values a hub keeps with one connection.
+//! - [`vars`]: tenant variables and secrets — sealing, and the node's copy
+//!   hubs read.
 //! - [`runtime`]: the wasmtime engine, the host imports, hub versions and
 //!   limits.
 //! - [`hubs`]: the hubs a node serves and their active versions.
@@ -75,6 +77,7 @@ pub mod state;
 pub mod store;
 pub mod tenants;
 pub mod transport;
+pub mod vars;
 
 #[cfg(test)]
 mod layout_tests;

@@ -50,6 +50,32 @@ enum Command {
         #[command(subcommand)]
         command: HubsCommand,
     },
+    /// Set, list or delete a tenant's variables and secrets, which its hubs
+    /// read through `config`.
+    Vars {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: VarsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum VarsCommand {
+    /// Every variable of a tenant (secrets without their values).
+    List { tenant: String },
+    /// Set a variable; with --secret it is sealed and never shown again.
+    Set {
+        tenant: String,
+        name: String,
+        /// The value; `-` reads it from standard input (keeps a secret out
+        /// of the shell's history and the process list).
+        value: String,
+        #[arg(long)]
+        secret: bool,
+    },
+    /// Delete a variable.
+    Delete { tenant: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -139,6 +165,43 @@ async fn hubs(admin: AdminArgs, command: HubsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn vars(admin: AdminArgs, command: VarsCommand) -> anyhow::Result<()> {
+    let client = AdminClient::new(&admin.server, &admin.key)?;
+    match command {
+        VarsCommand::List { tenant } => {
+            for var in client.vars(&tenant).await?.vars {
+                match var.value {
+                    Some(value) => println!("{}={value}", var.name),
+                    None => println!("{} (secret)", var.name),
+                }
+            }
+        }
+        VarsCommand::Set {
+            tenant,
+            name,
+            value,
+            secret,
+        } => {
+            let value = if value == "-" {
+                let mut read = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut read)
+                    .context("cannot read the value from standard input")?;
+                read.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                value
+            };
+            client.set_var(&tenant, &name, &value, secret).await?;
+            let kind = if secret { "secret" } else { "variable" };
+            println!("{tenant}: {kind} {name} set");
+        }
+        VarsCommand::Delete { tenant, name } => {
+            client.delete_var(&tenant, &name).await?;
+            println!("{tenant}: {name} deleted");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -157,6 +220,7 @@ fn main() -> anyhow::Result<()> {
             no_activate,
         } => runtime.block_on(deploy(admin, hub, file, no_activate)),
         Command::Hubs { admin, command } => runtime.block_on(hubs(admin, command)),
+        Command::Vars { admin, command } => runtime.block_on(vars(admin, command)),
     }
 }
 

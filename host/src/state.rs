@@ -6,7 +6,7 @@ use crate::backplane::memory::MemoryBackplane;
 use crate::backplane::redis::{RedisBackplane, RedisSettings};
 use crate::cluster::{Cluster, PeerUrls};
 use crate::config::Config;
-use crate::deploy::{DeploySettings, Deployer};
+use crate::deploy::{DeploySettings, Deployer, VarLimits};
 use crate::hubs::{Hubs, Source};
 use crate::kv::{KvBackend, memory::MemoryKv, redis::RedisKv};
 use crate::lifetime::HubLifetimeManager;
@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::sessions::Tokens;
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
 use crate::tenants::{TenantDefaults, Tenants, key_digest};
+use crate::vars::{SecretsKey, Vars};
 use anyhow::Context as _;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -92,7 +93,14 @@ impl AppState {
                 .with_context(|| format!("cannot open hub state in {}", dir.display()))?,
             (None, None) => Arc::new(MemoryKv::new()),
         };
-        let runtime = runtime.with_state(hub_state.clone());
+        let vars = Arc::new(Vars::default());
+        let secrets_key = match &settings.admin.secrets_key {
+            Some(key) => Some(Arc::new(SecretsKey::from_base64(key)?)),
+            None => None,
+        };
+        let runtime = runtime
+            .with_state(hub_state.clone())
+            .with_vars(vars.clone());
         let limit_counters = LimitCounters::default();
         let runtime = runtime.counting(limit_counters.clone());
         let store = Arc::new(match &settings.redis_url {
@@ -152,6 +160,12 @@ impl AppState {
                 uploads_in_progress: settings.admin.max_uploads_in_progress,
                 concurrent_compiles: settings.admin.max_concurrent_compiles,
                 counters: limit_counters.clone(),
+                vars,
+                secrets_key,
+                var_limits: VarLimits {
+                    max_per_tenant: settings.admin.max_vars_per_tenant,
+                    max_bytes: settings.admin.max_var_bytes,
+                },
             },
         );
         let tokens = Tokens::new(settings.connection.max_pending_negotiations);

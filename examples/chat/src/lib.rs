@@ -47,6 +47,10 @@ impl hubhost_guest::Hub for Chat {
         m.on("GetItem", |ctx, (key,): (String,)| {
             ctx.items().get::<Value>(&key)
         });
+        // A tenant variable (a secret reads as its value), or null.
+        m.on("Config", |ctx, (name,): (String,)| {
+            Ok(ctx.config().get(&name))
+        });
         // The wall clock, in milliseconds since the Unix epoch.
         m.on("Now", |_, ()| {
             let now = std::time::SystemTime::now()

@@ -103,6 +103,40 @@ pub struct ActiveVersion {
     pub active: u64,
 }
 
+/// One tenant variable as the API shows it: a secret without its value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VarInfo {
+    pub name: String,
+    pub secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// `GET /tenants/T/vars`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VarList {
+    pub tenant: String,
+    pub vars: Vec<VarInfo>,
+}
+
+/// The body of `PUT /tenants/T/vars/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVar {
+    pub value: String,
+    /// Sealed in the store, never shown by the API.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// `PUT` and `DELETE /tenants/T/vars/NAME`: which variable changed (never
+/// its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VarChanged {
+    pub tenant: String,
+    pub name: String,
+}
+
 /// `DELETE /tenants/T/hubs/H`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubDeleted {

@@ -1,7 +1,9 @@
-//! A client of the admin API, for the CLI (`hubhost deploy`, `hubhost hubs …`).
+//! A client of the admin API, for the CLI (`hubhost deploy`, `hubhost hubs …`,
+//! `hubhost vars …`).
 
 use super::api::{
-    Activate, ActiveVersion, ErrorBody, HubDeleted, HubInfo, HubList, LimitHits, Uploaded,
+    Activate, ActiveVersion, ErrorBody, HubDeleted, HubInfo, HubList, LimitHits, SetVar, Uploaded,
+    VarChanged, VarList,
 };
 use crate::hubs::Source;
 use crate::names::HubKey;
@@ -116,6 +118,38 @@ impl AdminClient {
 
     pub async fn delete(&self, key: &HubKey) -> anyhow::Result<HubDeleted> {
         self.send(self.http.delete(self.hub_url(key, ""))).await
+    }
+
+    fn var_url(&self, tenant: &str, name: &str) -> String {
+        format!("{}/tenants/{tenant}/vars/{name}", self.base)
+    }
+
+    pub async fn vars(&self, tenant: &str) -> anyhow::Result<VarList> {
+        self.send(
+            self.http
+                .get(format!("{}/tenants/{tenant}/vars", self.base)),
+        )
+        .await
+    }
+
+    pub async fn set_var(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: &str,
+        secret: bool,
+    ) -> anyhow::Result<VarChanged> {
+        let body = SetVar {
+            value: value.to_owned(),
+            secret,
+        };
+        self.send(self.http.put(self.var_url(tenant, name)).json(&body))
+            .await
+    }
+
+    pub async fn delete_var(&self, tenant: &str, name: &str) -> anyhow::Result<VarChanged> {
+        self.send(self.http.delete(self.var_url(tenant, name)))
+            .await
     }
 }
 

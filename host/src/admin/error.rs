@@ -3,6 +3,7 @@
 use crate::deploy::DeployError;
 use crate::runtime::LoadError;
 use crate::store::StoreError;
+use crate::vars::VarError;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -87,6 +88,15 @@ impl From<DeployError> for AdminError {
                 Self::Conflict(capitalized(&error.to_string()) + ".")
             }
             DeployError::Busy => Self::Busy(capitalized(&error.to_string()) + "."),
+            DeployError::Var(VarError::BadName) => {
+                Self::BadRequest(capitalized(&error.to_string()) + ".")
+            }
+            DeployError::Var(_) | DeployError::TooManyVars { .. } => {
+                Self::Conflict(capitalized(&error.to_string()) + ".")
+            }
+            DeployError::VarTooLarge { .. } => {
+                Self::TooLarge(capitalized(&error.to_string()) + ".")
+            }
             DeployError::Load(LoadError::Invalid(detail)) => {
                 Self::BadRequest(format!("Not a valid WebAssembly component: {detail}"))
             }

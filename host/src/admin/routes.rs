@@ -2,8 +2,8 @@
 //! ([`TenantAdmin`] or [`Operator`]); what it answers is a type of [`api`].
 
 use super::api::{
-    Activate, ActiveVersion, AuthKind, HubDeleted, HubInfo, HubList, LimitHits, TenantDeleted,
-    TenantInfo, TenantList, TenantStored, Uploaded,
+    Activate, ActiveVersion, AuthKind, HubDeleted, HubInfo, HubList, LimitHits, SetVar,
+    TenantDeleted, TenantInfo, TenantList, TenantStored, Uploaded, VarChanged, VarInfo, VarList,
 };
 use super::{AdminError, Operator, TenantAdmin, api};
 use crate::auth::{AuthConfig, Authenticator};
@@ -12,10 +12,10 @@ use crate::state::AppState;
 use crate::store::HubRecord;
 use crate::tenants::{Origin, TenantConfig, TenantSettings};
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -32,6 +32,11 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/tenants/{tenant}/hubs", get(list_hubs))
         .route("/tenants/{tenant}/limits", get(limit_hits))
+        .route("/tenants/{tenant}/vars", get(list_vars))
+        .route(
+            "/tenants/{tenant}/vars/{name}",
+            put(set_var).delete(delete_var),
+        )
         .route(
             "/tenants/{tenant}/hubs/{hub}",
             get(get_hub).delete(delete_hub),
@@ -183,6 +188,66 @@ fn hub_info(state: &AppState, key: &HubKey, record: Option<HubRecord>) -> HubInf
         served,
         served_world,
     }
+}
+
+async fn list_vars(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+) -> Result<Json<VarList>> {
+    let vars = state.deployer.list_vars(&admin.tenant).await?;
+    Ok(Json(VarList {
+        tenant: admin.tenant,
+        vars: vars
+            .into_iter()
+            .map(|var| VarInfo {
+                name: var.name,
+                secret: var.secret,
+                value: var.value,
+            })
+            .collect(),
+    }))
+}
+
+/// The `{name}` of a `/tenants/{tenant}/vars/{name}` route.
+fn var_name(Path(params): Path<HashMap<String, String>>) -> Result<String> {
+    params.get("name").cloned().ok_or(AdminError::Internal)
+}
+
+async fn set_var(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    path: Path<HashMap<String, String>>,
+    body: Bytes,
+) -> Result<Json<VarChanged>> {
+    let name = var_name(path)?;
+    let SetVar { value, secret } = parse_json(&body)?;
+    state
+        .deployer
+        .set_var(&admin.tenant, &name, &value, secret)
+        .await?;
+    // The name and kind only: a value may be a secret.
+    tracing::info!(tenant = admin.tenant, name, secret, "variable set");
+    Ok(Json(VarChanged {
+        tenant: admin.tenant,
+        name,
+    }))
+}
+
+async fn delete_var(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    path: Path<HashMap<String, String>>,
+) -> Result<Json<VarChanged>> {
+    let name = var_name(path)?;
+    let existed = state.deployer.delete_var(&admin.tenant, &name).await?;
+    if !existed {
+        return Err(AdminError::NotFound(format!("No variable '{name}'.")));
+    }
+    tracing::info!(tenant = admin.tenant, name, "variable deleted");
+    Ok(Json(VarChanged {
+        tenant: admin.tenant,
+        name,
+    }))
 }
 
 async fn limit_hits(State(state): State<Arc<AppState>>, admin: TenantAdmin) -> Json<LimitHits> {

@@ -38,6 +38,8 @@ pub enum Control {
     HubChanged { tenant: String, hub: String },
     /// The API's tenants changed.
     TenantsChanged,
+    /// Tenant variables changed.
+    VarsChanged,
 }
 
 /// What nodes say to the whole cluster.

@@ -149,6 +149,21 @@ pub struct AdminSettings {
     /// says otherwise.
     #[arg(skip)]
     pub storage: StorageLimits,
+    /// The key tenant secrets are sealed with (AES-256-GCM): base64 of 32
+    /// random bytes, the same on every node, never stored with the secrets
+    /// (`openssl rand -base64 32`). Without it, nodes keep no secrets.
+    #[arg(
+        long = "secrets-key",
+        env = "HUBHOST_SECRETS_KEY",
+        hide_env_values = true
+    )]
+    pub secrets_key: Option<String>,
+    /// Variables and secrets one tenant may have.
+    #[arg(skip)]
+    pub max_vars_per_tenant: usize,
+    /// Size of one variable's value, in bytes.
+    #[arg(skip)]
+    pub max_var_bytes: usize,
 }
 
 impl Default for AdminSettings {
@@ -160,6 +175,9 @@ impl Default for AdminSettings {
             max_uploads_in_progress: 4,
             max_concurrent_compiles: 2,
             storage: StorageLimits::default(),
+            secrets_key: None,
+            max_vars_per_tenant: 100,
+            max_var_bytes: 64 << 10,
         }
     }
 }
@@ -254,6 +272,9 @@ impl Config {
         }
         if self.admin.max_component_bytes == 0 {
             bail!("admin.max_component_bytes must be at least 1");
+        }
+        if let Some(key) = &self.admin.secrets_key {
+            crate::vars::SecretsKey::from_base64(key)?;
         }
         if c.client_timeout < 2 * c.keep_alive_interval {
             tracing::warn!(

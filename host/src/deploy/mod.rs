@@ -18,7 +18,10 @@
 //! active version of it, and again once that hub is deleted from the store.
 
 mod storage;
+mod vars;
 mod watch;
+
+pub use vars::ListedVar;
 
 pub use watch::watch;
 
@@ -31,6 +34,7 @@ use crate::quotas::LimitCounters;
 use crate::runtime::{HubVersion, LoadError, Runtime};
 use crate::store::{HubStore, StoreError, VersionInfo};
 use crate::tenants::Tenants;
+use crate::vars::{SecretsKey, VarError, Vars};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +62,14 @@ pub enum DeployError {
     StorageFull { needed: u64, limit: u64 },
     #[error("too many uploads in progress on this node; try again later")]
     Busy,
+    #[error(transparent)]
+    Var(#[from] VarError),
+    #[error(
+        "the tenant has {limit} variables, its limit (admin.max_vars_per_tenant); delete one first"
+    )]
+    TooManyVars { limit: usize },
+    #[error("the value is {size} bytes, over the limit of {limit} bytes (admin.max_var_bytes)")]
+    VarTooLarge { size: usize, limit: usize },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -72,6 +84,27 @@ pub struct DeploySettings {
     pub concurrent_compiles: usize,
     /// Where the quotas uploads hit are counted.
     pub counters: LimitCounters,
+    /// This node's copy of tenant variables, which hubs read.
+    pub vars: Arc<Vars>,
+    /// The key secrets are sealed with, if the node has one.
+    pub secrets_key: Option<Arc<SecretsKey>>,
+    pub var_limits: VarLimits,
+}
+
+/// What a tenant's variables may take.
+#[derive(Debug, Clone, Copy)]
+pub struct VarLimits {
+    pub max_per_tenant: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for VarLimits {
+    fn default() -> Self {
+        Self {
+            max_per_tenant: 100,
+            max_bytes: 64 << 10,
+        }
+    }
 }
 
 /// A place among the uploads in progress, held from before the body is read
@@ -82,6 +115,7 @@ pub struct UploadPermit(#[allow(dead_code)] OwnedSemaphorePermit);
 struct Dirty {
     hubs: HashSet<HubKey>,
     tenants: bool,
+    vars: bool,
 }
 
 /// Keeps this node's hubs in step with the store.
@@ -110,6 +144,9 @@ pub struct Deployer {
     seen: Mutex<HashMap<HubKey, HashSet<String>>>,
     wake: Arc<Notify>,
     synced: AtomicBool,
+    vars: Arc<Vars>,
+    secrets: Option<Arc<SecretsKey>>,
+    var_limits: VarLimits,
 }
 
 impl Deployer {
@@ -139,6 +176,9 @@ impl Deployer {
             seen: Mutex::default(),
             wake: Arc::default(),
             synced: AtomicBool::new(false),
+            vars: settings.vars,
+            secrets: settings.secrets_key,
+            var_limits: settings.var_limits,
         })
     }
 
@@ -175,6 +215,7 @@ impl Deployer {
                     Err(error) => return tracing::warn!(%error, "ignoring an announcement"),
                 },
                 Control::TenantsChanged => dirty.tenants = true,
+                Control::VarsChanged => dirty.vars = true,
             }
         }
         self.wake.notify_one();
@@ -394,6 +435,7 @@ impl Deployer {
     /// every hub served from the store.
     pub async fn sync_all(&self) -> Result<(), DeployError> {
         self.sync_tenants().await?;
+        self.sync_vars().await?;
         let mut keys: HashSet<HubKey> = self.store.hubs().await?.into_iter().collect();
         keys.extend(
             self.hubs
@@ -448,6 +490,11 @@ async fn sync_loop(deployer: std::sync::Weak<Deployer>, wake: Arc<Notify>, inter
             && let Err(error) = this.sync_tenants().await
         {
             tracing::warn!("cannot read tenants from the store: {error}");
+        }
+        if dirty.vars
+            && let Err(error) = this.sync_vars().await
+        {
+            tracing::warn!("cannot read tenant variables from the store: {error}");
         }
         for key in dirty.hubs {
             if let Err(error) = this.sync_hub(&key).await {

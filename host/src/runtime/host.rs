@@ -16,6 +16,7 @@ use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
 use crate::quotas::LimitCounters;
+use crate::vars::Vars;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub struct CallState {
     /// The tenant's limits, as of the call.
     pub(super) limits: HubLimits,
     pub(super) state: Arc<dyn KvBackend>,
+    /// Tenant variables, for `config`.
+    pub(super) vars: Arc<Vars>,
     /// The call's `kv` context, made by its first state operation.
     pub(super) kv: Option<KvCall>,
     /// The calling connection's items.
@@ -61,12 +64,14 @@ impl CallState {
         limiter: Limiter,
         counters: LimitCounters,
         state: Arc<dyn KvBackend>,
+        vars: Arc<Vars>,
     ) -> Self {
         Self {
             hub,
             limiter,
             limits: HubLimits::default(),
             state,
+            vars,
             kv: None,
             items: None,
             presence_left: 0,

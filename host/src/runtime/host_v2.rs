@@ -1,7 +1,8 @@
 //! The imports of world 0.2.0: those it shares with 0.1.0 call the 0.1.0
 //! implementations (`host.rs`); `kv`, `items` and `presence` translate into
 //! their capability modules ([`crate::kv`], [`crate::items`], and the
-//! lifetime manager's presence); `clock` reads the clocks `wasi:clocks` gets. Each counts the limits it hits once a call,
+//! lifetime manager's presence); `clock` reads the clocks `wasi:clocks` gets;
+//! `config` reads the node's copy of the tenant's variables ([`crate::vars`]). Each counts the limits it hits once a call,
 //! like the rest (see `CallState::refuse`).
 
 use super::CallState;
@@ -10,7 +11,7 @@ use super::worlds::{v1, v2};
 use crate::kv::{KvCall, KvError};
 use crate::lifetime::PresenceQuery;
 use crate::names::MAX_NAME_BYTES;
-use v2::hubhost::hub::{clients, clock, groups, items, kv, log, presence};
+use v2::hubhost::hub::{clients, clock, config, groups, items, kv, log, presence};
 
 impl clients::Host for CallState {
     fn send(
@@ -176,6 +177,12 @@ impl items::Host for CallState {
                 Some(limit) => self.refuse(limit, error.to_string()),
                 None => error.to_string(),
             })
+    }
+}
+
+impl config::Host for CallState {
+    fn get(&mut self, name: String) -> Option<String> {
+        self.vars.get(&self.hub, &name)
     }
 }
 

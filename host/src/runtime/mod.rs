@@ -31,6 +31,7 @@ use crate::kv::memory::MemoryKv;
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
 use crate::quotas::LimitCounters;
+use crate::vars::Vars;
 pub use limits::HubLimits;
 use limits::{LimitHit, Limiter};
 use serde_json::value::RawValue;
@@ -114,6 +115,8 @@ pub struct Runtime {
     counters: LimitCounters,
     /// Where hubs keep their state (the `kv` import).
     state: Arc<dyn KvBackend>,
+    /// Tenant variables, as hubs read them (the `config` import).
+    vars: Arc<Vars>,
 }
 
 impl Runtime {
@@ -132,7 +135,14 @@ impl Runtime {
             idle: Arc::default(),
             counters: LimitCounters::default(),
             state: Arc::new(MemoryKv::new()),
+            vars: Arc::default(),
         })
+    }
+
+    /// Let hubs read tenant variables from `vars` (this node's copy).
+    pub fn with_vars(mut self, vars: Arc<Vars>) -> Self {
+        self.vars = vars;
+        self
     }
 
     /// Keep hub state in `state` (memory on this node by default).
@@ -211,6 +221,7 @@ impl Runtime {
             key,
             pre,
             state: self.state.clone(),
+            vars: self.vars.clone(),
             limits: limits.clone(),
             idle: Mutex::default(),
             idle_memory: self.idle.clone(),
@@ -291,6 +302,7 @@ pub struct HubVersion {
     key: HubKey,
     pre: worlds::Pre,
     state: Arc<dyn KvBackend>,
+    vars: Arc<Vars>,
     limits: HubLimits,
     idle: Mutex<Vec<Idle>>,
     idle_memory: Arc<idle::IdleMemory>,
@@ -316,6 +328,7 @@ impl HubVersion {
                 limiter,
                 self.counters.clone(),
                 self.state.clone(),
+                self.vars.clone(),
             ),
         );
         store.limiter(|state| &mut state.limiter);

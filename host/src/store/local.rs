@@ -9,6 +9,7 @@
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
 use crate::names::HubKey;
 use crate::tenants::TenantConfig;
+use crate::vars::StoredVar;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,6 +22,9 @@ struct State {
     /// Last version number handed out, by `tenant/hub`; kept after deletes.
     sequences: BTreeMap<String, u64>,
     tenants: HashMap<String, TenantConfig>,
+    /// Tenant variables (secrets sealed), by tenant and name.
+    #[serde(default)]
+    vars: BTreeMap<String, BTreeMap<String, StoredVar>>,
     /// Components, when there is no directory to keep them in.
     #[serde(skip)]
     blobs: HashMap<(String, u64), Vec<u8>>,
@@ -238,6 +242,45 @@ impl LocalStore {
     pub async fn delete_tenant(&self, name: &str) -> Result<bool, StoreError> {
         let mut state = self.state.lock().await;
         let existed = state.tenants.remove(name).is_some();
+        if existed {
+            self.save(&state).await?;
+        }
+        Ok(existed)
+    }
+
+    pub async fn vars(&self) -> Result<HashMap<String, HashMap<String, StoredVar>>, StoreError> {
+        let state = self.state.lock().await;
+        Ok(state
+            .vars
+            .iter()
+            .map(|(tenant, vars)| (tenant.clone(), vars.clone().into_iter().collect()))
+            .collect())
+    }
+
+    pub async fn put_var(
+        &self,
+        tenant: &str,
+        name: &str,
+        var: &StoredVar,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state.lock().await;
+        state
+            .vars
+            .entry(tenant.to_owned())
+            .or_default()
+            .insert(name.to_owned(), var.clone());
+        self.save(&state).await
+    }
+
+    pub async fn delete_var(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let mut state = self.state.lock().await;
+        let Some(vars) = state.vars.get_mut(tenant) else {
+            return Ok(false);
+        };
+        let existed = vars.remove(name).is_some();
+        if vars.is_empty() {
+            state.vars.remove(tenant);
+        }
         if existed {
             self.save(&state).await?;
         }

@@ -1,5 +1,5 @@
 //! The hub store: every uploaded component version, which version of each
-//! hub is active, and the tenants the admin API defined.
+//! hub is active, the tenants the admin API defined, and tenant variables.
 //!
 //! Two backends with the same guarantees:
 //! - [`local::LocalStore`], for a node on its own: in memory, written
@@ -24,6 +24,7 @@ pub mod redis;
 
 use crate::names::HubKey;
 use crate::tenants::TenantConfig;
+use crate::vars::StoredVar;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -179,6 +180,26 @@ impl HubStore {
     /// Forget a tenant's definition; false if there was none.
     pub async fn delete_tenant(&self, name: &str) -> Result<bool, StoreError> {
         delegate!(self, s => s.delete_tenant(name))
+    }
+
+    /// Every tenant's variables, by tenant and name (secrets sealed).
+    pub async fn vars(&self) -> Result<HashMap<String, HashMap<String, StoredVar>>, StoreError> {
+        delegate!(self, s => s.vars())
+    }
+
+    /// Set a tenant's variable (a secret already sealed).
+    pub async fn put_var(
+        &self,
+        tenant: &str,
+        name: &str,
+        var: &StoredVar,
+    ) -> Result<(), StoreError> {
+        delegate!(self, s => s.put_var(tenant, name, var))
+    }
+
+    /// Remove a tenant's variable; false if there was none.
+    pub async fn delete_var(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        delegate!(self, s => s.delete_var(tenant, name))
     }
 }
 

@@ -7,7 +7,8 @@
 //! - `hub:{tenant}/{hub}:versions`: hash of version → [`VersionInfo`] JSON;
 //! - `hub:{tenant}/{hub}:history`: list of activations, last = active;
 //! - `hub:{tenant}/{hub}:wasm:{n}`: the component;
-//! - `tenants`: hash of tenant → [`TenantConfig`] JSON (keys as digests).
+//! - `tenants`: hash of tenant → [`TenantConfig`] JSON (keys as digests);
+//! - `vars`: hash of `tenant/name` → [`StoredVar`] JSON (secrets sealed).
 //!
 //! Tenant and hub names are `[a-z0-9-]`, so no key of one hub can be a key
 //! of another. Multi-key changes run in MULTI/EXEC or a script, so readers
@@ -16,6 +17,7 @@
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
 use crate::names::HubKey;
 use crate::tenants::TenantConfig;
+use crate::vars::StoredVar;
 use redis::AsyncCommands as _;
 use redis::aio::MultiplexedConnection;
 use std::collections::HashMap;
@@ -293,6 +295,51 @@ impl RedisStore {
         let (key, name) = (self.tenants_key(), name.to_owned());
         let removed: u64 = self
             .run(|mut c| async move { c.hdel(key, name).await })
+            .await?;
+        Ok(removed > 0)
+    }
+
+    fn vars_key(&self) -> String {
+        format!("{}:vars", self.prefix)
+    }
+
+    pub async fn vars(&self) -> Result<HashMap<String, HashMap<String, StoredVar>>, StoreError> {
+        let key = self.vars_key();
+        let stored: HashMap<String, String> = self
+            .run(|mut c| async move { c.hgetall(key).await })
+            .await?;
+        let mut vars: HashMap<String, HashMap<String, StoredVar>> = HashMap::new();
+        for (field, json) in stored {
+            let (Some((tenant, name)), Ok(var)) = (
+                field.split_once('/'),
+                serde_json::from_str::<StoredVar>(&json),
+            ) else {
+                tracing::error!(field, "skipping an unreadable stored variable");
+                continue;
+            };
+            vars.entry(tenant.to_owned())
+                .or_default()
+                .insert(name.to_owned(), var);
+        }
+        Ok(vars)
+    }
+
+    pub async fn put_var(
+        &self,
+        tenant: &str,
+        name: &str,
+        var: &StoredVar,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(var).map_err(unavailable)?;
+        let (key, field) = (self.vars_key(), format!("{tenant}/{name}"));
+        self.run(|mut c| async move { c.hset::<_, _, _, ()>(key, field, json).await })
+            .await
+    }
+
+    pub async fn delete_var(&self, tenant: &str, name: &str) -> Result<bool, StoreError> {
+        let (key, field) = (self.vars_key(), format!("{tenant}/{name}"));
+        let removed: u64 = self
+            .run(|mut c| async move { c.hdel(key, field).await })
             .await?;
         Ok(removed > 0)
     }

@@ -42,3 +42,4 @@ mod sse;
 mod state;
 mod targets;
 mod tenants;
+mod vars;

@@ -13,6 +13,8 @@ import { startServer, connect, binary, guest } from "./harness.mjs";
 
 const SECRET = "acme-secret-0123456789abcdef0123456789";
 const OPERATOR = "operator-key-0123456789";
+// Base64 of 32 bytes: the node's key for sealing secrets.
+const SECRETS_KEY = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /** An HS256 JWT, made by hand: header.payload.signature in base64url. */
 function jwt(sub, ttlSeconds, secret = SECRET) {
@@ -30,6 +32,7 @@ async function startAcme(hubs = ["chat"]) {
     [
       "[admin]",
       `operator_keys = ["${OPERATOR}"]`,
+      `secrets_key = "${SECRETS_KEY}"`,
       ...hubs.flatMap((hub) => ["[[hubs]]", 'tenant = "acme"', `hub = "${hub}"`, `path = "${guest(hub)}"`]),
       "[tenants.acme.auth]",
       'mode = "jwt"',
@@ -93,6 +96,29 @@ test("IsOnline follows a user's connections, in every language of the chat hub",
       }
       assert.equal(await bob.invoke("IsOnline", "ann"), false, hub);
       assert.equal(await bob.invoke("IsOnline", "bob"), true, hub);
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+    await server.stop();
+  }
+});
+
+test("Config reads tenant variables and secrets, in every language of the chat hub", { timeout: 120_000 }, async () => {
+  const server = await startAcme(["chat", "chat-python", "chat-js"]);
+  const run = (...args) =>
+    promisify(execFile)(binary, args, { env: { ...process.env, HUBHOST_SERVER: server.url, HUBHOST_ADMIN_KEY: OPERATOR } });
+  const clients = [];
+  try {
+    await run("vars", "set", "acme", "MODEL", "small");
+    await run("vars", "set", "acme", "API_KEY", "sk-node-test", "--secret");
+    const { stdout } = await run("vars", "list", "acme");
+    assert.equal(stdout, "API_KEY (secret)\nMODEL=small\n");
+    for (const hub of ["chat", "chat-python", "chat-js"]) {
+      const client = await connect(`${server.url}/acme/${hub}`, (b) => b, { accessTokenFactory: () => jwt("ann", 300) });
+      clients.push(client);
+      assert.equal(await client.invoke("Config", "MODEL"), "small", hub);
+      assert.equal(await client.invoke("Config", "API_KEY"), "sk-node-test", hub);
+      assert.equal(await client.invoke("Config", "MISSING"), null, hub);
     }
   } finally {
     await Promise.all(clients.map((c) => c.stop()));

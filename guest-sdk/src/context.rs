@@ -6,7 +6,7 @@ use crate::args::ToArgs;
 use crate::bindings::hubhost::hub::types::{Caller, GroupExcluding, Target};
 use crate::bindings::hubhost::hub::{clients, groups};
 use crate::methods::HubError;
-use crate::state::{Config, Items, Presence, State};
+use crate::state::{Config, Items, Presence, State, Timers};
 
 /// The call's context.
 pub struct Context {
@@ -62,6 +62,17 @@ impl Context {
     /// The tenant's variables and secrets.
     pub fn config(&self) -> Config {
         Config { _private: () }
+    }
+
+    /// Calls of this hub's methods, later.
+    pub fn timers(&self) -> Timers {
+        Timers { _private: () }
+    }
+
+    /// Whether a timer made this call (it has no connection). Methods only
+    /// timers should run check it: clients may call any method by name.
+    pub fn from_timer(&self) -> bool {
+        self.caller.connection_id.is_empty()
     }
 }
 

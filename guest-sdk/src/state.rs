@@ -145,6 +145,43 @@ impl Items {
     }
 }
 
+/// Calls of this hub's own methods, later: once, on whichever node is alive
+/// then, on the version active then, with no connection
+/// ([`Context::from_timer`](crate::Context::from_timer) is true).
+pub struct Timers {
+    pub(crate) _private: (),
+}
+
+impl Timers {
+    /// Call `method(args)` after `delay`; the timer's id.
+    pub fn schedule<A: crate::ToArgs>(
+        &self,
+        delay: std::time::Duration,
+        method: &str,
+        args: A,
+    ) -> Result<String, HubError> {
+        let delay = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        crate::bindings::hubhost::hub::timers::schedule(delay, method, &args.to_args()?)
+            .map_err(HubError::Failed)
+    }
+
+    /// Call `method(args)` at `at_ms` (Unix milliseconds); the timer's id.
+    pub fn schedule_at<A: crate::ToArgs>(
+        &self,
+        at_ms: u64,
+        method: &str,
+        args: A,
+    ) -> Result<String, HubError> {
+        crate::bindings::hubhost::hub::timers::schedule_at(at_ms, method, &args.to_args()?)
+            .map_err(HubError::Failed)
+    }
+
+    /// Cancel timer `id` of this hub; whether it was still pending.
+    pub fn cancel(&self, id: &str) -> Result<bool, HubError> {
+        crate::bindings::hubhost::hub::timers::cancel(id).map_err(HubError::Failed)
+    }
+}
+
 /// The tenant's variables and secrets (set with `hubhost vars set`).
 pub struct Config {
     pub(crate) _private: (),

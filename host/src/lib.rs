@@ -29,6 +29,8 @@
 //! - [`kv`]: key-value state of hubs — memory, data directory, Redis — and
 //!   the `kv` context of a hub call.
 //! - [`items`]: the values a hub keeps with one connection.
+//! - [`timers`]: hub calls scheduled for later — memory and Redis backends,
+//!   claimed with a lease.
 //! - [`vars`]: tenant variables and secrets — sealing, and the node's copy
 //!   hubs read.
 //! - [`runtime`]: the wasmtime engine, the host imports, hub versions and
@@ -47,6 +49,7 @@
 //!   read in one step; CORS.
 //! - [`state`]: `AppState`, everything the handlers share, built from a
 //!   `Config`.
+//! - [`scheduler`]: the thread that fires due timers as hub calls.
 //! - [`transport`]: negotiate, WebSockets, Server-Sent Events, long polling;
 //!   requests passed on to the connection's node.
 //! - [`admin`]: the admin API (`/admin/v1/`), its keys, its request and
@@ -71,11 +74,13 @@ pub mod outbound;
 pub mod protocol;
 pub mod quotas;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod tenants;
+pub mod timers;
 pub mod transport;
 pub mod vars;
 

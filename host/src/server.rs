@@ -94,6 +94,7 @@ pub async fn run(
         ));
     }
     let expiry = tokio::spawn(expire_tokens(state.clone()));
+    crate::scheduler::start(&state);
     let url = state.settings.advertise_url.clone().or_else(|| {
         let addr = listener.local_addr().ok()?;
         (!addr.ip().is_unspecified()).then(|| format!("http://{addr}"))

@@ -16,6 +16,7 @@ use crate::runtime::Runtime;
 use crate::sessions::Tokens;
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
 use crate::tenants::{TenantDefaults, Tenants, key_digest};
+use crate::timers::{TimerBackend, memory::MemoryTimers, redis::RedisTimers};
 use crate::vars::{SecretsKey, Vars};
 use anyhow::Context as _;
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Where hubs keep their state; flushed at shutdown.
     pub hub_state: Arc<dyn KvBackend>,
+    /// Where hubs' timers wait to fire (see [`crate::scheduler`]).
+    pub timers: Arc<dyn TimerBackend>,
 }
 
 impl AppState {
@@ -98,9 +101,16 @@ impl AppState {
             Some(key) => Some(Arc::new(SecretsKey::from_base64(key)?)),
             None => None,
         };
+        let timers: Arc<dyn TimerBackend> = match &settings.redis_url {
+            Some(url) => Arc::new(
+                RedisTimers::new(url, &settings.cluster_prefix).context("invalid Redis URL")?,
+            ),
+            None => Arc::new(MemoryTimers::new()),
+        };
         let runtime = runtime
             .with_state(hub_state.clone())
-            .with_vars(vars.clone());
+            .with_vars(vars.clone())
+            .with_timers(timers.clone());
         let limit_counters = LimitCounters::default();
         let runtime = runtime.counting(limit_counters.clone());
         let store = Arc::new(match &settings.redis_url {
@@ -192,6 +202,7 @@ impl AppState {
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),
             hub_state,
+            timers,
         }))
     }
 }

@@ -10,6 +10,14 @@ struct Versioned;
 impl hubhost_guest::Hub for Versioned {
     fn methods(m: &mut Methods) {
         m.on("Version", |_, ()| Ok(VERSION));
+        // A timer that reports the version it fired on to the caller.
+        m.on("Later", |ctx, (delay_ms,): (u64,)| {
+            let delay = std::time::Duration::from_millis(delay_ms);
+            ctx.timers().schedule(delay, "Fired", (ctx.connection_id(),))
+        });
+        m.on("Fired", |ctx, (connection,): (String,)| {
+            ctx.clients().client(connection).send("Fired", (VERSION, ctx.from_timer()))
+        });
         m.on("JoinGroup", |ctx, (group,): (String,)| {
             ctx.groups().add(ctx.connection_id(), &group)
         });

@@ -47,6 +47,24 @@ impl hubhost_guest::Hub for Chat {
         m.on("GetItem", |ctx, (key,): (String,)| {
             ctx.items().get::<Value>(&key)
         });
+        // `Reminder(text)` to the caller after `delay_ms`, if it is still
+        // connected then; the timer's id.
+        m.on("Remind", |ctx, (delay_ms, text): (u64, String)| {
+            let delay = std::time::Duration::from_millis(delay_ms);
+            ctx.timers()
+                .schedule(delay, "DeliverReminder", (ctx.connection_id(), text))
+        });
+        m.on(
+            "DeliverReminder",
+            |ctx, (connection, text): (String, String)| {
+                if !ctx.from_timer() {
+                    return Err(HubError::Unauthorized(
+                        "reminders come from timers only".into(),
+                    ));
+                }
+                ctx.clients().client(connection).send("Reminder", (text,))
+            },
+        );
         // A tenant variable (a secret reads as its value), or null.
         m.on("Config", |ctx, (name,): (String,)| {
             Ok(ctx.config().get(&name))

@@ -16,12 +16,13 @@ use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
 use crate::quotas::LimitCounters;
+use crate::timers::TimerBackend;
 use crate::vars::Vars;
 use serde_json::value::RawValue;
 use std::sync::Arc;
 
 /// Longest client method name a hub may send, in bytes.
-const MAX_METHOD_BYTES: usize = 256;
+pub(super) const MAX_METHOD_BYTES: usize = 256;
 
 /// The data of an instance's store. The per-call part is set by `begin`
 /// and cleared by `end`, since an instance serves many calls.
@@ -33,6 +34,9 @@ pub struct CallState {
     pub(super) state: Arc<dyn KvBackend>,
     /// Tenant variables, for `config`.
     pub(super) vars: Arc<Vars>,
+    pub(super) timers: Arc<dyn TimerBackend>,
+    /// Timer operations the call has left (`hub_limits.max_state_ops_per_call`).
+    pub(super) timer_ops_left: u32,
     /// The call's `kv` context, made by its first state operation.
     pub(super) kv: Option<KvCall>,
     /// The calling connection's items.
@@ -65,6 +69,7 @@ impl CallState {
         counters: LimitCounters,
         state: Arc<dyn KvBackend>,
         vars: Arc<Vars>,
+        timers: Arc<dyn TimerBackend>,
     ) -> Self {
         Self {
             hub,
@@ -72,6 +77,8 @@ impl CallState {
             limits: HubLimits::default(),
             state,
             vars,
+            timers,
+            timer_ops_left: 0,
             kv: None,
             items: None,
             presence_left: 0,
@@ -102,6 +109,7 @@ impl CallState {
         self.items = Some(items.clone());
         self.kv = None;
         self.presence_left = hub_limits.max_state_ops_per_call;
+        self.timer_ops_left = hub_limits.max_state_ops_per_call;
         self.limits = hub_limits.clone();
         self.sends_left = hub_limits.max_sends_per_call;
         self.sent_bytes = 0;

@@ -11,7 +11,7 @@ use super::worlds::{v1, v2};
 use crate::kv::{KvCall, KvError};
 use crate::lifetime::PresenceQuery;
 use crate::names::MAX_NAME_BYTES;
-use v2::hubhost::hub::{clients, clock, config, groups, items, kv, log, presence};
+use v2::hubhost::hub::{clients, clock, config, groups, items, kv, log, presence, timers};
 
 impl clients::Host for CallState {
     fn send(
@@ -177,6 +177,109 @@ impl items::Host for CallState {
                 Some(limit) => self.refuse(limit, error.to_string()),
                 None => error.to_string(),
             })
+    }
+}
+
+impl CallState {
+    /// Schedule `method(args)` at `due_ms`, `delay_ms` from now.
+    fn schedule(
+        &mut self,
+        delay_ms: u64,
+        due_ms: u64,
+        method: String,
+        args_json: String,
+    ) -> Result<String, String> {
+        use crate::timers::{Timer, TimerError, new_id};
+        if self.timer_ops_left == 0 {
+            let text = format!(
+                "this call reached its limit of {} timer operations (hub_limits.max_state_ops_per_call)",
+                self.limits.max_state_ops_per_call
+            );
+            return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
+        }
+        self.timer_ops_left -= 1;
+        let (min, max) = (
+            self.limits.min_timer_delay_ms,
+            self.limits.max_timer_delay_ms,
+        );
+        if !(min..=max).contains(&delay_ms) {
+            let error = TimerError::Delay { min, max };
+            return Err(self.refuse("hub_limits.max_timer_delay_ms", error.to_string()));
+        }
+        if method.is_empty() || method.len() > super::host::MAX_METHOD_BYTES {
+            return Err(TimerError::BadMethod.to_string());
+        }
+        if args_json.len() > self.limits.max_state_value_bytes {
+            let text = format!(
+                "a timer's arguments are {} bytes, over the limit of {} bytes (hub_limits.max_state_value_bytes)",
+                args_json.len(),
+                self.limits.max_state_value_bytes
+            );
+            return Err(self.refuse("hub_limits.max_state_value_bytes", text));
+        }
+        let args = super::json_array(args_json)?;
+        let timer = Timer {
+            id: new_id().map_err(|e| e.to_string())?,
+            tenant: self.hub.tenant().to_owned(),
+            hub: self.hub.hub().to_owned(),
+            method,
+            args: args.get().to_owned(),
+            due_ms,
+        };
+        match self.timers.add(&timer, self.limits.max_timers) {
+            Ok(()) => Ok(timer.id),
+            Err(error) => Err(self.timer_error(error)),
+        }
+    }
+
+    fn timer_error(&mut self, error: crate::timers::TimerError) -> String {
+        if let crate::timers::TimerError::Unavailable(detail) = &error {
+            tracing::error!(
+                tenant = self.hub.tenant(),
+                hub = self.hub.hub(),
+                detail,
+                "timer operation failed"
+            );
+        }
+        match error.limit() {
+            Some(limit) => self.refuse(limit, error.to_string()),
+            None => error.to_string(),
+        }
+    }
+}
+
+impl timers::Host for CallState {
+    fn schedule(
+        &mut self,
+        delay_ms: u64,
+        method: String,
+        args_json: String,
+    ) -> Result<String, String> {
+        let due = crate::timers::now_ms().saturating_add(delay_ms);
+        CallState::schedule(self, delay_ms, due, method, args_json)
+    }
+
+    fn schedule_at(
+        &mut self,
+        at_ms: u64,
+        method: String,
+        args_json: String,
+    ) -> Result<String, String> {
+        let delay = at_ms.saturating_sub(crate::timers::now_ms());
+        CallState::schedule(self, delay, at_ms, method, args_json)
+    }
+
+    fn cancel(&mut self, id: String) -> Result<bool, String> {
+        if self.timer_ops_left == 0 {
+            let text = format!(
+                "this call reached its limit of {} timer operations (hub_limits.max_state_ops_per_call)",
+                self.limits.max_state_ops_per_call
+            );
+            return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
+        }
+        self.timer_ops_left -= 1;
+        let result = self.timers.cancel(&self.hub, &id);
+        result.map_err(|error| self.timer_error(error))
     }
 }
 

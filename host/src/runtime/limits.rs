@@ -108,6 +108,15 @@ pub struct HubLimits {
     /// Bytes of items (keys and values) a hub may keep with one connection.
     #[arg(skip)]
     pub max_item_bytes_per_connection: usize,
+    /// Timers the tenant may have pending (cluster-wide on Redis).
+    #[arg(skip)]
+    pub max_timers: u64,
+    /// Shortest delay of a timer, in milliseconds.
+    #[arg(skip)]
+    pub min_timer_delay_ms: u64,
+    /// Longest delay of a timer, in milliseconds.
+    #[arg(skip)]
+    pub max_timer_delay_ms: u64,
 }
 
 impl Default for HubLimits {
@@ -139,6 +148,9 @@ impl Default for HubLimits {
             max_state_read_items: 1_000,
             max_items_per_connection: 64,
             max_item_bytes_per_connection: 16 << 10,
+            max_timers: 1_000,
+            min_timer_delay_ms: 10,
+            max_timer_delay_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }

@@ -31,6 +31,8 @@ use crate::kv::memory::MemoryKv;
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
 use crate::quotas::LimitCounters;
+use crate::timers::TimerBackend;
+use crate::timers::memory::MemoryTimers;
 use crate::vars::Vars;
 pub use limits::HubLimits;
 use limits::{LimitHit, Limiter};
@@ -117,6 +119,8 @@ pub struct Runtime {
     state: Arc<dyn KvBackend>,
     /// Tenant variables, as hubs read them (the `config` import).
     vars: Arc<Vars>,
+    /// Where hubs' timers wait (the `timers` import).
+    timers: Arc<dyn TimerBackend>,
 }
 
 impl Runtime {
@@ -136,7 +140,14 @@ impl Runtime {
             counters: LimitCounters::default(),
             state: Arc::new(MemoryKv::new()),
             vars: Arc::default(),
+            timers: Arc::new(MemoryTimers::new()),
         })
+    }
+
+    /// Keep hubs' timers in `timers` (memory on this node by default).
+    pub fn with_timers(mut self, timers: Arc<dyn TimerBackend>) -> Self {
+        self.timers = timers;
+        self
     }
 
     /// Let hubs read tenant variables from `vars` (this node's copy).
@@ -222,6 +233,7 @@ impl Runtime {
             pre,
             state: self.state.clone(),
             vars: self.vars.clone(),
+            timers: self.timers.clone(),
             limits: limits.clone(),
             idle: Mutex::default(),
             idle_memory: self.idle.clone(),
@@ -303,6 +315,7 @@ pub struct HubVersion {
     pre: worlds::Pre,
     state: Arc<dyn KvBackend>,
     vars: Arc<Vars>,
+    timers: Arc<dyn TimerBackend>,
     limits: HubLimits,
     idle: Mutex<Vec<Idle>>,
     idle_memory: Arc<idle::IdleMemory>,
@@ -329,6 +342,7 @@ impl HubVersion {
                 self.counters.clone(),
                 self.state.clone(),
                 self.vars.clone(),
+                self.timers.clone(),
             ),
         );
         store.limiter(|state| &mut state.limiter);

@@ -42,4 +42,5 @@ mod sse;
 mod state;
 mod targets;
 mod tenants;
+mod timers;
 mod vars;

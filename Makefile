@@ -78,7 +78,8 @@ lint:
 # on every node of a three-node cluster; a long-polling round trip straight to
 # the connection's node and through another node that passes it on; a node's
 # memory while 64 connections that never read are sent all a hub may send; hub
-# state per operation on memory and Redis next to a plain Redis client.
+# state per operation on memory and Redis next to a plain Redis client; timer
+# lateness under 10,000 pending timers on two nodes.
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
 	cargo bench -p hubhost-tests --bench fanout
@@ -87,6 +88,7 @@ bench: setup guests
 	cargo bench -p hubhost-tests --bench forward
 	cargo bench -p hubhost-tests --bench memory
 	cargo bench -p hubhost-tests --bench state
+	cargo bench -p hubhost-tests --bench timers
 
 # hubhost against Socket.IO 4 (Redis adapter) and a bare Rust relay over Redis:
 # two nodes each, one load tool, one table with the ratios (needs Redis on 6379).

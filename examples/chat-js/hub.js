@@ -11,6 +11,7 @@ import { increment, listPush, listRange } from "hubhost:hub/kv@0.2.0";
 import { get as itemGet, set as itemSet } from "hubhost:hub/items@0.2.0";
 import { groupCount, groupMembers, isOnline } from "hubhost:hub/presence@0.2.0";
 import { get as configGet } from "hubhost:hub/config@0.2.0";
+import { schedule } from "hubhost:hub/timers@0.2.0";
 
 // The hub's kv list of the last chat messages, oldest first.
 const HISTORY_KEY = "history";
@@ -73,12 +74,30 @@ const methods = {
   now: (caller) => Date.now(),
   // A tenant variable (a secret reads as its value), or null.
   config: (caller, name) => configGet(name) ?? null,
+  // `Reminder(text)` to the caller after `delayMs`, if it is still connected
+  // then; the timer's id. A u64 goes in as BigInt; below 2 ** 64 it fits.
+  remind: (caller, delayMs, text) => {
+    if (!Number.isInteger(delayMs) || delayMs < 0 || delayMs >= 2 ** 64) {
+      throw { tag: "bad-arguments", val: "delayMs must be a whole number of milliseconds" };
+    }
+    const args = JSON.stringify([caller.connectionId, text]);
+    return orFail(() => schedule(BigInt(delayMs), "DeliverReminder", args));
+  },
+  // Timers call with an empty connection id, which no client connection has.
+  deliverreminder: (caller, connection, text) => {
+    if (caller.connectionId !== "") {
+      throw { tag: "unauthorized", val: "reminders come from timers only" };
+    }
+    send({ tag: "connection", val: connection }, "Reminder", text);
+  },
 };
 
 // Positions of arguments that may be any JSON value; all others must be strings.
 const anyJsonArgs = new Map([
   [methods.echo, [0]],
   [methods.setitem, [1]],
+  // A number; remind checks it is a whole number of milliseconds.
+  [methods.remind, [0]],
 ]);
 
 export const hub = {

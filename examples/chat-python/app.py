@@ -9,13 +9,15 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import clients, clock, config, groups, items, kv, presence, types
+from wit_world.imports import clients, clock, config, groups, items, kv, presence, timers, types
 
 # The hub's kv list of the last chat messages, oldest first.
 HISTORY_KEY = "history"
 HISTORY_KEEP = 50
 # How many connection ids GroupMembers returns at most.
 MEMBERS_LIMIT = 1000
+# One past the largest delay timers.schedule takes (a u64).
+DELAY_LIMIT = 2**64
 
 
 def or_fail(call, *args):
@@ -106,6 +108,22 @@ def config_value(caller, name):
     return config.get(name)
 
 
+def remind(caller, delay_ms, text):
+    # `Reminder(text)` to the caller after `delay_ms`, if it is still connected
+    # then; the timer's id. bool is an int in Python, but not a JSON number.
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or not 0 <= delay_ms < DELAY_LIMIT:
+        raise Err(types.HubError_BadArguments("delayMs must be a whole number of milliseconds"))
+    args = json.dumps([caller.connection_id, text])
+    return or_fail(timers.schedule, delay_ms, "DeliverReminder", args)
+
+
+def deliver_reminder(caller, connection, text):
+    # Timers call with an empty connection id, which no client connection has.
+    if caller.connection_id != "":
+        raise Err(types.HubError_Unauthorized("reminders come from timers only"))
+    send(types.Target_Connection(connection), "Reminder", text)
+
+
 def now(caller):
     # Not time.time(): componentize-py's --stub-wasi makes every WASI clock
     # trap, so the hub reads the host's clock through the world.
@@ -132,12 +150,16 @@ METHODS = {
     "getitem": get_item,
     "now": now,
     "config": config_value,
+    "remind": remind,
+    "deliverreminder": deliver_reminder,
 }
 
 # Positions of arguments that may be any JSON value; all others must be strings.
 ANY_JSON_ARGS = {
     echo: {0},
     set_item: {1},
+    # A number; remind checks it is a whole number of milliseconds.
+    remind: {0},
 }
 
 

@@ -149,6 +149,24 @@ for (const hub of HUBS) {
       assert.equal(await b.invoke("IsOnline", "nobody"), false);
     });
 
+    test("Remind sends the caller a Reminder once, after the delay; clients cannot deliver one", async () => {
+      const c = await client();
+      const got = [];
+      c.on("Reminder", (text) => got.push([text, Date.now()]));
+      const sent = Date.now();
+      const id = await c.invoke("Remind", 300, "stand up");
+      assert.equal(typeof id, "string");
+      const deadline = Date.now() + 10_000;
+      while (got.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(got.length, 1, "the reminder arrived");
+      assert.equal(got[0][0], "stand up");
+      assert.ok(got[0][1] - sent >= 300, `arrived ${got[0][1] - sent} ms after, before its time`);
+      assert.ok(got[0][1] - sent <= 1_300, `arrived ${got[0][1] - sent} ms after`);
+      await assert.rejects(c.invoke("DeliverReminder", c.connectionId, "forged"));
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(got.length, 1, "no second reminder");
+    });
+
     test("Now reads the host's wall clock", async () => {
       const c = await client();
       const before = Date.now();

@@ -12,6 +12,8 @@ import { get as itemGet, set as itemSet } from "hubhost:hub/items@0.2.0";
 import { groupCount, groupMembers, isOnline } from "hubhost:hub/presence@0.2.0";
 import { get as configGet } from "hubhost:hub/config@0.2.0";
 import { schedule } from "hubhost:hub/timers@0.2.0";
+// Aliased: fetch is a JavaScript global.
+import { fetch as httpFetch } from "hubhost:hub/http@0.2.0";
 
 // The hub's kv list of the last chat messages, oldest first.
 const HISTORY_KEY = "history";
@@ -74,6 +76,12 @@ const methods = {
   now: (caller) => Date.now(),
   // A tenant variable (a secret reads as its value), or null.
   config: (caller, name) => configGet(name) ?? null,
+  // GET `url` (the operator allows the tenant its origins): the status and
+  // the body's length in bytes.
+  fetch: (caller, url) => {
+    const response = orFail(() => httpFetch({ method: "GET", url, headers: [], body: new Uint8Array(0) }));
+    return { status: response.status, bytes: response.body.length };
+  },
   // `Reminder(text)` to the caller after `delayMs`, if it is still connected
   // then; the timer's id. A u64 goes in as BigInt; below 2 ** 64 it fits.
   remind: (caller, delayMs, text) => {

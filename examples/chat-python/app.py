@@ -9,7 +9,7 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import clients, clock, config, groups, items, kv, presence, timers, types
+from wit_world.imports import clients, clock, config, groups, http, items, kv, presence, timers, types
 
 # The hub's kv list of the last chat messages, oldest first.
 HISTORY_KEY = "history"
@@ -108,6 +108,13 @@ def config_value(caller, name):
     return config.get(name)
 
 
+def fetch(caller, url):
+    # GET `url` (the operator allows the tenant its origins): the status and
+    # the body's length in bytes.
+    response = or_fail(http.fetch, http.Request(method="GET", url=url, headers=[], body=b""))
+    return {"status": response.status, "bytes": len(response.body)}
+
+
 def remind(caller, delay_ms, text):
     # `Reminder(text)` to the caller after `delay_ms`, if it is still connected
     # then; the timer's id. bool is an int in Python, but not a JSON number.
@@ -150,6 +157,7 @@ METHODS = {
     "getitem": get_item,
     "now": now,
     "config": config_value,
+    "fetch": fetch,
     "remind": remind,
     "deliverreminder": deliver_reminder,
 }

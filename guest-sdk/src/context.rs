@@ -6,7 +6,7 @@ use crate::args::ToArgs;
 use crate::bindings::hubhost::hub::types::{Caller, GroupExcluding, Target};
 use crate::bindings::hubhost::hub::{clients, groups};
 use crate::methods::HubError;
-use crate::state::{Config, Items, Presence, State, Timers};
+use crate::state::{Config, Http, Items, Presence, State, Timers};
 
 /// The call's context.
 pub struct Context {
@@ -67,6 +67,11 @@ impl Context {
     /// Calls of this hub's methods, later.
     pub fn timers(&self) -> Timers {
         Timers { _private: () }
+    }
+
+    /// Outbound HTTP, within the tenant's allow-list.
+    pub fn http(&self) -> Http {
+        Http { _private: () }
     }
 
     /// Whether a timer made this call (it has no connection). Methods only

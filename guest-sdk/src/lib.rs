@@ -49,7 +49,7 @@ pub use context::{ClientProxy, Clients, Context, Groups};
 pub use methods::{HubError, Methods};
 /// Re-exported so hub crates can use JSON values without naming serde_json.
 pub use serde_json::{Value, json};
-pub use state::{Config, Items, Presence, State, Timers};
+pub use state::{Config, Http, Items, Presence, State, Timers};
 
 #[doc(hidden)]
 pub mod bindings {

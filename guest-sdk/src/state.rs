@@ -182,6 +182,31 @@ impl Timers {
     }
 }
 
+/// Outbound HTTP, to the origins the operator allows the tenant.
+pub struct Http {
+    pub(crate) _private: (),
+}
+
+pub use crate::bindings::hubhost::hub::http::{Request, Response};
+
+impl Http {
+    /// Send `request` and wait for the whole response (within the call's
+    /// deadline); redirects are followed within the allow-list.
+    pub fn fetch(&self, request: &Request) -> Result<Response, HubError> {
+        crate::bindings::hubhost::hub::http::fetch(request).map_err(HubError::Failed)
+    }
+
+    /// `GET url`.
+    pub fn get(&self, url: &str) -> Result<Response, HubError> {
+        self.fetch(&Request {
+            method: "GET".into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: Vec::new(),
+        })
+    }
+}
+
 /// The tenant's variables and secrets (set with `hubhost vars set`).
 pub struct Config {
     pub(crate) _private: (),

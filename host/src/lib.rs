@@ -29,6 +29,7 @@
 //! - [`kv`]: key-value state of hubs — memory, data directory, Redis — and
 //!   the `kv` context of a hub call.
 //! - [`items`]: the values a hub keeps with one connection.
+//! - [`fetch`]: outbound HTTP from hubs, within the tenant's allow-list.
 //! - [`timers`]: hub calls scheduled for later — memory and Redis backends,
 //!   claimed with a lease.
 //! - [`vars`]: tenant variables and secrets — sealing, and the node's copy
@@ -63,6 +64,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod deploy;
+pub mod fetch;
 pub mod hubs;
 pub mod ids;
 pub mod items;

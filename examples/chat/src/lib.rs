@@ -65,6 +65,11 @@ impl hubhost_guest::Hub for Chat {
                 ctx.clients().client(connection).send("Reminder", (text,))
             },
         );
+        // GET `url` through the tenant's allow-list: its status and size.
+        m.on("Fetch", |ctx, (url,): (String,)| {
+            let response = ctx.http().get(&url)?;
+            Ok(json!({ "status": response.status, "bytes": response.body.len() }))
+        });
         // A tenant variable (a secret reads as its value), or null.
         m.on("Config", |ctx, (name,): (String,)| {
             Ok(ctx.config().get(&name))

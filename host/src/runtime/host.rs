@@ -37,6 +37,9 @@ pub struct CallState {
     pub(super) timers: Arc<dyn TimerBackend>,
     /// Timer operations the call has left (`hub_limits.max_state_ops_per_call`).
     pub(super) timer_ops_left: u32,
+    /// When the call began: HTTP requests end by its deadline.
+    pub(super) call_started: std::time::Instant,
+    pub(super) http_left: u32,
     /// The call's `kv` context, made by its first state operation.
     pub(super) kv: Option<KvCall>,
     /// The calling connection's items.
@@ -79,6 +82,8 @@ impl CallState {
             vars,
             timers,
             timer_ops_left: 0,
+            call_started: std::time::Instant::now(),
+            http_left: 0,
             kv: None,
             items: None,
             presence_left: 0,
@@ -110,6 +115,8 @@ impl CallState {
         self.kv = None;
         self.presence_left = hub_limits.max_state_ops_per_call;
         self.timer_ops_left = hub_limits.max_state_ops_per_call;
+        self.call_started = std::time::Instant::now();
+        self.http_left = hub_limits.max_http_requests_per_call;
         self.limits = hub_limits.clone();
         self.sends_left = hub_limits.max_sends_per_call;
         self.sent_bytes = 0;

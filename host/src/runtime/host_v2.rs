@@ -11,7 +11,7 @@ use super::worlds::{v1, v2};
 use crate::kv::{KvCall, KvError};
 use crate::lifetime::PresenceQuery;
 use crate::names::MAX_NAME_BYTES;
-use v2::hubhost::hub::{clients, clock, config, groups, items, kv, log, presence, timers};
+use v2::hubhost::hub::{clients, clock, config, groups, http, items, kv, log, presence, timers};
 
 impl clients::Host for CallState {
     fn send(
@@ -280,6 +280,59 @@ impl timers::Host for CallState {
         self.timer_ops_left -= 1;
         let result = self.timers.cancel(&self.hub, &id);
         result.map_err(|error| self.timer_error(error))
+    }
+}
+
+impl http::Host for CallState {
+    fn fetch(&mut self, request: http::Request) -> Result<http::Response, String> {
+        use crate::fetch::{FetchError, Request, Rules, deadline};
+        let refuse = |this: &mut Self, error: FetchError| match error.limit() {
+            Some(limit) => this.refuse(limit, error.to_string()),
+            None => error.to_string(),
+        };
+        if self.http_left == 0 {
+            let error = FetchError::Requests(self.limits.max_http_requests_per_call);
+            return Err(refuse(self, error));
+        }
+        self.http_left -= 1;
+        let rules = Rules {
+            allow: self.limits.http_allow.clone(),
+            allow_private: self.limits.http_allow_private,
+            max_request_bytes: self.limits.max_http_request_bytes,
+            max_response_bytes: self.limits.max_http_response_bytes,
+        };
+        let call_deadline = self.call_started + self.limits.call_timeout;
+        let by = deadline(call_deadline, self.limits.call_timeout);
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| "no runtime for HTTP requests".to_owned())?;
+        let request = Request {
+            method: request.method,
+            url: request.url,
+            headers: request.headers,
+            body: request.body,
+        };
+        let url = request.url.clone();
+        // Hub calls run on blocking threads, where waiting is allowed.
+        match handle.block_on(rules.fetch(request, by)) {
+            Ok(response) => Ok(http::Response {
+                status: response.status,
+                headers: response.headers,
+                body: response.body,
+            }),
+            Err(error) => {
+                // A refusal by a rule is logged once a call by `refuse`.
+                if error.limit().is_none() {
+                    tracing::info!(
+                        tenant = self.hub.tenant(),
+                        hub = self.hub.hub(),
+                        url,
+                        %error,
+                        "outbound request failed"
+                    );
+                }
+                Err(refuse(self, error))
+            }
+        }
     }
 }
 

@@ -117,6 +117,22 @@ pub struct HubLimits {
     /// Longest delay of a timer, in milliseconds.
     #[arg(skip)]
     pub max_timer_delay_ms: u64,
+    /// Origins (`scheme://host[:port]`) the tenant's hubs may send HTTP
+    /// requests to; none by default.
+    #[arg(skip)]
+    pub http_allow: Vec<String>,
+    /// Let those requests reach private and loopback addresses.
+    #[arg(skip)]
+    pub http_allow_private: bool,
+    /// HTTP requests one call may send.
+    #[arg(skip)]
+    pub max_http_requests_per_call: u32,
+    /// Size of one request's body, in bytes.
+    #[arg(skip)]
+    pub max_http_request_bytes: usize,
+    /// Size of one response's body, in bytes.
+    #[arg(skip)]
+    pub max_http_response_bytes: usize,
 }
 
 impl Default for HubLimits {
@@ -151,6 +167,11 @@ impl Default for HubLimits {
             max_timers: 1_000,
             min_timer_delay_ms: 10,
             max_timer_delay_ms: 30 * 24 * 3600 * 1000,
+            http_allow: Vec::new(),
+            http_allow_private: false,
+            max_http_requests_per_call: 10,
+            max_http_request_bytes: 1 << 20,
+            max_http_response_bytes: 1 << 20,
         }
     }
 }

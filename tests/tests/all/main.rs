@@ -27,6 +27,7 @@ mod cli;
 mod connect;
 mod cors;
 mod deploy;
+mod fetch;
 mod fuzz_corpus;
 mod loading;
 mod long_polling;

@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { execFile } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -23,8 +24,8 @@ function jwt(sub, ttlSeconds, secret = SECRET) {
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
 }
 
-/** A node serving tenant acme (JWT clients) with `hubs`, each as acme/NAME. */
-async function startAcme(hubs = ["chat"]) {
+/** A node serving tenant acme (JWT clients) with `hubs`, each as acme/NAME; `extra` lines end the file. */
+async function startAcme(hubs = ["chat"], extra = []) {
   const dir = mkdtempSync(path.join(tmpdir(), "hubhost-node-"));
   const config = path.join(dir, "hubhost.toml");
   writeFileSync(
@@ -37,6 +38,7 @@ async function startAcme(hubs = ["chat"]) {
       "[tenants.acme.auth]",
       'mode = "jwt"',
       `hs256_secret = "${SECRET}"`,
+      ...extra,
     ].join("\n"),
   );
   return startServer({ hubs: [], args: ["--config", config] });
@@ -123,6 +125,34 @@ test("Config reads tenant variables and secrets, in every language of the chat h
   } finally {
     await Promise.all(clients.map((c) => c.stop()));
     await server.stop();
+  }
+});
+
+test("Fetch goes through the tenant's allow-list, in every language of the chat hub", { timeout: 120_000 }, async () => {
+  const upstream = createServer((request, response) => response.end(request.url === "/ok" ? "hello" : "other"));
+  await new Promise((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  const base = `http://127.0.0.1:${upstream.address().port}`;
+  const server = await startAcme(["chat", "chat-python", "chat-js"], [
+    "[tenants.acme.hub_limits]",
+    `http_allow = ["${base}"]`,
+    "http_allow_private = true",
+  ]);
+  const clients = [];
+  try {
+    for (const hub of ["chat", "chat-python", "chat-js"]) {
+      const client = await connect(`${server.url}/acme/${hub}`, (b) => b, { accessTokenFactory: () => jwt("ann", 300) });
+      clients.push(client);
+      assert.deepEqual(await client.invoke("Fetch", `${base}/ok`), { status: 200, bytes: 5 }, hub);
+      await assert.rejects(
+        client.invoke("Fetch", `http://localhost:${upstream.address().port}/ok`),
+        (e) => e.message.includes("hub_limits.http_allow"),
+        hub,
+      );
+    }
+  } finally {
+    await Promise.all(clients.map((c) => c.stop()));
+    await server.stop();
+    upstream.close();
   }
 });
 

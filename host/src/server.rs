@@ -147,9 +147,13 @@ pub async fn run(
             break;
         }
     }
-    let hub_state = state.hub_state.clone();
-    if let Err(error) = tokio::task::spawn_blocking(move || hub_state.flush()).await {
-        tracing::error!(%error, "hub state not written at shutdown");
+    let (hub_state, timers) = (state.hub_state.clone(), state.timers.clone());
+    let flushed = tokio::task::spawn_blocking(move || {
+        hub_state.flush();
+        timers.flush();
+    });
+    if let Err(error) = flushed.await {
+        tracing::error!(%error, "hub state and timers not written at shutdown");
     }
     result.context("server error")
 }

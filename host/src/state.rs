@@ -105,7 +105,11 @@ impl AppState {
             Some(url) => Arc::new(
                 RedisTimers::new(url, &settings.cluster_prefix).context("invalid Redis URL")?,
             ),
-            None => Arc::new(MemoryTimers::new()),
+            None => match &settings.data_dir {
+                Some(dir) => MemoryTimers::open(&dir.join("timers.json"))
+                    .with_context(|| format!("cannot open the timers in {}", dir.display()))?,
+                None => Arc::new(MemoryTimers::new()),
+            },
         };
         let runtime = runtime
             .with_state(hub_state.clone())

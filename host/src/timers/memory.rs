@@ -1,10 +1,19 @@
 //! The timers of a node alone, in memory: due order, leases, counts per
-//! tenant, under one lock (every operation touches a few entries).
+//! tenant, under one lock (every operation touches a few entries). With a
+//! data directory, every timer is written to `timers.json` within a second
+//! of a change and at shutdown, and read back at start (a timer that was
+//! firing when the node stopped fires again: at least once).
 
 use super::{LEASE, Timer, TimerBackend, TimerError};
 use crate::names::HubKey;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+/// How often changed timers are written to the data directory.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 struct Table {
@@ -20,11 +29,64 @@ struct Table {
 #[derive(Default)]
 pub struct MemoryTimers {
     table: Mutex<Table>,
+    /// Where the timers are written, if anywhere, and whether they changed.
+    file: Option<PathBuf>,
+    dirty: AtomicBool,
 }
 
 impl MemoryTimers {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Timers kept in `file` too: read now, written within a second of a
+    /// change and by [`TimerBackend::flush`].
+    pub fn open(file: &Path) -> anyhow::Result<Arc<Self>> {
+        let timers = Self {
+            file: Some(file.to_owned()),
+            ..Self::default()
+        };
+        match std::fs::read(file) {
+            Ok(bytes) => {
+                let stored: Vec<Timer> = serde_json::from_slice(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                for timer in &stored {
+                    timers.insert(&mut timers.table(), timer);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
+        }
+        let timers = Arc::new(timers);
+        spawn_snapshots(Arc::downgrade(&timers));
+        Ok(timers)
+    }
+
+    fn insert(&self, table: &mut Table, timer: &Timer) {
+        *table.counts.entry(timer.tenant.clone()).or_default() += 1;
+        table.queue.insert((timer.due_ms, timer.id.clone()));
+        table.at.insert(timer.id.clone(), (timer.due_ms, false));
+        table.timers.insert(timer.id.clone(), timer.clone());
+        self.dirty.store(true, Ordering::Relaxed);
+    }
+
+    fn write(&self) {
+        let Some(file) = &self.file else { return };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let timers: Vec<Timer> = self.table().timers.values().cloned().collect();
+        let written = serde_json::to_vec(&timers)
+            .map_err(std::io::Error::other)
+            .and_then(|json| {
+                let partial = file.with_extension("json.partial");
+                std::fs::write(&partial, json)?;
+                std::fs::rename(&partial, file)
+            });
+        if let Err(error) = written {
+            tracing::error!(%error, file = %file.display(), "cannot write timers");
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -44,10 +106,7 @@ impl TimerBackend for MemoryTimers {
         if count >= max_per_tenant {
             return Err(TimerError::Count(max_per_tenant));
         }
-        *table.counts.entry(timer.tenant.clone()).or_default() += 1;
-        table.queue.insert((timer.due_ms, timer.id.clone()));
-        table.at.insert(timer.id.clone(), (timer.due_ms, false));
-        table.timers.insert(timer.id.clone(), timer.clone());
+        self.insert(&mut table, timer);
         Ok(())
     }
 
@@ -70,6 +129,7 @@ impl TimerBackend for MemoryTimers {
         {
             *count = count.saturating_sub(1);
         }
+        self.dirty.store(true, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -118,10 +178,32 @@ impl TimerBackend for MemoryTimers {
         {
             *count = count.saturating_sub(1);
         }
+        self.dirty.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     fn count(&self, tenant: &str) -> Result<u64, TimerError> {
         Ok(self.table().counts.get(tenant).copied().unwrap_or(0))
+    }
+
+    fn flush(&self) {
+        self.write();
+    }
+}
+
+fn spawn_snapshots(timers: Weak<MemoryTimers>) {
+    let spawned = std::thread::Builder::new()
+        .name("hubhost-timer-file".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(SNAPSHOT_EVERY);
+                let Some(timers) = timers.upgrade() else {
+                    return;
+                };
+                timers.write();
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the timer snapshot thread; timers are written at shutdown only");
     }
 }

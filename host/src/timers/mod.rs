@@ -13,8 +13,9 @@
 //! - quotas: timers per tenant (pending, cluster-wide on Redis), the shortest
 //!   and the longest delay, checked before anything is stored.
 //!
-//! [`memory::MemoryTimers`] keeps a node alone's timers (gone with the
-//! process); [`redis::RedisTimers`] a cluster's, in its Redis. Backends block:
+//! [`memory::MemoryTimers`] keeps a node alone's timers (in its data
+//! directory when it has one); [`redis::RedisTimers`] a cluster's, in its
+//! Redis. Backends block:
 //! call them from blocking threads (hub calls, the scheduler's thread).
 
 pub mod memory;
@@ -90,6 +91,8 @@ pub trait TimerBackend: Send + Sync {
     fn done(&self, timer: &Timer) -> Result<(), TimerError>;
     /// Pending and claimed timers of `tenant`.
     fn count(&self, tenant: &str) -> Result<u64, TimerError>;
+    /// Write what is not yet durable (a node alone's file, at shutdown).
+    fn flush(&self) {}
 }
 
 /// Unix milliseconds now.

@@ -205,3 +205,36 @@ async fn reminders_survive_a_node_killed_half_way() -> anyhow::Result<()> {
     a.stop().await?;
     Ok(())
 }
+
+/// A node alone with a data directory keeps its timers across a restart:
+/// one due while the node is down fires when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_keeps_its_timers_in_the_data_directory() -> anyhow::Result<()> {
+    let dir = hubhost_tests::temp_dir("timers-local")?;
+    let mut local = config();
+    local.data_dir = Some(dir.clone());
+    let server = TestServer::start(local.clone()).await?;
+    let (mut client, _) = RawClient::connect(&server, "/demo/faulty").await?;
+    let reply = client.invoke("later", "BumpLater", json!([300])).await?;
+    assert!(reply["result"].is_string(), "{reply}");
+    drop(client);
+    server.stop().await?;
+
+    let again = TestServer::start(local).await?;
+    let (mut client, _) = RawClient::connect(&again, "/demo/faulty").await?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let bumps = client.invoke("bumps", "Bumps", json!([])).await?;
+        if bumps["result"] == 1 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the stored timer never fired: {bumps}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    again.stop().await?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}

@@ -171,6 +171,15 @@ impl hubhost_guest::Hub for Faulty {
         m.on("Members", |ctx, (group, limit): (String, u32)| {
             ctx.presence().group_members(&group, limit)
         });
+        // A timer whose call leaves a trace in state (no connection needed).
+        m.on("BumpLater", |ctx, (delay_ms,): (u64,)| {
+            let delay = std::time::Duration::from_millis(delay_ms);
+            ctx.timers().schedule(delay, "Bump", ())
+        });
+        m.on("Bump", |ctx, ()| ctx.state().increment("bumps", 1));
+        m.on("Bumps", |ctx, ()| {
+            Ok(ctx.state().get::<i64>("bumps")?.unwrap_or(0))
+        });
         // The clocks: read them, then try to wait on one.
         m.on("Clocks", |_, ()| {
             let wall = std::time::SystemTime::now()

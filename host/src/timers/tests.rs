@@ -64,7 +64,7 @@ fn spec(timers: &dyn TimerBackend) -> anyhow::Result<()> {
         .into_iter()
         .filter(|t| t.tenant == tenant)
         .collect();
-    assert_eq!(reclaimed, [other.clone()]);
+    assert_eq!(reclaimed, std::slice::from_ref(&other));
     // A renewed claim is kept past the first lease.
     timers.renew(std::slice::from_ref(&other.id))?;
     timers.done(&other)?;

@@ -100,6 +100,20 @@ async fn reminders_fire_once_on_time_on_a_node_alone() -> anyhow::Result<()> {
             .contains("hub_limits.min_timer_delay_ms"),
         "{short}"
     );
+    let far = client
+        .invoke(
+            "far",
+            "Remind",
+            json!([31u64 * 24 * 3600 * 1000, "too far"]),
+        )
+        .await?;
+    assert!(
+        far["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("hub_limits.max_timer_delay_ms"),
+        "{far}"
+    );
     for i in 0..25 {
         client
             .invoke(&format!("l{i}"), "Remind", json!([600_000, "later"]))

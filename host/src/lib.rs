@@ -26,6 +26,8 @@
 //!   node's connections live.
 //! - [`lifetime`]: `HubLifetimeManager` — delivery, groups and presence
 //!   across nodes.
+//! - [`redis_script`]: one Lua script on a Redis connection, waited on from
+//!   blocking threads (the Redis backends of state and timers).
 //! - [`kv`]: key-value state of hubs — memory, data directory, Redis — and
 //!   the `kv` context of a hub call.
 //! - [`items`]: the values a hub keeps with one connection.
@@ -75,6 +77,7 @@ pub mod names;
 pub mod outbound;
 pub mod protocol;
 pub mod quotas;
+pub mod redis_script;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;

@@ -21,7 +21,7 @@ mod storage;
 mod vars;
 mod watch;
 
-pub use vars::ListedVar;
+pub use vars::{ListedVar, VarLimits};
 
 pub use watch::watch;
 
@@ -89,22 +89,6 @@ pub struct DeploySettings {
     /// The key secrets are sealed with, if the node has one.
     pub secrets_key: Option<Arc<SecretsKey>>,
     pub var_limits: VarLimits,
-}
-
-/// What a tenant's variables may take.
-#[derive(Debug, Clone, Copy)]
-pub struct VarLimits {
-    pub max_per_tenant: usize,
-    pub max_bytes: usize,
-}
-
-impl Default for VarLimits {
-    fn default() -> Self {
-        Self {
-            max_per_tenant: 100,
-            max_bytes: 64 << 10,
-        }
-    }
 }
 
 /// A place among the uploads in progress, held from before the body is read

@@ -7,6 +7,22 @@ use crate::cluster::Control;
 use crate::vars::{StoredVar, VarError, check_name, open_all};
 use std::collections::HashMap;
 
+/// What a tenant's variables may take.
+#[derive(Debug, Clone, Copy)]
+pub struct VarLimits {
+    pub max_per_tenant: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for VarLimits {
+    fn default() -> Self {
+        Self {
+            max_per_tenant: 100,
+            max_bytes: 64 << 10,
+        }
+    }
+}
+
 /// A variable as the admin API lists it: a secret without its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListedVar {

@@ -9,22 +9,12 @@
 
 use super::{KvBackend, KvError, Quota};
 use crate::names::HubKey;
-use redis::aio::MultiplexedConnection;
-use std::sync::Mutex;
+use crate::redis_script::{ScriptClient, ScriptError};
 use std::time::Duration;
-use tokio::runtime::Handle;
-
-/// Longest an operation may take, connecting included.
-const TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct RedisKv {
-    client: redis::Client,
     prefix: String,
-    script: redis::Script,
-    runtime: Handle,
-    /// The connection, once made; dropped after an error so the next
-    /// operation reconnects.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    script: ScriptClient,
 }
 
 /// An operation and its arguments, as the script takes them.
@@ -54,11 +44,8 @@ impl RedisKv {
     /// made inside the tokio runtime its operations will wait on.
     pub fn new(url: &str, cluster: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            client: redis::Client::open(url)?,
             prefix: format!("{cluster}:kv:"),
-            script: redis::Script::new(include_str!("kv.lua")),
-            runtime: Handle::try_current()?,
-            connection: Mutex::default(),
+            script: ScriptClient::new(url, include_str!("kv.lua"))?,
         })
     }
 
@@ -70,11 +57,6 @@ impl RedisKv {
         format!("{}{{{tenant}}}#usage", self.prefix)
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
-        // Only replaced whole: a poisoned slot is still a connection or none.
-        self.connection.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// Run `op` for `tenant` (and `hub`, for hub operations), waiting on the
     /// runtime: hub calls run on blocking threads.
     fn run<T: redis::FromRedisValue>(
@@ -83,32 +65,10 @@ impl RedisKv {
         base: String,
         op: Op,
     ) -> Result<T, KvError> {
-        let connection = self.slot().clone();
-        let usage = self.usage_key(tenant);
-        let mut invocation = self.script.key(base);
-        invocation.key(usage);
-        for arg in &op.args {
-            invocation.arg(arg);
-        }
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(TIMEOUT, async {
-                let mut connection = match connection {
-                    Some(connection) => connection,
-                    None => {
-                        let made = self.client.get_multiplexed_async_connection().await?;
-                        *self.slot() = Some(made.clone());
-                        made
-                    }
-                };
-                invocation.invoke_async::<T>(&mut connection).await
-            })
-            .await
-        });
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => Err(self.failed(error)),
-            Err(_) => {
-                *self.slot() = None;
+        match self.script.run(&[base, self.usage_key(tenant)], &op.args) {
+            Ok(value) => Ok(value),
+            Err(ScriptError::Redis(error)) => Err(self.failed(error)),
+            Err(ScriptError::Timeout) => {
                 Err(KvError::Unavailable("Redis did not answer in time".into()))
             }
         }
@@ -136,12 +96,7 @@ impl RedisKv {
                     .unwrap_or(0);
                 KvError::ReadItems { count, limit: 0 }
             }
-            None => {
-                if error.is_io_error() || error.is_connection_dropped() {
-                    *self.slot() = None;
-                }
-                KvError::Unavailable(text)
-            }
+            None => KvError::Unavailable(text),
         }
     }
 

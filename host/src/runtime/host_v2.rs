@@ -190,14 +190,7 @@ impl CallState {
         args_json: String,
     ) -> Result<String, String> {
         use crate::timers::{Timer, TimerError, new_id};
-        if self.timer_ops_left == 0 {
-            let text = format!(
-                "this call reached its limit of {} timer operations (hub_limits.max_state_ops_per_call)",
-                self.limits.max_state_ops_per_call
-            );
-            return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
-        }
-        self.timer_ops_left -= 1;
+        self.take_timer_op()?;
         let (min, max) = (
             self.limits.min_timer_delay_ms,
             self.limits.max_timer_delay_ms,
@@ -230,6 +223,19 @@ impl CallState {
             Ok(()) => Ok(timer.id),
             Err(error) => Err(self.timer_error(error)),
         }
+    }
+
+    /// Count one timer operation of the call.
+    fn take_timer_op(&mut self) -> Result<(), String> {
+        if self.timer_ops_left == 0 {
+            let text = format!(
+                "this call reached its limit of {} timer operations (hub_limits.max_state_ops_per_call)",
+                self.limits.max_state_ops_per_call
+            );
+            return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
+        }
+        self.timer_ops_left -= 1;
+        Ok(())
     }
 
     fn timer_error(&mut self, error: crate::timers::TimerError) -> String {
@@ -270,14 +276,7 @@ impl timers::Host for CallState {
     }
 
     fn cancel(&mut self, id: String) -> Result<bool, String> {
-        if self.timer_ops_left == 0 {
-            let text = format!(
-                "this call reached its limit of {} timer operations (hub_limits.max_state_ops_per_call)",
-                self.limits.max_state_ops_per_call
-            );
-            return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
-        }
-        self.timer_ops_left -= 1;
+        self.take_timer_op()?;
         let result = self.timers.cancel(&self.hub, &id);
         result.map_err(|error| self.timer_error(error))
     }

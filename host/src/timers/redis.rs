@@ -5,20 +5,11 @@
 
 use super::{LEASE, Timer, TimerBackend, TimerError};
 use crate::names::HubKey;
-use redis::aio::MultiplexedConnection;
-use std::sync::Mutex;
-use std::time::Duration;
-use tokio::runtime::Handle;
-
-/// Longest an operation may take, connecting included.
-const TIMEOUT: Duration = Duration::from_secs(5);
+use crate::redis_script::{ScriptClient, ScriptError};
 
 pub struct RedisTimers {
-    client: redis::Client,
     keys: [String; 4],
-    script: redis::Script,
-    runtime: Handle,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    script: ScriptClient,
 }
 
 impl RedisTimers {
@@ -28,60 +19,21 @@ impl RedisTimers {
         // One hash tag: the four keys sit on one Redis Cluster slot.
         let base = format!("{{{cluster}:timers}}");
         Ok(Self {
-            client: redis::Client::open(url)?,
             keys: ["queue", "data", "claimed", "counts"].map(|k| format!("{base}:{k}")),
-            script: redis::Script::new(include_str!("timers.lua")),
-            runtime: Handle::try_current()?,
-            connection: Mutex::default(),
+            script: ScriptClient::new(url, include_str!("timers.lua"))?,
         })
     }
 
-    fn slot(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
-        // Only replaced whole: a poisoned slot is still a connection or none.
-        self.connection.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn run<T: redis::FromRedisValue>(&self, args: &[String]) -> Result<T, TimerError> {
-        let connection = self.slot().clone();
-        let mut invocation = self.script.prepare_invoke();
-        for key in &self.keys {
-            invocation.key(key);
-        }
-        for arg in args {
-            invocation.arg(arg);
-        }
-        let result = self.runtime.block_on(async {
-            tokio::time::timeout(TIMEOUT, async {
-                let mut connection = match connection {
-                    Some(connection) => connection,
-                    None => {
-                        let made = self.client.get_multiplexed_async_connection().await?;
-                        *self.slot() = Some(made.clone());
-                        made
-                    }
-                };
-                invocation.invoke_async::<T>(&mut connection).await
-            })
-            .await
-        });
-        match result {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                let text = error.to_string();
-                if text.contains("TIMERCOUNT") {
-                    return Err(TimerError::Count(0));
-                }
-                if error.is_io_error() || error.is_connection_dropped() {
-                    *self.slot() = None;
-                }
-                Err(TimerError::Unavailable(text))
+        match self.script.run(&self.keys, args) {
+            Ok(value) => Ok(value),
+            Err(ScriptError::Redis(error)) if error.to_string().contains("TIMERCOUNT") => {
+                Err(TimerError::Count(0))
             }
-            Err(_) => {
-                *self.slot() = None;
-                Err(TimerError::Unavailable(
-                    "Redis did not answer in time".into(),
-                ))
-            }
+            Err(ScriptError::Redis(error)) => Err(TimerError::Unavailable(error.to_string())),
+            Err(ScriptError::Timeout) => Err(TimerError::Unavailable(
+                "Redis did not answer in time".into(),
+            )),
         }
     }
 }

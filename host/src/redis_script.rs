@@ -1,0 +1,89 @@
+//! One Lua script on a Redis connection made on first use, waited on from
+//! blocking threads (hub calls, the timer thread): what the Redis backends of
+//! hub state and timers share. A connection that failed is dropped, so the
+//! next call makes a new one; every call ends within [`TIMEOUT`].
+
+use redis::aio::MultiplexedConnection;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::runtime::Handle;
+
+/// Longest a call may take, connecting included.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a call of the script did not answer.
+#[derive(Debug)]
+pub enum ScriptError {
+    /// Redis answered with an error (the script's own codes among them).
+    Redis(redis::RedisError),
+    /// No answer within [`TIMEOUT`].
+    Timeout,
+}
+
+pub struct ScriptClient {
+    client: redis::Client,
+    script: redis::Script,
+    runtime: Handle,
+    connection: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl ScriptClient {
+    /// `source` at `url`; connects on first use. Must be made inside the
+    /// tokio runtime its calls will wait on.
+    pub fn new(url: &str, source: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            client: redis::Client::open(url)?,
+            script: redis::Script::new(source),
+            runtime: Handle::try_current()?,
+            connection: Mutex::default(),
+        })
+    }
+
+    fn slot(&self) -> MutexGuard<'_, Option<MultiplexedConnection>> {
+        // Only replaced whole: a poisoned slot is still a connection or none.
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run the script with `keys` and `args`, blocking until it answers.
+    pub fn run<T: redis::FromRedisValue>(
+        &self,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, ScriptError> {
+        let connection = self.slot().clone();
+        let mut invocation = self.script.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let result = self.runtime.block_on(async {
+            tokio::time::timeout(TIMEOUT, async {
+                let mut connection = match connection {
+                    Some(connection) => connection,
+                    None => {
+                        let made = self.client.get_multiplexed_async_connection().await?;
+                        *self.slot() = Some(made.clone());
+                        made
+                    }
+                };
+                invocation.invoke_async::<T>(&mut connection).await
+            })
+            .await
+        });
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                if error.is_io_error() || error.is_connection_dropped() {
+                    *self.slot() = None;
+                }
+                Err(ScriptError::Redis(error))
+            }
+            Err(_) => {
+                *self.slot() = None;
+                Err(ScriptError::Timeout)
+            }
+        }
+    }
+}

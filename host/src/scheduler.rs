@@ -34,6 +34,8 @@ pub fn start(state: &Arc<AppState>) {
 fn run(state: Weak<AppState>, runtime: tokio::runtime::Handle) {
     let in_flight: InFlight = Arc::default();
     let mut renewed = Instant::now();
+    // While the backend fails (Redis away), say so once, not every POLL.
+    let mut failing = false;
     loop {
         std::thread::sleep(POLL);
         let Some(state) = state.upgrade() else { return };
@@ -43,14 +45,23 @@ fn run(state: Weak<AppState>, runtime: tokio::runtime::Handle) {
         if renewed.elapsed() >= LEASE / 3 {
             renewed = Instant::now();
             let ids: Vec<String> = lock(&in_flight).iter().cloned().collect();
-            if let Err(error) = state.timers.renew(&ids) {
+            if let Err(error) = state.timers.renew(&ids)
+                && !failing
+            {
                 tracing::warn!(%error, "cannot renew the claims of running timers");
             }
         }
         let due = match state.timers.claim(now_ms(), BATCH) {
-            Ok(due) => due,
+            Ok(due) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("claiming due timers again");
+                }
+                due
+            }
             Err(error) => {
-                tracing::warn!(?error, "cannot claim due timers");
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::warn!(?error, "cannot claim due timers; retrying every poll");
+                }
                 continue;
             }
         };

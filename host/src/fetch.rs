@@ -123,6 +123,18 @@ fn is_private(ip: IpAddr) -> bool {
 }
 
 impl Rules {
+    /// Whether `origin` is on the allow-list, whose entries are compared as
+    /// origins too (`HTTPS://API.Example.com:443/` allows
+    /// `https://api.example.com`); an entry that is no URL allows nothing.
+    fn allows(&self, origin: &str) -> bool {
+        self.allow.iter().any(|entry| {
+            reqwest::Url::parse(entry)
+                .ok()
+                .and_then(|url| self::origin(&url))
+                .is_some_and(|allowed| allowed == origin)
+        })
+    }
+
     /// `url` checked against the allow-list, and the address to connect to.
     async fn check(&self, url: &str) -> Result<(reqwest::Url, SocketAddr), FetchError> {
         let parsed = reqwest::Url::parse(url).map_err(|_| FetchError::BadUrl(url.to_owned()))?;
@@ -130,11 +142,7 @@ impl Rules {
         else {
             return Err(FetchError::BadUrl(url.to_owned()));
         };
-        if !self
-            .allow
-            .iter()
-            .any(|allowed| allowed.trim_end_matches('/') == origin)
-        {
+        if !self.allows(&origin) {
             return Err(FetchError::NotAllowed(origin));
         }
         let host = parsed.host_str().unwrap_or_default().to_owned();
@@ -281,6 +289,20 @@ mod tests {
             assert!(!is_private(ip.parse()?), "{ip}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn allow_list_entries_are_compared_as_origins() {
+        let rules = Rules {
+            allow: vec!["HTTPS://API.Example.com:443/".into(), "not a url".into()],
+            allow_private: false,
+            max_request_bytes: 1,
+            max_response_bytes: 1,
+        };
+        assert!(rules.allows("https://api.example.com"));
+        assert!(!rules.allows("http://api.example.com"));
+        assert!(!rules.allows("https://api.example.com:8443"));
+        assert!(!rules.allows("not a url"));
     }
 
     #[test]

@@ -57,6 +57,8 @@
 //!   requests passed on to the connection's node.
 //! - [`admin`]: the admin API (`/admin/v1/`), its keys, its request and
 //!   answer types, and its client (the CLI).
+//! - [`server_api`]: the server API (`/api/v1/`): backends send to clients
+//!   and manage groups.
 //! - [`server`]: `app(state) -> Router`, `run(listener, state, shutdown)`.
 
 pub mod admin;
@@ -81,6 +83,7 @@ pub mod redis_script;
 pub mod runtime;
 pub mod scheduler;
 pub mod server;
+pub mod server_api;
 pub mod sessions;
 pub mod state;
 pub mod store;

@@ -2,6 +2,7 @@
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use hubhost::admin::api::{ApiMessage, ApiMessages, ApiTarget};
 use hubhost::admin::client::{AdminClient, describe_hubs};
 use hubhost::config::{Config, ServeArgs};
 use hubhost::names::HubKey;
@@ -49,6 +50,25 @@ enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         command: HubsCommand,
+    },
+    /// Send a message to clients of a hub through the server API, as a
+    /// backend would: to every client unless --group, --user or --connection.
+    Send {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The hub, as TENANT/HUB.
+        hub: String,
+        #[arg(long, conflicts_with_all = ["user", "connection"])]
+        group: Option<String>,
+        #[arg(long, conflicts_with = "connection")]
+        user: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        /// The client method to call.
+        method: String,
+        /// Its arguments, a JSON array.
+        #[arg(default_value = "[]")]
+        args: String,
     },
     /// Set, list or delete a tenant's variables and secrets, which its hubs
     /// read through `config`.
@@ -202,6 +222,29 @@ async fn vars(admin: AdminArgs, command: VarsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn send(
+    admin: AdminArgs,
+    hub: String,
+    target: ApiTarget,
+    method: String,
+    args: String,
+) -> anyhow::Result<()> {
+    let key = hub_key(&hub)?;
+    let arguments: Vec<serde_json::Value> =
+        serde_json::from_str(&args).context("the arguments must be a JSON array")?;
+    let client = AdminClient::new(&admin.server, &admin.key)?;
+    let message = ApiMessage {
+        target,
+        method,
+        arguments,
+    };
+    let accepted = client
+        .send_messages(&key, &ApiMessages::One(message))
+        .await?;
+    println!("{hub}: {} message accepted", accepted.accepted);
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -221,6 +264,23 @@ fn main() -> anyhow::Result<()> {
         } => runtime.block_on(deploy(admin, hub, file, no_activate)),
         Command::Hubs { admin, command } => runtime.block_on(hubs(admin, command)),
         Command::Vars { admin, command } => runtime.block_on(vars(admin, command)),
+        Command::Send {
+            admin,
+            hub,
+            group,
+            user,
+            connection,
+            method,
+            args,
+        } => {
+            let target = match (group, user, connection) {
+                (Some(group), _, _) => ApiTarget::Group(group),
+                (_, Some(user), _) => ApiTarget::User(user),
+                (_, _, Some(connection)) => ApiTarget::Connection(connection),
+                _ => ApiTarget::All(true),
+            };
+            runtime.block_on(send(admin, hub, target, method, args))
+        }
     }
 }
 

@@ -40,7 +40,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(hubs)
-        .nest("/admin/v1", admin::routes());
+        .nest("/admin/v1", admin::routes())
+        .nest("/api/v1", crate::server_api::routes());
     let router = match &state.settings.static_dir {
         Some(dir) => router.fallback_service(tower_http::services::ServeDir::new(dir)),
         None => router,

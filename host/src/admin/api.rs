@@ -152,3 +152,45 @@ pub struct LimitHits {
     pub tenant: String,
     pub hits: std::collections::BTreeMap<String, u64>,
 }
+
+/// Whom a message from a backend goes to, within one hub (the server API,
+/// `/api/v1/`): `{"all": true}`, `{"allExcept": [ids]}`, `{"connection": id}`,
+/// `{"connections": [ids]}`, `{"group": name}`, `{"groups": [names]}`,
+/// `{"user": id}` or `{"users": [ids]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum ApiTarget {
+    All(bool),
+    AllExcept(Vec<String>),
+    Connection(String),
+    Connections(Vec<String>),
+    Group(String),
+    Groups(Vec<String>),
+    User(String),
+    Users(Vec<String>),
+}
+
+/// One message from a backend: `method(arguments…)` to `target`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiMessage {
+    pub target: ApiTarget,
+    pub method: String,
+    #[serde(default)]
+    pub arguments: Vec<serde_json::Value>,
+}
+
+/// The body of `POST /api/v1/tenants/T/hubs/H/messages`: one message, or a
+/// batch of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ApiMessages {
+    One(ApiMessage),
+    Batch(Vec<ApiMessage>),
+}
+
+/// `202`: how many messages were accepted for delivery (all or none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub accepted: usize,
+}

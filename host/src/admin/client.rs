@@ -2,8 +2,8 @@
 //! `hubhost vars …`).
 
 use super::api::{
-    Activate, ActiveVersion, ErrorBody, HubDeleted, HubInfo, HubList, LimitHits, SetVar, Uploaded,
-    VarChanged, VarList,
+    Accepted, Activate, ActiveVersion, ApiMessages, ErrorBody, HubDeleted, HubInfo, HubList,
+    LimitHits, SetVar, Uploaded, VarChanged, VarList,
 };
 use crate::hubs::Source;
 use crate::names::HubKey;
@@ -118,6 +118,21 @@ impl AdminClient {
 
     pub async fn delete(&self, key: &HubKey) -> anyhow::Result<HubDeleted> {
         self.send(self.http.delete(self.hub_url(key, ""))).await
+    }
+
+    /// Send `messages` to clients of `key` through the server API.
+    pub async fn send_messages(
+        &self,
+        key: &HubKey,
+        messages: &ApiMessages,
+    ) -> anyhow::Result<Accepted> {
+        let url = format!(
+            "{}/api/v1/tenants/{}/hubs/{}/messages",
+            self.base.trim_end_matches("/admin/v1"),
+            key.tenant(),
+            key.hub()
+        );
+        self.send(self.http.post(url).json(messages)).await
     }
 
     fn var_url(&self, tenant: &str, name: &str) -> String {

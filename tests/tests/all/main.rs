@@ -39,6 +39,7 @@ mod redis;
 mod redis_tls;
 mod routing;
 mod sandbox;
+mod server_api;
 mod sse;
 mod state;
 mod targets;

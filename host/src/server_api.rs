@@ -9,16 +9,16 @@
 //! `max_names_per_send` per target, `max_sent_bytes_per_call` per request);
 //! a batch is accepted whole or refused whole.
 
-use crate::admin::api::{Accepted, ApiMessage, ApiMessages, ApiTarget};
+use crate::admin::api::{Accepted, ApiMessage, ApiMessages, ApiTarget, Presence};
 use crate::admin::{AdminError, TenantAdmin};
-use crate::lifetime::{GroupError, GroupLimits, Target};
+use crate::lifetime::{GroupError, GroupLimits, PresenceQuery, Target};
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::Message;
 use crate::state::AppState;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
@@ -45,6 +45,12 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route(
             "/tenants/{tenant}/hubs/{hub}/groups/{group}/connections/{connection}",
             put(join).delete(leave),
+        )
+        .route("/tenants/{tenant}/hubs/{hub}/groups/{name}", get(group))
+        .route("/tenants/{tenant}/hubs/{hub}/users/{name}", get(user))
+        .route(
+            "/tenants/{tenant}/hubs/{hub}/connections/{name}",
+            get(connection),
         )
 }
 
@@ -166,6 +172,48 @@ async fn send(
         state.lifetime.send(&hub, target, message);
     }
     Ok((StatusCode::ACCEPTED, Json(Accepted { accepted })))
+}
+
+/// Ids a presence answer lists at most.
+const MAX_LISTED: usize = 1_000;
+
+async fn presence(
+    state: &AppState,
+    admin: &TenantAdmin,
+    params: &HashMap<String, String>,
+    (param, query): (&str, fn(String) -> PresenceQuery),
+) -> Result<Json<Presence>> {
+    let hub = hub_of(admin)?;
+    let name = params.get(param).cloned().ok_or(AdminError::Internal)?;
+    let answer = state.lifetime.presence(hub, query(name), MAX_LISTED).await;
+    Ok(Json(Presence {
+        count: answer.count,
+        connections: answer.ids,
+    }))
+}
+
+async fn group(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<Presence>> {
+    presence(&state, &admin, &params, ("name", PresenceQuery::Group)).await
+}
+
+async fn user(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<Presence>> {
+    presence(&state, &admin, &params, ("name", PresenceQuery::User)).await
+}
+
+async fn connection(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    Path(params): Path<HashMap<String, String>>,
+) -> Result<Json<Presence>> {
+    presence(&state, &admin, &params, ("name", PresenceQuery::Connection)).await
 }
 
 /// `{group}` and `{connection}` of a group route.

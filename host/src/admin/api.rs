@@ -189,6 +189,14 @@ pub enum ApiMessages {
     Batch(Vec<ApiMessage>),
 }
 
+/// `GET …/groups/G`, `…/users/U`, `…/connections/ID`: how many connections,
+/// on every node, and up to 1,000 of their ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub count: u64,
+    pub connections: Vec<String>,
+}
+
 /// `202`: how many messages were accepted for delivery (all or none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {

@@ -208,6 +208,10 @@ impl HubConnections {
                 Some(members) => Box::new(members.iter()),
                 None => return (0, Vec::new()),
             },
+            PresenceQuery::Connection(id) => match self.connections.get_key_value(id.as_str()) {
+                Some((id, _)) => Box::new(std::iter::once(id)),
+                None => return (0, Vec::new()),
+            },
         };
         let count = ids.len() as u64;
         (count, ids.take(limit).map(|id| id.to_string()).collect())

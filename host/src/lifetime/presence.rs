@@ -25,6 +25,8 @@ pub enum PresenceQuery {
     Hub,
     Group(String),
     User(String),
+    /// One connection: whether it is there.
+    Connection(String),
 }
 
 /// How many connections a query names, cluster-wide, and up to the limit of

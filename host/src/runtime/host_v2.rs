@@ -86,7 +86,9 @@ impl CallState {
             return Err(self.refuse("hub_limits.max_state_ops_per_call", text));
         }
         self.presence_left -= 1;
-        if let PresenceQuery::Group(name) | PresenceQuery::User(name) = &query
+        if let PresenceQuery::Group(name)
+        | PresenceQuery::User(name)
+        | PresenceQuery::Connection(name) = &query
             && (name.is_empty() || name.len() > MAX_NAME_BYTES)
         {
             return Err(format!(

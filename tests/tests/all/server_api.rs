@@ -34,6 +34,10 @@ async fn call(
     Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
 }
 
+async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, Value)> {
+    call(addr, reqwest::Method::GET, path, Value::Null).await
+}
+
 async fn post(addr: SocketAddr, body: Value) -> anyhow::Result<(u16, Value)> {
     call(addr, reqwest::Method::POST, "/messages", body).await
 }
@@ -99,6 +103,24 @@ async fn a_backend_reaches_exactly_the_clients_it_names() -> anyhow::Result<()> 
     assert_eq!(
         notes_until(&mut b2, "end").await?,
         ["all", "room", "not a", "a and b2", "end"]
+    );
+
+    // Who is there, on every node.
+    assert_eq!(
+        get(a.addr, "/groups/room").await?,
+        (200, json!({"count": 1, "connections": [b2_id]}))
+    );
+    assert_eq!(
+        get(a.addr, &format!("/connections/{b1_id}")).await?,
+        (200, json!({"count": 1, "connections": [b1_id]}))
+    );
+    assert_eq!(
+        get(a.addr, "/connections/gone").await?,
+        (200, json!({"count": 0, "connections": []}))
+    );
+    assert_eq!(
+        get(a.addr, "/users/nobody").await?,
+        (200, json!({"count": 0, "connections": []}))
     );
 
     // Out of the group: a group message no longer reaches b2.

@@ -13,6 +13,8 @@
 //! - [`names`]: [`names::HubKey`], the tenant and hub name rules, the limit on
 //!   group names and user ids.
 //! - [`millis`]: durations in settings, as milliseconds, parsed once.
+//! - [`snapshot`]: a node alone's in-memory tables written to its data
+//!   directory, atomically, every second.
 //! - [`protocol`]: the SignalR handshake and the JSON and MessagePack hub
 //!   protocols, pure.
 //! - [`quotas`]: connections per tenant, messages per second per connection.
@@ -85,6 +87,7 @@ pub mod scheduler;
 pub mod server;
 pub mod server_api;
 pub mod sessions;
+pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod tenants;

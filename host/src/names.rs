@@ -11,6 +11,10 @@ use std::sync::Arc;
 /// Longest group name or user id, in bytes.
 pub const MAX_NAME_BYTES: usize = 4096;
 
+/// Longest client method a message may call (a hub's send, a backend's), in
+/// bytes.
+pub const MAX_METHOD_BYTES: usize = 256;
+
 /// One hub of one tenant: the scope of every connection, group and user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HubKey {

@@ -12,7 +12,7 @@
 use crate::admin::api::{Accepted, ApiMessage, ApiMessages, ApiTarget, Presence};
 use crate::admin::{AdminError, TenantAdmin};
 use crate::lifetime::{GroupError, GroupLimits, PresenceQuery, Target};
-use crate::names::{HubKey, MAX_NAME_BYTES};
+use crate::names::{HubKey, MAX_METHOD_BYTES, MAX_NAME_BYTES};
 use crate::outbound::Message;
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -28,8 +28,6 @@ use std::sync::Arc;
 pub const MAX_BATCH: usize = 100;
 /// Bytes of a request read at all (a larger one gets 413 before it is read).
 const MAX_BODY_BYTES: usize = 16 << 20;
-/// Longest method name, in bytes (as for a hub's send).
-const MAX_METHOD_BYTES: usize = 256;
 
 type Result<T> = std::result::Result<T, AdminError>;
 

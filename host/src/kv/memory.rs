@@ -7,21 +7,13 @@
 //! they stop counting against its quota without a sweeper thread.
 
 use super::{KvBackend, KvError, Quota, range};
+use crate::millis::{as_millis, unix_now as now_ms};
 use crate::names::HubKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// How often changed tenants are written to the data directory.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Value {
@@ -176,7 +168,7 @@ impl MemoryKv {
                 dirty: Mutex::default(),
             }),
         });
-        spawn_snapshots(Arc::downgrade(&kv));
+        crate::snapshot::spawn("hubhost-state", Arc::downgrade(&kv), Self::write_snapshots);
         Ok(kv)
     }
 
@@ -227,13 +219,8 @@ impl MemoryKv {
         let dirty: Vec<String> = lock(&snapshots.dirty).drain().collect();
         for tenant in dirty {
             let state = self.tenant(&tenant);
-            let json = serde_json::to_vec(&*lock(&state));
             let path = snapshots.dir.join(format!("{tenant}.json"));
-            let written = json.map_err(std::io::Error::other).and_then(|json| {
-                let partial = path.with_extension("json.partial");
-                std::fs::write(&partial, json)?;
-                std::fs::rename(&partial, &path)
-            });
+            let written = crate::snapshot::write_json(&path, &*lock(&state));
             if let Err(error) = written {
                 tracing::error!(%error, tenant, path = %path.display(), "cannot write hub state");
                 lock(&snapshots.dirty).insert(tenant);
@@ -246,21 +233,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Each operation checks before it changes anything, so a panic cannot
     // leave a half-done change behind.
     mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn spawn_snapshots(kv: Weak<MemoryKv>) {
-    let spawned = std::thread::Builder::new()
-        .name("hubhost-state".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(SNAPSHOT_EVERY);
-                let Some(kv) = kv.upgrade() else { return };
-                kv.write_snapshots();
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the state snapshot thread; state is written at shutdown only");
-    }
 }
 
 impl KvBackend for MemoryKv {
@@ -278,7 +250,7 @@ impl KvBackend for MemoryKv {
         ttl: Option<Duration>,
         quota: Quota,
     ) -> Result<(), KvError> {
-        let expires = ttl.map(|ttl| now_ms().saturating_add(ttl.as_millis() as u64));
+        let expires = ttl.map(|ttl| now_ms().saturating_add(as_millis(ttl)));
         self.with(hub, true, |state| {
             let value = Value {
                 text: value.to_owned(),

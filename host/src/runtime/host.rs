@@ -13,16 +13,13 @@ use super::worlds::v1::hubhost::hub::{clients, groups, log, types};
 use crate::items::Items;
 use crate::kv::{KvBackend, KvCall, KvLimits, Quota};
 use crate::lifetime::{GroupError, GroupLimits, HubLifetimeManager, Target};
-use crate::names::{HubKey, MAX_NAME_BYTES};
+use crate::names::{HubKey, MAX_METHOD_BYTES, MAX_NAME_BYTES};
 use crate::outbound::Message;
 use crate::quotas::LimitCounters;
 use crate::timers::TimerBackend;
 use crate::vars::Vars;
 use serde_json::value::RawValue;
 use std::sync::Arc;
-
-/// Longest client method name a hub may send, in bytes.
-pub(super) const MAX_METHOD_BYTES: usize = 256;
 
 /// The data of an instance's store. The per-call part is set by `begin`
 /// and cleared by `end`, since an instance serves many calls.
@@ -231,7 +228,7 @@ pub fn json_array(args_json: String) -> Result<Box<RawValue>, String> {
     Ok(arguments)
 }
 
-fn check_names<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
+pub(super) fn check_names<'a>(names: impl IntoIterator<Item = &'a String>) -> Result<(), String> {
     if names
         .into_iter()
         .any(|n| n.is_empty() || n.len() > MAX_NAME_BYTES)

@@ -10,7 +10,6 @@ use super::host::kv_limits;
 use super::worlds::{v1, v2};
 use crate::kv::{KvCall, KvError};
 use crate::lifetime::PresenceQuery;
-use crate::names::MAX_NAME_BYTES;
 use v2::hubhost::hub::{clients, clock, config, groups, http, items, kv, log, presence, timers};
 
 impl clients::Host for CallState {
@@ -89,11 +88,8 @@ impl CallState {
         if let PresenceQuery::Group(name)
         | PresenceQuery::User(name)
         | PresenceQuery::Connection(name) = &query
-            && (name.is_empty() || name.len() > MAX_NAME_BYTES)
         {
-            return Err(format!(
-                "group names and user ids must be 1 to {MAX_NAME_BYTES} bytes"
-            ));
+            super::host::check_names([name])?;
         }
         let max = self.limits().max_state_read_items;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -201,7 +197,7 @@ impl CallState {
             let error = TimerError::Delay { min, max };
             return Err(self.refuse("hub_limits.max_timer_delay_ms", error.to_string()));
         }
-        if method.is_empty() || method.len() > super::host::MAX_METHOD_BYTES {
+        if method.is_empty() || method.len() > crate::names::MAX_METHOD_BYTES {
             return Err(TimerError::BadMethod.to_string());
         }
         if args_json.len() > self.limits.max_state_value_bytes {
@@ -345,7 +341,7 @@ impl config::Host for CallState {
 
 impl clock::Host for CallState {
     fn now_ms(&mut self) -> u64 {
-        super::wasi::wall_clock_ms()
+        crate::millis::unix_now()
     }
 
     fn monotonic_ns(&mut self) -> u64 {

@@ -82,11 +82,6 @@ pub(super) fn monotonic_ns() -> u64 {
     u64::try_from(nanos).unwrap_or(u64::MAX)
 }
 
-/// Milliseconds since the Unix epoch.
-pub(super) fn wall_clock_ms() -> u64 {
-    u64::try_from(wall_clock().as_millis()).unwrap_or(u64::MAX)
-}
-
 /// Define `import` if it is one of the clocks (exact names, as for
 /// randomness). Returns whether it was defined.
 pub(super) fn add_clocks(linker: &mut Linker<CallState>, import: &str) -> wasmtime::Result<bool> {

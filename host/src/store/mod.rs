@@ -50,9 +50,7 @@ impl VersionInfo {
             version,
             sha256: crate::ids::hex(&digest),
             size: bytes.len() as u64,
-            uploaded_at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            uploaded_at_ms: crate::millis::unix_now(),
         }
     }
 }

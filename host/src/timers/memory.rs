@@ -9,11 +9,7 @@ use crate::names::HubKey;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
-
-/// How often changed timers are written to the data directory.
-const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
 struct Table {
@@ -58,7 +54,7 @@ impl MemoryTimers {
             Err(e) => anyhow::bail!("cannot read {}: {e}", file.display()),
         }
         let timers = Arc::new(timers);
-        spawn_snapshots(Arc::downgrade(&timers));
+        crate::snapshot::spawn("hubhost-timer-file", Arc::downgrade(&timers), Self::write);
         Ok(timers)
     }
 
@@ -76,13 +72,7 @@ impl MemoryTimers {
             return;
         }
         let timers: Vec<Timer> = self.table().timers.values().cloned().collect();
-        let written = serde_json::to_vec(&timers)
-            .map_err(std::io::Error::other)
-            .and_then(|json| {
-                let partial = file.with_extension("json.partial");
-                std::fs::write(&partial, json)?;
-                std::fs::rename(&partial, file)
-            });
+        let written = crate::snapshot::write_json(file, &timers);
         if let Err(error) = written {
             tracing::error!(%error, file = %file.display(), "cannot write timers");
             self.dirty.store(true, Ordering::Relaxed);
@@ -188,22 +178,5 @@ impl TimerBackend for MemoryTimers {
 
     fn flush(&self) {
         self.write();
-    }
-}
-
-fn spawn_snapshots(timers: Weak<MemoryTimers>) {
-    let spawned = std::thread::Builder::new()
-        .name("hubhost-timer-file".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(SNAPSHOT_EVERY);
-                let Some(timers) = timers.upgrade() else {
-                    return;
-                };
-                timers.write();
-            }
-        });
-    if let Err(error) = spawned {
-        tracing::error!(%error, "cannot start the timer snapshot thread; timers are written at shutdown only");
     }
 }

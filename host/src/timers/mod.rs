@@ -95,12 +95,7 @@ pub trait TimerBackend: Send + Sync {
     fn flush(&self) {}
 }
 
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::millis::unix_now as now_ms;
 
 /// A fresh timer id: 16 random bytes, hex.
 pub fn new_id() -> Result<String, TimerError> {

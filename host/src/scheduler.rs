@@ -109,23 +109,41 @@ async fn fire(state: Arc<AppState>, timer: Timer, in_flight: InFlight) {
         items: Default::default(),
     };
     let lifetime = state.lifetime.clone();
-    let call = timer.clone();
+    let (call, timers) = (timer.clone(), state.timers.clone());
+    // The timer is forgotten on the same thread, right after its call: the
+    // window in which a node's death makes another node fire it again is
+    // one Redis round trip, not a second task's wait for a thread.
     let result = tokio::task::spawn_blocking(move || {
         let result = slot
             .active()
             .invoke(&lifetime, &caller, &call.method, &call.args);
         drop(permit);
-        result
+        let done = timers.done(&call);
+        (result, done)
     })
     .await;
-    let (tenant, hub, method) = (&timer.tenant, &timer.hub, &timer.method);
-    match result {
-        Ok(Ok(Ok(_))) => tracing::debug!(tenant, hub, method, late_ms, "timer fired"),
-        Ok(Ok(Err(error))) => tracing::info!(tenant, hub, method, ?error, "timer's call failed"),
-        Ok(Err(error)) => tracing::warn!(tenant, hub, method, %error, "timer's call stopped"),
-        Err(error) => tracing::error!(tenant, hub, method, %error, "timer task failed"),
+    let (tenant, hub, method, id) = (&timer.tenant, &timer.hub, &timer.method, &timer.id);
+    let done = match result {
+        Ok((result, done)) => {
+            match result {
+                Ok(Ok(_)) => tracing::debug!(tenant, hub, method, late_ms, "timer fired"),
+                Ok(Err(error)) => {
+                    tracing::info!(tenant, hub, method, ?error, "timer's call failed")
+                }
+                Err(error) => tracing::warn!(tenant, hub, method, %error, "timer's call stopped"),
+            }
+            done
+        }
+        Err(error) => {
+            tracing::error!(tenant, hub, method, %error, "timer task failed");
+            finish(&state, timer, &in_flight).await;
+            return;
+        }
+    };
+    if done.is_err() {
+        tracing::warn!(id, "cannot forget a fired timer; it may fire again");
     }
-    finish(&state, timer, &in_flight).await;
+    lock(&in_flight).remove(id);
 }
 
 async fn finish(state: &Arc<AppState>, timer: Timer, in_flight: &InFlight) {

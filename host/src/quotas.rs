@@ -212,6 +212,29 @@ impl RateLimit {
     }
 }
 
+/// One [`RateLimit`] per tenant, at the rate its settings give now.
+#[derive(Debug, Default)]
+pub struct TenantRates {
+    buckets: Mutex<HashMap<String, (u32, RateLimit)>>,
+}
+
+impl TenantRates {
+    /// Take one of `tenant`'s tokens at `rate` a second; false when it is
+    /// over. A changed rate starts a new, full bucket.
+    pub fn allow(&self, tenant: &str, rate: u32) -> bool {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        match buckets.get_mut(tenant) {
+            Some((current, bucket)) if *current == rate => bucket.allow(),
+            _ => {
+                let mut bucket = RateLimit::new(rate);
+                let allowed = bucket.allow();
+                buckets.insert(tenant.to_owned(), (rate, bucket));
+                allowed
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +283,18 @@ mod tests {
         tokio::time::advance(Duration::from_millis(400)).await;
         assert!(limit.allow(), "a third of a second buys one message");
         assert!(!limit.allow());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn tenant_rates_are_apart_and_follow_the_setting() {
+        let rates = TenantRates::default();
+        assert!(rates.allow("a", 2) && rates.allow("a", 2));
+        assert!(!rates.allow("a", 2), "a's burst is spent");
+        assert!(rates.allow("b", 2), "b has its own bucket");
+        let raised = (0..6).filter(|_| rates.allow("a", 5)).count();
+        assert_eq!(raised, 5, "a raised rate starts a full bucket of its size");
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert!(rates.allow("a", 5), "and refills at its rate");
+        assert!(!rates.allow("a", 5));
     }
 }

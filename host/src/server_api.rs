@@ -7,16 +7,21 @@
 //! A message is delivered on every node exactly like a hub's send, under the
 //! same limits of the tenant (`hub_limits.max_send_bytes` per message,
 //! `max_names_per_send` per target, `max_sent_bytes_per_call` per request);
-//! a batch is accepted whole or refused whole.
+//! a batch is accepted whole or refused whole. Connections are closed (one,
+//! or every one of a user) on whichever node holds them, with a reason.
+//! Each tenant may make `hub_limits.max_api_requests_per_second` requests
+//! of a node; more are answered 429 with `Retry-After`.
 
-use crate::admin::api::{Accepted, ApiMessage, ApiMessages, ApiTarget, Presence};
+use crate::admin::api::{
+    Accepted, ApiMessage, ApiMessages, ApiTarget, CloseQuery, CloseWhat, Closed, Presence,
+};
 use crate::admin::{AdminError, TenantAdmin};
 use crate::lifetime::{GroupError, GroupLimits, PresenceQuery, Target};
 use crate::names::{HubKey, MAX_METHOD_BYTES, MAX_NAME_BYTES};
-use crate::outbound::Message;
+use crate::outbound::{CloseRequest, Message};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -28,6 +33,8 @@ use std::sync::Arc;
 pub const MAX_BATCH: usize = 100;
 /// Bytes of a request read at all (a larger one gets 413 before it is read).
 const MAX_BODY_BYTES: usize = 16 << 20;
+/// Bytes of a close reason.
+pub const MAX_REASON_BYTES: usize = 1024;
 
 type Result<T> = std::result::Result<T, AdminError>;
 
@@ -45,15 +52,34 @@ pub fn routes() -> Router<Arc<AppState>> {
             put(join).delete(leave),
         )
         .route("/tenants/{tenant}/hubs/{hub}/groups/{name}", get(group))
-        .route("/tenants/{tenant}/hubs/{hub}/users/{name}", get(user))
+        .route(
+            "/tenants/{tenant}/hubs/{hub}/users/{name}",
+            get(user).delete(close_user),
+        )
         .route(
             "/tenants/{tenant}/hubs/{hub}/connections/{name}",
-            get(connection),
+            get(connection).delete(close_connection),
         )
 }
 
-fn hub_of(admin: &TenantAdmin) -> Result<&HubKey> {
-    admin.hub.as_ref().ok_or(AdminError::Internal)
+/// The hub of a server API route, once the tenant is within its request rate.
+fn hub_of<'a>(state: &AppState, admin: &'a TenantAdmin) -> Result<&'a HubKey> {
+    let hub = admin.hub.as_ref().ok_or(AdminError::Internal)?;
+    let rate = state
+        .tenants
+        .current()
+        .get(hub.tenant())
+        .hub_limits
+        .max_api_requests_per_second;
+    if !state.api_rates.allow(hub.tenant(), rate) {
+        state
+            .limit_counters
+            .hit(hub.tenant(), "hub_limits.max_api_requests_per_second");
+        return Err(AdminError::TooMany(format!(
+            "Over the limit of {rate} server API requests a second (hub_limits.max_api_requests_per_second); retry after a second."
+        )));
+    }
+    Ok(hub)
 }
 
 impl From<ApiTarget> for Target {
@@ -134,7 +160,7 @@ async fn send(
     admin: TenantAdmin,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Accepted>)> {
-    let hub = hub_of(&admin)?.clone();
+    let hub = hub_of(&state, &admin)?.clone();
     let limit = state
         .tenants
         .current()
@@ -181,7 +207,7 @@ async fn presence(
     params: &HashMap<String, String>,
     (param, query): (&str, fn(String) -> PresenceQuery),
 ) -> Result<Json<Presence>> {
-    let hub = hub_of(admin)?;
+    let hub = hub_of(state, admin)?;
     let name = params.get(param).cloned().ok_or(AdminError::Internal)?;
     let answer = state.lifetime.presence(hub, query(name), MAX_LISTED).await;
     Ok(Json(Presence {
@@ -246,7 +272,7 @@ async fn join(
     admin: TenantAdmin,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<StatusCode> {
-    let hub = hub_of(&admin)?;
+    let hub = hub_of(&state, &admin)?;
     let (group, connection) = group_and_connection(&params)?;
     let table = state.tenants.current();
     let limits = &table.get(hub.tenant()).hub_limits;
@@ -267,7 +293,7 @@ async fn leave(
     admin: TenantAdmin,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<StatusCode> {
-    let hub = hub_of(&admin)?;
+    let hub = hub_of(&state, &admin)?;
     let (group, connection) = group_and_connection(&params)?;
     state
         .lifetime
@@ -275,4 +301,75 @@ async fn leave(
         .await
         .map_err(group_error)?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Close the connection, or the user's connections, `{name}` names: 404
+/// if there is none.
+async fn close(
+    state: &AppState,
+    admin: &TenantAdmin,
+    params: &HashMap<String, String>,
+    close: CloseQuery,
+    what: CloseWhat,
+) -> Result<(StatusCode, Json<Closed>)> {
+    let hub = hub_of(state, admin)?;
+    let name = params.get("name").cloned().ok_or(AdminError::Internal)?;
+    let (query, target, what) = match what {
+        CloseWhat::Connection => (
+            PresenceQuery::Connection(name.clone()),
+            Target::Connection(name.clone()),
+            "connection",
+        ),
+        CloseWhat::User => (
+            PresenceQuery::User(name.clone()),
+            Target::User(name.clone()),
+            "user",
+        ),
+    };
+    if close
+        .reason
+        .as_ref()
+        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+    {
+        return Err(AdminError::BadRequest(format!(
+            "A close reason is at most {MAX_REASON_BYTES} bytes."
+        )));
+    }
+    // Asked first, so that a backend learns of a wrong id; a connection
+    // that leaves in between is simply not there to close.
+    let found = state.lifetime.presence(hub, query, 0).await;
+    if found.count == 0 {
+        return Err(AdminError::NotFound(format!(
+            "No {what} '{name}' connected to this hub."
+        )));
+    }
+    let request = CloseRequest {
+        error: close.reason,
+        allow_reconnect: close.allow_reconnect,
+    };
+    state.lifetime.close(hub, target, request);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Closed {
+            closed: found.count,
+        }),
+    ))
+}
+
+async fn close_connection(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    Path(params): Path<HashMap<String, String>>,
+    Query(query): Query<CloseQuery>,
+) -> Result<(StatusCode, Json<Closed>)> {
+    close(&state, &admin, &params, query, CloseWhat::Connection).await
+}
+
+async fn close_user(
+    State(state): State<Arc<AppState>>,
+    admin: TenantAdmin,
+    Path(params): Path<HashMap<String, String>>,
+    Query(query): Query<CloseQuery>,
+) -> Result<(StatusCode, Json<Closed>)> {
+    close(&state, &admin, &params, query, CloseWhat::User).await
 }

@@ -11,7 +11,7 @@ use crate::hubs::{Hubs, Source};
 use crate::kv::{KvBackend, memory::MemoryKv, redis::RedisKv};
 use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
-use crate::quotas::{CallSlots, ConnectionCounts, LimitCounters};
+use crate::quotas::{CallSlots, ConnectionCounts, LimitCounters, TenantRates};
 use crate::runtime::Runtime;
 use crate::sessions::Tokens;
 use crate::store::{HubStore, local::LocalStore, redis::RedisStore};
@@ -50,6 +50,8 @@ pub struct AppState {
     pub call_slots: CallSlots,
     /// How often each limit stopped each tenant.
     pub limit_counters: LimitCounters,
+    /// Server API requests per tenant (`hub_limits.max_api_requests_per_second`).
+    pub api_rates: TenantRates,
     /// Connection tasks, which outlive the HTTP request that upgraded them.
     pub tasks: TaskTracker,
     /// Passes requests for other nodes' connections on to them.
@@ -202,6 +204,7 @@ impl AppState {
             connection_counts,
             call_slots: CallSlots::default(),
             limit_counters,
+            api_rates: TenantRates::default(),
             tasks: TaskTracker::new(),
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),

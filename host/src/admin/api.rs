@@ -197,6 +197,42 @@ pub struct Presence {
     pub connections: Vec<String>,
 }
 
+/// Why a backend closes connections (the query of a server API `DELETE`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CloseQuery {
+    /// Sent to the client in its Close message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Whether the client may reconnect (`false`: it should not).
+    #[serde(default)]
+    pub allow_reconnect: bool,
+}
+
+/// What a server API close names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseWhat {
+    Connection,
+    /// Every connection of the user.
+    User,
+}
+
+impl CloseWhat {
+    /// Its path segment in the server API.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Self::Connection => "connections",
+            Self::User => "users",
+        }
+    }
+}
+
+/// `202`: how many connections were asked to close.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closed {
+    pub closed: u64,
+}
+
 /// `202`: how many messages were accepted for delivery (all or none).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {

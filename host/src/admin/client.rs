@@ -2,8 +2,8 @@
 //! `hubhost vars …`).
 
 use super::api::{
-    Accepted, Activate, ActiveVersion, ApiMessages, ErrorBody, HubDeleted, HubInfo, HubList,
-    LimitHits, SetVar, Uploaded, VarChanged, VarList,
+    Accepted, Activate, ActiveVersion, ApiMessages, CloseQuery, CloseWhat, Closed, ErrorBody,
+    HubDeleted, HubInfo, HubList, LimitHits, SetVar, Uploaded, VarChanged, VarList,
 };
 use crate::hubs::Source;
 use crate::names::HubKey;
@@ -133,6 +133,25 @@ impl AdminClient {
             key.hub()
         );
         self.send(self.http.post(url).json(messages)).await
+    }
+
+    /// Close one connection, or every connection of a user, of `key`
+    /// through the server API.
+    pub async fn close(
+        &self,
+        key: &HubKey,
+        what: CloseWhat,
+        name: &str,
+        query: &CloseQuery,
+    ) -> anyhow::Result<Closed> {
+        let mut url = reqwest::Url::parse(self.base.trim_end_matches("/admin/v1"))
+            .with_context(|| format!("bad server address {}", self.base))?;
+        url.path_segments_mut()
+            .map_err(|()| anyhow::anyhow!("bad server address {}", self.base))?
+            .pop_if_empty()
+            .extend(["api", "v1", "tenants", key.tenant(), "hubs", key.hub()])
+            .extend([what.segment(), name]);
+        self.send(self.http.delete(url).query(query)).await
     }
 
     fn var_url(&self, tenant: &str, name: &str) -> String {

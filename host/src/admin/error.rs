@@ -26,6 +26,9 @@ pub enum AdminError {
     Unprocessable(String),
     #[error("The hub store is unavailable; try again.")]
     Unavailable,
+    /// Over a rate; another try after a second may succeed.
+    #[error("{0}")]
+    TooMany(String),
     /// This node has too much to do; another try may succeed.
     #[error("{0}")]
     Busy(String),
@@ -43,6 +46,7 @@ impl AdminError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -57,6 +61,8 @@ impl IntoResponse for AdminError {
         });
         if status == StatusCode::UNAUTHORIZED {
             (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            (status, [(header::RETRY_AFTER, "1")], body).into_response()
         } else {
             (status, body).into_response()
         }

@@ -26,6 +26,8 @@ pub enum Wire {
     Presence(PresenceRequest),
     /// The answer to a [`PresenceRequest`].
     PresenceReply(PresenceReply),
+    /// Close the recipient's connections that a target names.
+    Close(CloseEnvelope),
 }
 
 /// A send as it crosses the backplane.
@@ -41,6 +43,26 @@ pub struct Envelope {
 }
 
 impl Envelope {
+    pub fn hub_key(&self) -> Option<HubKey> {
+        HubKey::new(&self.tenant, &self.hub).ok()
+    }
+}
+
+/// Close connections (one, or every one of a user), wherever they live:
+/// sent like a send to the same target, so it takes the same channel.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CloseEnvelope {
+    /// The publishing node, which closed its own connections already.
+    pub origin: String,
+    pub tenant: String,
+    pub hub: String,
+    pub to: Target,
+    /// For the client's Close message.
+    pub reason: Option<String>,
+    pub allow_reconnect: bool,
+}
+
+impl CloseEnvelope {
     pub fn hub_key(&self) -> Option<HubKey> {
         HubKey::new(&self.tenant, &self.hub).ok()
     }

@@ -26,7 +26,9 @@ mod pending;
 mod presence;
 
 pub use local::LocalConnection;
-pub use message::{Envelope, GroupReply, GroupRequest, PresenceReply, PresenceRequest, Wire};
+pub use message::{
+    CloseEnvelope, Envelope, GroupReply, GroupRequest, PresenceReply, PresenceRequest, Wire,
+};
 pub use presence::{Presence, PresenceQuery};
 
 use crate::backplane::channels::Channels;
@@ -267,7 +269,15 @@ impl HubLifetimeManager {
     }
 
     fn publish(&self, hub: &HubKey, target: Target, message: &Message) {
-        let channel = match &target {
+        if let Some(channel) = self.channel_for(hub, &target) {
+            self.publish_to(&channel, hub, target, message);
+        }
+    }
+
+    /// The one channel that reaches every other node `target` may have
+    /// recipients on; `None` when no other node can have one.
+    fn channel_for(&self, hub: &HubKey, target: &Target) -> Option<String> {
+        Some(match target {
             Target::All | Target::AllExcept(_) | Target::Groups(_) | Target::Users(_) => {
                 self.channels.all(hub)
             }
@@ -277,7 +287,7 @@ impl HubLifetimeManager {
             Target::User(user) => self.channels.user(hub, user),
             Target::Connection(id) => match NodeId::owner_of(id) {
                 Some(owner) if owner != self.node => self.channels.hub_node(hub, owner),
-                _ => return,
+                _ => return None,
             },
             Target::Connections(ids) => {
                 let mut owners = ids
@@ -285,15 +295,50 @@ impl HubLifetimeManager {
                     .filter_map(|id| NodeId::owner_of(id))
                     .filter(|owner| *owner != self.node);
                 match owners.next() {
-                    None => return,
+                    None => return None,
                     // All on one other node: straight to it.
                     Some(first) if owners.all(|o| o == first) => self.channels.hub_node(hub, first),
                     // Spread over nodes: still one publish, every node filters.
                     Some(_) => self.channels.all(hub),
                 }
             }
+        })
+    }
+
+    /// Close the connections `target` names, on this node now and on the
+    /// others through one publish (as a send to the same target travels);
+    /// returns how many were local.
+    pub fn close(&self, hub: &HubKey, target: Target, request: CloseRequest) -> usize {
+        let closed = self.close_local(hub, &target, &request);
+        if self.backplane.has_peers()
+            && let Some(channel) = self.channel_for(hub, &target)
+        {
+            self.publish_wire(
+                hub.tenant(),
+                &channel,
+                &Wire::Close(CloseEnvelope {
+                    origin: self.cluster.node_name().to_owned(),
+                    tenant: hub.tenant().to_owned(),
+                    hub: hub.hub().to_owned(),
+                    to: target,
+                    reason: request.error,
+                    allow_reconnect: request.allow_reconnect,
+                }),
+            );
+        }
+        closed
+    }
+
+    fn close_local(&self, hub: &HubKey, target: &Target, request: &CloseRequest) -> usize {
+        let Some(connections) = self.hub(hub) else {
+            return 0;
         };
-        self.publish_to(&channel, hub, target, message);
+        let connections = read(&connections);
+        let found = connections.resolve(target);
+        for connection in &found {
+            connection.outbound.close(request.clone());
+        }
+        found.len()
     }
 
     fn publish_to(&self, channel: &str, hub: &HubKey, to: Target, message: &Message) {
@@ -337,6 +382,22 @@ impl HubLifetimeManager {
                 };
                 let message = Arc::new(Message::new(envelope.method, envelope.arguments));
                 self.deliver_local(&hub, &envelope.to, &message);
+            }
+            Wire::Close(envelope) => {
+                if envelope.origin == self.cluster.node_name() {
+                    return;
+                }
+                let Some(hub) = envelope.hub_key() else {
+                    return tracing::warn!(
+                        channel = delivery.channel,
+                        "dropping a close for an invalid hub"
+                    );
+                };
+                let request = CloseRequest {
+                    error: envelope.reason,
+                    allow_reconnect: envelope.allow_reconnect,
+                };
+                self.close_local(&hub, &envelope.to, &request);
             }
             Wire::Group(request) => self.on_group_request(request),
             Wire::GroupReply(reply) => self.on_group_reply(reply),

@@ -133,6 +133,10 @@ pub struct HubLimits {
     /// Size of one response's body, in bytes.
     #[arg(skip)]
     pub max_http_response_bytes: usize,
+    /// Server API requests per second a tenant may make of one node
+    /// (bursts of as many); more are answered 429.
+    #[arg(skip)]
+    pub max_api_requests_per_second: u32,
 }
 
 impl Default for HubLimits {
@@ -172,6 +176,7 @@ impl Default for HubLimits {
             max_http_requests_per_call: 10,
             max_http_request_bytes: 1 << 20,
             max_http_response_bytes: 1 << 20,
+            max_api_requests_per_second: 200,
         }
     }
 }

@@ -1,8 +1,13 @@
 //! The server API (#19, part): a backend's message reaches exactly the
 //! clients its target names, once, on either node; group changes for a
-//! connection on another node; batches; auth and error paths.
+//! connection on another node; batches; closing a connection or a user's
+//! connections wherever they are; the request rate; auth and error paths.
 
+use hubhost::admin::api::{CloseQuery, CloseWhat, Closed};
+use hubhost::admin::client::AdminClient;
 use hubhost::config::Config;
+use hubhost::names::HubKey;
+use hubhost::tenants::TenantConfig;
 use hubhost_tests::admin::OPERATOR_KEY;
 use hubhost_tests::{PATIENCE, REDIS_URL, RawClient, TestServer, cluster_config, unique_prefix};
 use serde_json::{Value, json};
@@ -197,5 +202,182 @@ async fn a_backend_reaches_exactly_the_clients_it_names() -> anyhow::Result<()> 
     assert_eq!(notes.last().map(String::as_str), Some("from the cli"));
     a.stop().await?;
     b.stop().await?;
+    Ok(())
+}
+
+/// The Close message `client` gets next, skipping anything else.
+async fn close_message(client: &mut RawClient) -> anyhow::Result<Value> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let message = tokio::time::timeout_at(deadline, client.next()).await??;
+        if message["type"] == 7 {
+            return Ok(message);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_closes_a_connection_or_a_user_on_any_node() -> anyhow::Result<()> {
+    const SECRET: &str = "close-test-secret-0123456789abcdef";
+    let prefix = unique_prefix("serverclose");
+    let with_jwt = |mut config: Config| {
+        config.tenants.insert(
+            "demo".into(),
+            TenantConfig {
+                auth: hubhost::auth::AuthConfig::Jwt(hubhost::auth::JwtConfig {
+                    hs256_secret: Some(SECRET.into()),
+                    ..Default::default()
+                }),
+                ..TenantConfig::default()
+            },
+        );
+        config
+    };
+    let a = TestServer::start(with_jwt(node(&prefix))).await?;
+    let b = TestServer::start(with_jwt(node(&prefix))).await?;
+    let ann = hubhost_tests::jwt(SECRET, "ann", 300)?;
+    let bob = hubhost_tests::jwt(SECRET, "bob", 300)?;
+    let (mut ann_a, _) = RawClient::connect_as(a.addr, "/demo/chat", Some(&ann)).await?;
+    let (mut ann_b, _) = RawClient::connect_as(b.addr, "/demo/chat", Some(&ann)).await?;
+    let (mut bob_b, bob_id) = RawClient::connect_as(b.addr, "/demo/chat", Some(&bob)).await?;
+    let admin = AdminClient::new(&format!("http://{}", a.addr), OPERATOR_KEY)?;
+    let hub = HubKey::new("demo", "chat")?;
+
+    // Every connection of ann, on both nodes, asked through node A.
+    let kicked = CloseQuery {
+        reason: Some("Signed out elsewhere.".into()),
+        allow_reconnect: false,
+    };
+    let closed = admin.close(&hub, CloseWhat::User, "ann", &kicked).await?;
+    assert_eq!(closed, Closed { closed: 2 });
+    for client in [&mut ann_a, &mut ann_b] {
+        let close = close_message(client).await?;
+        assert_eq!(close["error"], "Signed out elsewhere.", "{close}");
+        assert_ne!(close["allowReconnect"], true, "{close}");
+    }
+    // Bob was not touched: a message still reaches him, then his own close.
+    post(
+        a.addr,
+        json!({"target": {"user": "bob"}, "method": "Note", "arguments": ["still here"]}),
+    )
+    .await?;
+    assert_eq!(notes_until(&mut bob_b, "still here").await?, ["still here"]);
+    let again = CloseQuery {
+        reason: None,
+        allow_reconnect: true,
+    };
+    let closed = admin
+        .close(&hub, CloseWhat::Connection, &bob_id, &again)
+        .await?;
+    assert_eq!(closed, Closed { closed: 1 });
+    let close = close_message(&mut bob_b).await?;
+    assert_eq!(close["allowReconnect"], true, "{close}");
+    assert!(close.get("error").is_none_or(Value::is_null), "{close}");
+
+    // Gone now, and unknown names: 404; a reason too long: 400.
+    hubhost_tests::wait_until_async(PATIENCE, || async {
+        get(a.addr, "/users/ann")
+            .await
+            .is_ok_and(|(_, v)| v["count"] == 0)
+    })
+    .await?;
+    let gone = admin.close(&hub, CloseWhat::User, "ann", &kicked).await;
+    assert!(
+        gone.as_ref()
+            .is_err_and(|e| e.to_string().starts_with("404")),
+        "{gone:?}"
+    );
+    let nobody = admin
+        .close(&hub, CloseWhat::Connection, "nobody/with a slash", &kicked)
+        .await;
+    assert!(
+        nobody
+            .as_ref()
+            .is_err_and(|e| e.to_string().starts_with("404")),
+        "{nobody:?}"
+    );
+    let long = CloseQuery {
+        reason: Some("x".repeat(hubhost::server_api::MAX_REASON_BYTES + 1)),
+        allow_reconnect: false,
+    };
+    let (mut carl, carl_id) = RawClient::connect_as(b.addr, "/demo/chat", Some(&ann)).await?;
+    let refused = admin
+        .close(&hub, CloseWhat::Connection, &carl_id, &long)
+        .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().starts_with("400")),
+        "{refused:?}"
+    );
+    post(
+        a.addr,
+        json!({"target": {"connection": carl_id}, "method": "Note", "arguments": ["open"]}),
+    )
+    .await?;
+    assert_eq!(notes_until(&mut carl, "open").await?, ["open"]);
+    a.stop().await?;
+    b.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_over_its_request_rate_is_answered_429() -> anyhow::Result<()> {
+    let mut config = hubhost_tests::config();
+    config.admin.operator_keys = vec![OPERATOR_KEY.into()];
+    config.tenants.insert(
+        "demo".into(),
+        TenantConfig {
+            hub_limits: serde_json::from_value(json!({"max_api_requests_per_second": 3}))?,
+            ..TenantConfig::default()
+        },
+    );
+    let server = TestServer::start(config).await?;
+    // A burst of the rate passes (the bucket refills at 3 a second, so a
+    // slow machine may pass a fourth: at least one of 6 must be refused).
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..6 {
+        let response = reqwest::Client::new()
+            .get(format!(
+                "http://{}/api/v1/tenants/demo/hubs/chat/groups/room",
+                server.addr
+            ))
+            .bearer_auth(OPERATOR_KEY)
+            .send()
+            .await?;
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 && refused.is_none() {
+            refused = Some(response);
+        }
+    }
+    assert_eq!(&statuses[..3], [200, 200, 200], "{statuses:?}");
+    let Some(response) = refused else {
+        anyhow::bail!("no request was refused: {statuses:?}");
+    };
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = response.json().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("hub_limits.max_api_requests_per_second")),
+        "{body}"
+    );
+    let hits = AdminClient::new(&format!("http://{}", server.addr), OPERATOR_KEY)?
+        .limit_hits("demo")
+        .await?;
+    assert!(
+        hits.hits
+            .get("hub_limits.max_api_requests_per_second")
+            .is_some_and(|n| *n >= 1),
+        "{hits:?}"
+    );
+    server.stop().await?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! version never disturbs calls in flight (they finish on the old one), and
 //! connections (which live in the host, not the component) never notice.
 
+use crate::monitoring;
 use crate::names::HubKey;
 use crate::runtime::HubVersion;
 use arc_swap::ArcSwap;
@@ -74,6 +75,11 @@ impl Hubs {
     /// Serve `version` for its hub: a new hub, or a new active version.
     pub fn install(&self, version: HubVersion, source: Source) {
         let key = version.key().clone();
+        let stored = match &source {
+            Source::Store { version } => *version,
+            _ => 0,
+        };
+        monitoring::installed(key.tenant(), key.hub(), stored);
         let installed = Installed { version, source };
         let mut slots = self.slots.write().unwrap_or_else(|e| e.into_inner());
         match slots.get(&key) {
@@ -86,6 +92,7 @@ impl Hubs {
 
     /// Stop serving `key`; its connections keep their slot until closed.
     pub fn remove(&self, key: &HubKey) -> bool {
+        monitoring::active_version(key.tenant(), key.hub(), 0);
         self.slots
             .write()
             .unwrap_or_else(|e| e.into_inner())

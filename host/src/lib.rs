@@ -13,6 +13,8 @@
 //! - [`names`]: [`names::HubKey`], the tenant and hub name rules, the limit on
 //!   group names and user ids.
 //! - [`millis`]: durations in settings, as milliseconds, parsed once.
+//! - [`monitoring`]: every metric's name and help, recorded through the
+//!   `metrics` facade where things happen.
 //! - [`snapshot`]: a node alone's in-memory tables written to its data
 //!   directory, atomically, every second.
 //! - [`protocol`]: the SignalR handshake and the JSON and MessagePack hub
@@ -59,8 +61,10 @@
 //!   requests passed on to the connection's node.
 //! - [`admin`]: the admin API (`/admin/v1/`), its keys, its request and
 //!   answer types, and its client (the CLI).
-//! - [`server_api`]: the server API (`/api/v1/`): backends send to clients
-//!   and manage groups.
+//! - [`server_api`]: the server API (`/api/v1/`): backends send to clients,
+//!   manage groups, close connections.
+//! - [`exporter`]: `/metrics` in Prometheus' text format, on a listener of
+//!   its own.
 //! - [`server`]: `app(state) -> Router`, `run(listener, state, shutdown)`.
 
 pub mod admin;
@@ -70,6 +74,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod deploy;
+pub mod exporter;
 pub mod fetch;
 pub mod hubs;
 pub mod ids;
@@ -77,6 +82,7 @@ pub mod items;
 pub mod kv;
 pub mod lifetime;
 pub mod millis;
+pub mod monitoring;
 pub mod names;
 pub mod outbound;
 pub mod protocol;

@@ -296,7 +296,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
+    // Installed before anything records, so no early event is missed.
+    let recorder = metrics_listen
+        .map(|_| hubhost::exporter::install())
+        .transpose()?;
     let state = AppState::new(config)?;
+    if let (Some(addr), Some(recorder)) = (metrics_listen, recorder) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "metrics on http://{addr}/metrics");
+        let routes = hubhost::exporter::routes(recorder, state.clone());
+        // Ends with the process; scrapes are short and need no drain.
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, routes).await {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

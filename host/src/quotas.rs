@@ -3,7 +3,7 @@
 //! tenant may run at once, and the most messages per second one connection
 //! may send; and [`LimitCounters`], how often each limit stopped a tenant.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Semaphore;
 
@@ -152,9 +152,29 @@ impl CallSlots {
 /// name of the limit's setting (`hub_limits.max_send_bytes`): what the
 /// admin API's `GET /tenants/T/limits` answers. Every limit is counted
 /// where it is hit, besides its log line and the caller's error.
+///
+/// It also keeps each tenant's last [`RECENT_ERRORS`] hub failures (traps
+/// and limits, with their detail), for `GET /tenants/T/errors`.
 #[derive(Debug, Clone, Default)]
 pub struct LimitCounters {
     hits: Arc<Mutex<HashMap<String, BTreeMap<&'static str, u64>>>>,
+    recent: Arc<Mutex<HashMap<String, VecDeque<HubFailure>>>>,
+}
+
+/// Failures kept per tenant.
+pub const RECENT_ERRORS: usize = 50;
+/// Bytes of a failure's detail kept (a trap's text carries a backtrace).
+const MAX_DETAIL_BYTES: usize = 2048;
+
+/// One failed hub call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubFailure {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub hub: String,
+    /// The method, or `on-connected`, `on-disconnected`.
+    pub call: String,
+    pub error: String,
 }
 
 impl LimitCounters {
@@ -166,6 +186,34 @@ impl LimitCounters {
             None => hits.entry(tenant.to_owned()).or_default(),
         };
         *counts.entry(limit).or_default() += 1;
+        drop(hits);
+        crate::monitoring::limit_hit(tenant, limit);
+    }
+
+    /// A call of `call` on `hub` of `tenant` failed with `error`.
+    pub fn hub_failed(&self, tenant: &str, hub: &str, call: &str, error: &str) {
+        let end = error.floor_char_boundary(MAX_DETAIL_BYTES);
+        let failure = HubFailure {
+            at_ms: crate::millis::unix_now(),
+            hub: hub.to_owned(),
+            call: call.to_owned(),
+            error: error[..end].to_owned(),
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = recent.entry(tenant.to_owned()).or_default();
+        if kept.len() >= RECENT_ERRORS {
+            kept.pop_front();
+        }
+        kept.push_back(failure);
+    }
+
+    /// The last failures of `tenant`'s hubs, newest first.
+    pub fn recent_failures(&self, tenant: &str) -> Vec<HubFailure> {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .get(tenant)
+            .map(|kept| kept.iter().rev().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The counts of `tenant`, by limit.

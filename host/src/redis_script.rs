@@ -58,6 +58,7 @@ impl ScriptClient {
         for arg in args {
             invocation.arg(arg);
         }
+        let started = std::time::Instant::now();
         let result = self.runtime.block_on(async {
             tokio::time::timeout(TIMEOUT, async {
                 let mut connection = match connection {
@@ -72,6 +73,7 @@ impl ScriptClient {
             })
             .await
         });
+        crate::monitoring::redis_round_trip("script", started.elapsed());
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {

@@ -312,8 +312,10 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
                     .arg(message.payload.as_ref())
                     .ignore();
             }
+            let started = Instant::now();
             match timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut connection)).await {
                 Ok(Ok(())) => {
+                    crate::monitoring::redis_round_trip("publish", started.elapsed());
                     shared
                         .published
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);

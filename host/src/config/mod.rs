@@ -90,6 +90,10 @@ pub struct Config {
     /// address, unless that is a wildcard (0.0.0.0, ::), which names no host.
     #[arg(long, env = "HUBHOST_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
+    /// Serve Prometheus metrics at `/metrics` on this address, a listener
+    /// of its own (never the public one); off without it.
+    #[arg(long, env = "HUBHOST_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -110,6 +114,7 @@ impl Default for Config {
             watch_dir: None,
             cors: CorsSettings::default(),
             advertise_url: None,
+            metrics_listen: None,
         }
     }
 }

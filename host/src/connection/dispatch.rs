@@ -3,6 +3,7 @@
 use super::io::{Inbound, Read};
 use super::{ConnectionContext, close_with_error};
 use crate::lifetime::HubLifetimeManager;
+use crate::monitoring::{self, Outcome as CallOutcome};
 use crate::outbound::{CloseRequest, Frame, Outbound};
 use crate::protocol::{Incoming, Protocol, ProtocolError};
 use crate::quotas::RateLimit;
@@ -264,6 +265,7 @@ impl<'a> Dispatcher<'a> {
     }
 
     async fn invoke(&mut self, invocation_id: Option<&str>, method: String, args: String) {
+        let started = std::time::Instant::now();
         let result = self
             .call_hub({
                 let method = method.clone();
@@ -271,6 +273,17 @@ impl<'a> Dispatcher<'a> {
             })
             .await;
         let method = method.as_str();
+        let outcome = match &result {
+            Some(Ok(Ok(_))) => CallOutcome::Ok,
+            Some(Ok(Err(_))) => CallOutcome::HubError,
+            _ => CallOutcome::Failed,
+        };
+        monitoring::invocation(
+            self.ctx.hub.tenant(),
+            self.ctx.hub.hub(),
+            outcome,
+            started.elapsed(),
+        );
         let error = match result {
             Some(Ok(Ok(value))) => {
                 if let Some(id) = invocation_id {

@@ -26,6 +26,15 @@ impl TransportKind {
         self != Self::ServerSentEvents
     }
 
+    /// Its name in metrics, as the negotiate answer spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::WebSockets => "WebSockets",
+            Self::ServerSentEvents => "ServerSentEvents",
+            Self::LongPolling => "LongPolling",
+        }
+    }
+
     /// Whether the server pings it: a poll is its own keep-alive.
     pub fn pings(self) -> bool {
         self != Self::LongPolling

@@ -15,6 +15,7 @@ mod writer;
 
 use crate::hubs::HubSlot;
 use crate::lifetime::{HubLifetimeManager, LocalConnection};
+use crate::monitoring;
 use crate::names::HubKey;
 use crate::outbound::{self, CloseRequest};
 use crate::protocol::{Protocol, RECORD_SEPARATOR, handshake};
@@ -151,6 +152,8 @@ pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionCont
         return;
     };
 
+    let _open =
+        monitoring::connection_opened(ctx.hub.tenant(), ctx.hub.hub(), ctx.transport.name());
     let (outbound, receiver) =
         outbound::channel(ctx.limits.outbound_queue, ctx.limits.max_queued_bytes);
     let outbound = outbound.charge_to(ctx.counters.clone(), ctx.hub.tenant());

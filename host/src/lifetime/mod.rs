@@ -35,6 +35,7 @@ use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
 use crate::cluster::Cluster;
 use crate::ids::NodeId;
+use crate::monitoring;
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::{CloseRequest, Frame, Message};
 use local::{HubConnections, Interest};
@@ -264,7 +265,8 @@ impl HubLifetimeManager {
 
     fn deliver_with(&self, hub: &HubKey, target: &Target, frame_for: impl Fn() -> Frame) {
         if let Some(connections) = self.hub(hub) {
-            read(&connections).deliver(target, frame_for);
+            let delivered = read(&connections).deliver(target, frame_for);
+            monitoring::delivered(hub.tenant(), hub.hub(), delivered);
         }
     }
 

@@ -38,6 +38,19 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// Its kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::MemoryLimit(_) => "memory",
+            Self::TableLimit(_) => "table",
+            Self::StackOverflow => "stack_overflow",
+            Self::Trap(_) => "trap",
+            Self::BadResult(_) => "bad_result",
+            Self::ResultTooLarge { .. } => "result_too_large",
+        }
+    }
+
     /// The setting of the limit that stopped the call, if a limit did.
     pub fn limit(&self) -> Option<&'static str> {
         Some(match self {

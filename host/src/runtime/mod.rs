@@ -326,6 +326,7 @@ impl HubVersion {
 
     fn call<R>(
         &self,
+        what: &str,
         lifetime: &Arc<HubLifetimeManager>,
         caller: &CallerInfo,
         run: impl FnOnce(&mut Store<CallState>, &worlds::Instance, &WitCaller) -> wasmtime::Result<R>,
@@ -337,7 +338,7 @@ impl HubVersion {
         };
         let mut warm = match reused {
             Some(warm) => warm,
-            None => self.instantiate()?,
+            None => self.instantiate().map_err(|e| self.failed(what, e))?,
         };
         warm.store
             .data_mut()
@@ -353,8 +354,18 @@ impl HubVersion {
                 }
                 Ok(value)
             }
-            Err(error) => Err(self.classify(&error, hit)),
+            Err(error) => Err(self.failed(what, self.classify(&error, hit))),
         }
+    }
+
+    /// `error` ended a call of `what` (a method, `on-connected`…): counted
+    /// by kind, and kept among the tenant's recent errors with its detail.
+    fn failed(&self, what: &str, error: CallError) -> CallError {
+        let (tenant, hub) = (self.key.tenant(), self.key.hub());
+        crate::monitoring::hub_error(tenant, hub, error.kind());
+        self.counters
+            .hub_failed(tenant, hub, what, &error.to_string());
+        error
     }
 
     /// Keep `warm` for the next call if there is room, in this version's
@@ -404,7 +415,7 @@ impl HubVersion {
         method: &str,
         args: &str,
     ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
-        let result = self.call(lifetime, caller, |store, hub, caller| {
+        let result = self.call(method, lifetime, caller, |store, hub, caller| {
             hub.invoke(store, caller, method, args)
         })?;
         let json = match result {
@@ -412,13 +423,14 @@ impl HubVersion {
             Err(error) => return Ok(Err(bounded(error, self.limits.max_result_bytes))),
         };
         if json.len() > self.limits.max_result_bytes {
-            return Err(CallError::ResultTooLarge {
+            let error = CallError::ResultTooLarge {
                 size: json.len(),
                 limit: self.limits.max_result_bytes,
-            });
+            };
+            return Err(self.failed(method, error));
         }
         let value = crate::protocol::json::checked_value(json)
-            .map_err(|e| CallError::BadResult(e.to_string()))?;
+            .map_err(|e| self.failed(method, CallError::BadResult(e.to_string())))?;
         Ok(Ok(value))
     }
 
@@ -428,7 +440,7 @@ impl HubVersion {
         lifetime: &Arc<HubLifetimeManager>,
         caller: &CallerInfo,
     ) -> Result<Result<(), HubError>, CallError> {
-        let result = self.call(lifetime, caller, |store, hub, caller| {
+        let result = self.call("on-connected", lifetime, caller, |store, hub, caller| {
             hub.on_connected(store, caller)
         })?;
         Ok(result.map_err(|error| bounded(error, self.limits.max_result_bytes)))
@@ -441,7 +453,7 @@ impl HubVersion {
         caller: &CallerInfo,
         error: Option<&str>,
     ) -> Result<(), CallError> {
-        self.call(lifetime, caller, |store, hub, caller| {
+        self.call("on-disconnected", lifetime, caller, |store, hub, caller| {
             hub.on_disconnected(store, caller, error)
         })
     }

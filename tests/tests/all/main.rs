@@ -32,6 +32,7 @@ mod fuzz_corpus;
 mod loading;
 mod long_polling;
 mod long_polling_errors;
+mod metrics;
 mod msgpack_ws;
 mod protocol;
 mod quotas;

@@ -19,7 +19,7 @@ ADMIN_KEY ?= dev-operator-key-0123456789
 NPM_DIRS := tests examples/demo examples/chat-js tests/load/socketio
 NPM_INSTALLED := $(addsuffix /node_modules/.package-lock.json,$(NPM_DIRS))
 
-.PHONY: setup wasm-target guests build run test lint bench compare docs fuzz fuzz-smoke fuzz-tools clean
+.PHONY: setup wasm-target browser guests build run test lint bench compare docs fuzz fuzz-smoke fuzz-tools clean
 
 setup: wasm-target $(NPM_INSTALLED)
 
@@ -27,6 +27,11 @@ setup: wasm-target $(NPM_INSTALLED)
 # underneath gets the target again.
 wasm-target:
 	rustup target add wasm32-wasip2
+
+# Debian's Chromium, for the dashboard's browser test (tests/node/dashboard.test.mjs).
+browser:
+	@test -x /usr/bin/chromium || apt-get install -y --no-install-recommends chromium \
+		|| (apt-get update && apt-get install -y --no-install-recommends chromium)
 
 %/node_modules/.package-lock.json: %/package-lock.json %/package.json
 	npm ci --prefix $* --no-audit --no-fund
@@ -60,7 +65,7 @@ run: setup build
 
 # `cargo test --benches --no-run` compiles every benchmark (test profile, not
 # release) without running it, so a benchmark that no longer builds fails here.
-test: setup build
+test: setup build browser
 	cargo test
 	cargo test --benches --no-run
 	npm test --prefix tests

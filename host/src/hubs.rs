@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Where a served version came from.
@@ -42,13 +43,25 @@ impl std::ops::Deref for Installed {
 /// One hub's active version.
 pub struct HubSlot {
     active: ArcSwap<Installed>,
+    /// Client invocations on this node, every version (the dashboard's rate).
+    invocations: AtomicU64,
 }
 
 impl HubSlot {
     fn new(installed: Installed) -> Self {
         Self {
             active: ArcSwap::from_pointee(installed),
+            invocations: AtomicU64::new(0),
         }
+    }
+
+    /// Count one client invocation.
+    pub fn invoked(&self) {
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn invocations(&self) -> u64 {
+        self.invocations.load(Ordering::Relaxed)
     }
 
     /// The version new calls run on.

@@ -63,6 +63,7 @@
 //!   answer types, and its client (the CLI).
 //! - [`server_api`]: the server API (`/api/v1/`): backends send to clients,
 //!   manage groups, close connections.
+//! - [`dashboard`]: the page at `/admin/` over the admin API.
 //! - [`exporter`]: `/metrics` in Prometheus' text format, on a listener of
 //!   its own.
 //! - [`server`]: `app(state) -> Router`, `run(listener, state, shutdown)`.
@@ -73,6 +74,7 @@ pub mod backplane;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod dashboard;
 pub mod deploy;
 pub mod exporter;
 pub mod fetch;

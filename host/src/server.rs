@@ -40,6 +40,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .merge(hubs)
+        .merge(crate::dashboard::routes())
         .nest("/admin/v1", admin::routes())
         .nest("/api/v1", crate::server_api::routes());
     let router = match &state.settings.static_dir {

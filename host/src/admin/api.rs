@@ -197,6 +197,44 @@ pub struct Presence {
     pub connections: Vec<String>,
 }
 
+/// What one hub is doing (`GET /tenants/T/activity`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubActivity {
+    pub hub: String,
+    /// Its connections on every node.
+    pub connections: u64,
+    /// Client invocations on the answering node since it started serving
+    /// the hub: two answers a few seconds apart give a rate.
+    pub invocations: u64,
+}
+
+/// What a tenant's hubs are doing, as the dashboard charts it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantActivity {
+    pub tenant: String,
+    /// When this was read, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub hubs: Vec<HubActivity>,
+}
+
+/// One failed hub call: a trap or a limit, with its detail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubFailureInfo {
+    pub at_ms: u64,
+    pub hub: String,
+    /// The method, or `on-connected`, `on-disconnected`.
+    pub call: String,
+    pub error: String,
+}
+
+/// A tenant's last hub failures on the answering node, newest first
+/// (`GET /tenants/T/errors`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubFailures {
+    pub tenant: String,
+    pub errors: Vec<HubFailureInfo>,
+}
+
 /// Why a backend closes connections (the query of a server API `DELETE`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -3,7 +3,8 @@
 
 use super::api::{
     Accepted, Activate, ActiveVersion, ApiMessages, CloseQuery, CloseWhat, Closed, ErrorBody,
-    HubDeleted, HubInfo, HubList, LimitHits, SetVar, Uploaded, VarChanged, VarList,
+    HubDeleted, HubFailures, HubInfo, HubList, LimitHits, SetVar, TenantActivity, Uploaded,
+    VarChanged, VarList,
 };
 use crate::hubs::Source;
 use crate::names::HubKey;
@@ -97,6 +98,24 @@ impl AdminClient {
         self.send(
             self.http
                 .get(format!("{}/tenants/{tenant}/limits", self.base)),
+        )
+        .await
+    }
+
+    /// Connections and invocations per hub of `tenant`.
+    pub async fn activity(&self, tenant: &str) -> anyhow::Result<TenantActivity> {
+        self.send(
+            self.http
+                .get(format!("{}/tenants/{tenant}/activity", self.base)),
+        )
+        .await
+    }
+
+    /// The last hub failures of `tenant` on the node, newest first.
+    pub async fn errors(&self, tenant: &str) -> anyhow::Result<HubFailures> {
+        self.send(
+            self.http
+                .get(format!("{}/tenants/{tenant}/errors", self.base)),
         )
         .await
     }

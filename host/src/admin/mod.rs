@@ -18,6 +18,7 @@
 //! - `POST /tenants/T/hubs/H/rollback`;
 //! - `DELETE /tenants/T/hubs/H`: its clients get a Close with the reason.
 
+mod activity;
 pub mod api;
 pub mod client;
 mod error;

@@ -32,6 +32,8 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/tenants/{tenant}/hubs", get(list_hubs))
         .route("/tenants/{tenant}/limits", get(limit_hits))
+        .route("/tenants/{tenant}/activity", get(super::activity::activity))
+        .route("/tenants/{tenant}/errors", get(super::activity::errors))
         .route("/tenants/{tenant}/vars", get(list_vars))
         .route(
             "/tenants/{tenant}/vars/{name}",

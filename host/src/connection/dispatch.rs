@@ -266,6 +266,7 @@ impl<'a> Dispatcher<'a> {
 
     async fn invoke(&mut self, invocation_id: Option<&str>, method: String, args: String) {
         let started = std::time::Instant::now();
+        self.ctx.slot.invoked();
         let result = self
             .call_hub({
                 let method = method.clone();

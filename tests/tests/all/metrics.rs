@@ -156,6 +156,26 @@ async fn metrics_count_what_the_node_did() -> anyhow::Result<()> {
         }
     }
 
+    // The admin API's view of the same (what the dashboard charts).
+    let activity = admin.activity("demo").await?;
+    let hubs: Vec<(&str, u64, u64)> = activity
+        .hubs
+        .iter()
+        .map(|h| (h.hub.as_str(), h.connections, h.invocations))
+        .collect();
+    assert_eq!(hubs, [("chat", 2, 8), ("faulty", 1, 2)]);
+    let errors = admin.errors("demo").await?.errors;
+    let calls: Vec<(&str, &str)> = errors
+        .iter()
+        .map(|e| (e.hub.as_str(), e.call.as_str()))
+        .collect();
+    assert_eq!(
+        calls,
+        [("faulty", "Loop"), ("faulty", "Panic")],
+        "newest first"
+    );
+    assert!(errors[0].error.contains("time limit"), "{errors:?}");
+
     drop(second);
     wait_until_async(PATIENCE, || async {
         scrape(metrics)

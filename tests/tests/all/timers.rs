@@ -18,12 +18,13 @@ async fn reminders(
     count: usize,
 ) -> anyhow::Result<HashMap<String, Vec<Instant>>> {
     let mut got: HashMap<String, Vec<Instant>> = HashMap::new();
-    let mut total = 0;
     let deadline = Instant::now() + PATIENCE * 3;
-    while total < count {
+    // Until `count` different ones arrived (a second arrival is kept too).
+    while got.len() < count {
         anyhow::ensure!(
             Instant::now() < deadline,
-            "only {total} of {count} reminders arrived"
+            "only {} of {count} reminders arrived",
+            got.len()
         );
         let message = client.next().await?;
         if message["target"] == "Reminder" {
@@ -32,21 +33,23 @@ async fn reminders(
                 .unwrap_or_default()
                 .to_owned();
             got.entry(text).or_default().push(Instant::now());
-            total += 1;
         }
     }
     Ok(got)
 }
 
-/// Check every reminder arrived once, not before its time, at most 1 s late.
+/// Check every reminder arrived, not before its time, at most 1 s late;
+/// returns how many arrived a second time (each at most twice).
 fn check(
     sent: &HashMap<String, Instant>,
     got: &HashMap<String, Vec<Instant>>,
     delays: &HashMap<String, u64>,
-) {
+) -> usize {
     assert_eq!(got.len(), sent.len(), "every reminder arrived");
+    let mut again = 0;
     for (text, arrivals) in got {
-        assert_eq!(arrivals.len(), 1, "{text} arrived {} times", arrivals.len());
+        assert!(arrivals.len() <= 2, "{text} arrived {} times", arrivals.len());
+        again += arrivals.len() - 1;
         let due = sent[text] + Duration::from_millis(delays[text]);
         let arrived = arrivals[0];
         assert!(arrived >= due, "{text} arrived {:?} early", due - arrived);
@@ -56,6 +59,7 @@ fn check(
             arrived - due
         );
     }
+    again
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +87,7 @@ async fn reminders_fire_once_on_time_on_a_node_alone() -> anyhow::Result<()> {
         assert!(reply["result"].is_string(), "{reply}");
     }
     let got = reminders(&mut client, 20).await?;
-    check(&sent, &got, &delays);
+    assert_eq!(check(&sent, &got, &delays), 0, "no node died: exactly once");
 
     // A client cannot deliver reminders itself; quotas are refused by name.
     let forged = client
@@ -208,10 +212,16 @@ async fn reminders_survive_a_node_killed_half_way() -> anyhow::Result<()> {
         .filter(|l| l.contains("timer fired"))
         .count();
     drop(b);
+    // At least once: a call the killed node had run but not yet forgotten
+    // (one Redis round trip) fires again elsewhere. At most the calls it
+    // could have had in flight, the tenant's call slots.
+    let mut again = 0;
     for task in tasks {
         let (sent, delays, got) = task.await??;
-        check(&sent, &got, &delays);
+        again += check(&sent, &got, &delays);
     }
+    let slots = hubhost::runtime::HubLimits::default().max_concurrent_calls;
+    assert!(again <= slots, "{again} reminders arrived twice");
     assert!(
         fired_on_b > 0,
         "the killed node fired some reminders before it died"

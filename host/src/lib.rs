@@ -56,6 +56,8 @@
 //!   read in one step; CORS.
 //! - [`state`]: `AppState`, everything the handlers share, built from a
 //!   `Config`.
+//! - [`drain`]: a node leaving: refuse new connections, serve the window,
+//!   move the clients in batches.
 //! - [`scheduler`]: the thread that fires due timers as hub calls.
 //! - [`transport`]: negotiate, WebSockets, Server-Sent Events, long polling;
 //!   requests passed on to the connection's node.
@@ -76,6 +78,7 @@ pub mod config;
 pub mod connection;
 pub mod dashboard;
 pub mod deploy;
+pub mod drain;
 pub mod exporter;
 pub mod fetch;
 pub mod hubs;

@@ -50,12 +50,14 @@ pub fn app(state: Arc<AppState>) -> Router {
     router.with_state(state)
 }
 
-/// 200 when the backplane is connected and the hub store has been read,
+/// 200 when the backplane is connected, the hub store has been read and the
+/// node is not draining,
 /// else 503; the body has the backplane's counters.
 async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let backplane = state.cluster.backplane();
     let synced = state.deployer.is_synced();
-    let ready = backplane.is_ready() && synced;
+    let draining = state.draining.is_cancelled();
+    let ready = backplane.is_ready() && synced && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -64,7 +66,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
         status,
         Json(
-            serde_json::json!({ "ready": ready, "hubsLoaded": synced, "backplane": backplane.stats() }),
+            serde_json::json!({ "ready": ready, "hubsLoaded": synced, "draining": draining, "backplane": backplane.stats() }),
         ),
     )
 }
@@ -113,7 +115,11 @@ pub async fn run(
         app(state.clone()),
         state.settings.connection.header_read_timeout,
         async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = closing.draining.cancelled() => {}
+            }
+            crate::drain::run(&closing).await;
             tracing::info!("shutting down: closing connections");
             closing.cluster.leave();
             closing.shutdown.cancel();

@@ -59,6 +59,10 @@ pub struct AppState {
     /// Cancelled when shutdown begins: handshakes still waiting stop, and
     /// requests and WebSockets passed on to other nodes end.
     pub shutdown: CancellationToken,
+    /// Cancelled when the node starts draining (SIGTERM, `POST
+    /// /admin/v1/drain`): `/readyz` answers 503, new connections are
+    /// refused, and the drain leads to the shutdown.
+    pub draining: CancellationToken,
     /// Where hubs keep their state; flushed at shutdown.
     pub hub_state: Arc<dyn KvBackend>,
     /// Where hubs' timers wait to fire (see [`crate::scheduler`]).
@@ -208,6 +212,7 @@ impl AppState {
             tasks: TaskTracker::new(),
             forwarder: forwarder()?,
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             hub_state,
             timers,
         }))

@@ -21,7 +21,9 @@ export async function startServer({ listen = "127.0.0.1:0", args = [], hubs = ["
     if (!existsSync(file)) throw new Error(`${file} is missing: run the README test command (make test)`);
   }
   const hubArgs = hubs.flatMap((name) => ["--hub", `demo/${name}=${guest(name)}`]);
-  const child = spawn(binary, ["serve", "--listen", listen, "--cache-dir", cache, ...hubArgs, ...args], {
+  // No drain window unless a test sets one: a stop moves the clients at once.
+  const drain = args.includes("--drain-window-ms") ? [] : ["--drain-window-ms", "0"];
+  const child = spawn(binary, ["serve", "--listen", listen, "--cache-dir", cache, ...drain, ...hubArgs, ...args], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn,hubhost=info", NO_COLOR: "1" },
   });

@@ -132,12 +132,15 @@ pub fn cluster_config(url: &str, prefix: &str) -> Config {
     config
 }
 
-/// A config serving `demo/chat` and `demo/faulty` on an ephemeral port.
+/// A config serving `demo/chat` and `demo/faulty` on an ephemeral port;
+/// a stop moves its clients at once (no drain window: the drain tests set
+/// their own).
 pub fn config() -> Config {
     let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
     };
+    config.drain.window = std::time::Duration::ZERO;
     for name in ["chat", "faulty"] {
         config.hubs.push(HubConfig {
             tenant: "demo".into(),

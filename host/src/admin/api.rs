@@ -197,6 +197,15 @@ pub struct Presence {
     pub connections: Vec<String>,
 }
 
+/// `POST /drain` (202): the node drains, then exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    /// Its connections when the drain began.
+    pub connections: usize,
+    /// How long it keeps serving them before it moves them.
+    pub window_ms: u64,
+}
+
 /// What one hub is doing (`GET /tenants/T/activity`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HubActivity {

@@ -2,9 +2,9 @@
 //! `hubhost vars …`).
 
 use super::api::{
-    Accepted, Activate, ActiveVersion, ApiMessages, CloseQuery, CloseWhat, Closed, ErrorBody,
-    HubDeleted, HubFailures, HubInfo, HubList, LimitHits, SetVar, TenantActivity, Uploaded,
-    VarChanged, VarList,
+    Accepted, Activate, ActiveVersion, ApiMessages, CloseQuery, CloseWhat, Closed, Draining,
+    ErrorBody, HubDeleted, HubFailures, HubInfo, HubList, LimitHits, SetVar, TenantActivity,
+    Uploaded, VarChanged, VarList,
 };
 use crate::hubs::Source;
 use crate::names::HubKey;
@@ -100,6 +100,12 @@ impl AdminClient {
                 .get(format!("{}/tenants/{tenant}/limits", self.base)),
         )
         .await
+    }
+
+    /// Drain the node (it exits once its clients were moved).
+    pub async fn drain(&self) -> anyhow::Result<Draining> {
+        self.send(self.http.post(format!("{}/drain", self.base)))
+            .await
     }
 
     /// Connections and invocations per hub of `tenant`.

@@ -26,6 +26,7 @@ type Result<T> = std::result::Result<T, AdminError>;
 pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/tenants", get(list_tenants))
+        .route("/drain", post(drain))
         .route(
             "/tenants/{tenant}",
             get(get_tenant).put(put_tenant).delete(delete_tenant),
@@ -65,6 +66,23 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T> {
 /// The hub of a `/tenants/{tenant}/hubs/{hub}` route.
 fn hub_of(admin: &TenantAdmin) -> Result<&HubKey> {
     admin.hub.as_ref().ok_or(AdminError::Internal)
+}
+
+/// Drain this node and let it exit, as SIGTERM does (see `crate::drain`).
+async fn drain(
+    State(state): State<Arc<AppState>>,
+    _: Operator,
+) -> (StatusCode, Json<api::Draining>) {
+    let settings = &state.settings.drain;
+    crate::drain::start(&state);
+    tracing::info!("drain asked for through the admin API");
+    (
+        StatusCode::ACCEPTED,
+        Json(api::Draining {
+            connections: state.connection_counts.total(),
+            window_ms: settings.window.as_millis() as u64,
+        }),
+    )
 }
 
 async fn list_tenants(State(state): State<Arc<AppState>>, _: Operator) -> Result<Json<TenantList>> {

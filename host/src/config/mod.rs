@@ -85,6 +85,9 @@ pub struct Config {
     /// Browser clients on other origins.
     #[command(flatten)]
     pub cors: CorsSettings,
+    /// What the node does between SIGTERM and exiting.
+    #[command(flatten)]
+    pub drain: DrainSettings,
     /// The URL other nodes reach this one at, to pass on requests for its
     /// connections (http://10.0.0.5:5000); by default http:// and the listen
     /// address, unless that is a wildcard (0.0.0.0, ::), which names no host.
@@ -113,6 +116,7 @@ impl Default for Config {
             data_dir: None,
             watch_dir: None,
             cors: CorsSettings::default(),
+            drain: DrainSettings::default(),
             advertise_url: None,
             metrics_listen: None,
         }
@@ -183,6 +187,38 @@ impl Default for AdminSettings {
             secrets_key: None,
             max_vars_per_tenant: 100,
             max_var_bytes: 64 << 10,
+        }
+    }
+}
+
+/// Graceful drain: from SIGTERM (or `POST /admin/v1/drain`) the node
+/// answers `/readyz` with 503 and refuses new connections; it keeps serving
+/// its clients for the window, so that load balancers stop sending it any,
+/// then closes them in batches with a Close that allows reconnecting, so
+/// they come back on other nodes without stampeding them; then it exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainSettings {
+    /// How long a draining node keeps serving its clients before it moves
+    /// them (0: at once); a node with no connection left ends it early.
+    #[arg(long = "drain-window-ms", env = "HUBHOST_DRAIN_WINDOW_MS", required = false, value_parser = crate::millis::parse)]
+    #[serde(rename = "window_ms", with = "crate::millis")]
+    pub window: Duration,
+    /// Connections closed per batch.
+    #[arg(skip)]
+    pub batch_size: usize,
+    /// Pause between batches.
+    #[arg(skip)]
+    #[serde(rename = "batch_interval_ms", with = "crate::millis::positive")]
+    pub batch_interval: Duration,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(5),
+            batch_size: 500,
+            batch_interval: Duration::from_millis(100),
         }
     }
 }
@@ -274,6 +310,9 @@ impl Config {
             bail!(
                 "admin.max_uploads_in_progress and admin.max_concurrent_compiles must be at least 1"
             );
+        }
+        if self.drain.batch_size == 0 {
+            bail!("drain.batch_size must be at least 1");
         }
         if self.admin.max_component_bytes == 0 {
             bail!("admin.max_component_bytes must be at least 1");

@@ -408,6 +408,20 @@ impl HubLifetimeManager {
         }
     }
 
+    /// Every local connection's sending half, all hubs (a drain closes
+    /// them in batches).
+    pub fn local_outbounds(&self) -> Vec<crate::outbound::Outbound> {
+        let hubs: Vec<_> = self.hubs().values().cloned().collect();
+        hubs.iter()
+            .flat_map(|connections| {
+                read(connections)
+                    .connections()
+                    .map(|c| c.outbound.clone())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Ask every local connection to close (shutdown).
     pub fn close_all(&self, request: &CloseRequest) {
         let hubs: Vec<_> = self.hubs().values().cloned().collect();

@@ -37,6 +37,7 @@ use crate::names::HubKey;
 use crate::quotas::Admission;
 use crate::runtime::CallerInfo;
 use crate::state::AppState;
+use axum::Json;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequestParts, OriginalUri, Path, Query, State};
@@ -233,6 +234,17 @@ fn admit(
         shutdown: state.shutdown.clone(),
     };
     Ok((ctx, admission, span))
+}
+
+/// The answer to a new connection on a draining node: 503, which load
+/// balancers and the official clients' reconnects take as "try elsewhere".
+pub(crate) fn draining() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        Json(serde_json::json!({ "error": "This server is shutting down; connect again." })),
+    )
+        .into_response()
 }
 
 /// `GET /TENANT/HUB`: a WebSocket, an event stream or a long poll.

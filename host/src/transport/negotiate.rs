@@ -28,6 +28,9 @@ pub async fn negotiate(
         Ok(found) => found,
         Err(missing) => return missing.into_response(),
     };
+    if state.draining.is_cancelled() {
+        return super::draining();
+    }
     let identity = match authenticate(&state, key.tenant(), &headers, &query) {
         Ok(identity) => identity,
         Err(unauthorized) => return unauthorized.into_response(),

@@ -22,6 +22,7 @@ pub(super) async fn connect(
 ) -> Response {
     let (connection_id, token) = match request.token.clone() {
         // skipNegotiation: the connection is created on the spot.
+        None if state.draining.is_cancelled() => return super::draining(),
         None => (state.cluster.node().new_connection_id(), None),
         Some(token) => match state
             .tokens

@@ -27,6 +27,7 @@ mod cli;
 mod connect;
 mod cors;
 mod deploy;
+mod drain;
 mod fetch;
 mod fuzz_corpus;
 mod loading;

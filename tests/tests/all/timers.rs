@@ -48,7 +48,11 @@ fn check(
     assert_eq!(got.len(), sent.len(), "every reminder arrived");
     let mut again = 0;
     for (text, arrivals) in got {
-        assert!(arrivals.len() <= 2, "{text} arrived {} times", arrivals.len());
+        assert!(
+            arrivals.len() <= 2,
+            "{text} arrived {} times",
+            arrivals.len()
+        );
         again += arrivals.len() - 1;
         let due = sent[text] + Duration::from_millis(delays[text]);
         let arrived = arrivals[0];

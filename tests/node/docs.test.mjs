@@ -6,23 +6,17 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { createHmac } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { startServer, connect } from "./harness.mjs";
+import { startServer, connect, jwt } from "./harness.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const KEY = "docs-operator-key-0123456789";
 const SECRET = "docs-secret-0123456789abcdef0123456789";
 
-function jwt(sub) {
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 300 })}`;
-  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
-}
 
 /** The ```sh blocks of `file`: each command and the output its comment shows. */
 function examples(file) {
@@ -49,7 +43,7 @@ test("the server API chapter's curl examples run as written", async () => {
     ["[admin]", `operator_keys = ["${KEY}"]`, "[tenants.demo.auth]", 'mode = "jwt"', `hs256_secret = "${SECRET}"`].join("\n"),
   );
   const server = await startServer({ args: ["--config", config] });
-  const ann = await connect(`${server.url}/demo/chat`, (b) => b, { accessTokenFactory: () => jwt("ann") });
+  const ann = await connect(`${server.url}/demo/chat`, (b) => b, { accessTokenFactory: () => jwt("ann", SECRET) });
   const closed = new Promise((resolve) => ann.onclose(resolve));
   try {
     const env = { ...process.env, HUBHOST: server.url, KEY, CONNECTION: ann.connectionId };

@@ -1,5 +1,6 @@
 // Test harness: start real hubhost processes and connect official clients.
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -128,3 +129,10 @@ export function recordingLogger(name) {
 }
 
 export { signalR };
+
+/** An HS256 JWT for `sub` signed with `secret`, made by hand (header.payload.signature). */
+export function jwt(sub, secret, ttlSeconds = 300) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
+  return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}

@@ -4,21 +4,15 @@
 // changed through the node that does not hold the connection.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { startServer, connect, waitReady } from "./harness.mjs";
+import { startServer, connect, jwt, waitReady } from "./harness.mjs";
 
 const redis = process.env.HUBHOST_TEST_REDIS ?? "redis://127.0.0.1:6379";
 const KEY = "serverapi-operator-key-0123456789";
 const SECRET = "serverapi-secret-0123456789abcdef0123";
 
-function jwt(sub) {
-  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 300 })}`;
-  return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
-}
 
 async function api(node, method, route, body) {
   const response = await fetch(`${node.url}/api/v1/tenants/demo/hubs/chat${route}`, {
@@ -49,7 +43,7 @@ test("a backend's message to every kind of target reaches exactly its official c
     }
     // c0 ann and c1 bob on node 0; c2 ann and c3 cy on node 1.
     for (const [i, user] of ["ann", "bob", "ann", "cy"].entries()) {
-      const c = await connect(`${nodes[i < 2 ? 0 : 1].url}/demo/chat`, (b) => b, { accessTokenFactory: () => jwt(user) });
+      const c = await connect(`${nodes[i < 2 ? 0 : 1].url}/demo/chat`, (b) => b, { accessTokenFactory: () => jwt(user, SECRET) });
       c.name = `c${i}`;
       clients.push(c);
     }

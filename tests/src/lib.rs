@@ -294,6 +294,17 @@ pub fn jwt(secret: &str, sub: &str, ttl_secs: i64) -> anyhow::Result<String> {
     )?)
 }
 
+/// A tenant whose clients authenticate with HS256 JWTs signed with `secret`.
+pub fn jwt_tenant(secret: &str) -> hubhost::tenants::TenantConfig {
+    hubhost::tenants::TenantConfig {
+        auth: hubhost::auth::AuthConfig::Jwt(hubhost::auth::JwtConfig {
+            hs256_secret: Some(secret.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A WebSocket speaking the JSON hub protocol by hand.
 pub struct RawClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,

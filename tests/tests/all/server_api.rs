@@ -221,16 +221,9 @@ async fn a_backend_closes_a_connection_or_a_user_on_any_node() -> anyhow::Result
     const SECRET: &str = "close-test-secret-0123456789abcdef";
     let prefix = unique_prefix("serverclose");
     let with_jwt = |mut config: Config| {
-        config.tenants.insert(
-            "demo".into(),
-            TenantConfig {
-                auth: hubhost::auth::AuthConfig::Jwt(hubhost::auth::JwtConfig {
-                    hs256_secret: Some(SECRET.into()),
-                    ..Default::default()
-                }),
-                ..TenantConfig::default()
-            },
-        );
+        config
+            .tenants
+            .insert("demo".into(), hubhost_tests::jwt_tenant(SECRET));
         config
     };
     let a = TestServer::start(with_jwt(node(&prefix))).await?;

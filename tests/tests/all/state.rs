@@ -204,16 +204,8 @@ async fn presence_follows_joins_leaves_vanished_clients_and_a_killed_node() -> a
     let mut here = node(&prefix);
     // A node that stops answering is waited for this long, until it is dead.
     here.backplane.group_timeout = Duration::from_secs(1);
-    here.tenants.insert(
-        "demo".into(),
-        TenantConfig {
-            auth: hubhost::auth::AuthConfig::Jwt(hubhost::auth::JwtConfig {
-                hs256_secret: Some(SECRET.into()),
-                ..Default::default()
-            }),
-            ..TenantConfig::default()
-        },
-    );
+    here.tenants
+        .insert("demo".into(), hubhost_tests::jwt_tenant(SECRET));
     let a = TestServer::start(here).await?;
     let b = process_node(&prefix, &dir).await?;
     let alive = a.state.cluster.clone();

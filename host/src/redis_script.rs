@@ -3,6 +3,7 @@
 //! hub state and timers share. A connection that failed is dropped, so the
 //! next call makes a new one; every call ends within [`TIMEOUT`].
 
+use crate::redis_endpoint::RedisEndpoint;
 use redis::aio::MultiplexedConnection;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,7 +22,7 @@ pub enum ScriptError {
 }
 
 pub struct ScriptClient {
-    client: redis::Client,
+    endpoint: RedisEndpoint,
     script: redis::Script,
     runtime: Handle,
     connection: Mutex<Option<MultiplexedConnection>>,
@@ -32,7 +33,7 @@ impl ScriptClient {
     /// tokio runtime its calls will wait on.
     pub fn new(url: &str, source: &str) -> anyhow::Result<Self> {
         Ok(Self {
-            client: redis::Client::open(url)?,
+            endpoint: RedisEndpoint::parse(url)?,
             script: redis::Script::new(source),
             runtime: Handle::try_current()?,
             connection: Mutex::default(),
@@ -64,7 +65,14 @@ impl ScriptClient {
                 let mut connection = match connection {
                     Some(connection) => connection,
                     None => {
-                        let made = self.client.get_multiplexed_async_connection().await?;
+                        let client = self.endpoint.client().await.map_err(|error| {
+                            redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "no Redis to connect to",
+                                error.to_string(),
+                            ))
+                        })?;
+                        let made = client.get_multiplexed_async_connection().await?;
                         *self.slot() = Some(made.clone());
                         made
                     }
@@ -77,7 +85,11 @@ impl ScriptClient {
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => {
-                if error.is_io_error() || error.is_connection_dropped() {
+                // A replica's READONLY: the primary moved (Sentinel).
+                if error.is_io_error()
+                    || error.is_connection_dropped()
+                    || error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                {
                     *self.slot() = None;
                 }
                 Err(ScriptError::Redis(error))

@@ -84,6 +84,49 @@ impl RedisServer {
         Ok(server)
     }
 
+    /// A Redis Sentinel on `port` watching the primary at `primary_port`
+    /// as `name`, quick to act (down after 1 s, failover timeout 3 s).
+    /// Sentinel rewrites its configuration file: it lives in `dir`.
+    pub async fn sentinel(
+        port: u16,
+        name: &str,
+        primary_port: u16,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<Self> {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {name} 127.0.0.1 {primary_port} 2\n\
+                 sentinel down-after-milliseconds {name} 1000\n\
+                 sentinel failover-timeout {name} 3000\n\
+                 sentinel parallel-syncs {name} 1\n",
+                dir = dir.display()
+            ),
+        )?;
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start redis-server --sentinel")?;
+        let server = Self {
+            port,
+            child: Some(child),
+        };
+        crate::wait_until_async(crate::PATIENCE, || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await
+        .context("the sentinel did not start")?;
+        Ok(server)
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }

@@ -20,6 +20,7 @@
 
 use super::buffer::{Buffer, Outgoing};
 use super::{Backplane, BackplaneError, BackplaneSettings, BackplaneStats, Delivery, Subscribed};
+use crate::redis_endpoint::{EndpointError, RedisEndpoint};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::MultiplexedConnection;
@@ -104,13 +105,8 @@ pub struct RedisBackplane {
 impl RedisBackplane {
     /// Start connecting to Redis at `settings.url`; returns at once. Fails
     /// only for a URL that cannot be used at all.
-    pub fn start(settings: RedisSettings) -> Result<Self, redis::RedisError> {
-        if settings.url.starts_with("rediss://") {
-            // rustls needs one process-wide crypto provider; a second
-            // install (another backplane) is refused harmlessly.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        }
-        let client = redis::Client::open(settings.url.as_str())?;
+    pub fn start(settings: RedisSettings) -> Result<Self, EndpointError> {
+        let client = RedisEndpoint::parse(&settings.url)?;
         let shared = Arc::new(Shared::default());
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_CAPACITY);
@@ -221,9 +217,21 @@ impl Backoff {
     }
 }
 
-async fn connect(client: &redis::Client) -> Result<MultiplexedConnection, String> {
+/// A connection to the server `endpoint` names now.
+async fn connect(endpoint: &RedisEndpoint) -> Result<MultiplexedConnection, String> {
+    let client = endpoint.client().await.map_err(|e| e.to_string())?;
     match timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
         Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("connect timed out".into()),
+    }
+}
+
+/// A pub/sub connection to the server `endpoint` names now.
+async fn subscriber_connection(endpoint: &RedisEndpoint) -> Result<redis::aio::PubSub, String> {
+    let client = endpoint.client().await.map_err(|e| e.to_string())?;
+    match timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+        Ok(Ok(pubsub)) => Ok(pubsub),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err("connect timed out".into()),
     }
@@ -263,7 +271,7 @@ fn requeue(shared: &Shared, batch: Vec<Outgoing>) {
     }
 }
 
-async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSettings) {
+async fn publisher(client: RedisEndpoint, shared: Arc<Shared>, settings: RedisSettings) {
     let mut backoff = Backoff::new();
     let mut outage_since: Option<Instant> = None;
     loop {
@@ -338,7 +346,7 @@ async fn publisher(client: redis::Client, shared: Arc<Shared>, settings: RedisSe
 }
 
 async fn subscriber(
-    client: redis::Client,
+    client: RedisEndpoint,
     shared: Arc<Shared>,
     mut commands: mpsc::UnboundedReceiver<Command>,
     incoming: mpsc::Sender<Delivery>,
@@ -354,14 +362,10 @@ async fn subscriber(
         while let Ok(command) = commands.try_recv() {
             acks.extend(apply(&mut wanted, command));
         }
-        let pubsub = match timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
-            Ok(Ok(pubsub)) => pubsub,
-            failure => {
+        let pubsub = match subscriber_connection(&client).await {
+            Ok(pubsub) => pubsub,
+            Err(error) => {
                 if !reported {
-                    let error = match failure {
-                        Ok(Err(error)) => error.to_string(),
-                        _ => "connect timed out".into(),
-                    };
                     tracing::warn!(%error, "redis backplane: subscriber cannot reach Redis; retrying");
                     reported = true;
                 }

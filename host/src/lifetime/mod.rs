@@ -19,6 +19,7 @@
 //! Presence (who is connected, in a group, a user's connections) is asked of
 //! every node the same way (see `presence.rs`).
 
+mod close;
 mod groups;
 mod local;
 mod message;
@@ -163,18 +164,6 @@ impl HubLifetimeManager {
         }
     }
 
-    /// Close every local connection of `hub` with `request` (the hub is gone).
-    pub fn close_hub(&self, hub: &HubKey, request: &CloseRequest) -> usize {
-        let Some(connections) = self.hub(hub) else {
-            return 0;
-        };
-        let connections = read(&connections);
-        for connection in connections.connections() {
-            connection.outbound.close(request.clone());
-        }
-        connections.len()
-    }
-
     /// The connections of `hub`, with the map of hubs locked only to find them.
     fn hub(&self, hub: &HubKey) -> Option<Arc<RwLock<HubConnections>>> {
         self.hubs().get(hub).cloned()
@@ -307,42 +296,6 @@ impl HubLifetimeManager {
         })
     }
 
-    /// Close the connections `target` names, on this node now and on the
-    /// others through one publish (as a send to the same target travels);
-    /// returns how many were local.
-    pub fn close(&self, hub: &HubKey, target: Target, request: CloseRequest) -> usize {
-        let closed = self.close_local(hub, &target, &request);
-        if self.backplane.has_peers()
-            && let Some(channel) = self.channel_for(hub, &target)
-        {
-            self.publish_wire(
-                hub.tenant(),
-                &channel,
-                &Wire::Close(CloseEnvelope {
-                    origin: self.cluster.node_name().to_owned(),
-                    tenant: hub.tenant().to_owned(),
-                    hub: hub.hub().to_owned(),
-                    to: target,
-                    reason: request.error,
-                    allow_reconnect: request.allow_reconnect,
-                }),
-            );
-        }
-        closed
-    }
-
-    fn close_local(&self, hub: &HubKey, target: &Target, request: &CloseRequest) -> usize {
-        let Some(connections) = self.hub(hub) else {
-            return 0;
-        };
-        let connections = read(&connections);
-        let found = connections.resolve(target);
-        for connection in &found {
-            connection.outbound.close(request.clone());
-        }
-        found.len()
-    }
-
     fn publish_to(&self, channel: &str, hub: &HubKey, to: Target, message: &Message) {
         self.publish_wire(
             hub.tenant(),
@@ -405,30 +358,6 @@ impl HubLifetimeManager {
             Wire::GroupReply(reply) => self.on_group_reply(reply),
             Wire::Presence(request) => self.on_presence_request(request),
             Wire::PresenceReply(reply) => self.on_presence_reply(reply),
-        }
-    }
-
-    /// Every local connection's sending half, all hubs (a drain closes
-    /// them in batches).
-    pub fn local_outbounds(&self) -> Vec<crate::outbound::Outbound> {
-        let hubs: Vec<_> = self.hubs().values().cloned().collect();
-        hubs.iter()
-            .flat_map(|connections| {
-                read(connections)
-                    .connections()
-                    .map(|c| c.outbound.clone())
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
-    /// Ask every local connection to close (shutdown).
-    pub fn close_all(&self, request: &CloseRequest) {
-        let hubs: Vec<_> = self.hubs().values().cloned().collect();
-        for connections in hubs {
-            for connection in read(&connections).connections() {
-                connection.outbound.close(request.clone());
-            }
         }
     }
 }

@@ -16,6 +16,7 @@
 
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
 use crate::names::HubKey;
+use crate::redis_endpoint::{EndpointError, RedisEndpoint};
 use crate::tenants::TenantConfig;
 use crate::vars::StoredVar;
 use redis::AsyncCommands as _;
@@ -35,7 +36,7 @@ return redis.call('LINDEX', KEYS[1], -1)
 ";
 
 pub struct RedisStore {
-    client: redis::Client,
+    endpoint: RedisEndpoint,
     prefix: String,
     /// The connection, once made; dropped after an error so the next
     /// operation reconnects.
@@ -48,9 +49,9 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
 
 impl RedisStore {
     /// A store at `url` under `{cluster}:store:`; connects on first use.
-    pub fn new(url: &str, cluster: &str) -> Result<Self, redis::RedisError> {
+    pub fn new(url: &str, cluster: &str) -> Result<Self, EndpointError> {
         Ok(Self {
-            client: redis::Client::open(url)?,
+            endpoint: RedisEndpoint::parse(url)?,
             prefix: format!("{cluster}:store"),
             connection: Mutex::new(None),
         })
@@ -78,13 +79,12 @@ impl RedisStore {
             match slot.as_ref() {
                 Some(connection) => connection.clone(),
                 None => {
-                    let connection = tokio::time::timeout(
-                        TIMEOUT,
-                        self.client.get_multiplexed_async_connection(),
-                    )
-                    .await
-                    .map_err(|_| unavailable("timed out connecting to Redis"))?
-                    .map_err(unavailable)?;
+                    let client = self.endpoint.client().await.map_err(unavailable)?;
+                    let connection =
+                        tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
+                            .await
+                            .map_err(|_| unavailable("timed out connecting to Redis"))?
+                            .map_err(unavailable)?;
                     *slot = Some(connection.clone());
                     connection
                 }

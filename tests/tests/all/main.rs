@@ -41,6 +41,7 @@ mod redis;
 mod redis_tls;
 mod routing;
 mod sandbox;
+mod sentinel;
 mod server_api;
 mod sse;
 mod state;

@@ -1,6 +1,8 @@
 //! Broadcast fan-out: one sender, 1,000 WebSocket clients, the same messages
 //! on one node (in-memory backplane) and on two nodes over Redis (500 clients
-//! each), side by side in one run. Needs the machine's Redis on 6379 and the
+//! each), side by side in one run; then one node again with the Prometheus
+//! recorder installed (`--metrics-listen`), and what one recorded event
+//! costs. Needs the machine's Redis on 6379 and the
 //! guests built (`make bench`). Everything, clients included, shares this
 //! machine's cores, so the figures are a floor.
 
@@ -127,5 +129,50 @@ async fn main() -> anyhow::Result<()> {
     );
     a.stop().await?;
     b.stop().await?;
+
+    // One node again, then with metrics on: the recorder is process-wide,
+    // so that comes last, and the row before it is its peer.
+    let again = TestServer::start(config()).await?;
+    let clients = receivers(&again, CLIENTS).await?;
+    let (without_metrics, _) = run(&again, &clients, &[]).await?;
+    again.stop().await?;
+    println!(
+        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
+        "1 node again, no metrics",
+        without_metrics,
+        MESSAGES as f64 / without_metrics,
+        deliveries / without_metrics
+    );
+    let _recorder = hubhost::exporter::install()?;
+    let metered = TestServer::start(config()).await?;
+    let clients = receivers(&metered, CLIENTS).await?;
+    let (with_metrics, _) = run(&metered, &clients, &[]).await?;
+    metered.stop().await?;
+    println!(
+        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
+        "1 node, metrics recorded",
+        with_metrics,
+        MESSAGES as f64 / with_metrics,
+        deliveries / with_metrics
+    );
+    let events = 1_000_000;
+    let started = Instant::now();
+    for _ in 0..events {
+        hubhost::monitoring::invocation(
+            "tenant",
+            "hub",
+            hubhost::monitoring::Outcome::Ok,
+            Duration::from_micros(200),
+        );
+    }
+    let invocation = started.elapsed().as_nanos() as f64 / events as f64;
+    let started = Instant::now();
+    for _ in 0..events {
+        hubhost::monitoring::delivered("tenant", "hub", 500);
+    }
+    let delivery = started.elapsed().as_nanos() as f64 / events as f64;
+    println!(
+        "metrics: one invocation recorded (counter + histogram) {invocation:.0} ns, one send's deliveries {delivery:.0} ns"
+    );
     Ok(())
 }

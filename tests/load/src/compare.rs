@@ -306,6 +306,14 @@ fn print_table(outcomes: &[Outcome], args: &CompareArgs) {
             format!("idle: KiB per connection ({} on one node)", args.idle),
             Box::new(|o: &Outcome| o.idle.kib_per_connection),
         ),
+        (
+            format!("connect: {} clients to one node (ms)", args.idle),
+            Box::new(|o: &Outcome| o.idle.connect_ms as f64),
+        ),
+        (
+            "connect: connections/s (WebSocket + handshake, no negotiate)".into(),
+            Box::new(|o: &Outcome| o.idle.connections as f64 * 1e3 / o.idle.connect_ms.max(1) as f64),
+        ),
     ];
     let find = |name: &str| outcomes.iter().find(|o| o.name == name);
     println!();

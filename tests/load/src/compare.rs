@@ -312,7 +312,9 @@ fn print_table(outcomes: &[Outcome], args: &CompareArgs) {
         ),
         (
             "connect: connections/s (WebSocket + handshake, no negotiate)".into(),
-            Box::new(|o: &Outcome| o.idle.connections as f64 * 1e3 / o.idle.connect_ms.max(1) as f64),
+            Box::new(|o: &Outcome| {
+                o.idle.connections as f64 * 1e3 / o.idle.connect_ms.max(1) as f64
+            }),
         ),
     ];
     let find = |name: &str| outcomes.iter().find(|o| o.name == name);

@@ -127,24 +127,54 @@ impl ConnectionCounts {
 #[derive(Debug, Clone, Default)]
 pub struct CallSlots {
     /// By tenant: its limit, and the slots.
-    by_tenant: Arc<Mutex<HashMap<String, Slots>>>,
+    by_tenant: Arc<PerTenant<usize, Arc<Semaphore>>>,
 }
-
-type Slots = (usize, Arc<Semaphore>);
 
 impl CallSlots {
     /// The slots of `tenant`, `limit` of them. A changed limit starts a new
     /// set: calls holding the old one finish on it.
     pub fn of(&self, tenant: &str, limit: usize) -> Arc<Semaphore> {
-        let mut by_tenant = self.by_tenant.lock().unwrap_or_else(|e| e.into_inner());
-        match by_tenant.get(tenant) {
-            Some((current, slots)) if *current == limit => slots.clone(),
-            _ => {
-                let slots = Arc::new(Semaphore::new(limit.max(1)));
-                by_tenant.insert(tenant.to_owned(), (limit, slots.clone()));
-                slots
-            }
+        self.by_tenant.with(
+            tenant,
+            limit,
+            |limit| Arc::new(Semaphore::new(limit.max(1))),
+            |slots| slots.clone(),
+        )
+    }
+}
+
+/// One value per tenant, made from one of the tenant's settings, and made
+/// again when that setting changes.
+#[derive(Debug)]
+struct PerTenant<S, V>(Mutex<HashMap<String, (S, V)>>);
+
+impl<S, V> Default for PerTenant<S, V> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<S: Copy + PartialEq, V> PerTenant<S, V> {
+    /// `use_` on `tenant`'s value for `setting`, made by `make` if there is
+    /// none for it yet.
+    fn with<R>(
+        &self,
+        tenant: &str,
+        setting: S,
+        make: impl FnOnce(S) -> V,
+        use_: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        // Only whole entries are replaced: a poisoned map is still whole.
+        let mut by_tenant = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((current, value)) = by_tenant.get_mut(tenant)
+            && *current == setting
+        {
+            return use_(value);
         }
+        let mut value = make(setting);
+        let result = use_(&mut value);
+        by_tenant.insert(tenant.to_owned(), (setting, value));
+        result
     }
 }
 
@@ -263,23 +293,15 @@ impl RateLimit {
 /// One [`RateLimit`] per tenant, at the rate its settings give now.
 #[derive(Debug, Default)]
 pub struct TenantRates {
-    buckets: Mutex<HashMap<String, (u32, RateLimit)>>,
+    buckets: PerTenant<u32, RateLimit>,
 }
 
 impl TenantRates {
     /// Take one of `tenant`'s tokens at `rate` a second; false when it is
     /// over. A changed rate starts a new, full bucket.
     pub fn allow(&self, tenant: &str, rate: u32) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        match buckets.get_mut(tenant) {
-            Some((current, bucket)) if *current == rate => bucket.allow(),
-            _ => {
-                let mut bucket = RateLimit::new(rate);
-                let allowed = bucket.allow();
-                buckets.insert(tenant.to_owned(), (rate, bucket));
-                allowed
-            }
-        }
+        self.buckets
+            .with(tenant, rate, RateLimit::new, |bucket| bucket.allow())
     }
 }
 

@@ -205,10 +205,10 @@ async fn presence(
     state: &AppState,
     admin: &TenantAdmin,
     params: &HashMap<String, String>,
-    (param, query): (&str, fn(String) -> PresenceQuery),
+    query: fn(String) -> PresenceQuery,
 ) -> Result<Json<Presence>> {
     let hub = hub_of(state, admin)?;
-    let name = params.get(param).cloned().ok_or(AdminError::Internal)?;
+    let name = params.get("name").cloned().ok_or(AdminError::Internal)?;
     let answer = state.lifetime.presence(hub, query(name), MAX_LISTED).await;
     Ok(Json(Presence {
         count: answer.count,
@@ -221,7 +221,7 @@ async fn group(
     admin: TenantAdmin,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<Presence>> {
-    presence(&state, &admin, &params, ("name", PresenceQuery::Group)).await
+    presence(&state, &admin, &params, PresenceQuery::Group).await
 }
 
 async fn user(
@@ -229,7 +229,7 @@ async fn user(
     admin: TenantAdmin,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<Presence>> {
-    presence(&state, &admin, &params, ("name", PresenceQuery::User)).await
+    presence(&state, &admin, &params, PresenceQuery::User).await
 }
 
 async fn connection(
@@ -237,7 +237,7 @@ async fn connection(
     admin: TenantAdmin,
     Path(params): Path<HashMap<String, String>>,
 ) -> Result<Json<Presence>> {
-    presence(&state, &admin, &params, ("name", PresenceQuery::Connection)).await
+    presence(&state, &admin, &params, PresenceQuery::Connection).await
 }
 
 /// `{group}` and `{connection}` of a group route.

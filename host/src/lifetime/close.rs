@@ -77,11 +77,8 @@ impl HubLifetimeManager {
 
     /// Ask every local connection to close (shutdown).
     pub fn close_all(&self, request: &CloseRequest) {
-        let hubs: Vec<_> = self.hubs().values().cloned().collect();
-        for connections in hubs {
-            for connection in read(&connections).connections() {
-                connection.outbound.close(request.clone());
-            }
+        for connection in self.local_outbounds() {
+            connection.close(request.clone());
         }
     }
 }

@@ -5,7 +5,6 @@
 //! [`GroupRequest`] and its [`GroupReply`].
 
 use super::{GroupError, GroupLimits, PresenceQuery, Target};
-use crate::names::HubKey;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -42,12 +41,6 @@ pub struct Envelope {
     pub arguments: Box<RawValue>,
 }
 
-impl Envelope {
-    pub fn hub_key(&self) -> Option<HubKey> {
-        HubKey::new(&self.tenant, &self.hub).ok()
-    }
-}
-
 /// Close connections (one, or every one of a user), wherever they live:
 /// sent like a send to the same target, so it takes the same channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -60,12 +53,6 @@ pub struct CloseEnvelope {
     /// For the client's Close message.
     pub reason: Option<String>,
     pub allow_reconnect: bool,
-}
-
-impl CloseEnvelope {
-    pub fn hub_key(&self) -> Option<HubKey> {
-        HubKey::new(&self.tenant, &self.hub).ok()
-    }
 }
 
 /// Add a connection to, or remove it from, a group, on its owning node.

@@ -316,6 +316,25 @@ impl HubLifetimeManager {
         publish_json(self.backplane.as_ref(), tenant, channel, wire);
     }
 
+    /// The hub a send or close published by `origin` names, unless it is
+    /// this node's own echo or names no valid hub (logged).
+    fn foreign_hub(
+        &self,
+        origin: &str,
+        (tenant, hub): (&str, &str),
+        channel: &str,
+        what: &str,
+    ) -> Option<HubKey> {
+        if origin == self.cluster.node_name() {
+            return None;
+        }
+        let key = HubKey::new(tenant, hub).ok();
+        if key.is_none() {
+            tracing::warn!(channel, what, "dropping a message for an invalid hub");
+        }
+        key
+    }
+
     /// A message from another node.
     fn on_delivery(self: &Arc<Self>, delivery: Delivery) {
         let wire: Wire = match serde_json::from_slice(&delivery.payload) {
@@ -326,27 +345,21 @@ impl HubLifetimeManager {
         };
         match wire {
             Wire::Send(envelope) => {
-                if envelope.origin == self.cluster.node_name() {
+                let named = (envelope.tenant.as_str(), envelope.hub.as_str());
+                let Some(hub) =
+                    self.foreign_hub(&envelope.origin, named, &delivery.channel, "send")
+                else {
                     return;
-                }
-                let Some(hub) = envelope.hub_key() else {
-                    return tracing::warn!(
-                        channel = delivery.channel,
-                        "dropping a send for an invalid hub"
-                    );
                 };
                 let message = Arc::new(Message::new(envelope.method, envelope.arguments));
                 self.deliver_local(&hub, &envelope.to, &message);
             }
             Wire::Close(envelope) => {
-                if envelope.origin == self.cluster.node_name() {
+                let named = (envelope.tenant.as_str(), envelope.hub.as_str());
+                let Some(hub) =
+                    self.foreign_hub(&envelope.origin, named, &delivery.channel, "close")
+                else {
                     return;
-                }
-                let Some(hub) = envelope.hub_key() else {
-                    return tracing::warn!(
-                        channel = delivery.channel,
-                        "dropping a close for an invalid hub"
-                    );
                 };
                 let request = CloseRequest {
                     error: envelope.reason,

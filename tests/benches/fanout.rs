@@ -84,12 +84,37 @@ async fn run(
     Ok((start.elapsed().as_secs_f64(), remote_done))
 }
 
+/// Seconds for the broadcasts to reach CLIENTS clients of one fresh node.
+async fn one_node() -> anyhow::Result<f64> {
+    let server = TestServer::start(config()).await?;
+    let clients = receivers(&server, CLIENTS).await?;
+    let (seconds, _) = run(&server, &clients, &[]).await?;
+    server.stop().await?;
+    Ok(seconds)
+}
+
+/// One row of the table.
+fn row(setup: &str, seconds: f64) {
+    println!(
+        "{setup:<36} {seconds:>10.2} {:>14.0} {:>16.0}",
+        MESSAGES as f64 / seconds,
+        (MESSAGES * CLIENTS) as f64 / seconds
+    );
+}
+
+/// Nanoseconds `event` takes, over a million calls.
+fn per_event(event: impl Fn()) -> f64 {
+    let events = 1_000_000;
+    let started = Instant::now();
+    for _ in 0..events {
+        event();
+    }
+    started.elapsed().as_nanos() as f64 / f64::from(events)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let single = TestServer::start(config()).await?;
-    let clients = receivers(&single, CLIENTS).await?;
-    let (one_node, _) = run(&single, &clients, &[]).await?;
-    single.stop().await?;
+    let one = one_node().await?;
 
     let prefix = unique_prefix("bench");
     let a = TestServer::start(cluster_config(REDIS_URL, &prefix)).await?;
@@ -103,26 +128,13 @@ async fn main() -> anyhow::Result<()> {
     on_a.extend(on_b.iter().cloned());
     let (two_nodes, remote) = run(&a, &on_a, &on_b).await?;
 
-    let deliveries = (MESSAGES * CLIENTS) as f64;
     println!("fan-out: {MESSAGES} broadcasts of 64 bytes to {CLIENTS} clients, one sender");
     println!(
         "{:<36} {:>10} {:>14} {:>16}",
         "setup", "seconds", "messages/s", "deliveries/s"
     );
-    println!(
-        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
-        "1 node, in-memory backplane",
-        one_node,
-        MESSAGES as f64 / one_node,
-        deliveries / one_node
-    );
-    println!(
-        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
-        "2 nodes over Redis (500 + 500)",
-        two_nodes,
-        MESSAGES as f64 / two_nodes,
-        deliveries / two_nodes
-    );
+    row("1 node, in-memory backplane", one);
+    row("2 nodes over Redis (500 + 500)", two_nodes);
     println!(
         "cross-node: all {MESSAGES} messages reached the other node's 500 clients in {remote:.2} s = {:.0} messages/s",
         MESSAGES as f64 / remote
@@ -132,45 +144,18 @@ async fn main() -> anyhow::Result<()> {
 
     // One node again, then with metrics on: the recorder is process-wide,
     // so that comes last, and the row before it is its peer.
-    let again = TestServer::start(config()).await?;
-    let clients = receivers(&again, CLIENTS).await?;
-    let (without_metrics, _) = run(&again, &clients, &[]).await?;
-    again.stop().await?;
-    println!(
-        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
-        "1 node again, no metrics",
-        without_metrics,
-        MESSAGES as f64 / without_metrics,
-        deliveries / without_metrics
-    );
+    row("1 node again, no metrics", one_node().await?);
     let _recorder = hubhost::exporter::install()?;
-    let metered = TestServer::start(config()).await?;
-    let clients = receivers(&metered, CLIENTS).await?;
-    let (with_metrics, _) = run(&metered, &clients, &[]).await?;
-    metered.stop().await?;
-    println!(
-        "{:<36} {:>10.2} {:>14.0} {:>16.0}",
-        "1 node, metrics recorded",
-        with_metrics,
-        MESSAGES as f64 / with_metrics,
-        deliveries / with_metrics
-    );
-    let events = 1_000_000;
-    let started = Instant::now();
-    for _ in 0..events {
+    row("1 node, metrics recorded", one_node().await?);
+    let invocation = per_event(|| {
         hubhost::monitoring::invocation(
             "tenant",
             "hub",
             hubhost::monitoring::Outcome::Ok,
             Duration::from_micros(200),
-        );
-    }
-    let invocation = started.elapsed().as_nanos() as f64 / events as f64;
-    let started = Instant::now();
-    for _ in 0..events {
-        hubhost::monitoring::delivered("tenant", "hub", 500);
-    }
-    let delivery = started.elapsed().as_nanos() as f64 / events as f64;
+        )
+    });
+    let delivery = per_event(|| hubhost::monitoring::delivered("tenant", "hub", 500));
     println!(
         "metrics: one invocation recorded (counter + histogram) {invocation:.0} ns, one send's deliveries {delivery:.0} ns"
     );

@@ -6,12 +6,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { startServer, connect, jwt } from "./harness.mjs";
+import { startServer, connect, jwt, jwtConfig } from "./harness.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const KEY = "docs-operator-key-0123456789";
@@ -36,12 +35,7 @@ const matches = (output, expected) => {
 };
 
 test("the server API chapter's curl examples run as written", async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "hubhost-docs-"));
-  const config = path.join(dir, "hubhost.toml");
-  writeFileSync(
-    config,
-    ["[admin]", `operator_keys = ["${KEY}"]`, "[tenants.demo.auth]", 'mode = "jwt"', `hs256_secret = "${SECRET}"`].join("\n"),
-  );
+  const config = jwtConfig(KEY, SECRET);
   const server = await startServer({ args: ["--config", config] });
   const ann = await connect(`${server.url}/demo/chat`, (b) => b, { accessTokenFactory: () => jwt("ann", SECRET) });
   const closed = new Promise((resolve) => ann.onclose(resolve));

@@ -1,7 +1,8 @@
 // Test harness: start real hubhost processes and connect official clients.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import * as signalR from "@microsoft/signalr";
@@ -135,4 +136,12 @@ export function jwt(sub, secret, ttlSeconds = 300) {
   const b64 = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
   const body = `${b64({ alg: "HS256", typ: "JWT" })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + ttlSeconds })}`;
   return `${body}.${createHmac("sha256", secret).update(body).digest("base64url")}`;
+}
+
+/** A configuration file (in a new temporary directory): `operatorKey`, and tenant demo's clients signing in with HS256 JWTs of `secret`. */
+export function jwtConfig(operatorKey, secret) {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "hubhost-node-")), "hubhost.toml");
+  const lines = ["[admin]", `operator_keys = ["${operatorKey}"]`, "[tenants.demo.auth]", 'mode = "jwt"', `hs256_secret = "${secret}"`];
+  writeFileSync(file, lines.join("\n"));
+  return file;
 }

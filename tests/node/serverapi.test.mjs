@@ -4,10 +4,7 @@
 // changed through the node that does not hold the connection.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { startServer, connect, jwt, waitReady } from "./harness.mjs";
+import { startServer, connect, jwt, jwtConfig, waitReady } from "./harness.mjs";
 
 const redis = process.env.HUBHOST_TEST_REDIS ?? "redis://127.0.0.1:6379";
 const KEY = "serverapi-operator-key-0123456789";
@@ -26,12 +23,7 @@ async function api(node, method, route, body) {
 }
 
 test("a backend's message to every kind of target reaches exactly its official clients once", async () => {
-  const dir = mkdtempSync(path.join(tmpdir(), "hubhost-serverapi-"));
-  const config = path.join(dir, "hubhost.toml");
-  writeFileSync(
-    config,
-    ["[admin]", `operator_keys = ["${KEY}"]`, "[tenants.demo.auth]", 'mode = "jwt"', `hs256_secret = "${SECRET}"`].join("\n"),
-  );
+  const config = jwtConfig(KEY, SECRET);
   const prefix = `node-serverapi-${process.pid}-${Date.now()}`;
   const nodes = [];
   const clients = [];

@@ -53,7 +53,8 @@ impl RedisServer {
 
     /// Start on `port` with extra `redis-server` arguments.
     pub async fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args([
                 "--port",
                 &port.to_string(),
@@ -64,24 +65,8 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .context("cannot start redis-server (is it installed?)")?;
-        let server = Self {
-            port,
-            child: Some(child),
-        };
-        crate::wait_until_async(crate::PATIENCE, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await
-        .context("redis-server did not start")?;
-        Ok(server)
+            .args(extra);
+        Self::spawn(command, port, "redis-server").await
     }
 
     /// A Redis Sentinel on `port` watching the primary at `primary_port`
@@ -105,14 +90,20 @@ impl RedisServer {
                 dir = dir.display()
             ),
         )?;
-        let child = Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
+        let mut command = Command::new("redis-server");
+        command.arg(&conf).arg("--sentinel");
+        Self::spawn(command, port, "redis-server --sentinel").await
+    }
+
+    /// Run `command` (a `redis-server` of some kind) and wait until it
+    /// accepts connections on `port`.
+    async fn spawn(mut command: Command, port: u16, what: &str) -> anyhow::Result<Self> {
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .context("cannot start redis-server --sentinel")?;
+            .with_context(|| format!("cannot start {what} (is it installed?)"))?;
         let server = Self {
             port,
             child: Some(child),
@@ -123,7 +114,7 @@ impl RedisServer {
                 .is_ok()
         })
         .await
-        .context("the sentinel did not start")?;
+        .with_context(|| format!("{what} did not start"))?;
         Ok(server)
     }
 

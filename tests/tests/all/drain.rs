@@ -29,6 +29,20 @@ async fn a_drained_node_refuses_new_clients_serves_its_own_then_moves_them_in_ba
     for _ in 0..5 {
         clients.push(RawClient::connect(&server, "/demo/chat").await?.0);
     }
+    // Only an operator drains a node: no key, or a wrong one, changes nothing.
+    for key in [None, Some("not-an-admin-key-0123456789")] {
+        let mut request =
+            reqwest::Client::new().post(format!("http://{}/admin/v1/drain", server.addr));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        assert_eq!(request.send().await?.status(), 401);
+    }
+    assert_eq!(
+        http(server.addr, "GET", "/readyz").await?.0,
+        200,
+        "still ready"
+    );
     let admin = AdminClient::new(&format!("http://{}", server.addr), OPERATOR_KEY)?;
     let asked = Instant::now();
     let draining = admin.drain().await?;
@@ -73,16 +87,28 @@ async fn a_drained_node_refuses_new_clients_serves_its_own_then_moves_them_in_ba
         .into_iter()
         .collect::<anyhow::Result<Vec<_>>>()?;
     closed_at.sort();
-    let (first, last) = (closed_at[0], closed_at[4]);
+    let first = closed_at[0];
     assert!(
         first - asked >= WINDOW,
         "closed {:?} into the window",
         first - asked
     );
-    assert!(
-        last - first >= 2 * PAUSE,
-        "5 connections in batches of 2 take two pauses, not {:?}",
-        last - first
+    // Batches of 2, a pause of 100 ms between them: arrivals come in groups
+    // of 2, 2 and 1, split by gaps of about a pause. (When a Close is sent
+    // is the server's; when it arrives varies by a few milliseconds, so the
+    // groups are told apart by gaps over half a pause.)
+    let mut groups = vec![1];
+    for pair in closed_at.windows(2) {
+        match groups.last_mut() {
+            Some(size) if pair[1] - pair[0] < PAUSE / 2 => *size += 1,
+            _ => groups.push(1),
+        }
+    }
+    assert_eq!(
+        groups,
+        [2, 2, 1],
+        "closes arrived at {:?} after the first",
+        closed_at.iter().map(|t| *t - first).collect::<Vec<_>>()
     );
     // And the node exits by itself.
     server.stop().await?;

@@ -156,7 +156,16 @@ async fn metrics_count_what_the_node_did() -> anyhow::Result<()> {
         }
     }
 
-    // The admin API's view of the same (what the dashboard charts).
+    // The admin API's view of the same (what the dashboard charts), for
+    // admin keys only.
+    for route in ["activity", "errors"] {
+        let url = format!("http://{}/admin/v1/tenants/demo/{route}", node.addr);
+        assert_eq!(
+            reqwest::get(url).await?.status(),
+            401,
+            "{route} without a key"
+        );
+    }
     let activity = admin.activity("demo").await?;
     let hubs: Vec<(&str, u64, u64)> = activity
         .hubs

@@ -23,8 +23,8 @@
 //! - [`auth`]: client authentication: anonymous or JWT (HS256 / RS256).
 //! - [`outbound`]: a connection's bounded outbound queue, and the
 //!   [`outbound::Message`] every recipient of a send shares.
-//! - [`redis_endpoint`]: where Redis is — one server, or the primary Redis
-//!   Sentinel names, asked again at every connection.
+//! - [`redis_endpoint`]: where Redis is — one server, the primary Redis
+//!   Sentinel names (asked again at every connection), or a Redis Cluster.
 //! - [`backplane`]: the node-to-node pub/sub seam, its channel names, and
 //!   its memory and Redis implementations.
 //! - [`cluster`]: what makes a node part of a cluster — node id, the registry

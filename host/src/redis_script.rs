@@ -3,8 +3,7 @@
 //! hub state and timers share. A connection that failed is dropped, so the
 //! next call makes a new one; every call ends within [`TIMEOUT`].
 
-use crate::redis_endpoint::RedisEndpoint;
-use redis::aio::MultiplexedConnection;
+use crate::redis_endpoint::{RedisConnection, RedisEndpoint};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -25,7 +24,7 @@ pub struct ScriptClient {
     endpoint: RedisEndpoint,
     script: redis::Script,
     runtime: Handle,
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: Mutex<Option<RedisConnection>>,
 }
 
 impl ScriptClient {
@@ -40,7 +39,7 @@ impl ScriptClient {
         })
     }
 
-    fn slot(&self) -> MutexGuard<'_, Option<MultiplexedConnection>> {
+    fn slot(&self) -> MutexGuard<'_, Option<RedisConnection>> {
         // Only replaced whole: a poisoned slot is still a connection or none.
         self.connection.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -65,14 +64,13 @@ impl ScriptClient {
                 let mut connection = match connection {
                     Some(connection) => connection,
                     None => {
-                        let client = self.endpoint.client().await.map_err(|error| {
+                        let made = self.endpoint.connect().await.map_err(|error| {
                             redis::RedisError::from((
                                 redis::ErrorKind::Io,
                                 "no Redis to connect to",
                                 error.to_string(),
                             ))
                         })?;
-                        let made = client.get_multiplexed_async_connection().await?;
                         *self.slot() = Some(made.clone());
                         made
                     }

@@ -12,11 +12,13 @@
 //! - [`admin`]: the admin API over HTTP, and waiting for nodes to serve a version.
 //! - [`transports`]: raw long-polling and Server-Sent Events clients, and
 //!   MessagePack framing, for the wire-protocol tests.
+//! - [`traffic`]: numbered messages through a Redis failover, and what was lost.
 
 pub mod admin;
 pub mod process;
 pub mod redis_server;
 pub mod spec;
+pub mod traffic;
 pub mod transports;
 
 use anyhow::{Context as _, bail};

@@ -16,6 +16,8 @@ mod buffer;
 pub mod channels;
 pub mod memory;
 pub mod redis;
+mod sharded;
+mod subscription;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,7 @@
-//! The Redis backplane: Redis pub/sub between hubhost nodes.
+//! The Redis backplane: Redis pub/sub between hubhost nodes — classic
+//! pub/sub on one server (or the primary Sentinel names), sharded pub/sub
+//! (`SPUBLISH`/`SSUBSCRIBE`) on a Redis Cluster, where each message travels
+//! only to the shard that owns its channel's slot.
 //!
 //! Two connections per node, each owned by one task:
 //! - the publisher drains an outgoing queue, pipelining what is waiting into
@@ -11,6 +14,11 @@
 //!   them all again after every reconnect, and forwards messages to the
 //!   lifetime manager.
 //!
+//! On a cluster, a shard's connection dropping (its primary died, or the
+//! slot map changed) is an outage for the publisher until every primary
+//! answers again and the subscriber has subscribed again where the slots now
+//! live; the other shards keep delivering meanwhile.
+//!
 //! Both reconnect with backoff (50 ms doubling to 500 ms) forever; a node
 //! starts without Redis and reports not ready until both are connected.
 //! The publisher holds its batch while the subscriber's connection is down
@@ -19,11 +27,11 @@
 //! since Redis may have delivered part of it: delivery stays at most once.
 
 use super::buffer::{Buffer, Outgoing};
+use super::sharded::{Sent, Shards};
+use super::subscription::{Event, Subscription};
 use super::{Backplane, BackplaneError, BackplaneSettings, BackplaneStats, Delivery, Subscribed};
-use crate::redis_endpoint::{EndpointError, RedisEndpoint};
+use crate::redis_endpoint::{EndpointError, RedisConnection, RedisEndpoint};
 use bytes::Bytes;
-use futures_util::StreamExt;
-use redis::aio::MultiplexedConnection;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -37,16 +45,19 @@ const INCOMING_CAPACITY: usize = 65_536;
 /// Most messages, and bytes, pipelined in one round trip.
 const MAX_BATCH: usize = 512;
 const MAX_BATCH_BYTES: usize = 1 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often an idle subscriber connection is checked with a PING.
+/// How often a cluster whose shard was lost is checked while repairing, and
+/// how long a repair may take before the subscriber starts again from the
+/// cluster's slot map.
+const REPAIR_CHECK: Duration = Duration::from_millis(100);
+const REPAIR_LIMIT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 /// A Redis backplane: where, and how it buffers.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
+    /// Where Redis is: any URL [`RedisEndpoint`] takes.
     pub url: String,
     /// Buffering and timing, from the `[backplane]` section.
     pub backplane: BackplaneSettings,
@@ -217,26 +228,6 @@ impl Backoff {
     }
 }
 
-/// A connection to the server `endpoint` names now.
-async fn connect(endpoint: &RedisEndpoint) -> Result<MultiplexedConnection, String> {
-    let client = endpoint.client().await.map_err(|e| e.to_string())?;
-    match timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("connect timed out".into()),
-    }
-}
-
-/// A pub/sub connection to the server `endpoint` names now.
-async fn subscriber_connection(endpoint: &RedisEndpoint) -> Result<redis::aio::PubSub, String> {
-    let client = endpoint.client().await.map_err(|e| e.to_string())?;
-    match timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
-        Ok(Ok(pubsub)) => Ok(pubsub),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err("connect timed out".into()),
-    }
-}
-
 /// Take the next batch: expired messages are dropped, the rest stay queued
 /// until the batch is sent.
 fn next_batch(shared: &Shared, max_age: Duration) -> Vec<Outgoing> {
@@ -271,11 +262,55 @@ fn requeue(shared: &Shared, batch: Vec<Outgoing>) {
     }
 }
 
+/// The publisher's connection: to one server, or to each primary of a
+/// cluster (`sharded.rs`).
+enum Publisher {
+    Server(RedisConnection),
+    Cluster(Box<Shards>),
+}
+
+impl Publisher {
+    async fn connect(endpoint: &RedisEndpoint) -> Result<Self, String> {
+        if endpoint.is_cluster() {
+            return Shards::connect(endpoint)
+                .await
+                .map(|shards| Self::Cluster(Box::new(shards)));
+        }
+        let connection = endpoint.connect().await.map_err(|e| e.to_string())?;
+        Ok(Self::Server(connection))
+    }
+
+    /// Publish `batch` in one round trip: on one server, one pipeline of
+    /// `PUBLISH`; on a cluster, `SPUBLISH` in one pipeline per shard. Either
+    /// way the messages of one hash tag keep their order.
+    async fn send(&mut self, batch: &[Outgoing]) -> Sent {
+        let connection = match self {
+            Self::Cluster(shards) => return shards.publish(batch).await,
+            Self::Server(connection) => connection,
+        };
+        let mut pipe = redis::pipe();
+        for message in batch {
+            pipe.cmd("PUBLISH")
+                .arg(&message.channel)
+                .arg(message.payload.as_ref())
+                .ignore();
+        }
+        match pipe.query_async::<()>(connection).await {
+            Ok(()) => Sent::default(),
+            Err(error) => Sent {
+                lost: batch.len() as u64,
+                error: Some(error.to_string()),
+                ..Sent::default()
+            },
+        }
+    }
+}
+
 async fn publisher(client: RedisEndpoint, shared: Arc<Shared>, settings: RedisSettings) {
     let mut backoff = Backoff::new();
     let mut outage_since: Option<Instant> = None;
     loop {
-        let mut connection = match connect(&client).await {
+        let mut connection = match Publisher::connect(&client).await {
             Ok(connection) => connection,
             Err(error) => {
                 if outage_since.is_none() {
@@ -313,34 +348,38 @@ async fn publisher(client: RedisEndpoint, shared: Arc<Shared>, settings: RedisSe
                 outage_since = Some(Instant::now());
                 break;
             }
-            let mut pipe = redis::pipe();
-            for message in &batch {
-                pipe.cmd("PUBLISH")
-                    .arg(&message.channel)
-                    .arg(message.payload.as_ref())
-                    .ignore();
-            }
             let started = Instant::now();
-            match timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut connection)).await {
-                Ok(Ok(())) => {
-                    crate::monitoring::redis_round_trip("publish", started.elapsed());
-                    shared
-                        .published
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                failure => {
-                    let error = match failure {
-                        Ok(Err(error)) => error.to_string(),
-                        _ => "publish timed out".into(),
-                    };
-                    let lost = batch.len() as u64;
-                    shared.dropped_in_flight.fetch_add(lost, Ordering::Relaxed);
-                    tracing::warn!(%error, lost, "redis backplane: lost Redis while publishing; reconnecting");
-                    shared.publisher_up.store(false, Ordering::Relaxed);
-                    outage_since = Some(Instant::now());
-                    break;
-                }
+            let sent = timeout(COMMAND_TIMEOUT, connection.send(&batch))
+                .await
+                .unwrap_or_else(|_| Sent {
+                    lost: batch.len() as u64,
+                    error: Some("publish timed out".into()),
+                    ..Sent::default()
+                });
+            let failed = sent.lost + sent.unsent.len() as u64;
+            shared
+                .published
+                .fetch_add(batch.len() as u64 - failed, Ordering::Relaxed);
+            let Some(error) = sent.error.filter(|_| failed > 0) else {
+                crate::monitoring::redis_round_trip("publish", started.elapsed());
+                continue;
+            };
+            let (lost, waiting) = (sent.lost, sent.unsent.len());
+            if lost > 0 {
+                shared.dropped_in_flight.fetch_add(lost, Ordering::Relaxed);
             }
+            // What was refused unsent waits, first in line, for Redis.
+            let unsent: Vec<Outgoing> = batch
+                .into_iter()
+                .enumerate()
+                .filter(|(index, _)| sent.unsent.binary_search(index).is_ok())
+                .map(|(_, message)| message)
+                .collect();
+            requeue(&shared, unsent);
+            tracing::warn!(%error, lost, waiting, "redis backplane: lost Redis while publishing; reconnecting");
+            shared.publisher_up.store(false, Ordering::Relaxed);
+            outage_since = Some(Instant::now());
+            break;
         }
     }
 }
@@ -362,8 +401,8 @@ async fn subscriber(
         while let Ok(command) = commands.try_recv() {
             acks.extend(apply(&mut wanted, command));
         }
-        let pubsub = match subscriber_connection(&client).await {
-            Ok(pubsub) => pubsub,
+        let mut subscription = match Subscription::connect(&client).await {
+            Ok(subscription) => subscription,
             Err(error) => {
                 if !reported {
                     tracing::warn!(%error, "redis backplane: subscriber cannot reach Redis; retrying");
@@ -373,9 +412,12 @@ async fn subscriber(
                 continue;
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
         let channels: Vec<&String> = wanted.iter().collect();
-        if !channels.is_empty() && sink.subscribe(channels).await.is_err() {
+        if let Err(error) = subscription.subscribe(&channels).await {
+            if !reported {
+                tracing::warn!(%error, "redis backplane: subscriber cannot subscribe; retrying");
+                reported = true;
+            }
             backoff.wait().await;
             continue;
         }
@@ -388,27 +430,42 @@ async fn subscriber(
         tracing::info!(channels = wanted.len(), "redis backplane: subscribed");
         let mut ping = tokio::time::interval(settings.subscriber_ping);
         ping.tick().await;
+        // Since when a cluster shard's connection is being repaired.
+        let mut repairing: Option<Instant> = None;
         loop {
             tokio::select! {
-                message = stream.next() => {
-                    let Some(message) = message else { break };
-                    shared.received.fetch_add(1, Ordering::Relaxed);
-                    let delivery = Delivery {
-                        channel: message.get_channel_name().to_owned(),
-                        payload: Bytes::copy_from_slice(message.get_payload_bytes()),
-                    };
-                    if incoming.try_send(delivery).is_err() {
-                        let total = shared.dropped_incoming.fetch_add(1, Ordering::Relaxed) + 1;
-                        if total.is_power_of_two() {
-                            tracing::warn!(total, "redis backplane: node is not keeping up; incoming messages dropped");
+                event = subscription.next() => match event {
+                    Event::Message(delivery) => {
+                        shared.received.fetch_add(1, Ordering::Relaxed);
+                        if incoming.try_send(delivery).is_err() {
+                            let total = shared.dropped_incoming.fetch_add(1, Ordering::Relaxed) + 1;
+                            if total.is_power_of_two() {
+                                tracing::warn!(total, "redis backplane: node is not keeping up; incoming messages dropped");
+                            }
                         }
                     }
-                }
+                    Event::ShardLost => {
+                        // The publisher holds its batches, as in an outage,
+                        // until every shard answers again.
+                        if repairing.is_none() {
+                            tracing::warn!("redis backplane: lost a cluster shard; repairing");
+                            repairing = Some(Instant::now());
+                            shared.subscriber_up.store(false, Ordering::Relaxed);
+                        }
+                        ping = tokio::time::interval(REPAIR_CHECK);
+                    }
+                    Event::Dropped(channel) => {
+                        if wanted.contains(&channel) && subscription.subscribe(&[&channel]).await.is_err() {
+                            break;
+                        }
+                    }
+                    Event::Closed => break,
+                },
                 command = commands.recv() => {
                     let Some(command) = command else { return };
                     let result = match &command {
-                        Command::Subscribe(c, _) if !wanted.contains(c) => sink.subscribe(c).await,
-                        Command::Unsubscribe(c) if wanted.contains(c) => sink.unsubscribe(c).await,
+                        Command::Subscribe(c, _) if !wanted.contains(c) => subscription.subscribe(&[c]).await,
+                        Command::Unsubscribe(c) if wanted.contains(c) => subscription.unsubscribe(c).await,
                         _ => Ok(()),
                     };
                     let ack = apply(&mut wanted, command);
@@ -422,10 +479,22 @@ async fn subscriber(
                     }
                 }
                 _ = ping.tick() => {
-                    // In subscribed mode Redis answers PING with an array
-                    // (["pong", ""]), not a string: read any value, or every
-                    // ping would drop the connection (and what it carries).
-                    if timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>()).await.map_or(true, |r| r.is_err()) {
+                    let answered = matches!(timeout(COMMAND_TIMEOUT, subscription.ping()).await, Ok(Ok(())));
+                    let Some(since) = repairing else {
+                        if answered { continue } else { break }
+                    };
+                    // Every primary answers: subscribe to everything again
+                    // (a no-op where a subscription stands) so that the
+                    // lost shard's channels are wherever their slots now are.
+                    let channels: Vec<&String> = wanted.iter().collect();
+                    if answered && subscription.subscribe(&channels).await.is_ok() {
+                        tracing::info!(repair = ?since.elapsed(), "redis backplane: every cluster shard answers again");
+                        repairing = None;
+                        shared.subscriber_up.store(true, Ordering::Relaxed);
+                        ping = tokio::time::interval(settings.subscriber_ping);
+                        ping.tick().await;
+                    } else if since.elapsed() > REPAIR_LIMIT {
+                        // Start again from the cluster's current slot map.
                         break;
                     }
                 }

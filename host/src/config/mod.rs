@@ -54,9 +54,11 @@ pub struct Config {
     /// Redis need different ones.
     #[arg(long, env = "HUBHOST_CLUSTER_PREFIX", required = false)]
     pub cluster_prefix: String,
-    /// Redis URL for the backplane and the hub store
-    /// (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS); without
-    /// it the node runs alone on the in-memory backplane.
+    /// Redis URL for the backplane, state, timers and the hub store:
+    /// `redis://[user:password@]host:port[/db]` (`rediss://` for TLS),
+    /// `redis+sentinel://[auth@]host:port[,…]/PRIMARY[/db]`, or
+    /// `redis+cluster://[auth@]host:port[,…]`; without it the node runs
+    /// alone on the in-memory backplane.
     #[arg(long = "redis", env = "HUBHOST_REDIS")]
     pub redis_url: Option<String>,
     /// Backplane buffering and timing.
@@ -325,8 +327,14 @@ impl Config {
                 "client_timeout_ms is under twice keep_alive_interval_ms; clients may be timed out while idle"
             );
         }
-        if self.cluster_prefix.is_empty() || self.cluster_prefix.contains(char::is_whitespace) {
-            bail!("cluster_prefix must be non-empty and without spaces");
+        // Braces would change the Redis Cluster hash tags of every key and
+        // channel (see backplane::channels).
+        if self.cluster_prefix.is_empty()
+            || self
+                .cluster_prefix
+                .contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            bail!("cluster_prefix must be non-empty and without spaces or braces");
         }
         if self.admin.operator_keys.iter().any(|k| k.len() < 16) {
             bail!("admin.operator_keys must be at least 16 characters each");

@@ -1,6 +1,7 @@
 //! The store of a cluster, in its Redis.
 //!
-//! Keys, under `{cluster}:store:`:
+//! Keys, under `CLUSTER:store:` (on a Redis Cluster under the hash tag
+//! `{CLUSTER:store}:`, so that transactions may span them):
 //! - `hubs`: set of `tenant/hub`;
 //! - `hub:{tenant}/{hub}:seq`: last version number (kept after a delete, so
 //!   numbers are never reused);
@@ -16,11 +17,10 @@
 
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
 use crate::names::HubKey;
-use crate::redis_endpoint::{EndpointError, RedisEndpoint};
+use crate::redis_endpoint::{EndpointError, RedisConnection, RedisEndpoint};
 use crate::tenants::TenantConfig;
 use crate::vars::StoredVar;
 use redis::AsyncCommands as _;
-use redis::aio::MultiplexedConnection;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -40,7 +40,7 @@ pub struct RedisStore {
     prefix: String,
     /// The connection, once made; dropped after an error so the next
     /// operation reconnects.
-    connection: Mutex<Option<MultiplexedConnection>>,
+    connection: Mutex<Option<RedisConnection>>,
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -48,11 +48,20 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
 }
 
 impl RedisStore {
-    /// A store at `url` under `{cluster}:store:`; connects on first use.
+    /// A store at `url` under `CLUSTER:store:`; connects on first use.
     pub fn new(url: &str, cluster: &str) -> Result<Self, EndpointError> {
+        let endpoint = RedisEndpoint::parse(url)?;
+        // On a Redis Cluster the prefix is one hash tag: every key sits on
+        // one slot. One server keeps the plain prefix, so stores written
+        // before clusters were supported are found where they are.
+        let prefix = if endpoint.is_cluster() {
+            format!("{{{cluster}:store}}")
+        } else {
+            format!("{cluster}:store")
+        };
         Ok(Self {
-            endpoint: RedisEndpoint::parse(url)?,
-            prefix: format!("{cluster}:store"),
+            endpoint,
+            prefix,
             connection: Mutex::new(None),
         })
     }
@@ -70,7 +79,7 @@ impl RedisStore {
     }
 
     /// Run `op` on the connection, connecting first if need be.
-    async fn run<T, F>(&self, op: impl FnOnce(MultiplexedConnection) -> F) -> Result<T, StoreError>
+    async fn run<T, F>(&self, op: impl FnOnce(RedisConnection) -> F) -> Result<T, StoreError>
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
@@ -79,12 +88,7 @@ impl RedisStore {
             match slot.as_ref() {
                 Some(connection) => connection.clone(),
                 None => {
-                    let client = self.endpoint.client().await.map_err(unavailable)?;
-                    let connection =
-                        tokio::time::timeout(TIMEOUT, client.get_multiplexed_async_connection())
-                            .await
-                            .map_err(|_| unavailable("timed out connecting to Redis"))?
-                            .map_err(unavailable)?;
+                    let connection = self.endpoint.connect().await.map_err(unavailable)?;
                     *slot = Some(connection.clone());
                     connection
                 }

@@ -38,6 +38,7 @@ mod msgpack_ws;
 mod protocol;
 mod quotas;
 mod redis;
+mod redis_cluster;
 mod redis_tls;
 mod routing;
 mod sandbox;

@@ -58,9 +58,15 @@ async fn ready(server: &TestServer) -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn chat_crosses_nodes() -> anyhow::Result<()> {
+    chat_crosses_nodes_on(REDIS_URL).await
+}
+
+/// Two nodes on the Redis at `url`: sends to all, a group, others, and a
+/// hub putting a connection of the other node into a group.
+pub async fn chat_crosses_nodes_on(url: &str) -> anyhow::Result<()> {
     let prefix = unique_prefix("cross");
-    let a = TestServer::start(cluster_config(REDIS_URL, &prefix)).await?;
-    let b = TestServer::start(cluster_config(REDIS_URL, &prefix)).await?;
+    let a = TestServer::start(cluster_config(url, &prefix)).await?;
+    let b = TestServer::start(cluster_config(url, &prefix)).await?;
     ready(&a).await?;
     ready(&b).await?;
     let (mut on_a, a_id) = RawClient::connect(&a, "/demo/chat").await?;

@@ -102,7 +102,9 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     // Everything published under the cluster's prefix, as Redis delivers it.
     let seen: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
     let mut pubsub = redis::Client::open(REDIS_URL)?.get_async_pubsub().await?;
-    pubsub.psubscribe(format!("{prefix}:*")).await?;
+    // `{PREFIX` starts the hubs' channels (`{PREFIX:TENANT:HUB}:…`) and the
+    // cluster's own (`{PREFIX}:…`).
+    pubsub.psubscribe(format!("{{{prefix}*")).await?;
     let monitor = tokio::spawn({
         let seen = seen.clone();
         async move {
@@ -239,7 +241,7 @@ async fn tenants_never_see_each_other_on_one_redis() -> anyhow::Result<()> {
     for (channel, payload) in sends {
         let tenant = payload["send"]["tenant"].as_str().unwrap_or_default();
         assert!(
-            channel.starts_with(&format!("{prefix}:{tenant}:chat:")),
+            channel.starts_with(&format!("{{{prefix}:{tenant}:chat}}:")),
             "{tenant}'s message on {channel:?}"
         );
     }

@@ -78,7 +78,7 @@ lint:
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
 # Per-call cost of a trivial hub call next to the same dispatch without Wasm;
-# broadcast fan-out on one node and on two nodes over Redis (needs Redis on 6379);
+# broadcast fan-out on one node, over one Redis and over a Redis Cluster (its own servers);
 # one tenant's latency while another runs hostile hub code; upload to serving
 # on every node of a three-node cluster; a long-polling round trip straight to
 # the connection's node and through another node that passes it on; a node's

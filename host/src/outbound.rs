@@ -25,6 +25,9 @@ pub enum Frame {
     /// A message for this connection alone (a completion), already framed
     /// in the connection's protocol.
     Own(Bytes),
+    /// A message about the connection itself (a stateful-reconnect Ack),
+    /// already framed: not numbered, never replayed.
+    Control(Bytes),
 }
 
 /// Why and how to close a connection.
@@ -43,7 +46,7 @@ impl Frame {
         match self {
             // The arguments as they are, the target, and the framing.
             Frame::Message(message) => message.arguments.get().len() + message.target.len() + 32,
-            Frame::Own(bytes) => bytes.len(),
+            Frame::Own(bytes) | Frame::Control(bytes) => bytes.len(),
         }
     }
 }

@@ -130,6 +130,12 @@ export async function startProxy(backends, { checkReady = false } = {}) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     log,
+    /** Cut every WebSocket passing through now (both TCP connections), as a network blip would. */
+    cutWebSockets() {
+      const cut = sockets.size / 2;
+      for (const s of sockets) s.destroy();
+      return cut;
+    },
     /** Requests per node, by kind. */
     counts() {
       const counts = backends.map(() => ({}));

@@ -1,6 +1,7 @@
 //! Reading hub messages and dispatching them to the hub, one at a time.
 
-use super::io::{Inbound, Read};
+use super::io::{Inbound, Outlet, Read, ResumeRx};
+use super::resume::{Numbering, Verdict};
 use super::{ConnectionContext, close_with_error};
 use crate::lifetime::HubLifetimeManager;
 use crate::monitoring::{self, Outcome as CallOutcome};
@@ -8,10 +9,26 @@ use crate::outbound::{CloseRequest, Frame, Outbound};
 use crate::protocol::{Incoming, Protocol, ProtocolError};
 use crate::quotas::RateLimit;
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
+use futures_util::StreamExt;
 use std::future::pending;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until};
+use tokio::time::{Instant, sleep_until, timeout};
+
+/// How often a stateful-reconnect connection acknowledges what it received
+/// (when something new arrived), as ASP.NET Core does.
+const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A stateful-reconnect connection's side of the reader: where the client's
+/// new sockets arrive, where their sending halves go (the writer), and
+/// where the client's Acks go.
+pub(super) struct Resumable {
+    pub sockets: ResumeRx,
+    pub outlets: mpsc::Sender<Outlet>,
+    pub acks: watch::Sender<u64>,
+}
 
 /// How the read loop ended.
 pub(super) struct Outcome {
@@ -28,6 +45,9 @@ pub(super) struct Dispatcher<'a> {
     outbound: Outbound,
     protocol: Protocol,
     rate: Option<RateLimit>,
+    /// With stateful reconnect: what the client sent, by number.
+    numbering: Option<Numbering>,
+    resumable: Option<Resumable>,
 }
 
 enum Flow {
@@ -37,14 +57,64 @@ enum Flow {
 }
 
 impl<'a> Dispatcher<'a> {
-    pub fn new(ctx: &'a ConnectionContext, outbound: Outbound, protocol: Protocol) -> Self {
+    pub fn new(
+        ctx: &'a ConnectionContext,
+        outbound: Outbound,
+        protocol: Protocol,
+        resumable: Option<Resumable>,
+    ) -> Self {
         let rate = ctx.limits.rate_limit().map(RateLimit::new);
         Self {
             ctx,
             outbound,
             protocol,
             rate,
+            numbering: resumable.as_ref().map(|_| Numbering::new()),
+            resumable,
         }
+    }
+
+    /// The transport ended: with stateful reconnect, wait (up to the
+    /// disconnect timeout) for the client's next socket and take it over.
+    /// False when the connection is over.
+    async fn resume(&mut self, inbound: &mut Inbound, buffer: &mut Vec<u8>) -> bool {
+        let Some(resumable) = self.resumable.as_mut() else {
+            return false;
+        };
+        let limit = self.ctx.limits.disconnect_timeout;
+        let Ok(Some(socket)) = timeout(limit, resumable.sockets.recv()).await else {
+            tracing::debug!(?limit, "no reconnect within the disconnect timeout");
+            return false;
+        };
+        self.take_over(socket, inbound, buffer).await
+    }
+
+    /// Read from `socket` from now on, and have the writer send on it.
+    async fn take_over(
+        &mut self,
+        socket: axum::extract::ws::WebSocket,
+        inbound: &mut Inbound,
+        buffer: &mut Vec<u8>,
+    ) -> bool {
+        let Some(resumable) = self.resumable.as_mut() else {
+            return false;
+        };
+        let (sink, stream) = socket.split();
+        let outlet = Outlet::WebSocket {
+            sink,
+            binary: self.protocol.is_binary(),
+        };
+        if resumable.outlets.send(outlet).await.is_err() {
+            return false;
+        }
+        *inbound = Inbound::WebSocket(stream);
+        // Part of a message from the old socket is no message.
+        buffer.clear();
+        if let Some(numbering) = self.numbering.as_mut() {
+            numbering.resumed();
+        }
+        tracing::debug!("stateful reconnect: resumed on a new socket");
+        true
     }
 
     /// Run `call` on the hub's active version, on a blocking thread, once
@@ -135,6 +205,7 @@ impl<'a> Dispatcher<'a> {
             writer,
             notify_hub: true,
         };
+        let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
         loop {
             if !pending_input {
                 let client_deadline = async {
@@ -144,8 +215,28 @@ impl<'a> Dispatcher<'a> {
                         pending::<()>().await;
                     }
                 };
+                let stateful = self.resumable.is_some();
                 let next = tokio::select! {
                     next = inbound.read(&mut buffer) => next,
+                    // The client reconnected before this socket showed it
+                    // was gone.
+                    Some(socket) = async {
+                        match self.resumable.as_mut() {
+                            Some(r) => r.sockets.recv().await,
+                            None => pending().await,
+                        }
+                    } => {
+                        if !self.take_over(socket, inbound, &mut buffer).await {
+                            return outcome(Some("Connection lost.".into()), Some(writer));
+                        }
+                        continue;
+                    }
+                    _ = ack_tick.tick(), if stateful => {
+                        if let Some(id) = self.numbering.as_mut().and_then(Numbering::ack_due) {
+                            self.outbound.push(Frame::Control(self.protocol.ack(id)));
+                        }
+                        continue;
+                    }
                     () = client_deadline => {
                         let text = format!(
                             "The client sent nothing for {:?} (client timeout).",
@@ -157,6 +248,10 @@ impl<'a> Dispatcher<'a> {
                     _ = &mut writer => return outcome(Some("Connection lost.".into()), None),
                 };
                 if let Read::End(error) = next {
+                    if self.resume(inbound, &mut buffer).await {
+                        last_received = Instant::now();
+                        continue;
+                    }
                     return outcome(error, Some(writer));
                 }
             }
@@ -230,6 +325,17 @@ impl<'a> Dispatcher<'a> {
             Ok(message) => message,
             Err(error) => return self.protocol_error(error),
         };
+        if let Some(numbering) = self.numbering.as_mut() {
+            match numbering.judge(&message) {
+                Verdict::Handle => {}
+                Verdict::Skip => return Flow::Continue,
+                Verdict::Fatal(text) => {
+                    tracing::info!(text, "closing connection: stateful reconnect");
+                    self.outbound.close(close_with_error(text, false));
+                    return Flow::Stop(Some(text.to_owned()));
+                }
+            }
+        }
         match message {
             Incoming::Invocation {
                 invocation_id,
@@ -258,6 +364,19 @@ impl<'a> Dispatcher<'a> {
                 self.complete_with_error(Some(&invocation_id), &error);
             }
             Incoming::Ping => *pinged = true,
+            Incoming::Ack(id) => {
+                if let Some(resumable) = &self.resumable {
+                    resumable.acks.send_if_modified(|acked| {
+                        let newer = id > *acked;
+                        if newer {
+                            *acked = id;
+                        }
+                        newer
+                    });
+                }
+            }
+            // Judged above.
+            Incoming::Sequence(_) => {}
             Incoming::Close { error } => return Flow::Stop(error),
             Incoming::Ignored { kind } => tracing::trace!(kind, "ignoring message"),
         }

@@ -12,6 +12,11 @@ use futures_util::{SinkExt, StreamExt};
 use std::future::pending;
 use tokio::sync::mpsc;
 
+/// Where a stateful-reconnect connection's next WebSocket is handed to it,
+/// and where it takes it from.
+pub type ResumeTx = mpsc::Sender<WebSocket>;
+pub type ResumeRx = mpsc::Receiver<WebSocket>;
+
 /// The transports of the SignalR protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {

@@ -11,6 +11,7 @@
 
 mod dispatch;
 pub mod io;
+mod resume;
 mod writer;
 
 use crate::hubs::HubSlot;
@@ -71,6 +72,15 @@ pub struct ConnectionSettings {
     /// limit.
     #[arg(skip)]
     pub max_messages_per_second: u32,
+    /// Grant stateful reconnect to the clients that ask for it in negotiate
+    /// (over WebSockets, handshake version 2).
+    #[arg(skip)]
+    pub allow_stateful_reconnect: bool,
+    /// The connection's replay buffer, in bytes: the tenant's
+    /// `hub_limits.stateful_reconnect_buffer_bytes` (set per connection).
+    #[arg(skip)]
+    #[serde(skip)]
+    pub stateful_reconnect_buffer_bytes: usize,
     /// Connections this node holds at once, every tenant together.
     #[arg(
         long = "max-connections",
@@ -107,6 +117,8 @@ impl Default for ConnectionSettings {
             disconnect_timeout: Duration::from_secs(15),
             poll_timeout: Duration::from_secs(90),
             max_messages_per_second: 0,
+            allow_stateful_reconnect: true,
+            stateful_reconnect_buffer_bytes: 100_000,
             max_connections: 50_000,
             max_pending_negotiations: 10_000,
             allow_negotiate_v0: false,
@@ -145,12 +157,21 @@ pub struct ConnectionContext {
     pub shutdown: tokio_util::sync::CancellationToken,
 }
 
-/// Serve one connection until either side ends it.
-pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionContext) {
-    let Some((protocol, leftover)) = handshake(&mut inbound, &mut outlet, &ctx).await else {
+/// Serve one connection until either side ends it. `resume`: where the
+/// client's later sockets arrive, for a WebSocket negotiated with stateful
+/// reconnect (used if the handshake asks for version 2).
+pub async fn serve(
+    mut inbound: Inbound,
+    mut outlet: Outlet,
+    ctx: ConnectionContext,
+    resume: Option<io::ResumeRx>,
+) {
+    let Some((protocol, version, leftover)) = handshake(&mut inbound, &mut outlet, &ctx).await
+    else {
         outlet.finish().await;
         return;
     };
+    let resume = resume.filter(|_| version >= 2 && ctx.transport == TransportKind::WebSockets);
 
     let _open =
         monitoring::connection_opened(ctx.hub.tenant(), ctx.hub.hub(), ctx.transport.name());
@@ -168,16 +189,35 @@ pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionCont
     // Messages from other nodes reach the client from here on (or, with the
     // backplane down, from when it is back).
     ctx.lifetime.settle(subscribed).await;
+    let (stateful, resumable) = match resume {
+        Some(sockets) => {
+            let (outlets_tx, outlets) = tokio::sync::mpsc::channel(1);
+            let (acks_tx, acks) = tokio::sync::watch::channel(0);
+            let stateful = writer::Stateful {
+                replay: resume::Replay::new(ctx.limits.stateful_reconnect_buffer_bytes),
+                acks,
+                outlets,
+            };
+            let resumable = dispatch::Resumable {
+                sockets,
+                outlets: outlets_tx,
+                acks: acks_tx,
+            };
+            (Some(stateful), Some(resumable))
+        }
+        None => (None, None),
+    };
     let writer = tokio::spawn(writer::run(
         outlet,
         receiver,
         protocol,
         ctx.limits.clone(),
         ctx.transport.pings(),
+        stateful,
     ));
-    tracing::debug!(protocol = protocol.name(), transport = ?ctx.transport, "connected");
+    tracing::debug!(protocol = protocol.name(), transport = ?ctx.transport, stateful = resumable.is_some(), "connected");
 
-    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, protocol);
+    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, protocol, resumable);
     let outcome = if dispatcher.connected().await {
         dispatcher.read(&mut inbound, leftover, writer).await
     } else {
@@ -201,14 +241,14 @@ pub async fn serve(mut inbound: Inbound, mut outlet: Outlet, ctx: ConnectionCont
     tracing::debug!(error = ?outcome.error, "disconnected");
 }
 
-/// Read the handshake request and answer it. Returns the protocol and the
-/// bytes that followed the request (already hub messages), or `None` when
-/// the connection must end.
+/// Read the handshake request and answer it. Returns the protocol, its
+/// version and the bytes that followed the request (already hub messages),
+/// or `None` when the connection must end.
 async fn handshake(
     inbound: &mut Inbound,
     outlet: &mut Outlet,
     ctx: &ConnectionContext,
-) -> Option<(Protocol, Vec<u8>)> {
+) -> Option<(Protocol, u64, Vec<u8>)> {
     let limits = &ctx.limits;
     let deadline = Instant::now() + limits.handshake_timeout;
     let mut buffer = Vec::new();
@@ -225,13 +265,13 @@ async fn handshake(
         }
         match buffer.iter().position(|&b| b == RECORD_SEPARATOR) {
             Some(end) if end <= limits.max_message_size => {
-                break handshake::parse_request(&buffer[..end]).and_then(|protocol| {
+                break handshake::parse_request(&buffer[..end]).and_then(|(protocol, version)| {
                     if protocol.is_binary() && !ctx.transport.supports_binary() {
                         Err(handshake::HandshakeError::BinaryUnsupported(
                             protocol.name(),
                         ))
                     } else {
-                        Ok((protocol, end))
+                        Ok((protocol, version, end))
                     }
                 });
             }
@@ -243,14 +283,14 @@ async fn handshake(
         }
     };
     match result {
-        Ok((protocol, end)) => {
+        Ok((protocol, version, end)) => {
             // The response is JSON, in the protocol's kind of frame.
             if let Outlet::WebSocket { binary, .. } = outlet {
                 *binary = protocol.is_binary();
             }
             let response = Bytes::from_static(handshake::SUCCESS_RESPONSE.as_bytes());
             outlet.send(response).await.ok()?;
-            Some((protocol, buffer.split_off(end + 1)))
+            Some((protocol, version, buffer.split_off(end + 1)))
         }
         Err(error) => {
             tracing::info!(%error, "handshake refused");

@@ -2,28 +2,49 @@
 
 use super::ConnectionSettings;
 use super::io::Outlet;
+use super::resume::Replay;
 use crate::outbound::{CloseRequest, Frame, OutboundReceiver};
 use crate::protocol::Protocol;
 use bytes::{Bytes, BytesMut};
 use std::future::pending;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Largest batch written as one transport message; a single larger frame is
 /// still sent whole, since messages are never split.
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
+/// A stateful-reconnect connection's side of the writer (`resume.rs`): what
+/// it keeps for a replay, the client's Acks, and the outlets of the sockets
+/// the client reconnects with.
+pub(super) struct Stateful {
+    pub replay: Replay,
+    pub acks: watch::Receiver<u64>,
+    pub outlets: mpsc::Receiver<Outlet>,
+}
+
 /// Write until the connection is over: every queued frame in order, a Ping
 /// whenever the connection was idle for the keep-alive interval (if `pings`),
-/// and a Close when one is requested.
+/// and a Close when one is requested. With `stateful`, a lost transport is
+/// not the end: frames are kept until the next outlet arrives, which gets a
+/// Sequence and every frame the client has not acknowledged.
 pub(super) async fn run(
     mut outlet: Outlet,
     mut rx: OutboundReceiver,
     protocol: Protocol,
     limits: ConnectionSettings,
     pings: bool,
+    stateful: Option<Stateful>,
 ) {
+    let is_stateful = stateful.is_some();
+    let (mut replay, mut acks, mut outlets) = match stateful {
+        Some(s) => (Some(s.replay), Some(s.acks), Some(s.outlets)),
+        None => (None, None, None),
+    };
     let mut idle_deadline = Instant::now() + limits.keep_alive_interval;
     let mut watching_close = true;
+    // False between a lost transport and the next outlet (stateful only).
+    let mut connected = true;
     loop {
         let bytes = tokio::select! {
             biased;
@@ -35,25 +56,74 @@ pub(super) async fn run(
                 }
                 let request = rx.close.borrow_and_update().clone();
                 if let Some(request) = request {
-                    close(&mut outlet, &request, protocol, &limits).await;
+                    if connected {
+                        close(&mut outlet, &request, protocol, &limits).await;
+                    }
                     return;
                 }
                 continue;
             }
-            () = outlet.closed() => {
+            Some(next) = async {
+                match outlets.as_mut() {
+                    Some(outlets) => outlets.recv().await,
+                    None => pending().await,
+                }
+            } => {
+                // The client reconnected: Sequence, then everything it may
+                // have missed, on the new socket.
+                outlet = next;
+                let Some(kept) = replay.as_ref() else { continue };
+                let mut bytes = BytesMut::from(protocol.sequence(kept.first()).as_ref());
+                for message in kept.kept() {
+                    bytes.extend_from_slice(message);
+                }
+                connected = true;
+                bytes.freeze()
+            }
+            Ok(()) = async {
+                match acks.as_mut() {
+                    Some(acks) => acks.changed().await,
+                    None => pending().await,
+                }
+            } => {
+                if let (Some(acks), Some(kept)) = (acks.as_mut(), replay.as_mut()) {
+                    let acked = *acks.borrow_and_update();
+                    kept.ack(acked);
+                }
+                continue;
+            }
+            () = outlet.closed(), if connected => {
                 tracing::debug!("the client's transport went away");
                 return;
             }
             frame = rx.frames.recv() => match frame {
-                Some(frame) => batch(frame, &mut rx, protocol),
+                Some(frame) => match batch(frame, &mut rx, protocol, replay.as_mut()) {
+                    Ok(bytes) => bytes,
+                    Err(full) => {
+                        tracing::info!(%full, "closing connection: replay buffer full");
+                        if connected {
+                            let request = super::close_with_error(&full, true);
+                            close(&mut outlet, &request, protocol, &limits).await;
+                        }
+                        return;
+                    }
+                },
                 None => break,
             },
             () = async {
-                if pings { sleep_until(idle_deadline).await } else { pending().await }
+                if pings && connected { sleep_until(idle_deadline).await } else { pending().await }
             } => protocol.ping(),
         };
+        if !connected {
+            // Kept in the replay; sent when the client is back.
+            continue;
+        }
         match timeout(limits.send_timeout, outlet.send(bytes)).await {
             Ok(Ok(())) => idle_deadline = Instant::now() + limits.keep_alive_interval,
+            Ok(Err(_)) | Err(_) if is_stateful => {
+                tracing::debug!("transport lost; keeping messages for a reconnect");
+                connected = false;
+            }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "send failed; connection lost");
                 return;
@@ -64,22 +134,40 @@ pub(super) async fn run(
             }
         }
     }
-    let _ = timeout(limits.send_timeout, outlet.finish()).await;
+    if connected {
+        let _ = timeout(limits.send_timeout, outlet.finish()).await;
+    }
 }
 
-fn bytes_of(frame: Frame, protocol: Protocol) -> Bytes {
-    match frame {
-        Frame::Message(message) => message.encoded(protocol).clone(),
-        Frame::Own(bytes) => bytes,
+/// The bytes of `frame`, numbered and kept in `replay` when it is a message
+/// stateful reconnect counts.
+fn bytes_of(
+    frame: Frame,
+    protocol: Protocol,
+    replay: &mut Option<&mut Replay>,
+) -> Result<Bytes, super::resume::Full> {
+    let (bytes, numbered) = match frame {
+        Frame::Message(message) => (message.encoded(protocol).clone(), true),
+        Frame::Own(bytes) => (bytes, true),
+        Frame::Control(bytes) => (bytes, false),
+    };
+    if numbered && let Some(replay) = replay {
+        replay.record(&bytes)?;
     }
+    Ok(bytes)
 }
 
 /// `first` and whatever else is already queued, up to [`MAX_BATCH_BYTES`],
 /// as one transport message of complete protocol messages.
-fn batch(first: Frame, rx: &mut OutboundReceiver, protocol: Protocol) -> Bytes {
-    let first = bytes_of(first, protocol);
+fn batch(
+    first: Frame,
+    rx: &mut OutboundReceiver,
+    protocol: Protocol,
+    mut replay: Option<&mut Replay>,
+) -> Result<Bytes, super::resume::Full> {
+    let first = bytes_of(first, protocol, &mut replay)?;
     if rx.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
-        return first;
+        return Ok(first);
     }
     let mut out = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
     out.extend_from_slice(&first);
@@ -87,9 +175,9 @@ fn batch(first: Frame, rx: &mut OutboundReceiver, protocol: Protocol) -> Bytes {
         let Some(frame) = rx.frames.try_recv() else {
             break;
         };
-        out.extend_from_slice(&bytes_of(frame, protocol));
+        out.extend_from_slice(&bytes_of(frame, protocol, &mut replay)?);
     }
-    out.freeze()
+    Ok(out.freeze())
 }
 
 async fn close(

@@ -32,8 +32,9 @@ struct Request {
 }
 
 /// Checks the client's handshake request (one message, without separator) and
-/// returns the protocol it chose.
-pub fn parse_request(message: &[u8]) -> Result<Protocol, HandshakeError> {
+/// returns the protocol it chose and the version (2 asks for stateful
+/// reconnect's messages).
+pub fn parse_request(message: &[u8]) -> Result<(Protocol, u64), HandshakeError> {
     let request: Request = serde_json::from_slice(message)
         .map_err(|e| HandshakeError::Malformed(format!("Invalid handshake JSON: {e}.")))?;
     let protocol = request
@@ -54,7 +55,7 @@ pub fn parse_request(message: &[u8]) -> Result<Protocol, HandshakeError> {
     if version > u64::from(MAX_PROTOCOL_VERSION) {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });
     }
-    Ok(supported)
+    Ok((supported, version))
 }
 
 /// The success response, framed.
@@ -75,11 +76,11 @@ mod tests {
     fn accepts_json_up_to_version_2() {
         assert_eq!(
             parse_request(br#"{"protocol":"json","version":1}"#),
-            Ok(Protocol::Json)
+            Ok((Protocol::Json, 1))
         );
         assert_eq!(
             parse_request(br#"{"version":2,"protocol":"json","x":1}"#),
-            Ok(Protocol::Json)
+            Ok((Protocol::Json, 2))
         );
     }
 
@@ -87,7 +88,7 @@ mod tests {
     fn refuses_with_dotnet_texts() {
         assert_eq!(
             parse_request(br#"{"protocol":"messagepack","version":1}"#),
-            Ok(Protocol::MessagePack)
+            Ok((Protocol::MessagePack, 1))
         );
         assert_eq!(
             parse_request(br#"{"protocol":"protobuf","version":1}"#).map_err(|e| e.to_string()),

@@ -19,6 +19,7 @@ struct RawMessage<'a> {
     arguments: Option<&'a RawValue>,
     stream_ids: Option<Vec<String>>,
     error: Option<String>,
+    sequence_id: Option<u64>,
 }
 
 /// Reads one message (without its separator).
@@ -45,6 +46,14 @@ pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
         }
         6 => Incoming::Ping,
         7 => Incoming::Close { error: raw.error },
+        8 => Incoming::Ack(
+            raw.sequence_id
+                .ok_or(ProtocolError::Missing("sequenceId"))?,
+        ),
+        9 => Incoming::Sequence(
+            raw.sequence_id
+                .ok_or(ProtocolError::Missing("sequenceId"))?,
+        ),
         kind => Incoming::Ignored { kind },
     })
 }
@@ -130,6 +139,11 @@ pub fn completion_error(invocation_id: &str, error: &str) -> String {
 pub const PING: &str = "{\"type\":6}\u{1e}";
 
 /// A Close, with an optional error and whether the client may reconnect.
+/// An Ack (8) or a Sequence (9), framed.
+pub fn numbered(kind: u8, sequence_id: u64) -> String {
+    format!("{{\"type\":{kind},\"sequenceId\":{sequence_id}}}\u{1e}")
+}
+
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
     frame(&Outgoing {
         error,

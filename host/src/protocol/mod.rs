@@ -86,6 +86,24 @@ impl Protocol {
         }
     }
 
+    /// A framed Ack (stateful reconnect): every message up to `sequence_id`
+    /// arrived.
+    pub fn ack(self, sequence_id: u64) -> Bytes {
+        match self {
+            Self::Json => json::numbered(8, sequence_id).into(),
+            Self::MessagePack => msgpack::numbered(8, sequence_id),
+        }
+    }
+
+    /// A framed Sequence (stateful reconnect): the messages that follow
+    /// start at `sequence_id`.
+    pub fn sequence(self, sequence_id: u64) -> Bytes {
+        match self {
+            Self::Json => json::numbered(9, sequence_id).into(),
+            Self::MessagePack => msgpack::numbered(9, sequence_id),
+        }
+    }
+
     /// A framed Close.
     pub fn close(self, error: Option<&str>, allow_reconnect: bool) -> Bytes {
         match self {
@@ -117,8 +135,24 @@ pub enum Incoming {
     Ping,
     /// Type 7: the client is leaving; `error` says why.
     Close { error: Option<String> },
-    /// Types 2, 3, 5, 8, 9 and unknown types.
+    /// Type 8 (stateful reconnect): the client has every message up to this.
+    Ack(u64),
+    /// Type 9 (stateful reconnect): the client's messages that follow start
+    /// at this number.
+    Sequence(u64),
+    /// Types 2, 3, 5 and unknown types.
     Ignored { kind: u64 },
+}
+
+impl Incoming {
+    /// Whether stateful reconnect numbers it: types 1 to 5.
+    pub fn is_numbered(&self) -> bool {
+        match self {
+            Self::Invocation { .. } | Self::StreamInvocation { .. } => true,
+            Self::Ignored { kind } => (1..=5).contains(kind),
+            Self::Ping | Self::Close { .. } | Self::Ack(_) | Self::Sequence(_) => false,
+        }
+    }
 }
 
 /// A message that breaks the protocol; the connection is closed with an error.

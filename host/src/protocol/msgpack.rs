@@ -122,6 +122,18 @@ pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
         7 => Incoming::Close {
             error: items.get(1).and_then(Mp::as_str).map(str::to_owned),
         },
+        // [8 or 9, sequenceId], any integer width.
+        8 | 9 => {
+            let id = items
+                .get(1)
+                .and_then(Mp::as_u64)
+                .ok_or(ProtocolError::Invalid("sequenceId", "an integer"))?;
+            if kind == 8 {
+                Incoming::Ack(id)
+            } else {
+                Incoming::Sequence(id)
+            }
+        }
         kind => Incoming::Ignored { kind },
     })
 }
@@ -359,6 +371,14 @@ pub fn completion_error(invocation_id: &str, error: &str) -> Bytes {
 }
 
 /// `[7, error|nil, allowReconnect]`.
+/// An Ack (8) or a Sequence (9), framed: `[kind, sequenceId]`.
+pub fn numbered(kind: u8, sequence_id: u64) -> Bytes {
+    let mut out = Vec::new();
+    start(&mut out, 2, kind);
+    let _ = rmp::encode::write_uint(&mut out, sequence_id);
+    frame(out)
+}
+
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> Bytes {
     let mut out = Vec::new();
     start(&mut out, 3, 7);

@@ -8,12 +8,16 @@
 //! the one that started them. A long-polling connection that ended stays
 //! until its client's last poll, or the disconnect timeout, so that poll gets
 //! a 204 (stop) rather than a 404 (error).
+//!
+//! A WebSocket connection negotiated with stateful reconnect keeps a way to
+//! hand it a new socket ([`ResumeTx`]): the client's reconnect, with the
+//! same token, claims it again ([`Claim::Resume`]) instead of getting 409.
 
 mod http;
 
 pub use http::{Ends, HttpSession, MAX_CONCURRENT_POSTS, Poll, PostPermit};
 
-use crate::connection::io::TransportKind;
+use crate::connection::io::{ResumeRx, ResumeTx, TransportKind};
 use crate::ids::{ConnectionId, ConnectionToken};
 use crate::names::HubKey;
 use std::collections::HashMap;
@@ -25,8 +29,9 @@ use tokio::time::Instant;
 enum State {
     /// Negotiated at this instant; no transport yet.
     Negotiated(Instant),
-    /// A WebSocket holds it.
-    WebSocket,
+    /// A WebSocket holds it; with stateful reconnect, where a new socket
+    /// for it goes.
+    WebSocket(Option<ResumeTx>),
     /// Server-Sent Events or long polling.
     Http(Arc<HttpSession>),
 }
@@ -38,11 +43,13 @@ struct Entry {
     /// must be theirs, as in ASP.NET Core.
     user: Option<Arc<str>>,
     connection_id: ConnectionId,
+    /// Negotiated with stateful reconnect.
+    stateful: bool,
     state: State,
 }
 
 /// What claiming a token found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Claim {
     /// The token's connection id; the caller now holds the token.
     Claimed(ConnectionId),
@@ -50,6 +57,9 @@ pub enum Claim {
     Unknown,
     /// A transport of this kind holds it.
     InUse(TransportKind),
+    /// A stateful-reconnect WebSocket connection holds it: the new socket
+    /// resumes it.
+    Resume(ResumeTx),
     /// Another user negotiated it.
     Forbidden,
 }
@@ -119,6 +129,7 @@ impl Tokens {
         hub: HubKey,
         user: Option<Arc<str>>,
         connection_id: ConnectionId,
+        stateful: bool,
     ) -> Result<(), TooManyPending> {
         let mut table = self.lock();
         if table.pending >= self.max_pending {
@@ -128,6 +139,7 @@ impl Tokens {
             hub,
             user,
             connection_id,
+            stateful,
             state: State::Negotiated(Instant::now()),
         };
         table.pending += 1;
@@ -160,15 +172,30 @@ impl Tokens {
             State::Negotiated(_) => {
                 entry.state = match session {
                     Some(session) => State::Http(session),
-                    None => State::WebSocket,
+                    None => State::WebSocket(None),
                 };
                 let id = entry.connection_id.clone();
                 table.pending -= 1;
                 Claim::Claimed(id)
             }
-            State::WebSocket => Claim::InUse(TransportKind::WebSockets),
+            State::WebSocket(Some(resume)) => Claim::Resume(resume.clone()),
+            State::WebSocket(None) => Claim::InUse(TransportKind::WebSockets),
             State::Http(session) => Claim::InUse(session.kind()),
         }
+    }
+
+    /// For a WebSocket connection negotiated with stateful reconnect and
+    /// just claimed: where its later sockets will arrive. `None` otherwise.
+    pub fn resumable(&self, token: &ConnectionToken) -> Option<ResumeRx> {
+        let mut table = self.lock();
+        let entry = table.entries.get_mut(token).filter(|e| e.stateful)?;
+        if !matches!(entry.state, State::WebSocket(None)) {
+            return None;
+        }
+        // One socket at a time: a second reconnect waits for the first.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        entry.state = State::WebSocket(Some(tx));
+        Some(rx)
     }
 
     /// What `token` of `hub` stands for.
@@ -178,7 +205,7 @@ impl Tokens {
             Some(entry) if entry.user.as_deref() != user => Found::Forbidden,
             Some(entry) => match &entry.state {
                 State::Negotiated(_) => Found::Negotiated,
-                State::WebSocket => Found::WebSocket,
+                State::WebSocket(_) => Found::WebSocket,
                 State::Http(session) => Found::Http(session.clone()),
             },
         }
@@ -207,7 +234,7 @@ impl Tokens {
                 expired_pending += usize::from(!keep);
                 keep
             }
-            State::WebSocket => true,
+            State::WebSocket(_) => true,
             State::Http(session) => session.keep(max_age),
         });
         table.pending -= expired_pending;
@@ -249,23 +276,22 @@ mod tests {
         let tokens = Tokens::new(100);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("tok"), hub.clone(), None, id.clone())?;
-        assert_eq!(
+        tokens.negotiated(tok("tok"), hub.clone(), None, id.clone(), false)?;
+        assert!(matches!(
             tokens.claim(&tok("tok"), &HubKey::new("t", "other")?, None, None),
             Claim::Unknown
-        );
+        ));
         assert!(matches!(
             tokens.find(&tok("tok"), &hub, None),
             Found::Negotiated
         ));
-        assert_eq!(
-            tokens.claim(&tok("tok"), &hub, None, None),
-            Claim::Claimed(id.clone())
+        assert!(
+            matches!(tokens.claim(&tok("tok"), &hub, None, None), Claim::Claimed(got) if got == id)
         );
-        assert_eq!(
+        assert!(matches!(
             tokens.claim(&tok("tok"), &hub, None, None),
             Claim::InUse(TransportKind::WebSockets)
-        );
+        ));
         assert!(matches!(
             tokens.find(&tok("tok"), &hub, None),
             Found::WebSocket
@@ -276,15 +302,51 @@ mod tests {
             "claimed tokens do not expire"
         );
         tokens.release(&tok("tok"));
-        assert_eq!(tokens.claim(&tok("tok"), &hub, None, None), Claim::Unknown);
+        assert!(matches!(
+            tokens.claim(&tok("tok"), &hub, None, None),
+            Claim::Unknown
+        ));
         tokens.negotiated(
             tok("old"),
             hub.clone(),
             None,
             NodeId::random().new_connection_id(),
+            false,
         )?;
         assert_eq!(tokens.expire(Duration::ZERO), 1);
         assert!(tokens.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn a_stateful_websocket_is_resumed_not_refused() -> anyhow::Result<()> {
+        let tokens = Tokens::new(100);
+        let hub = HubKey::new("t", "h")?;
+        let id = NodeId::random().new_connection_id();
+        tokens.negotiated(tok("plain"), hub.clone(), None, id.clone(), false)?;
+        tokens.negotiated(tok("sr"), hub.clone(), Some("ann".into()), id.clone(), true)?;
+        assert!(matches!(
+            tokens.claim(&tok("plain"), &hub, None, None),
+            Claim::Claimed(_)
+        ));
+        assert!(
+            tokens.resumable(&tok("plain")).is_none(),
+            "not negotiated stateful"
+        );
+        assert!(matches!(
+            tokens.claim(&tok("sr"), &hub, Some("ann"), None),
+            Claim::Claimed(_)
+        ));
+        assert!(tokens.resumable(&tok("sr")).is_some());
+        assert!(tokens.resumable(&tok("sr")).is_none(), "once");
+        assert!(matches!(
+            tokens.claim(&tok("sr"), &hub, Some("ann"), None),
+            Claim::Resume(_)
+        ));
+        assert!(matches!(
+            tokens.claim(&tok("sr"), &hub, Some("bob"), None),
+            Claim::Forbidden
+        ));
         Ok(())
     }
 
@@ -293,16 +355,16 @@ mod tests {
         let tokens = Tokens::new(100);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("lp"), hub.clone(), None, id.clone())?;
+        tokens.negotiated(tok("lp"), hub.clone(), None, id.clone(), false)?;
         let (session, _ends) = HttpSession::new(TransportKind::LongPolling);
-        assert_eq!(
+        assert!(matches!(
             tokens.claim(&tok("lp"), &hub, None, Some(session.clone())),
-            Claim::Claimed(id.clone())
-        );
-        assert_eq!(
+            Claim::Claimed(got) if got == id
+        ));
+        assert!(matches!(
             tokens.claim(&tok("lp"), &hub, None, None),
             Claim::InUse(TransportKind::LongPolling)
-        );
+        ));
         assert!(matches!(
             tokens.find(&tok("lp"), &hub, None),
             Found::Http(_)
@@ -318,10 +380,10 @@ mod tests {
         let tokens = Tokens::new(2);
         let hub = HubKey::new("t", "h")?;
         let id = || NodeId::random().new_connection_id();
-        tokens.negotiated(tok("a"), hub.clone(), None, id())?;
-        tokens.negotiated(tok("b"), hub.clone(), None, id())?;
+        tokens.negotiated(tok("a"), hub.clone(), None, id(), false)?;
+        tokens.negotiated(tok("b"), hub.clone(), None, id(), false)?;
         assert_eq!(
-            tokens.negotiated(tok("c"), hub.clone(), None, id()),
+            tokens.negotiated(tok("c"), hub.clone(), None, id(), false),
             Err(TooManyPending)
         );
         assert!(matches!(
@@ -329,7 +391,7 @@ mod tests {
             Claim::Claimed(_)
         ));
         assert_eq!(tokens.pending(), 1, "a started connection waits no more");
-        tokens.negotiated(tok("c"), hub.clone(), None, id())?;
+        tokens.negotiated(tok("c"), hub.clone(), None, id(), false)?;
         tokens.release(&tok("b"));
         assert_eq!(tokens.expire(Duration::ZERO), 1, "c expired");
         assert_eq!(tokens.pending(), 0);
@@ -342,7 +404,13 @@ mod tests {
         let tokens = Tokens::new(10);
         let hub = HubKey::new("t", "h")?;
         let id = NodeId::random().new_connection_id();
-        tokens.negotiated(tok("ann"), hub.clone(), Some("ann".into()), id.clone())?;
+        tokens.negotiated(
+            tok("ann"),
+            hub.clone(),
+            Some("ann".into()),
+            id.clone(),
+            false,
+        )?;
         assert!(matches!(
             tokens.find(&tok("ann"), &hub, Some("bob")),
             Found::Forbidden
@@ -351,13 +419,12 @@ mod tests {
             tokens.find(&tok("ann"), &hub, None),
             Found::Forbidden
         ));
-        assert_eq!(
+        assert!(matches!(
             tokens.claim(&tok("ann"), &hub, None, None),
             Claim::Forbidden
-        );
-        assert_eq!(
-            tokens.claim(&tok("ann"), &hub, Some("ann"), None),
-            Claim::Claimed(id)
+        ));
+        assert!(
+            matches!(tokens.claim(&tok("ann"), &hub, Some("ann"), None), Claim::Claimed(got) if got == id)
         );
         assert!(matches!(
             tokens.find(&tok("ann"), &hub, Some("bob")),

@@ -60,7 +60,8 @@ fn start(state: Arc<AppState>, request: HubRequest, token: ConnectionToken) -> R
             // Another request claimed it in between.
             Claim::Unknown => return unknown_connection(),
             Claim::InUse(TransportKind::LongPolling) => return reply(StatusCode::OK, Bytes::new()),
-            Claim::InUse(_) => return transport_changed(),
+            // A WebSocket holds it.
+            Claim::InUse(_) | Claim::Resume(_) => return transport_changed(),
         };
     let (ctx, admission, span) =
         match admit(&state, request, connection_id, TransportKind::LongPolling) {
@@ -74,7 +75,7 @@ fn start(state: Arc<AppState>, request: HubRequest, token: ConnectionToken) -> R
     // poll (which gets 204) or the disconnect timeout.
     state.tasks.spawn(
         async move {
-            serve(ends.inbound, ends.outlet, ctx).await;
+            serve(ends.inbound, ends.outlet, ctx, None).await;
             drop(admission);
         }
         .instrument(span),

@@ -206,6 +206,7 @@ fn admit(
         })?;
     let limits = ConnectionSettings {
         max_messages_per_second: tenant.max_messages_per_second.unwrap_or(0),
+        stateful_reconnect_buffer_bytes: tenant.hub_limits.stateful_reconnect_buffer_bytes,
         ..state.settings.connection.clone()
     };
     let span = tracing::info_span!(

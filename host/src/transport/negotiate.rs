@@ -63,11 +63,19 @@ pub async fn negotiate(
     } else {
         ConnectionToken::version_0(&connection_id)
     };
+    // Stateful reconnect when asked for and allowed (it is used only over
+    // WebSockets with handshake version 2; the clients ask only for that).
+    let stateful = version >= 1
+        && state.settings.connection.allow_stateful_reconnect
+        && query
+            .get("useStatefulReconnect")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     if let Err(full) = state.tokens.negotiated(
         token.clone(),
         key.clone(),
         identity.user_id,
         connection_id.clone(),
+        stateful,
     ) {
         state
             .limit_counters
@@ -80,7 +88,15 @@ pub async fn negotiate(
         { "transport": "ServerSentEvents", "transferFormats": ["Text"] },
         { "transport": "LongPolling", "transferFormats": ["Text", "Binary"] },
     ]);
-    let body = if version >= 1 {
+    let body = if stateful {
+        json!({
+            "negotiateVersion": version,
+            "connectionId": connection_id,
+            "connectionToken": token,
+            "availableTransports": transports,
+            "useStatefulReconnect": true,
+        })
+    } else if version >= 1 {
         json!({
             "negotiateVersion": version,
             "connectionId": connection_id,

@@ -32,7 +32,8 @@ pub(super) async fn connect(state: Arc<AppState>, request: HubRequest) -> Respon
             Claim::InUse(TransportKind::ServerSentEvents) => {
                 return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
             }
-            Claim::InUse(_) => return transport_changed(),
+            // A WebSocket holds it.
+            Claim::InUse(_) | Claim::Resume(_) => return transport_changed(),
         };
     let guard = TokenGuard {
         tokens: state.tokens.clone(),
@@ -52,7 +53,7 @@ pub(super) async fn connect(state: Arc<AppState>, request: HubRequest) -> Respon
     };
     state.tasks.spawn(
         async move {
-            serve(ends.inbound, ends.outlet, ctx).await;
+            serve(ends.inbound, ends.outlet, ctx, None).await;
             drop(guard);
             drop(admission);
         }

@@ -1,7 +1,7 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]` with an upgrade: the WebSocket transport.
 
 use super::{HubRequest, admit, forbidden, forward, transport_changed};
-use crate::connection::io::{Inbound, Outlet, TransportKind};
+use crate::connection::io::{Inbound, Outlet, ResumeTx, TransportKind};
 use crate::connection::serve;
 use crate::sessions::{Claim, TokenGuard};
 use crate::state::AppState;
@@ -34,12 +34,16 @@ pub(super) async fn connect(
             Claim::Claimed(id) => (id, Some(token)),
             Claim::Forbidden => return forbidden(),
             Claim::Unknown => return forward::websocket(&state, &request, upgrade).await,
+            Claim::Resume(sockets) => return resume(upgrade, sockets, &state),
             Claim::InUse(TransportKind::WebSockets) => {
                 return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
             }
             Claim::InUse(_) => return transport_changed(),
         },
     };
+    let resume = token
+        .as_ref()
+        .and_then(|token| state.tokens.resumable(token));
     // Releases the token when the connection ends, or when the upgrade never
     // happens (the closure holding it is dropped either way).
     let guard = token.map(|token| TokenGuard {
@@ -66,11 +70,24 @@ pub(super) async fn connect(
                         sink,
                         binary: false,
                     };
-                    serve(Inbound::WebSocket(stream), outlet, ctx).await;
+                    serve(Inbound::WebSocket(stream), outlet, ctx, resume).await;
                     drop(guard);
                     drop(admission);
                 }
                 .instrument(span),
             )
+        })
+}
+
+/// A stateful-reconnect client back with its token: its new socket goes to
+/// the connection, which still runs (same id, groups, hub state), and which
+/// replays what the client missed.
+fn resume(upgrade: WebSocketUpgrade, sockets: ResumeTx, state: &AppState) -> Response {
+    upgrade
+        .max_message_size(state.settings.connection.max_transport_message())
+        .read_buffer_size(READ_BUFFER)
+        .on_upgrade(move |socket| async move {
+            // The connection ended meanwhile: the socket is dropped (closed).
+            let _ = sockets.send(socket).await;
         })
 }

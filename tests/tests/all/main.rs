@@ -46,6 +46,7 @@ mod sentinel;
 mod server_api;
 mod sse;
 mod state;
+mod stateful;
 mod targets;
 mod tenants;
 mod timers;

@@ -1,5 +1,6 @@
 //! Broadcast fan-out: one sender, 1,000 WebSocket clients, the same messages
-//! on one node (in-memory backplane), on two nodes over one Redis and on two
+//! on one node (in-memory backplane; plain clients, then stateful-reconnect
+//! clients, then plain again), on two nodes over one Redis and on two
 //! nodes over a 3-shard Redis Cluster (500 clients each), side by side in one
 //! run; then what Redis spends per message, one server against the cluster,
 //! with 300 hubs' messages; then one node again with the Prometheus recorder
@@ -26,30 +27,64 @@ const MESSAGES: usize = 200;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-/// A WebSocket to the chat hub, past the handshake.
-async fn open(server: &TestServer) -> anyhow::Result<Socket> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{}/demo/chat", server.addr)).await?;
-    ws.send(Message::text("{\"protocol\":\"json\",\"version\":1}\u{1e}"))
-        .await?;
+/// A WebSocket to the chat hub, past the handshake: without negotiation,
+/// or (`stateful`) negotiated with stateful reconnect and handshake version 2.
+async fn open(server: &TestServer, stateful: bool) -> anyhow::Result<Socket> {
+    let (url, version) = if stateful {
+        let (_, body) = server
+            .negotiate(
+                "/demo/chat",
+                "?negotiateVersion=1&useStatefulReconnect=true",
+            )
+            .await?;
+        let body: serde_json::Value = serde_json::from_str(&body)?;
+        let token = body["connectionToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        (format!("ws://{}/demo/chat?id={token}", server.addr), 2)
+    } else {
+        (format!("ws://{}/demo/chat", server.addr), 1)
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    ws.send(Message::text(format!(
+        "{{\"protocol\":\"json\",\"version\":{version}}}\u{1e}"
+    )))
+    .await?;
     ws.next()
         .await
         .ok_or_else(|| anyhow::anyhow!("no handshake reply"))??;
     Ok(ws)
 }
 
+/// How often a stateful client acknowledges (in messages received).
+const ACK_EVERY: u64 = 50;
+
 /// Connect `count` clients to `server` and count the ReceiveMessage calls
-/// each gets; returns the per-client counters.
-async fn receivers(server: &TestServer, count: usize) -> anyhow::Result<Vec<Arc<AtomicU64>>> {
+/// each gets; returns the per-client counters. Stateful clients acknowledge
+/// every ACK_EVERY messages, as the official client does about once a second.
+async fn receivers(
+    server: &TestServer,
+    count: usize,
+    stateful: bool,
+) -> anyhow::Result<Vec<Arc<AtomicU64>>> {
     let mut counters = Vec::new();
     for _ in 0..count {
-        let mut ws = open(server).await?;
+        let mut ws = open(server, stateful).await?;
         let counter = Arc::new(AtomicU64::new(0));
         let seen = counter.clone();
         tokio::spawn(async move {
+            let mut acked = 0;
             while let Some(Ok(Message::Text(text))) = ws.next().await {
-                let n = text.as_str().matches("\"ReceiveMessage\"").count();
-                seen.fetch_add(n as u64, Ordering::Relaxed);
+                let n = text.as_str().matches("\"ReceiveMessage\"").count() as u64;
+                let total = seen.fetch_add(n, Ordering::Relaxed) + n;
+                if stateful && total >= acked + ACK_EVERY {
+                    acked = total;
+                    let ack = format!("{{\"type\":8,\"sequenceId\":{total}}}\u{1e}");
+                    if ws.send(Message::text(ack)).await.is_err() {
+                        break;
+                    }
+                }
             }
         });
         counters.push(counter);
@@ -64,7 +99,7 @@ async fn run(
     all: &[Arc<AtomicU64>],
     remote: &[Arc<AtomicU64>],
 ) -> anyhow::Result<(f64, f64)> {
-    let mut ws = open(server).await?;
+    let mut ws = open(server, false).await?;
     let text = "x".repeat(64);
     let start = Instant::now();
     for _ in 0..MESSAGES {
@@ -92,9 +127,9 @@ async fn run(
 }
 
 /// Seconds for the broadcasts to reach CLIENTS clients of one fresh node.
-async fn one_node() -> anyhow::Result<f64> {
+async fn one_node(stateful: bool) -> anyhow::Result<f64> {
     let server = TestServer::start(config()).await?;
-    let clients = receivers(&server, CLIENTS).await?;
+    let clients = receivers(&server, CLIENTS, stateful).await?;
     let (seconds, _) = run(&server, &clients, &[]).await?;
     server.stop().await?;
     Ok(seconds)
@@ -130,8 +165,8 @@ async fn two_nodes(url: &str) -> anyhow::Result<(f64, f64)> {
         let backplane = node.state.cluster.backplane().clone();
         wait_until(Duration::from_secs(15), move || backplane.is_ready()).await?;
     }
-    let mut on_a = receivers(&a, CLIENTS / 2).await?;
-    let on_b = receivers(&b, CLIENTS / 2).await?;
+    let mut on_a = receivers(&a, CLIENTS / 2, false).await?;
+    let on_b = receivers(&b, CLIENTS / 2, false).await?;
     on_a.extend(on_b.iter().cloned());
     let seconds = run(&a, &on_a, &on_b).await?;
     a.stop().await?;
@@ -223,7 +258,9 @@ async fn redis_cost(url: &str, ports: &[u16], nodes: usize) -> anyhow::Result<Co
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let one = one_node().await?;
+    let one = one_node(false).await?;
+    let stateful = one_node(true).await?;
+    let one_again = one_node(false).await?;
     let redis = RedisServer::start(free_port()?).await?;
     let (over_redis, remote) = two_nodes(&redis.url()).await?;
     let cluster = RedisCluster::start(3, 1).await?;
@@ -235,6 +272,8 @@ async fn main() -> anyhow::Result<()> {
         "setup", "seconds", "messages/s", "deliveries/s"
     );
     row("1 node, in-memory backplane", one);
+    row("1 node, stateful reconnect clients", stateful);
+    row("1 node again, plain clients", one_again);
     row("2 nodes over one Redis (500 + 500)", over_redis);
     row("2 nodes over a 3-shard cluster", over_cluster);
     println!(
@@ -293,9 +332,9 @@ async fn main() -> anyhow::Result<()> {
 
     // One node again, then with metrics on: the recorder is process-wide,
     // so that comes last, and the row before it is its peer.
-    row("1 node again, no metrics", one_node().await?);
+    row("1 node again, no metrics", one_node(false).await?);
     let _recorder = hubhost::exporter::install()?;
-    row("1 node, metrics recorded", one_node().await?);
+    row("1 node, metrics recorded", one_node(false).await?);
     let invocation = per_event(|| {
         hubhost::monitoring::invocation(
             "tenant",

@@ -53,6 +53,11 @@ export async function startServer({ listen = "127.0.0.1:0", args = [], hubs = ["
       if (child.exitCode === null) child.kill("SIGTERM");
       return exited;
     },
+    /** SIGKILL: the node dies at once, as in a crash. */
+    async kill() {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      return exited;
+    },
   };
 }
 

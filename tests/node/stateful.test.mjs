@@ -89,3 +89,96 @@ test("cut every 500 ms: every message once and in order, same connection, throug
     await Promise.all(nodes.map((n) => n.stop()));
   }
 });
+
+// What a crash costs (measured, not hidden): a node killed with SIGKILL takes
+// its connections' state with it. Its stateful clients cannot resume (the
+// other node answers 404 for a connection it never had), so the official
+// client falls back to automatic reconnect: a new connection on the other
+// node, without the messages sent meanwhile. Connections of the surviving
+// node resume and lose nothing (unless their one stateful retry meets the
+// dead node before the load balancer stops sending to it: then they start
+// over too).
+test("a node killed with SIGKILL: its clients start over on the other node; what they lose is counted", async () => {
+  const prefix = `node-stateful-kill-${process.pid}-${Date.now()}`;
+  const common = ["--redis", redis, "--cluster-prefix", prefix];
+  const nodes = [await startServer({ args: common }), await startServer({ args: common })];
+  await Promise.all(nodes.map((n) => waitReady(n.url)));
+  const proxy = await startProxy(nodes.map((n) => n.url), { checkReady: true });
+  const clients = [];
+  let ticker;
+  try {
+    const retry = { nextRetryDelayInMilliseconds: (ctx) => (ctx.elapsedMilliseconds < 20_000 ? 100 : null) };
+    for (let i = 0; i < 20; i++) {
+      // A negotiate and an upgrade each take a turn of the round robin: one
+      // more request every other client puts negotiations on both nodes.
+      if (i % 2) await fetch(`${proxy.url}/readyz`);
+      const c = await connect(`${proxy.url}/demo/chat`, (b) => b.withStatefulReconnect().withAutomaticReconnect(retry), {
+        transport: signalR.HttpTransportType.WebSockets,
+      });
+      c.firstId = c.connectionId;
+      c.closed = false;
+      c.onclose(() => (c.closed = true));
+      clients.push(c);
+    }
+    const owner = new Map(proxy.log.filter((e) => e.kind === "negotiate").map((e) => [e.token, e.node]));
+    const tokens = proxy.log.filter((e) => e.kind === "negotiate").map((e) => e.token);
+    clients.forEach((c, i) => (c.node = owner.get(tokens[i])));
+    const sender = await connect(`${nodes[1].url}/demo/chat`);
+    let sent = 0;
+    ticker = setInterval(() => sender.send("SendMessage", "ticker", `t${sent++}`).catch(() => {}), 20);
+    await within(
+      (async () => {
+        while (clients.some((c) => !c.received.length)) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      10_000,
+      "traffic at every client",
+    );
+
+    await nodes[0].kill();
+    const onA = clients.filter((c) => c.node === 0);
+    assert.ok(onA.length > 0 && onA.length < clients.length, "clients on both nodes");
+    await within(
+      (async () => {
+        while (clients.some((c) => c.state !== "Connected" || (c.node === 0 && c.connectionId === c.firstId)))
+          await new Promise((r) => setTimeout(r, 50));
+      })(),
+      20_000,
+      "every client of the killed node connected again",
+    );
+    await new Promise((r) => setTimeout(r, 500));
+    clearInterval(ticker);
+    const last = sent - 1;
+    await within(
+      (async () => {
+        while (clients.some((c) => !c.received.some(([, t]) => t === `t${last}`))) await new Promise((r) => setTimeout(r, 20));
+      })(),
+      10_000,
+      "the last message at every client",
+    );
+    const lost = (c) => {
+      const got = new Set(c.received.map(([, t]) => t));
+      const first = Number(c.received[0][1].slice(1));
+      let missing = 0;
+      for (let n = first; n <= last; n++) if (!got.has(`t${n}`)) missing++;
+      return missing;
+    };
+    // A client whose connection lived on (its node survived; it resumed)
+    // lost nothing. One that started over (its node died, or its one
+    // stateful retry met the dead node before the load balancer's health
+    // check dropped it) has a new id and lost what was sent meanwhile.
+    const resumed = clients.filter((c) => c.connectionId === c.firstId);
+    const restarted = clients.filter((c) => c.connectionId !== c.firstId);
+    for (const c of resumed) assert.equal(lost(c), 0, "a connection that lived on lost nothing");
+    assert.ok(onA.every((c) => restarted.includes(c)), "the killed node's connections are gone");
+    assert.ok(clients.every((c) => !c.closed), "never closed for good");
+    console.log(
+      `SIGKILL of one node of two (a message every 20 ms, ${sent} in all): ${onA.length} of ${clients.length} connections lived on it; ` +
+        `${restarted.length} clients started over, losing ${restarted.map(lost).join(", ")} messages; ${resumed.length} resumed, losing none`,
+    );
+  } finally {
+    clearInterval(ticker);
+    await Promise.all(clients.map((c) => c.stop().catch(() => {})));
+    await proxy.close();
+    await Promise.all(nodes.map((n) => n.stop()));
+  }
+});

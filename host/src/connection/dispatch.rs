@@ -2,6 +2,7 @@
 
 use super::io::{Inbound, Outlet, Read, ResumeRx};
 use super::resume::{Numbering, Verdict};
+use super::writer::Control;
 use super::{ConnectionContext, close_with_error};
 use crate::lifetime::HubLifetimeManager;
 use crate::monitoring::{self, Outcome as CallOutcome};
@@ -13,7 +14,7 @@ use futures_util::StreamExt;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -21,13 +22,45 @@ use tokio::time::{Instant, sleep_until, timeout};
 /// (when something new arrived), as ASP.NET Core does.
 const ACK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A stateful-reconnect connection's side of the reader: where the client's
-/// new sockets arrive, where their sending halves go (the writer), and
-/// where the client's Acks go.
+/// A stateful-reconnect connection's side of the reader: what the client
+/// sent, by number; where its new sockets arrive; the writer's controls
+/// (new outlets, the client's Acks); when to acknowledge. Boxed: a plain
+/// connection's future carries only a pointer for it.
 pub(super) struct Resumable {
+    pub numbering: Numbering,
     pub sockets: ResumeRx,
-    pub outlets: mpsc::Sender<Outlet>,
-    pub acks: watch::Sender<u64>,
+    pub writer: mpsc::Sender<Control>,
+    pub ack_tick: tokio::time::Interval,
+}
+
+/// What a stateful connection's reader waits for besides the client.
+enum Event {
+    /// The client reconnected.
+    Socket(Box<axum::extract::ws::WebSocket>),
+    /// Time to acknowledge what arrived.
+    AckTick,
+}
+
+impl Resumable {
+    pub fn new(sockets: ResumeRx, writer: mpsc::Sender<Control>) -> Box<Self> {
+        Box::new(Self {
+            numbering: Numbering::new(),
+            sockets,
+            writer,
+            ack_tick: tokio::time::interval(ACK_INTERVAL),
+        })
+    }
+
+    /// The next event, as a boxed future: its state lives on the heap, not
+    /// in the connection's future.
+    fn next(&mut self) -> std::pin::Pin<Box<dyn Future<Output = Option<Event>> + Send + '_>> {
+        Box::pin(async {
+            tokio::select! {
+                socket = self.sockets.recv() => socket.map(Event::Socket),
+                _ = self.ack_tick.tick() => Some(Event::AckTick),
+            }
+        })
+    }
 }
 
 /// How the read loop ended.
@@ -45,9 +78,8 @@ pub(super) struct Dispatcher<'a> {
     outbound: Outbound,
     protocol: Protocol,
     rate: Option<RateLimit>,
-    /// With stateful reconnect: what the client sent, by number.
-    numbering: Option<Numbering>,
-    resumable: Option<Resumable>,
+    /// With stateful reconnect.
+    resumable: Option<Box<Resumable>>,
 }
 
 enum Flow {
@@ -61,7 +93,7 @@ impl<'a> Dispatcher<'a> {
         ctx: &'a ConnectionContext,
         outbound: Outbound,
         protocol: Protocol,
-        resumable: Option<Resumable>,
+        resumable: Option<Box<Resumable>>,
     ) -> Self {
         let rate = ctx.limits.rate_limit().map(RateLimit::new);
         Self {
@@ -69,7 +101,6 @@ impl<'a> Dispatcher<'a> {
             outbound,
             protocol,
             rate,
-            numbering: resumable.as_ref().map(|_| Numbering::new()),
             resumable,
         }
     }
@@ -86,33 +117,44 @@ impl<'a> Dispatcher<'a> {
             tracing::debug!(?limit, "no reconnect within the disconnect timeout");
             return false;
         };
-        self.take_over(socket, inbound, buffer).await
+        Box::pin(self.take_over(socket, inbound, buffer)).await
+    }
+
+    /// Acknowledge what arrived since the last Ack, if anything.
+    fn acknowledge(&mut self) {
+        let due = self.resumable.as_mut().and_then(|r| r.numbering.ack_due());
+        if let Some(id) = due {
+            self.outbound.push(Frame::Control(self.protocol.ack(id)));
+        }
     }
 
     /// Read from `socket` from now on, and have the writer send on it.
     async fn take_over(
         &mut self,
-        socket: axum::extract::ws::WebSocket,
+        socket: Box<axum::extract::ws::WebSocket>,
         inbound: &mut Inbound,
         buffer: &mut Vec<u8>,
     ) -> bool {
         let Some(resumable) = self.resumable.as_mut() else {
             return false;
         };
-        let (sink, stream) = socket.split();
-        let outlet = Outlet::WebSocket {
+        let (sink, stream) = (*socket).split();
+        let outlet = Box::new(Outlet::WebSocket {
             sink,
             binary: self.protocol.is_binary(),
-        };
-        if resumable.outlets.send(outlet).await.is_err() {
+        });
+        if resumable
+            .writer
+            .send(Control::Outlet(outlet))
+            .await
+            .is_err()
+        {
             return false;
         }
         *inbound = Inbound::WebSocket(stream);
         // Part of a message from the old socket is no message.
         buffer.clear();
-        if let Some(numbering) = self.numbering.as_mut() {
-            numbering.resumed();
-        }
+        resumable.numbering.resumed();
         tracing::debug!("stateful reconnect: resumed on a new socket");
         true
     }
@@ -205,7 +247,6 @@ impl<'a> Dispatcher<'a> {
             writer,
             notify_hub: true,
         };
-        let mut ack_tick = tokio::time::interval(ACK_INTERVAL);
         loop {
             if !pending_input {
                 let client_deadline = async {
@@ -215,25 +256,25 @@ impl<'a> Dispatcher<'a> {
                         pending::<()>().await;
                     }
                 };
-                let stateful = self.resumable.is_some();
                 let next = tokio::select! {
                     next = inbound.read(&mut buffer) => next,
-                    // The client reconnected before this socket showed it
-                    // was gone.
-                    Some(socket) = async {
+                    Some(event) = async {
                         match self.resumable.as_mut() {
-                            Some(r) => r.sockets.recv().await,
+                            Some(r) => r.next().await,
                             None => pending().await,
                         }
                     } => {
-                        if !self.take_over(socket, inbound, &mut buffer).await {
-                            return outcome(Some("Connection lost.".into()), Some(writer));
-                        }
-                        continue;
-                    }
-                    _ = ack_tick.tick(), if stateful => {
-                        if let Some(id) = self.numbering.as_mut().and_then(Numbering::ack_due) {
-                            self.outbound.push(Frame::Control(self.protocol.ack(id)));
+                        match event {
+                            // The client reconnected before this socket
+                            // showed it was gone. Boxed, as the resume
+                            // below: what a reconnect needs would otherwise
+                            // make every connection's future bigger.
+                            Event::Socket(socket) => {
+                                if !Box::pin(self.take_over(socket, inbound, &mut buffer)).await {
+                                    return outcome(Some("Connection lost.".into()), Some(writer));
+                                }
+                            }
+                            Event::AckTick => self.acknowledge(),
                         }
                         continue;
                     }
@@ -248,7 +289,7 @@ impl<'a> Dispatcher<'a> {
                     _ = &mut writer => return outcome(Some("Connection lost.".into()), None),
                 };
                 if let Read::End(error) = next {
-                    if self.resume(inbound, &mut buffer).await {
+                    if Box::pin(self.resume(inbound, &mut buffer)).await {
                         last_received = Instant::now();
                         continue;
                     }
@@ -325,8 +366,8 @@ impl<'a> Dispatcher<'a> {
             Ok(message) => message,
             Err(error) => return self.protocol_error(error),
         };
-        if let Some(numbering) = self.numbering.as_mut() {
-            match numbering.judge(&message) {
+        if let Some(resumable) = self.resumable.as_mut() {
+            match resumable.numbering.judge(&message) {
                 Verdict::Handle => {}
                 Verdict::Skip => return Flow::Continue,
                 Verdict::Fatal(text) => {
@@ -365,14 +406,10 @@ impl<'a> Dispatcher<'a> {
             }
             Incoming::Ping => *pinged = true,
             Incoming::Ack(id) => {
+                // Acks are cumulative: one lost to a full channel is
+                // covered by the next.
                 if let Some(resumable) = &self.resumable {
-                    resumable.acks.send_if_modified(|acked| {
-                        let newer = id > *acked;
-                        if newer {
-                            *acked = id;
-                        }
-                        newer
-                    });
+                    let _ = resumable.writer.try_send(Control::Ack(id));
                 }
             }
             // Judged above.

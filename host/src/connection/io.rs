@@ -13,9 +13,11 @@ use std::future::pending;
 use tokio::sync::mpsc;
 
 /// Where a stateful-reconnect connection's next WebSocket is handed to it,
-/// and where it takes it from.
-pub type ResumeTx = mpsc::Sender<WebSocket>;
-pub type ResumeRx = mpsc::Receiver<WebSocket>;
+/// and where it takes it from. Boxed: a socket held by value inside every
+/// connection's future, even only for a moment, makes each connection's
+/// state that much bigger.
+pub type ResumeTx = mpsc::Sender<Box<WebSocket>>;
+pub type ResumeRx = mpsc::Receiver<Box<WebSocket>>;
 
 /// The transports of the SignalR protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -191,19 +191,15 @@ pub async fn serve(
     ctx.lifetime.settle(subscribed).await;
     let (stateful, resumable) = match resume {
         Some(sockets) => {
-            let (outlets_tx, outlets) = tokio::sync::mpsc::channel(1);
-            let (acks_tx, acks) = tokio::sync::watch::channel(0);
-            let stateful = writer::Stateful {
+            let (control_tx, control) = tokio::sync::mpsc::channel(16);
+            let stateful = Box::new(writer::Stateful {
                 replay: resume::Replay::new(ctx.limits.stateful_reconnect_buffer_bytes),
-                acks,
-                outlets,
-            };
-            let resumable = dispatch::Resumable {
-                sockets,
-                outlets: outlets_tx,
-                acks: acks_tx,
-            };
-            (Some(stateful), Some(resumable))
+                control,
+            });
+            (
+                Some(stateful),
+                Some(dispatch::Resumable::new(sockets, control_tx)),
+            )
         }
         None => (None, None),
     };

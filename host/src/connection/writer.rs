@@ -7,7 +7,7 @@ use crate::outbound::{CloseRequest, Frame, OutboundReceiver};
 use crate::protocol::Protocol;
 use bytes::{Bytes, BytesMut};
 use std::future::pending;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Largest batch written as one transport message; a single larger frame is
@@ -15,12 +15,19 @@ use tokio::time::{Instant, sleep_until, timeout};
 const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// A stateful-reconnect connection's side of the writer (`resume.rs`): what
-/// it keeps for a replay, the client's Acks, and the outlets of the sockets
-/// the client reconnects with.
+/// it keeps for a replay, and what the reader tells it. Boxed, and one
+/// channel: every plain connection's writer carries only a pointer for it.
 pub(super) struct Stateful {
     pub replay: Replay,
-    pub acks: watch::Receiver<u64>,
-    pub outlets: mpsc::Receiver<Outlet>,
+    pub control: mpsc::Receiver<Control>,
+}
+
+/// What the reader tells a stateful connection's writer.
+pub(super) enum Control {
+    /// The client acknowledged every message up to this one.
+    Ack(u64),
+    /// The client reconnected: send on this from now on.
+    Outlet(Box<Outlet>),
 }
 
 /// Write until the connection is over: every queued frame in order, a Ping
@@ -34,13 +41,8 @@ pub(super) async fn run(
     protocol: Protocol,
     limits: ConnectionSettings,
     pings: bool,
-    stateful: Option<Stateful>,
+    mut stateful: Option<Box<Stateful>>,
 ) {
-    let is_stateful = stateful.is_some();
-    let (mut replay, mut acks, mut outlets) = match stateful {
-        Some(s) => (Some(s.replay), Some(s.acks), Some(s.outlets)),
-        None => (None, None, None),
-    };
     let mut idle_deadline = Instant::now() + limits.keep_alive_interval;
     let mut watching_close = true;
     // False between a lost transport and the next outlet (stateful only).
@@ -63,41 +65,37 @@ pub(super) async fn run(
                 }
                 continue;
             }
-            Some(next) = async {
-                match outlets.as_mut() {
-                    Some(outlets) => outlets.recv().await,
+            Some(control) = async {
+                match stateful.as_mut() {
+                    Some(s) => s.control.recv().await,
                     None => pending().await,
                 }
             } => {
-                // The client reconnected: Sequence, then everything it may
-                // have missed, on the new socket.
-                outlet = next;
-                let Some(kept) = replay.as_ref() else { continue };
-                let mut bytes = BytesMut::from(protocol.sequence(kept.first()).as_ref());
-                for message in kept.kept() {
-                    bytes.extend_from_slice(message);
+                let Some(s) = stateful.as_mut() else { continue };
+                match control {
+                    Control::Ack(id) => {
+                        s.replay.ack(id);
+                        continue;
+                    }
+                    Control::Outlet(next) => {
+                        // The client reconnected: Sequence, then everything
+                        // it may have missed, on the new socket.
+                        outlet = *next;
+                        connected = true;
+                        let mut bytes = BytesMut::from(protocol.sequence(s.replay.first()).as_ref());
+                        for message in s.replay.kept() {
+                            bytes.extend_from_slice(message);
+                        }
+                        bytes.freeze()
+                    }
                 }
-                connected = true;
-                bytes.freeze()
-            }
-            Ok(()) = async {
-                match acks.as_mut() {
-                    Some(acks) => acks.changed().await,
-                    None => pending().await,
-                }
-            } => {
-                if let (Some(acks), Some(kept)) = (acks.as_mut(), replay.as_mut()) {
-                    let acked = *acks.borrow_and_update();
-                    kept.ack(acked);
-                }
-                continue;
             }
             () = outlet.closed(), if connected => {
                 tracing::debug!("the client's transport went away");
                 return;
             }
             frame = rx.frames.recv() => match frame {
-                Some(frame) => match batch(frame, &mut rx, protocol, replay.as_mut()) {
+                Some(frame) => match batch(frame, &mut rx, protocol, stateful.as_mut().map(|s| &mut s.replay)) {
                     Ok(bytes) => bytes,
                     Err(full) => {
                         tracing::info!(%full, "closing connection: replay buffer full");
@@ -120,7 +118,7 @@ pub(super) async fn run(
         }
         match timeout(limits.send_timeout, outlet.send(bytes)).await {
             Ok(Ok(())) => idle_deadline = Instant::now() + limits.keep_alive_interval,
-            Ok(Err(_)) | Err(_) if is_stateful => {
+            Ok(Err(_)) | Err(_) if stateful.is_some() => {
                 tracing::debug!("transport lost; keeping messages for a reconnect");
                 connected = false;
             }

@@ -88,6 +88,6 @@ fn resume(upgrade: WebSocketUpgrade, sockets: ResumeTx, state: &AppState) -> Res
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             // The connection ended meanwhile: the socket is dropped (closed).
-            let _ = sockets.send(socket).await;
+            let _ = sockets.send(Box::new(socket)).await;
         })
 }

@@ -96,10 +96,7 @@ impl RedisEndpoint {
         };
         let invalid =
             |why: &str| EndpointError::Invalid(format!("{why} in a {SENTINEL_SCHEME} URL"));
-        let (auth, rest) = match rest.rsplit_once('@') {
-            Some((auth, rest)) if !auth.is_empty() => (format!("{auth}@"), rest),
-            _ => (String::new(), rest),
-        };
+        let (auth, rest) = split_auth(rest);
         let (hosts, path) = rest
             .split_once('/')
             .ok_or_else(|| invalid("no /PRIMARY name"))?;
@@ -110,15 +107,11 @@ impl RedisEndpoint {
         if primary.is_empty() {
             return Err(invalid("an empty primary name"));
         }
-        let sentinels = hosts
-            .split(',')
-            .map(|host| {
-                if host.is_empty() || host.contains(char::is_whitespace) {
-                    return Err(invalid("an empty sentinel address"));
-                }
-                Ok(redis::Client::open(format!("redis://{host}"))?)
-            })
-            .collect::<Result<Vec<_>, EndpointError>>()?;
+        let sentinels = addresses(hosts)
+            .ok_or_else(|| invalid("an empty sentinel address"))?
+            .into_iter()
+            .map(|host| redis::Client::open(format!("redis://{host}")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             kind: Kind::Sentinel {
                 sentinels,
@@ -133,23 +126,12 @@ impl RedisEndpoint {
     /// spoken to with `scheme`.
     fn cluster(hosts: &str, scheme: &str) -> Result<Self, EndpointError> {
         let invalid = |why: &str| EndpointError::Invalid(format!("{why} in a cluster URL"));
-        let (auth, hosts) = match hosts.rsplit_once('@') {
-            Some((auth, hosts)) if !auth.is_empty() => (format!("{auth}@"), hosts),
-            _ => (String::new(), hosts),
-        };
+        let (auth, hosts) = split_auth(hosts);
         let hosts = hosts.trim_end_matches('/');
         if hosts.contains('/') {
             return Err(invalid("a path (a cluster has no databases)"));
         }
-        let seeds = hosts
-            .split(',')
-            .map(|host| {
-                if host.is_empty() || host.contains(char::is_whitespace) {
-                    return Err(invalid("an empty seed address"));
-                }
-                Ok(host.to_owned())
-            })
-            .collect::<Result<Vec<_>, EndpointError>>()?;
+        let seeds = addresses(hosts).ok_or_else(|| invalid("an empty seed address"))?;
         let base = format!("{scheme}{auth}");
         let client =
             redis::cluster::ClusterClientBuilder::new(seeds.iter().map(|h| format!("{base}{h}")))
@@ -285,6 +267,24 @@ impl RedisEndpoint {
             }
         }
     }
+}
+
+/// `user:password@rest` as (`user:password@`, `rest`); no credentials: ("", all).
+fn split_auth(text: &str) -> (String, &str) {
+    match text.rsplit_once('@') {
+        Some((auth, rest)) if !auth.is_empty() => (format!("{auth}@"), rest),
+        _ => (String::new(), text),
+    }
+}
+
+/// `host:port[,host:port…]` as a list; `None` if one is empty or has spaces.
+fn addresses(hosts: &str) -> Option<Vec<String>> {
+    hosts
+        .split(',')
+        .map(|host| {
+            (!host.is_empty() && !host.contains(char::is_whitespace)).then(|| host.to_owned())
+        })
+        .collect()
 }
 
 /// A connection for commands to one server or to a cluster; cheap to clone

@@ -151,6 +151,37 @@ fn names(list: &[&'static str]) -> BTreeSet<&'static str> {
     list.iter().copied().collect()
 }
 
+/// Run the spec on three Redis backplanes at `url` (one server, Sentinel or
+/// a cluster), under a prefix of its own, and check that nothing was
+/// dropped and that it all went through Redis. Returns the backplanes.
+pub async fn run_on_redis(url: &str) -> anyhow::Result<Vec<Arc<dyn Backplane>>> {
+    use hubhost::backplane::redis::{RedisBackplane, RedisSettings};
+    let mut nodes: Vec<Arc<dyn Backplane>> = Vec::new();
+    for _ in 0..3 {
+        nodes.push(Arc::new(RedisBackplane::start(RedisSettings::new(url))?));
+    }
+    crate::wait_until(crate::redis_server::NOTICE, || {
+        nodes.iter().all(|n| n.is_ready())
+    })
+    .await?;
+    run(nodes.clone(), &crate::unique_prefix("spec")).await?;
+    for node in &nodes {
+        let stats = node.stats();
+        let dropped = (
+            stats.dropped_overflow,
+            stats.dropped_expired,
+            stats.dropped_in_flight,
+            stats.dropped_incoming,
+        );
+        anyhow::ensure!(dropped == (0, 0, 0, 0), "dropped: {stats:?}");
+        anyhow::ensure!(
+            stats.published > 0 && stats.received > 0,
+            "the spec ran through Redis: {stats:?}"
+        );
+    }
+    Ok(nodes)
+}
+
 /// Run every scenario on three nodes over `backplanes` (three attachments to
 /// one backplane), with channel names under `prefix`.
 pub async fn run(backplanes: Vec<Arc<dyn Backplane>>, prefix: &str) -> anyhow::Result<()> {

@@ -6,8 +6,6 @@
 //! replica and delivery resumes without a restart, with the loss bounded.
 
 use crate::redis::chat_crosses_nodes_on;
-use hubhost::backplane::Backplane;
-use hubhost::backplane::redis::{RedisBackplane, RedisSettings};
 use hubhost::names::HubKey;
 use hubhost_tests::admin::{Admin, OPERATOR_KEY, wait_served};
 use hubhost_tests::redis_server::{NOTICE, RedisCluster};
@@ -17,7 +15,6 @@ use hubhost_tests::{
     wait_until_async,
 };
 use serde_json::json;
-use std::sync::Arc;
 
 /// `SPUBLISH` and `PUBLISH` calls, summed over the primaries.
 async fn publishes(cluster: &RedisCluster) -> anyhow::Result<(u64, u64)> {
@@ -32,37 +29,13 @@ async fn publishes(cluster: &RedisCluster) -> anyhow::Result<(u64, u64)> {
     ))
 }
 
-async fn backplanes(url: &str, n: usize) -> anyhow::Result<Vec<Arc<dyn Backplane>>> {
-    let mut nodes: Vec<Arc<dyn Backplane>> = Vec::new();
-    for _ in 0..n {
-        nodes.push(Arc::new(RedisBackplane::start(RedisSettings::new(url))?));
-    }
-    wait_until(NOTICE, || nodes.iter().all(|n| n.is_ready())).await?;
-    Ok(nodes)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_cluster_carries_the_spec_the_chat_and_the_store() -> anyhow::Result<()> {
     let cluster = RedisCluster::start(3, 1).await?;
     let url = cluster.url();
 
     // The backplane spec, through sharded pub/sub only.
-    let nodes = backplanes(&url, 3).await?;
-    hubhost_tests::spec::run(nodes.clone(), &unique_prefix("spec")).await?;
-    for node in &nodes {
-        let stats = node.stats();
-        assert_eq!(
-            (
-                stats.dropped_overflow,
-                stats.dropped_expired,
-                stats.dropped_in_flight,
-                stats.dropped_incoming
-            ),
-            (0, 0, 0, 0),
-            "{stats:?}"
-        );
-        assert!(stats.received > 0, "{stats:?}");
-    }
+    let nodes = hubhost_tests::spec::run_on_redis(&url).await?;
     let (sharded, classic) = publishes(&cluster).await?;
     assert!(
         sharded > 0 && classic == 0,

@@ -182,12 +182,7 @@ impl RedisEndpoint {
         };
         let client = redis::Client::open(format!("{base}{address}"))?;
         let made = tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection());
-        made.await
-            .unwrap_or(Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "connect timed out",
-            ))))
-            .map_err(EndpointError::from)
+        Ok(made.await.map_err(|_| EndpointError::Timeout)??)
     }
 
     /// A connection for commands, made now (see the module's guarantee).

@@ -79,8 +79,8 @@ impl Channels {
 }
 
 /// The Redis Cluster hash tag of `channel`, the text inside its first
-/// braces (all of it when there are none): channels with one tag share a
-/// slot, so they may be published in one pipeline.
+/// braces (all of it when there are none): what its slot is computed from,
+/// so channels with one tag share a slot (and one `SSUBSCRIBE`).
 pub fn hash_tag(channel: &str) -> &str {
     channel
         .split_once('{')

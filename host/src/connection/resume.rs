@@ -78,7 +78,7 @@ impl Replay {
 }
 
 /// What the client sent, by number (the reader's).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Numbering {
     /// The number the next numbered message carries.
     next: u64,
@@ -104,7 +104,9 @@ impl Numbering {
     pub fn new() -> Self {
         Self {
             next: 1,
-            ..Self::default()
+            handled: 0,
+            acked: 0,
+            awaiting_sequence: false,
         }
     }
 

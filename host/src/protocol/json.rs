@@ -138,12 +138,12 @@ pub fn completion_error(invocation_id: &str, error: &str) -> String {
 /// A Ping.
 pub const PING: &str = "{\"type\":6}\u{1e}";
 
-/// A Close, with an optional error and whether the client may reconnect.
 /// An Ack (8) or a Sequence (9), framed.
 pub fn numbered(kind: u8, sequence_id: u64) -> String {
     format!("{{\"type\":{kind},\"sequenceId\":{sequence_id}}}\u{1e}")
 }
 
+/// A Close, with an optional error and whether the client may reconnect.
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> String {
     frame(&Outgoing {
         error,

@@ -370,7 +370,6 @@ pub fn completion_error(invocation_id: &str, error: &str) -> Bytes {
     completion(invocation_id, 1, error, write_str)
 }
 
-/// `[7, error|nil, allowReconnect]`.
 /// An Ack (8) or a Sequence (9), framed: `[kind, sequenceId]`.
 pub fn numbered(kind: u8, sequence_id: u64) -> Bytes {
     let mut out = Vec::new();
@@ -379,6 +378,7 @@ pub fn numbered(kind: u8, sequence_id: u64) -> Bytes {
     frame(out)
 }
 
+/// `[7, error|nil, allowReconnect]`.
 pub fn close(error: Option<&str>, allow_reconnect: bool) -> Bytes {
     let mut out = Vec::new();
     start(&mut out, 3, 7);

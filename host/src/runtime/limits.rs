@@ -105,14 +105,14 @@ pub struct HubLimits {
     /// Items a hub may keep with one connection.
     #[arg(skip)]
     pub max_items_per_connection: usize,
+    /// Bytes of items (keys and values) a hub may keep with one connection.
+    #[arg(skip)]
+    pub max_item_bytes_per_connection: usize,
     /// Bytes of messages a stateful-reconnect connection keeps until the
     /// client acknowledges them, to replay after a reconnect; past it the
     /// connection is closed (ASP.NET Core's default).
     #[arg(skip)]
     pub stateful_reconnect_buffer_bytes: usize,
-    /// Bytes of items (keys and values) a hub may keep with one connection.
-    #[arg(skip)]
-    pub max_item_bytes_per_connection: usize,
     /// Timers the tenant may have pending (cluster-wide on Redis).
     #[arg(skip)]
     pub max_timers: u64,
@@ -172,8 +172,8 @@ impl Default for HubLimits {
             max_state_list_items: 1_000,
             max_state_read_items: 1_000,
             max_items_per_connection: 64,
-            stateful_reconnect_buffer_bytes: 100_000,
             max_item_bytes_per_connection: 16 << 10,
+            stateful_reconnect_buffer_bytes: 100_000,
             max_timers: 1_000,
             min_timer_delay_ms: 10,
             max_timer_delay_ms: 30 * 24 * 3600 * 1000,

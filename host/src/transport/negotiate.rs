@@ -88,21 +88,17 @@ pub async fn negotiate(
         { "transport": "ServerSentEvents", "transferFormats": ["Text"] },
         { "transport": "LongPolling", "transferFormats": ["Text", "Binary"] },
     ]);
-    let body = if stateful {
-        json!({
+    let body = if version >= 1 {
+        let mut body = json!({
             "negotiateVersion": version,
             "connectionId": connection_id,
             "connectionToken": token,
             "availableTransports": transports,
-            "useStatefulReconnect": true,
-        })
-    } else if version >= 1 {
-        json!({
-            "negotiateVersion": version,
-            "connectionId": connection_id,
-            "connectionToken": token,
-            "availableTransports": transports,
-        })
+        });
+        if stateful {
+            body["useStatefulReconnect"] = true.into();
+        }
+        body
     } else {
         json!({
             "negotiateVersion": 0,

@@ -9,8 +9,14 @@
 //! to the other nodes, a batch at a time rather than all at once. Long polls
 //! and event streams end with that Close too.
 //!
+//! A stateful-reconnect connection is not closed but handed over: its socket
+//! is dropped, its client resumes through another node, and that node takes
+//! the connection (id, groups, items, every message) from this one (see
+//! `crate::transport`'s handover). The drain waits for that, up to
+//! [`HANDOVER_GRACE`].
+//!
 //! Guarantee: when [`run`] returns, every connection the node held was asked
-//! to close; the shutdown that follows waits (briefly) for them to go.
+//! to close or to move; the shutdown that follows waits (briefly) for them to go.
 
 use crate::outbound::CloseRequest;
 use crate::state::AppState;
@@ -19,6 +25,10 @@ use tokio::time::Instant;
 
 /// How often the window checks whether connections are left.
 const POLL: Duration = Duration::from_millis(25);
+
+/// How long the connections moved may take to go (a stateful one is gone
+/// once another node took it over).
+pub const HANDOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Start draining now (idempotent): what the shutdown awaits.
 pub fn start(state: &AppState) {
@@ -44,6 +54,8 @@ pub async fn run(state: &AppState) {
     let request = CloseRequest {
         error: None,
         allow_reconnect: true,
+        // Only where another node can take them.
+        handover: !state.cluster.alive_nodes().is_empty(),
     };
     let batches = connections.chunks(settings.batch_size).count();
     for (i, batch) in connections.chunks(settings.batch_size).enumerate() {
@@ -54,10 +66,18 @@ pub async fn run(state: &AppState) {
             tokio::time::sleep(settings.batch_interval).await;
         }
     }
+    // Connections asked to close go at once; a stateful one stays until
+    // another node took it. (One still in its handshake was never
+    // registered: the shutdown ends it.)
+    let grace_end = Instant::now() + HANDOVER_GRACE;
+    while Instant::now() < grace_end && !state.lifetime.local_outbounds().is_empty() {
+        tokio::time::sleep(POLL.min(grace_end - Instant::now())).await;
+    }
     tracing::info!(
         moved = connections.len(),
+        left = state.lifetime.local_outbounds().len(),
         batches,
         ms = started.elapsed().as_millis() as u64,
-        "drained: every connection was asked to reconnect elsewhere"
+        "drained: every connection was asked to reconnect elsewhere or was handed over"
     );
 }

@@ -80,6 +80,45 @@ impl NodeId {
     }
 }
 
+/// One send, cluster-wide: the node that made it and its number there.
+/// Where a connection moves between nodes (a drain's handover), the same
+/// send can reach it on both sides; the id is how the second copy is known.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct MessageId {
+    pub node: NodeId,
+    pub seq: u64,
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.node, self.seq)
+    }
+}
+
+impl MessageId {
+    /// From its text form (see `Display`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (node, seq) = text.split_once('.')?;
+        Some(Self {
+            node: NodeId::parse(node)?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl serde::Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MessageId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Self::parse(&text).ok_or_else(|| serde::de::Error::custom("not a message id"))
+    }
+}
+
 /// A connection's id: public. Hubs see it and send to it, clients pass it
 /// to each other; it names the owning node (see the module's doc).
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -99,6 +138,14 @@ impl ConnectionId {
 impl serde::Serialize for ConnectionId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.0)
+    }
+}
+
+impl ConnectionId {
+    /// An id another node made (a connection handed over by a drain),
+    /// checked to be one of ours.
+    pub fn moved(text: &str) -> Option<Self> {
+        NodeId::owner_of(text).map(|_| Self(text.into()))
     }
 }
 
@@ -168,7 +215,7 @@ impl fmt::Debug for ConnectionToken {
 /// Length of a connection token in base64url: 22 bytes encode to 30 characters.
 const TOKEN_CHARS: usize = 30;
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut bytes = [0u8; N];
     // The OS random source failing is unrecoverable for a server handing out
     // secrets; there is nothing sane to continue with.
@@ -203,5 +250,10 @@ mod tests {
         );
         assert_eq!(NodeId::parse(&node.to_string()), Some(node));
         assert_eq!(NodeId::parse("x"), None);
+        let message = MessageId { node, seq: 42 };
+        assert_eq!(MessageId::parse(&message.to_string()), Some(message));
+        assert_eq!(MessageId::parse("x.1"), None);
+        assert_eq!(ConnectionId::moved(id.as_str()), Some(id));
+        assert_eq!(ConnectionId::moved("short"), None);
     }
 }

@@ -64,6 +64,27 @@ impl Items {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Every item, for another node (a drain's handover).
+    pub fn entries(&self) -> Vec<(String, String)> {
+        let table = self.table();
+        table
+            .values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// The items another node kept (within the limits there).
+    pub fn from_entries(entries: Vec<(String, String)>) -> Self {
+        let bytes = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        Self {
+            table: Mutex::new(Table {
+                values: entries.into_iter().collect(),
+                bytes,
+            }),
+        }
+    }
+
     pub fn get(&self, key: &str) -> Option<String> {
         self.table().values.get(key).cloned()
     }
@@ -135,6 +156,13 @@ mod tests {
         assert_eq!(
             items.set(&"k".repeat(257), None, LIMITS),
             Err(ItemError::BadKey)
+        );
+        let moved = Items::from_entries(items.entries());
+        assert_eq!(moved.get("c").as_deref(), Some("1234567"));
+        assert_eq!(
+            moved.set("b", Some("12".into()), LIMITS),
+            Err(ItemError::Bytes(10)),
+            "bytes carry over"
         );
     }
 }

@@ -37,6 +37,10 @@ pub struct CloseRequest {
     pub error: Option<String>,
     /// Whether the client may reconnect.
     pub allow_reconnect: bool,
+    /// The node is leaving (a drain): a stateful-reconnect connection only
+    /// drops its socket, so that its client resumes through another node,
+    /// which takes the connection over; any other gets the Close.
+    pub handover: bool,
 }
 
 impl Frame {
@@ -185,6 +189,7 @@ impl Outbound {
                     .into(),
             ),
             allow_reconnect: true,
+            handover: false,
         });
     }
 
@@ -204,6 +209,9 @@ impl Outbound {
 /// A client method call: `target(arguments...)`.
 #[derive(Debug)]
 pub struct Message {
+    /// Set when the lifetime manager sends it (or receives it from another
+    /// node); `None` only for a message no node numbered.
+    id: Option<crate::ids::MessageId>,
     target: String,
     arguments: Box<RawValue>,
     json: OnceLock<Bytes>,
@@ -214,11 +222,22 @@ impl Message {
     /// `arguments` must be a JSON array.
     pub fn new(target: String, arguments: Box<RawValue>) -> Self {
         Self {
+            id: None,
             target,
             arguments,
             json: OnceLock::new(),
             msgpack: OnceLock::new(),
         }
+    }
+
+    /// The same message, numbered.
+    pub fn with_id(mut self, id: crate::ids::MessageId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    pub fn id(&self) -> Option<crate::ids::MessageId> {
+        self.id
     }
 
     pub fn target(&self) -> &str {
@@ -268,6 +287,7 @@ mod tests {
         out.close(CloseRequest {
             error: None,
             allow_reconnect: false,
+            handover: false,
         });
         assert!(
             rx.close

@@ -26,6 +26,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn app(state: Arc<AppState>) -> Router {
     let mut hubs = Router::new()
         .route("/{tenant}/{hub}/negotiate", post(transport::negotiate))
+        // Between nodes: a draining node hands its connections over.
+        .route("/{tenant}/{hub}/handover", post(transport::handover_step))
         .route(
             "/{tenant}/{hub}",
             get(transport::connect)
@@ -126,6 +128,7 @@ pub async fn run(
             closing.lifetime.close_all(&CloseRequest {
                 error: None,
                 allow_reconnect: true,
+                handover: false,
             });
         },
     )
@@ -139,6 +142,7 @@ pub async fn run(
         state.lifetime.close_all(&CloseRequest {
             error: None,
             allow_reconnect: true,
+            handover: false,
         });
         let round = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
         if tokio::time::timeout_at(round, state.tasks.wait())

@@ -346,6 +346,7 @@ async fn close(
     let request = CloseRequest {
         error: close.reason,
         allow_reconnect: close.allow_reconnect,
+        handover: false,
     };
     state.lifetime.close(hub, target, request);
     Ok((

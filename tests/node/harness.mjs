@@ -1,7 +1,7 @@
 // Test harness: start real hubhost processes and connect official clients.
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
-import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import { createWriteStream, existsSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -43,7 +43,12 @@ export async function startServer({ listen = "127.0.0.1:0", args = [], hubs = ["
     });
     child.on("exit", (code) => reject(new Error(`hubhost exited with ${code}:\n${output}`)));
   });
-  child.stdout.resume();
+  // HUBHOST_TEST_LOGS=FILE keeps every node's log (for debugging a test).
+  if (process.env.HUBHOST_TEST_LOGS) {
+    const log = createWriteStream(process.env.HUBHOST_TEST_LOGS, { flags: "a" });
+    log.write(output);
+    child.stdout.pipe(log);
+  } else child.stdout.resume();
   const exited = new Promise((resolve) => child.on("exit", (code, signal) => resolve({ code, signal })));
   return {
     url: address,

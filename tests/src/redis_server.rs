@@ -53,6 +53,9 @@ impl RedisServer {
 
     /// Start on `port` with extra `redis-server` arguments.
     pub async fn start_with(port: u16, extra: &[&str]) -> anyhow::Result<Self> {
+        // A replica writes the primary's snapshot to its directory even with
+        // saving off: never the working directory (the repository).
+        let dir = crate::temp_dir("redis")?;
         let mut command = Command::new("redis-server");
         command
             .args([
@@ -64,6 +67,8 @@ impl RedisServer {
                 "",
                 "--appendonly",
                 "no",
+                "--dir",
+                &dir.to_string_lossy(),
             ])
             .args(extra);
         Self::spawn(command, port, "redis-server").await

@@ -68,6 +68,9 @@ pub struct Cluster {
     control: RwLock<Option<ControlHandler>>,
     /// Every delivery that is not the cluster's own, until taken.
     deliveries: Mutex<Option<mpsc::Receiver<Delivery>>>,
+    /// The subscription to heartbeats, until the first heartbeat waits for
+    /// it: the other nodes answer a newcomer's first beat with theirs.
+    hearing: Mutex<Option<crate::backplane::Subscribed>>,
 }
 
 impl Cluster {
@@ -86,7 +89,7 @@ impl Cluster {
         let incoming = backplane.take_incoming();
         // Readiness (`/readyz`) covers this one: it is in effect once the
         // backplane is connected.
-        let _ = backplane.subscribe(&channels.nodes());
+        let hearing = backplane.subscribe(&channels.nodes());
         let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
         let cluster = Arc::new(Self {
             node,
@@ -96,6 +99,7 @@ impl Cluster {
             nodes: nodes::Nodes::new(heartbeat_interval, peers),
             control: RwLock::default(),
             deliveries: Mutex::new(Some(rx)),
+            hearing: Mutex::new(Some(hearing)),
         });
         match incoming {
             Some(incoming) => {

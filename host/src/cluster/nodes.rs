@@ -117,7 +117,18 @@ impl Cluster {
         *self.nodes.url.lock().unwrap_or_else(|e| e.into_inner()) = url;
         let manager = Arc::downgrade(self);
         let interval = self.nodes.interval;
+        let hearing = self
+            .hearing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         tokio::spawn(async move {
+            // The other nodes answer the first beat at once: hear them (a
+            // node that just started learns its peers in milliseconds, not
+            // a heartbeat interval later).
+            if let Some(hearing) = hearing {
+                let _ = hearing.ready(interval).await;
+            }
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;

@@ -1,6 +1,7 @@
 //! Reading hub messages and dispatching them to the hub, one at a time.
 
-use super::io::{Inbound, Outlet, Read, ResumeRx};
+use super::handover::{Description, Resume, ResumeRx, Snapshot};
+use super::io::{Inbound, Outlet, Read};
 use super::resume::{Numbering, Verdict};
 use super::writer::Control;
 use super::{ConnectionContext, close_with_error};
@@ -14,9 +15,9 @@ use futures_util::StreamExt;
 use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until};
 
 /// How often a stateful-reconnect connection acknowledges what it received
 /// (when something new arrived), as ASP.NET Core does.
@@ -35,16 +36,32 @@ pub(super) struct Resumable {
 
 /// What a stateful connection's reader waits for besides the client.
 enum Event {
-    /// The client reconnected.
-    Socket(Box<axum::extract::ws::WebSocket>),
+    /// A new socket, or another node taking the connection over.
+    Resume(Resume),
     /// Time to acknowledge what arrived.
     AckTick,
 }
 
+/// Where a stateful connection stands after something it was handed.
+enum Handled {
+    /// It reads from a new socket.
+    Resumed,
+    /// Nothing changed (it described itself).
+    Waiting,
+    /// It is over: another node took it, or its writer is gone.
+    Over { handed_over: bool },
+}
+
 impl Resumable {
-    pub fn new(sockets: ResumeRx, writer: mpsc::Sender<Control>) -> Box<Self> {
+    /// `numbering`: [`Numbering::new`], or the numbering of the node that
+    /// handed the connection over.
+    pub fn new(
+        sockets: ResumeRx,
+        writer: mpsc::Sender<Control>,
+        numbering: Numbering,
+    ) -> Box<Self> {
         Box::new(Self {
-            numbering: Numbering::new(),
+            numbering,
             sockets,
             writer,
             ack_tick: tokio::time::interval(ACK_INTERVAL),
@@ -56,7 +73,7 @@ impl Resumable {
     fn next(&mut self) -> std::pin::Pin<Box<dyn Future<Output = Option<Event>> + Send + '_>> {
         Box::pin(async {
             tokio::select! {
-                socket = self.sockets.recv() => socket.map(Event::Socket),
+                resume = self.sockets.recv() => resume.map(Event::Resume),
                 _ = self.ack_tick.tick() => Some(Event::AckTick),
             }
         })
@@ -106,18 +123,100 @@ impl<'a> Dispatcher<'a> {
     }
 
     /// The transport ended: with stateful reconnect, wait (up to the
-    /// disconnect timeout) for the client's next socket and take it over.
-    /// False when the connection is over.
-    async fn resume(&mut self, inbound: &mut Inbound, buffer: &mut Vec<u8>) -> bool {
+    /// disconnect timeout) for the client's next socket and take it over,
+    /// or for another node to take the connection.
+    async fn resume(&mut self, inbound: &mut Inbound, buffer: &mut Vec<u8>) -> Handled {
+        let over = Handled::Over { handed_over: false };
+        // The old socket goes (the writer drops its half too): a client
+        // waits for it to close before it reconnects.
+        *inbound = Inbound::gone();
+        let deadline = Instant::now() + self.ctx.limits.disconnect_timeout;
+        loop {
+            let Some(resumable) = self.resumable.as_mut() else {
+                return over;
+            };
+            let next = tokio::select! {
+                next = tokio::time::timeout_at(deadline, resumable.sockets.recv()) => next,
+                // The node is shutting down: no socket will come.
+                () = self.ctx.shutdown.cancelled() => return over,
+            };
+            let Ok(Some(resume)) = next else {
+                tracing::debug!("no reconnect within the disconnect timeout");
+                return over;
+            };
+            match Box::pin(self.handle(resume, inbound, buffer)).await {
+                Handled::Waiting => continue,
+                done => return done,
+            }
+        }
+    }
+
+    /// Act on what the connection was handed.
+    async fn handle(
+        &mut self,
+        resume: Resume,
+        inbound: &mut Inbound,
+        buffer: &mut Vec<u8>,
+    ) -> Handled {
+        match resume {
+            Resume::Socket(socket) => {
+                if self.take_over(socket, inbound, buffer).await {
+                    Handled::Resumed
+                } else {
+                    Handled::Over { handed_over: false }
+                }
+            }
+            Resume::Describe(reply) => {
+                let _ = reply.send(self.describe());
+                Handled::Waiting
+            }
+            Resume::HandOver(reply) => {
+                let handed_over = self.hand_over(reply).await;
+                Handled::Over { handed_over }
+            }
+        }
+    }
+
+    /// Who this connection is, for the node taking it over.
+    fn describe(&self) -> Description {
+        let id = &self.ctx.caller.connection_id;
+        Description {
+            connection_id: id.to_string(),
+            protocol: self.protocol.name().to_owned(),
+            groups: self.ctx.lifetime.groups_of(&self.ctx.hub, id),
+            items: self.ctx.caller.items.entries(),
+        }
+    }
+
+    /// Another node takes this connection: it stops receiving here, and
+    /// what it kept and queued goes to `reply`. True once handed over.
+    async fn hand_over(&mut self, reply: oneshot::Sender<Snapshot>) -> bool {
         let Some(resumable) = self.resumable.as_mut() else {
             return false;
         };
-        let limit = self.ctx.limits.disconnect_timeout;
-        let Ok(Some(socket)) = timeout(limit, resumable.sockets.recv()).await else {
-            tracing::debug!(?limit, "no reconnect within the disconnect timeout");
+        // First out of every table: nothing reaches the queue after this.
+        self.ctx
+            .lifetime
+            .remove_connection(&self.ctx.hub, &self.ctx.caller.connection_id);
+        let (tx, rx) = oneshot::channel();
+        if resumable.writer.send(Control::HandOver(tx)).await.is_err() {
+            return false;
+        }
+        let Ok((first, replay, queued)) = rx.await else {
             return false;
         };
-        Box::pin(self.take_over(socket, inbound, buffer)).await
+        let snapshot = Snapshot {
+            handled: resumable.numbering.handled(),
+            first,
+            replay,
+            queued,
+        };
+        let handed_over = reply.send(snapshot).is_ok();
+        tracing::info!(
+            handed_over,
+            "stateful connection handed over to another node"
+        );
+        handed_over
     }
 
     /// Acknowledge what arrived since the last Ack, if anything.
@@ -212,6 +311,7 @@ impl<'a> Dispatcher<'a> {
         self.outbound.close(CloseRequest {
             error: Some("Connection closed with an error.".into()),
             allow_reconnect: false,
+            handover: false,
         });
         false
     }
@@ -266,12 +366,20 @@ impl<'a> Dispatcher<'a> {
                     } => {
                         match event {
                             // The client reconnected before this socket
-                            // showed it was gone. Boxed, as the resume
-                            // below: what a reconnect needs would otherwise
-                            // make every connection's future bigger.
-                            Event::Socket(socket) => {
-                                if !Box::pin(self.take_over(socket, inbound, &mut buffer)).await {
-                                    return outcome(Some("Connection lost.".into()), Some(writer));
+                            // showed it was gone, or another node takes
+                            // the connection. Boxed, as the resume below:
+                            // what a reconnect needs would otherwise make
+                            // every connection's future bigger.
+                            Event::Resume(resume) => {
+                                match Box::pin(self.handle(resume, inbound, &mut buffer)).await {
+                                    Handled::Resumed | Handled::Waiting => {}
+                                    Handled::Over { handed_over } => {
+                                        return Outcome {
+                                            error: Some("Connection lost.".into()),
+                                            writer: Some(writer),
+                                            notify_hub: !handed_over,
+                                        };
+                                    }
                                 }
                             }
                             Event::AckTick => self.acknowledge(),
@@ -289,11 +397,19 @@ impl<'a> Dispatcher<'a> {
                     _ = &mut writer => return outcome(Some("Connection lost.".into()), None),
                 };
                 if let Read::End(error) = next {
-                    if Box::pin(self.resume(inbound, &mut buffer)).await {
-                        last_received = Instant::now();
-                        continue;
+                    match Box::pin(self.resume(inbound, &mut buffer)).await {
+                        Handled::Resumed | Handled::Waiting => {
+                            last_received = Instant::now();
+                            continue;
+                        }
+                        Handled::Over { handed_over } => {
+                            return Outcome {
+                                error,
+                                writer: Some(writer),
+                                notify_hub: !handed_over,
+                            };
+                        }
                     }
-                    return outcome(error, Some(writer));
                 }
             }
             pending_input = false;

@@ -12,13 +12,6 @@ use futures_util::{SinkExt, StreamExt};
 use std::future::pending;
 use tokio::sync::mpsc;
 
-/// Where a stateful-reconnect connection's next WebSocket is handed to it,
-/// and where it takes it from. Boxed: a socket held by value inside every
-/// connection's future, even only for a moment, makes each connection's
-/// state that much bigger.
-pub type ResumeTx = mpsc::Sender<Box<WebSocket>>;
-pub type ResumeRx = mpsc::Receiver<Box<WebSocket>>;
-
 /// The transports of the SignalR protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportKind {
@@ -64,6 +57,12 @@ pub enum Inbound {
 }
 
 impl Inbound {
+    /// Nothing to read: what a stateful connection holds between sockets,
+    /// so that the old socket is dropped (closed) rather than kept.
+    pub fn gone() -> Self {
+        Self::Channel(mpsc::channel(1).1)
+    }
+
     /// Append the next bytes the client sent to `buffer`.
     pub async fn read(&mut self, buffer: &mut Vec<u8>) -> Read {
         match self {
@@ -105,6 +104,12 @@ pub enum Outlet {
 pub struct Gone(String);
 
 impl Outlet {
+    /// Nowhere to send: what a stateful connection's writer holds between
+    /// sockets (see [`Inbound::gone`]).
+    pub fn gone() -> Self {
+        Self::Channel(mpsc::channel(1).0)
+    }
+
     pub async fn send(&mut self, bytes: Bytes) -> Result<(), Gone> {
         match self {
             Self::WebSocket { sink, binary } => {

@@ -10,15 +10,17 @@
 //! sends the Close. Transports differ only in their [`io`] ends.
 
 mod dispatch;
+pub mod handover;
 pub mod io;
 mod resume;
 mod writer;
 
+use crate::backplane::Subscribed;
 use crate::hubs::HubSlot;
 use crate::lifetime::{HubLifetimeManager, LocalConnection};
 use crate::monitoring;
 use crate::names::HubKey;
-use crate::outbound::{self, CloseRequest};
+use crate::outbound::{self, CloseRequest, Outbound, OutboundReceiver};
 use crate::protocol::{Protocol, RECORD_SEPARATOR, handshake};
 use crate::runtime::CallerInfo;
 use bytes::Bytes;
@@ -164,7 +166,7 @@ pub async fn serve(
     mut inbound: Inbound,
     mut outlet: Outlet,
     ctx: ConnectionContext,
-    resume: Option<io::ResumeRx>,
+    resume: Option<handover::ResumeRx>,
 ) {
     let Some((protocol, version, leftover)) = handshake(&mut inbound, &mut outlet, &ctx).await
     else {
@@ -175,30 +177,24 @@ pub async fn serve(
 
     let _open =
         monitoring::connection_opened(ctx.hub.tenant(), ctx.hub.hub(), ctx.transport.name());
-    let (outbound, receiver) =
-        outbound::channel(ctx.limits.outbound_queue, ctx.limits.max_queued_bytes);
-    let outbound = outbound.charge_to(ctx.counters.clone(), ctx.hub.tenant());
-    let subscribed = ctx.lifetime.add_connection(
-        &ctx.hub,
-        LocalConnection {
-            id: ctx.caller.connection_id.clone(),
-            user_id: ctx.caller.user_id.clone(),
-            outbound: outbound.clone(),
-        },
-    );
+    let (outbound, receiver) = queue(&ctx);
+    let subscribed = ctx
+        .lifetime
+        .add_connection(&ctx.hub, local(&ctx, &outbound));
     // Messages from other nodes reach the client from here on (or, with the
     // backplane down, from when it is back).
     ctx.lifetime.settle(subscribed).await;
     let (stateful, resumable) = match resume {
         Some(sockets) => {
             let (control_tx, control) = tokio::sync::mpsc::channel(16);
-            let stateful = Box::new(writer::Stateful {
-                replay: resume::Replay::new(ctx.limits.stateful_reconnect_buffer_bytes),
-                control,
-            });
+            let replay = resume::Replay::new(ctx.limits.stateful_reconnect_buffer_bytes);
             (
-                Some(stateful),
-                Some(dispatch::Resumable::new(sockets, control_tx)),
+                Some(writer::Stateful::new(replay, control)),
+                Some(dispatch::Resumable::new(
+                    sockets,
+                    control_tx,
+                    resume::Numbering::new(),
+                )),
             )
         }
         None => (None, None),
@@ -235,6 +231,145 @@ pub async fn serve(
         let _ = writer.await;
     }
     tracing::debug!(error = ?outcome.error, "disconnected");
+}
+
+/// A connection's outbound queue, its overflows charged to its tenant.
+fn queue(ctx: &ConnectionContext) -> (Outbound, OutboundReceiver) {
+    let (outbound, receiver) =
+        outbound::channel(ctx.limits.outbound_queue, ctx.limits.max_queued_bytes);
+    (
+        outbound.charge_to(ctx.counters.clone(), ctx.hub.tenant()),
+        receiver,
+    )
+}
+
+/// The connection as the lifetime manager knows it.
+fn local(ctx: &ConnectionContext, outbound: &Outbound) -> LocalConnection {
+    LocalConnection {
+        id: ctx.caller.connection_id.clone(),
+        user_id: ctx.caller.user_id.clone(),
+        outbound: outbound.clone(),
+    }
+}
+
+/// A stateful-reconnect connection another node is handing over (a drain),
+/// registered here while it is taken: from [`Adoption::register`] on, sends
+/// to it queue here (the node handing it over has the earlier ones); then
+/// [`Adoption::serve`] runs it on its client's new socket. Dropped unserved,
+/// it leaves this node again.
+pub struct Adoption {
+    ctx: ConnectionContext,
+    outbound: Outbound,
+    receiver: OutboundReceiver,
+    _registered: Registered,
+}
+
+/// Takes a connection out of the lifetime manager when dropped.
+struct Registered {
+    lifetime: Arc<HubLifetimeManager>,
+    hub: HubKey,
+    id: Arc<str>,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.lifetime.remove_connection(&self.hub, &self.id);
+    }
+}
+
+impl Adoption {
+    /// Register the connection of `ctx` (its caller, with its items) here,
+    /// in `groups`. Await the result before asking for the rest.
+    pub fn register(ctx: ConnectionContext, groups: &[String]) -> (Self, Subscribed) {
+        let (outbound, receiver) = queue(&ctx);
+        let subscribed = ctx
+            .lifetime
+            .add_connection_in(&ctx.hub, local(&ctx, &outbound), groups);
+        let registered = Registered {
+            lifetime: ctx.lifetime.clone(),
+            hub: ctx.hub.clone(),
+            id: ctx.caller.connection_id.clone(),
+        };
+        let adoption = Self {
+            ctx,
+            outbound,
+            receiver,
+            _registered: registered,
+        };
+        (adoption, subscribed)
+    }
+
+    /// Serve the connection on `socket` until either side ends it: no
+    /// handshake and no `on-connected` (the hub saw the connect where it
+    /// started); the numbering and the replay go on from `snapshot`, the
+    /// sends it holds are not delivered twice, and later sockets arrive
+    /// through `sockets`.
+    pub async fn serve(
+        self,
+        socket: axum::extract::ws::WebSocket,
+        protocol: Protocol,
+        snapshot: handover::Snapshot,
+        sockets: handover::ResumeRx,
+    ) {
+        let Self {
+            ctx,
+            outbound,
+            receiver,
+            _registered: registered,
+        } = self;
+        let _open =
+            monitoring::connection_opened(ctx.hub.tenant(), ctx.hub.hub(), ctx.transport.name());
+        let (control_tx, control) = tokio::sync::mpsc::channel(16);
+        let limit = ctx.limits.stateful_reconnect_buffer_bytes;
+        let handover::Snapshot {
+            handled,
+            first,
+            replay,
+            queued,
+        } = snapshot;
+        let mut stateful = writer::Stateful::new(
+            resume::Replay::restore(limit.max(1), first, replay),
+            control,
+        );
+        stateful.skip = stateful
+            .replay_ids()
+            .chain(queued.iter().filter_map(|kept| kept.id))
+            .collect();
+        stateful.preload = queued;
+        stateful.resend = true;
+        let (sink, stream) = futures_util::StreamExt::split(socket);
+        let outlet = Outlet::WebSocket {
+            sink,
+            binary: protocol.is_binary(),
+        };
+        let writer = tokio::spawn(writer::run(
+            outlet,
+            receiver,
+            protocol,
+            ctx.limits.clone(),
+            true,
+            Some(stateful),
+        ));
+        let mut numbering = resume::Numbering::restore(handled);
+        numbering.resumed();
+        let resumable = dispatch::Resumable::new(sockets, control_tx, numbering);
+        tracing::info!(
+            protocol = protocol.name(),
+            "took over a connection another node handed over"
+        );
+        let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, protocol, Some(resumable));
+        let mut inbound = Inbound::WebSocket(stream);
+        let outcome = dispatcher.read(&mut inbound, Vec::new(), writer).await;
+        drop(registered);
+        if outcome.notify_hub {
+            dispatcher.disconnected(outcome.error.clone()).await;
+        }
+        drop(dispatcher);
+        if let Some(writer) = outcome.writer {
+            let _ = writer.await;
+        }
+        tracing::debug!(error = ?outcome.error, "disconnected");
+    }
 }
 
 /// Read the handshake request and answer it. Returns the protocol, its
@@ -303,5 +438,6 @@ fn close_with_error(detail: impl std::fmt::Display, allow_reconnect: bool) -> Cl
     CloseRequest {
         error: Some(format!("Connection closed with an error. {detail}")),
         allow_reconnect,
+        handover: false,
     }
 }

@@ -13,14 +13,17 @@
 //! connection is closed with a reason, as a slow client is, rather than
 //! losing messages silently.
 
+use super::handover::Kept;
+use crate::ids::MessageId;
 use crate::protocol::Incoming;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
-/// What this node sent and the client has not acknowledged (the writer's).
+/// What this node sent and the client has not acknowledged (the writer's),
+/// each with its number and, for a hub's send, the send's id.
 #[derive(Debug)]
 pub(super) struct Replay {
-    buffer: VecDeque<(u64, Bytes)>,
+    buffer: VecDeque<(u64, Bytes, Option<MessageId>)>,
     bytes: usize,
     limit: usize,
     /// The number of the last message sent.
@@ -44,20 +47,33 @@ impl Replay {
         }
     }
 
+    /// The replay another node kept (a drain's handover): its messages,
+    /// numbered from `first`, and the number of the last one it sent.
+    pub fn restore(limit: usize, first: u64, kept: Vec<Kept>) -> Self {
+        let mut replay = Self::new(limit);
+        replay.sent = first.saturating_sub(1);
+        for Kept { bytes, id } in kept {
+            replay.sent += 1;
+            replay.bytes += bytes.len();
+            replay.buffer.push_back((replay.sent, bytes, id));
+        }
+        replay
+    }
+
     /// Number and keep one framed message that is being sent.
-    pub fn record(&mut self, bytes: &Bytes) -> Result<(), Full> {
+    pub fn record(&mut self, bytes: &Bytes, id: Option<MessageId>) -> Result<(), Full> {
         if self.bytes + bytes.len() > self.limit {
             return Err(Full(self.limit));
         }
         self.sent += 1;
         self.bytes += bytes.len();
-        self.buffer.push_back((self.sent, bytes.clone()));
+        self.buffer.push_back((self.sent, bytes.clone(), id));
         Ok(())
     }
 
     /// The client has every message up to `id`.
     pub fn ack(&mut self, id: u64) {
-        while let Some((first, bytes)) = self.buffer.front() {
+        while let Some((first, bytes, _)) = self.buffer.front() {
             if *first > id {
                 break;
             }
@@ -68,12 +84,29 @@ impl Replay {
 
     /// Where a replay starts: the oldest message kept, or the next one.
     pub fn first(&self) -> u64 {
-        self.buffer.front().map_or(self.sent + 1, |(id, _)| *id)
+        self.buffer.front().map_or(self.sent + 1, |(id, ..)| *id)
     }
 
     /// The messages kept, in order.
     pub fn kept(&self) -> impl Iterator<Item = &Bytes> {
-        self.buffer.iter().map(|(_, bytes)| bytes)
+        self.buffer.iter().map(|(_, bytes, _)| bytes)
+    }
+
+    /// The ids of the sends kept.
+    pub fn ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.buffer.iter().filter_map(|(_, _, id)| *id)
+    }
+
+    /// Everything kept, for another node (a drain's handover): where the
+    /// numbers start, and the messages.
+    pub fn hand_over(self) -> (u64, Vec<Kept>) {
+        let first = self.first();
+        let kept = self
+            .buffer
+            .into_iter()
+            .map(|(_, bytes, id)| Kept { bytes, id })
+            .collect();
+        (first, kept)
     }
 }
 
@@ -108,6 +141,22 @@ impl Numbering {
             acked: 0,
             awaiting_sequence: false,
         }
+    }
+
+    /// Numbering that goes on from another node's (a drain's handover),
+    /// which handled every message up to `handled`.
+    pub fn restore(handled: u64) -> Self {
+        Self {
+            next: handled + 1,
+            handled,
+            acked: handled,
+            awaiting_sequence: false,
+        }
+    }
+
+    /// The highest number handled.
+    pub fn handled(&self) -> u64 {
+        self.handled
     }
 
     /// A new socket took over: wait for the client's Sequence.
@@ -168,18 +217,27 @@ mod tests {
         let mut replay = Replay::new(10);
         assert_eq!(replay.first(), 1);
         for text in ["abc", "de", "fgh"] {
-            assert!(replay.record(&Bytes::from(text)).is_ok());
+            assert!(replay.record(&Bytes::from(text), None).is_ok());
         }
-        assert!(replay.record(&Bytes::from("ijk")).is_err(), "11 bytes");
+        assert!(
+            replay.record(&Bytes::from("ijk"), None).is_err(),
+            "11 bytes"
+        );
         replay.ack(1);
         assert_eq!(replay.first(), 2);
-        assert!(replay.record(&Bytes::from("ijk")).is_ok());
+        assert!(replay.record(&Bytes::from("ijk"), None).is_ok());
         assert_eq!(
             replay.kept().cloned().collect::<Vec<_>>(),
             ["de", "fgh", "ijk"]
         );
-        replay.ack(4);
-        assert_eq!((replay.first(), replay.bytes), (5, 0));
+        let (first, kept) = replay.hand_over();
+        let mut moved = Replay::restore(10, first, kept);
+        assert_eq!(moved.first(), 2, "numbers carry over");
+        assert!(moved.record(&Bytes::from("l"), None).is_ok());
+        moved.ack(4);
+        assert_eq!(moved.kept().cloned().collect::<Vec<_>>(), ["l"]);
+        moved.ack(5);
+        assert_eq!((moved.first(), moved.bytes), (6, 0));
     }
 
     #[test]

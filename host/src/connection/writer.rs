@@ -1,13 +1,16 @@
 //! The writer task: the only place that sends on a connection's transport.
 
 use super::ConnectionSettings;
+use super::handover::Kept;
 use super::io::Outlet;
-use super::resume::Replay;
+use super::resume::{Full, Replay};
+use crate::ids::MessageId;
 use crate::outbound::{CloseRequest, Frame, OutboundReceiver};
 use crate::protocol::Protocol;
 use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
 use std::future::pending;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Largest batch written as one transport message; a single larger frame is
@@ -20,7 +23,48 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 pub(super) struct Stateful {
     pub replay: Replay,
     pub control: mpsc::Receiver<Control>,
+    /// For a connection another node handed over: start with a Sequence and
+    /// the replay, then `preload` (what that node had queued)…
+    pub resend: bool,
+    pub preload: Vec<Kept>,
+    /// …and skip the sends that node had kept or queued, should they arrive
+    /// here too.
+    pub skip: HashSet<MessageId>,
 }
+
+impl Stateful {
+    pub fn new(replay: Replay, control: mpsc::Receiver<Control>) -> Box<Self> {
+        Box::new(Self {
+            replay,
+            control,
+            resend: false,
+            preload: Vec::new(),
+            skip: HashSet::new(),
+        })
+    }
+
+    /// The ids of the sends in the replay.
+    pub fn replay_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.replay.ids()
+    }
+
+    /// What a new socket starts with: a Sequence, then every message the
+    /// client has not acknowledged (and what is preloaded, now numbered).
+    fn resend(&mut self, protocol: Protocol) -> Result<Bytes, Full> {
+        for kept in std::mem::take(&mut self.preload) {
+            self.replay.record(&kept.bytes, kept.id)?;
+        }
+        let mut bytes = BytesMut::from(protocol.sequence(self.replay.first()).as_ref());
+        for message in self.replay.kept() {
+            bytes.extend_from_slice(message);
+        }
+        Ok(bytes.freeze())
+    }
+}
+
+/// What another node takes over: where the replay's numbers start, the
+/// replay, and what was queued.
+pub(super) type HandedOver = (u64, Vec<Kept>, Vec<Kept>);
 
 /// What the reader tells a stateful connection's writer.
 pub(super) enum Control {
@@ -28,6 +72,9 @@ pub(super) enum Control {
     Ack(u64),
     /// The client reconnected: send on this from now on.
     Outlet(Box<Outlet>),
+    /// Another node takes the connection over: hand it what is kept and
+    /// queued, and stop.
+    HandOver(oneshot::Sender<HandedOver>),
 }
 
 /// Write until the connection is over: every queued frame in order, a Ping
@@ -48,6 +95,23 @@ pub(super) async fn run(
     // False between a lost transport and the next outlet (stateful only).
     let mut connected = true;
     loop {
+        if let Some(s) = stateful.as_mut().filter(|s| s.resend && connected) {
+            s.resend = false;
+            let sent = match s.resend(protocol) {
+                Ok(bytes) => timeout(limits.send_timeout, outlet.send(bytes)).await,
+                Err(full) => {
+                    tracing::info!(%full, "closing connection: replay buffer full");
+                    let request = super::close_with_error(&full, true);
+                    close(&mut outlet, &request, protocol, &limits).await;
+                    return;
+                }
+            };
+            if !matches!(sent, Ok(Ok(()))) {
+                lost(&mut outlet, &mut connected);
+            }
+            idle_deadline = Instant::now() + limits.keep_alive_interval;
+            continue;
+        }
         let bytes = tokio::select! {
             biased;
             changed = rx.close.changed(), if watching_close => {
@@ -58,6 +122,16 @@ pub(super) async fn run(
                 }
                 let request = rx.close.borrow_and_update().clone();
                 if let Some(request) = request {
+                    if request.handover && stateful.is_some() {
+                        // The node is leaving: drop the socket (no Close),
+                        // so the client resumes through another node, which
+                        // takes the connection over from here.
+                        if connected {
+                            let _ = timeout(limits.send_timeout, outlet.finish()).await;
+                            lost(&mut outlet, &mut connected);
+                        }
+                        continue;
+                    }
                     if connected {
                         close(&mut outlet, &request, protocol, &limits).await;
                     }
@@ -82,11 +156,18 @@ pub(super) async fn run(
                         // it may have missed, on the new socket.
                         outlet = *next;
                         connected = true;
-                        let mut bytes = BytesMut::from(protocol.sequence(s.replay.first()).as_ref());
-                        for message in s.replay.kept() {
-                            bytes.extend_from_slice(message);
+                        s.resend = true;
+                        continue;
+                    }
+                    Control::HandOver(reply) => {
+                        let replay = std::mem::replace(&mut s.replay, Replay::new(0));
+                        let (first, kept) = replay.hand_over();
+                        let mut queued = Vec::new();
+                        while let Some(frame) = rx.frames.try_recv() {
+                            queued.extend(kept_of(frame, protocol, &mut s.skip));
                         }
-                        bytes.freeze()
+                        let _ = reply.send((first, kept, queued));
+                        return;
                     }
                 }
             }
@@ -95,8 +176,9 @@ pub(super) async fn run(
                 return;
             }
             frame = rx.frames.recv() => match frame {
-                Some(frame) => match batch(frame, &mut rx, protocol, stateful.as_mut().map(|s| &mut s.replay)) {
-                    Ok(bytes) => bytes,
+                Some(frame) => match batch(frame, &mut rx, protocol, stateful.as_deref_mut()) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => continue,
                     Err(full) => {
                         tracing::info!(%full, "closing connection: replay buffer full");
                         if connected {
@@ -120,7 +202,7 @@ pub(super) async fn run(
             Ok(Ok(())) => idle_deadline = Instant::now() + limits.keep_alive_interval,
             Ok(Err(_)) | Err(_) if stateful.is_some() => {
                 tracing::debug!("transport lost; keeping messages for a reconnect");
-                connected = false;
+                lost(&mut outlet, &mut connected);
             }
             Ok(Err(error)) => {
                 tracing::debug!(%error, "send failed; connection lost");
@@ -137,45 +219,95 @@ pub(super) async fn run(
     }
 }
 
-/// The bytes of `frame`, numbered and kept in `replay` when it is a message
-/// stateful reconnect counts.
+/// A stateful connection's transport is gone: its half of the socket is
+/// dropped (the reader drops the other), so the socket closes, and the
+/// client, which waits for that, reconnects.
+fn lost(outlet: &mut Outlet, connected: &mut bool) {
+    *outlet = Outlet::gone();
+    *connected = false;
+}
+
+/// The bytes of `frame`, numbered and kept in the replay when it is a
+/// message stateful reconnect counts; `None` for a send the node that
+/// handed the connection over delivered already.
 fn bytes_of(
     frame: Frame,
     protocol: Protocol,
-    replay: &mut Option<&mut Replay>,
-) -> Result<Bytes, super::resume::Full> {
-    let (bytes, numbered) = match frame {
+    stateful: &mut Option<&mut Stateful>,
+) -> Result<Option<Bytes>, Full> {
+    let Some(s) = stateful else {
+        return Ok(Some(framed(frame, protocol).0));
+    };
+    let id = send_id(&frame);
+    if skipped(id, &mut s.skip) {
+        return Ok(None);
+    }
+    let (bytes, numbered) = framed(frame, protocol);
+    if numbered {
+        s.replay.record(&bytes, id)?;
+    }
+    Ok(Some(bytes))
+}
+
+/// The id of the send a frame carries, if it is one.
+fn send_id(frame: &Frame) -> Option<MessageId> {
+    match frame {
+        Frame::Message(message) => message.id(),
+        _ => None,
+    }
+}
+
+/// Whether the send `id` is one to skip (and no longer, once it was).
+fn skipped(id: Option<MessageId>, skip: &mut HashSet<MessageId>) -> bool {
+    id.is_some_and(|id| !skip.is_empty() && skip.remove(&id))
+}
+
+/// A frame's bytes, and whether stateful reconnect numbers it.
+fn framed(frame: Frame, protocol: Protocol) -> (Bytes, bool) {
+    match frame {
         Frame::Message(message) => (message.encoded(protocol).clone(), true),
         Frame::Own(bytes) => (bytes, true),
         Frame::Control(bytes) => (bytes, false),
-    };
-    if numbered && let Some(replay) = replay {
-        replay.record(&bytes)?;
     }
-    Ok(bytes)
+}
+
+/// A numbered frame as kept for a replay, with its send's id; `None` for a
+/// control frame, or a send in `skip` (which it leaves).
+fn kept_of(frame: Frame, protocol: Protocol, skip: &mut HashSet<MessageId>) -> Option<Kept> {
+    let id = send_id(&frame);
+    if skipped(id, skip) {
+        return None;
+    }
+    match framed(frame, protocol) {
+        (bytes, true) => Some(Kept { bytes, id }),
+        (_, false) => None,
+    }
 }
 
 /// `first` and whatever else is already queued, up to [`MAX_BATCH_BYTES`],
-/// as one transport message of complete protocol messages.
+/// as one transport message of complete protocol messages; `None` when
+/// nothing of it is to be sent.
 fn batch(
     first: Frame,
     rx: &mut OutboundReceiver,
     protocol: Protocol,
-    mut replay: Option<&mut Replay>,
-) -> Result<Bytes, super::resume::Full> {
-    let first = bytes_of(first, protocol, &mut replay)?;
+    mut stateful: Option<&mut Stateful>,
+) -> Result<Option<Bytes>, Full> {
+    let first = bytes_of(first, protocol, &mut stateful)?.unwrap_or_default();
     if rx.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
-        return Ok(first);
+        return Ok(Some(first).filter(|b| !b.is_empty()));
     }
-    let mut out = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len() * 4));
+    let mut out = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len().max(256) * 4));
     out.extend_from_slice(&first);
     while out.len() < MAX_BATCH_BYTES {
         let Some(frame) = rx.frames.try_recv() else {
             break;
         };
-        out.extend_from_slice(&bytes_of(frame, protocol, &mut replay)?);
+        if let Some(bytes) = bytes_of(frame, protocol, &mut stateful)? {
+            out.extend_from_slice(&bytes);
+        }
     }
-    Ok(out.freeze())
+    Ok(Some(out.freeze()).filter(|b| !b.is_empty()))
 }
 
 async fn close(

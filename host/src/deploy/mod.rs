@@ -402,6 +402,7 @@ impl Deployer {
                         "Connection closed with an error. Hub '{key}' was deleted."
                     )),
                     allow_reconnect: false,
+                    handover: false,
                 },
             );
             tracing::info!(hub = %key, closed, "hub no longer served");

@@ -1,6 +1,7 @@
 //! This node's connections, groups and users, per hub.
 
 use super::{GroupError, GroupLimits, PresenceQuery, Target};
+use crate::ids::NodeId;
 use crate::outbound::{Frame, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -25,6 +26,9 @@ pub struct HubConnections {
     connections: HashMap<Arc<str>, Entry>,
     groups: HashMap<String, HashSet<Arc<str>>>,
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// Connections here whose ids name another node (handed over by a
+    /// drain), by that node.
+    adopted: HashMap<NodeId, usize>,
 }
 
 /// What a membership change did to this node's interest in a channel.
@@ -87,6 +91,39 @@ impl HubConnections {
             }
         }
         Some((entry.connection, emptied, interest))
+    }
+
+    /// One more connection here has an id of `home`: the first means this
+    /// node takes `home`'s messages by id for this hub.
+    pub fn adopt(&mut self, home: NodeId) -> Interest {
+        let count = self.adopted.entry(home).or_default();
+        *count += 1;
+        if *count == 1 {
+            Interest::Gained
+        } else {
+            Interest::Unchanged
+        }
+    }
+
+    /// One connection of `home` left: the last one ends the interest.
+    pub fn release(&mut self, home: NodeId) -> Interest {
+        let Some(count) = self.adopted.get_mut(&home) else {
+            return Interest::Unchanged;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return Interest::Unchanged;
+        }
+        self.adopted.remove(&home);
+        Interest::Lost
+    }
+
+    /// The groups of connection `id`.
+    pub fn groups_of(&self, id: &str) -> Vec<String> {
+        self.connections
+            .get(id)
+            .map(|e| e.groups.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Put a local connection into a group, within `limits`. `None` if

@@ -27,6 +27,8 @@ pub enum Wire {
     PresenceReply(PresenceReply),
     /// Close the recipient's connections that a target names.
     Close(CloseEnvelope),
+    /// Everything published before this has arrived (see `barrier.rs`).
+    Barrier(u64),
 }
 
 /// A send as it crosses the backplane.
@@ -39,6 +41,9 @@ pub struct Envelope {
     pub to: Target,
     pub method: String,
     pub arguments: Box<RawValue>,
+    /// The send's number on `origin` (see [`crate::ids::MessageId`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// Close connections (one, or every one of a user), wherever they live:
@@ -120,6 +125,7 @@ mod tests {
             },
             method: "M".into(),
             arguments: RawValue::from_string("[1,{\"a\":null}]".into())?,
+            seq: Some(7),
         });
         let bytes = serde_json::to_vec(&wire)?;
         let Wire::Send(back) = serde_json::from_slice(&bytes)? else {

@@ -19,6 +19,7 @@
 //! Presence (who is connected, in a group, a user's connections) is asked of
 //! every node the same way (see `presence.rs`).
 
+mod barrier;
 mod close;
 mod groups;
 mod local;
@@ -35,7 +36,7 @@ pub use presence::{Presence, PresenceQuery};
 use crate::backplane::channels::Channels;
 use crate::backplane::{Backplane, Delivery, Subscribed, publish_json};
 use crate::cluster::Cluster;
-use crate::ids::NodeId;
+use crate::ids::{MessageId, NodeId};
 use crate::monitoring;
 use crate::names::{HubKey, MAX_NAME_BYTES};
 use crate::outbound::{CloseRequest, Frame, Message};
@@ -44,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 #[cfg(test)]
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
@@ -120,6 +122,9 @@ pub struct HubLifetimeManager {
     hubs: RwLock<HashMap<HubKey, Arc<RwLock<HubConnections>>>>,
     group_requests: pending::Pending<groups::Waiter>,
     presence_requests: pending::Pending<presence::Waiter>,
+    /// The number of this node's next send (see [`MessageId`]).
+    next_send: AtomicU64,
+    barriers: barrier::Barriers,
 }
 
 impl HubLifetimeManager {
@@ -140,6 +145,8 @@ impl HubLifetimeManager {
             hubs: RwLock::default(),
             group_requests: Default::default(),
             presence_requests: Default::default(),
+            next_send: AtomicU64::new(0),
+            barriers: Default::default(),
         });
         match deliveries {
             Some(deliveries) => {
@@ -182,7 +189,23 @@ impl HubLifetimeManager {
     /// A connection arrived on this node. Await the result before relying
     /// on messages from other nodes reaching it.
     pub fn add_connection(&self, hub: &HubKey, connection: LocalConnection) -> Subscribed {
+        self.add_connection_in(hub, connection, &[])
+    }
+
+    /// A connection arrived, already a member of `groups`: one another node
+    /// handed over (a drain). Its groups are joined without limits (it was
+    /// within them where it came from), and while it is here this node also
+    /// takes the messages sent to it by id, which go to the channel of the
+    /// node its id names.
+    pub fn add_connection_in(
+        &self,
+        hub: &HubKey,
+        connection: LocalConnection,
+        groups: &[String],
+    ) -> Subscribed {
         let user = connection.user_id.clone();
+        let id = connection.id.clone();
+        let home = NodeId::owner_of(&id).filter(|home| *home != self.node);
         // The map stays locked while the hub's entry may be new, so that a
         // concurrent last removal cannot drop it in between.
         let mut hubs = self.hubs_mut();
@@ -201,6 +224,22 @@ impl HubLifetimeManager {
             && let Some(user) = user
         {
             subscribed = subscribed.and(self.backplane.subscribe(&self.channels.user(hub, &user)));
+        }
+        if let Some(home) = home
+            && connections.adopt(home) == Interest::Gained
+        {
+            subscribed =
+                subscribed.and(self.backplane.subscribe(&self.channels.hub_node(hub, home)));
+        }
+        let unlimited = GroupLimits {
+            per_connection: usize::MAX,
+            per_hub: usize::MAX,
+        };
+        for group in groups {
+            if let Some(Ok(Interest::Gained)) = connections.join(&id, group, unlimited) {
+                subscribed =
+                    subscribed.and(self.backplane.subscribe(&self.channels.group(hub, group)));
+            }
         }
         subscribed
     }
@@ -224,12 +263,37 @@ impl HubLifetimeManager {
         {
             self.backplane.unsubscribe(&self.channels.user(hub, &user));
         }
+        if let Some(home) = NodeId::owner_of(id).filter(|home| *home != self.node)
+            && connections.release(home) == Interest::Lost
+        {
+            self.backplane
+                .unsubscribe(&self.channels.hub_node(hub, home));
+        }
         if connections.is_empty() {
             hubs.remove(hub);
             self.backplane.unsubscribe(&self.channels.all(hub));
             self.backplane
                 .unsubscribe(&self.channels.hub_node(hub, self.node));
         }
+    }
+
+    /// The groups connection `id` of `hub` is in here.
+    pub fn groups_of(&self, hub: &HubKey, id: &str) -> Vec<String> {
+        self.hub(hub)
+            .map(|connections| read(&connections).groups_of(id))
+            .unwrap_or_default()
+    }
+
+    /// Publish barrier `id` to `node`'s channel of `hub`, after everything
+    /// this node published before (see `barrier.rs`).
+    pub fn publish_barrier(&self, hub: &HubKey, node: NodeId, id: u64) {
+        let channel = self.channels.hub_node(hub, node);
+        self.publish_wire(hub.tenant(), &channel, &Wire::Barrier(id));
+    }
+
+    /// Wait, at most `limit`, until barrier `id` arrives here.
+    pub async fn barrier(&self, id: u64, limit: Duration) -> bool {
+        self.barriers.wait(id, limit).await
     }
 
     /// How many connections this node has for `hub`.
@@ -241,7 +305,11 @@ impl HubLifetimeManager {
     /// Send `message` to `target`. Local recipients get it now; other nodes
     /// through one backplane publish.
     pub fn send(&self, hub: &HubKey, target: Target, message: Message) {
-        let message = Arc::new(message);
+        let id = MessageId {
+            node: self.node,
+            seq: self.next_send.fetch_add(1, Ordering::Relaxed),
+        };
+        let message = Arc::new(message.with_id(id));
         self.deliver_local(hub, &target, &message);
         if self.backplane.has_peers() {
             self.publish(hub, target, &message);
@@ -307,6 +375,7 @@ impl HubLifetimeManager {
                 to,
                 method: message.target().to_owned(),
                 arguments: message.arguments().to_owned(),
+                seq: message.id().map(|id| id.seq),
             }),
         );
     }
@@ -351,7 +420,11 @@ impl HubLifetimeManager {
                 else {
                     return;
                 };
-                let message = Arc::new(Message::new(envelope.method, envelope.arguments));
+                let mut message = Message::new(envelope.method, envelope.arguments);
+                if let (Some(seq), Some(node)) = (envelope.seq, NodeId::parse(&envelope.origin)) {
+                    message = message.with_id(MessageId { node, seq });
+                }
+                let message = Arc::new(message);
                 self.deliver_local(&hub, &envelope.to, &message);
             }
             Wire::Close(envelope) => {
@@ -364,6 +437,7 @@ impl HubLifetimeManager {
                 let request = CloseRequest {
                     error: envelope.reason,
                     allow_reconnect: envelope.allow_reconnect,
+                    handover: false,
                 };
                 self.close_local(&hub, &envelope.to, &request);
             }
@@ -371,6 +445,7 @@ impl HubLifetimeManager {
             Wire::GroupReply(reply) => self.on_group_reply(reply),
             Wire::Presence(request) => self.on_presence_request(request),
             Wire::PresenceReply(reply) => self.on_presence_reply(reply),
+            Wire::Barrier(id) => self.barriers.arrived(id),
         }
     }
 }

@@ -47,10 +47,8 @@ pub fn parse_request(message: &[u8]) -> Result<(Protocol, u64), HandshakeError> 
         .ok_or_else(|| {
             HandshakeError::Malformed("'version' must be a non-negative integer.".into())
         })?;
-    let supported = match protocol.as_str() {
-        "json" => Protocol::Json,
-        "messagepack" => Protocol::MessagePack,
-        _ => return Err(HandshakeError::UnsupportedProtocol(protocol)),
+    let Some(supported) = Protocol::from_name(&protocol) else {
+        return Err(HandshakeError::UnsupportedProtocol(protocol));
     };
     if version > u64::from(MAX_PROTOCOL_VERSION) {
         return Err(HandshakeError::UnsupportedVersion { protocol, version });

@@ -32,6 +32,15 @@ impl Protocol {
         }
     }
 
+    /// The protocol a client names in the handshake.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "json" => Some(Self::Json),
+            "messagepack" => Some(Self::MessagePack),
+            _ => None,
+        }
+    }
+
     /// Whether the protocol needs a transport that carries binary data
     /// (WebSocket binary frames, long polling; not Server-Sent Events).
     pub fn is_binary(self) -> bool {

@@ -17,7 +17,8 @@ mod http;
 
 pub use http::{Ends, HttpSession, MAX_CONCURRENT_POSTS, Poll, PostPermit};
 
-use crate::connection::io::{ResumeRx, ResumeTx, TransportKind};
+use crate::connection::handover::{ResumeRx, ResumeTx};
+use crate::connection::io::TransportKind;
 use crate::ids::{ConnectionId, ConnectionToken};
 use crate::names::HubKey;
 use std::collections::HashMap;
@@ -196,6 +197,33 @@ impl Tokens {
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         entry.state = State::WebSocket(Some(tx));
         Some(rx)
+    }
+
+    /// A stateful-reconnect WebSocket connection another node handed over
+    /// (a drain) now lives here under its token: where its later sockets
+    /// arrive.
+    pub fn adopted(
+        &self,
+        token: ConnectionToken,
+        hub: HubKey,
+        user: Option<Arc<str>>,
+        connection_id: ConnectionId,
+    ) -> ResumeRx {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let entry = Entry {
+            hub,
+            user,
+            connection_id,
+            stateful: true,
+            state: State::WebSocket(Some(tx)),
+        };
+        let mut table = self.lock();
+        if let Some(old) = table.entries.insert(token, entry)
+            && matches!(old.state, State::Negotiated(_))
+        {
+            table.pending -= 1;
+        }
+        rx
     }
 
     /// What `token` of `hub` stands for.

@@ -3,7 +3,9 @@
 //! A connection lives on the node that negotiated it, and its token names
 //! that node (see [`crate::ids`]). A request for a token this node does not
 //! know goes to the owner at the URL its heartbeats give (see
-//! [`crate::cluster::Heartbeat`]): the HTTP request (SSE stream, poll,
+//! [`crate::cluster::Heartbeat`]) — or, for a WebSocket whose owner is gone,
+//! to each live node in turn, since a drain hands stateful connections to
+//! other nodes (see `handover`): the HTTP request (SSE stream, poll,
 //! POST, DELETE) with its headers and body, answered with the owner's status,
 //! headers and streamed body; a WebSocket is relayed frame by frame. The
 //! owner checks everything again (hub, credentials, token), so a forwarded
@@ -44,7 +46,7 @@ const PASSED_ON: &[&str] = &[
 ];
 
 /// The headers of a request to send to the owner.
-fn passed_on(headers: &HeaderMap) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+pub(super) fn passed_on(headers: &HeaderMap) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
     PASSED_ON.iter().filter_map(|name| {
         let name = HeaderName::from_static(name);
         let value = headers.get(&name)?;
@@ -141,49 +143,83 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
         .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
 }
 
-/// Relay a WebSocket to the owner of its connection: the owner accepts it
-/// first (or answers the status the client gets), then frames flow both ways.
+/// The nodes that may hold `request`'s connection, to try in turn: its
+/// owner while it is alive; once it is gone, every live node, since a
+/// stateful connection its drain handed over lives on one of them.
+fn holders(state: &AppState, request: &HubRequest) -> Vec<(NodeId, String)> {
+    if request.headers.contains_key(FORWARDED) {
+        return Vec::new();
+    }
+    let Some(owner) = request.token.as_ref().and_then(|t| t.owner()) else {
+        return Vec::new();
+    };
+    if owner == state.cluster.node() {
+        return Vec::new();
+    }
+    if let Some(url) = state.cluster.node_url(owner) {
+        return vec![(owner, url)];
+    }
+    let cluster = &state.cluster;
+    cluster
+        .alive_nodes()
+        .into_iter()
+        .filter_map(|node| Some((node, cluster.node_url(node)?)))
+        .collect()
+}
+
+/// Relay a WebSocket to the node holding its connection: that node accepts
+/// it first (or answers the status the client gets), then frames flow both
+/// ways. A draining holder asks this node to take the connection over
+/// instead (see `handover`).
 pub(super) async fn websocket(
     state: &Arc<AppState>,
-    request: &HubRequest,
+    request: HubRequest,
     upgrade: WebSocketUpgrade,
 ) -> Response {
-    let Some((owner, base)) = owner(state, request) else {
-        return unknown_connection();
-    };
-    let url = format!(
-        "ws{}{}",
-        base.trim_start_matches("http"),
-        path_and_query(request)
-    );
-    let Ok(mut upstream) = url.as_str().into_client_request() else {
-        // Not the URL: its query holds the connection token.
-        tracing::warn!(%owner, node = base, "cannot relay to an invalid node URL");
-        return unknown_connection();
-    };
-    for (name, value) in passed_on(&request.headers) {
-        upstream.headers_mut().insert(name, value.clone());
-    }
-    if let Ok(node) = state.cluster.node().to_string().parse() {
-        upstream.headers_mut().insert(FORWARDED, node);
-    }
-    let upstream = match tokio_tungstenite::connect_async(upstream).await {
-        Ok((upstream, _)) => upstream,
-        Err(tungstenite::Error::Http(response)) => {
-            // The owner's answer (404, 409, 401…) is the client's.
-            return response.status().into_response();
+    for (node, base) in holders(state, &request) {
+        let url = format!(
+            "ws{}{}",
+            base.trim_start_matches("http"),
+            path_and_query(&request)
+        );
+        let Ok(mut upstream) = url.as_str().into_client_request() else {
+            // Not the URL: its query holds the connection token.
+            tracing::warn!(%node, node_url = base, "cannot relay to an invalid node URL");
+            continue;
+        };
+        for (name, value) in passed_on(&request.headers) {
+            upstream.headers_mut().insert(name, value.clone());
         }
-        Err(error) => {
-            tracing::warn!(%owner, %error, "cannot relay a WebSocket to the connection's node");
-            return unknown_connection();
+        if let Ok(this) = state.cluster.node().to_string().parse() {
+            upstream.headers_mut().insert(FORWARDED, this);
         }
-    };
-    let tasks = state.tasks.clone();
-    let shutdown = state.shutdown.clone();
-    upgrade
-        .max_message_size(state.settings.connection.max_transport_message())
-        .read_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| tasks.track_future(relay(socket, upstream, shutdown)))
+        let upstream = match tokio_tungstenite::connect_async(upstream).await {
+            Ok((upstream, _)) => upstream,
+            Err(tungstenite::Error::Http(response)) => {
+                // A draining holder hands the connection over to this node.
+                if super::handover::asked(response.status(), response.headers()) {
+                    return super::handover::take(state, request, upgrade, node, &base).await;
+                }
+                // Not there: maybe on the next node.
+                if response.status() == StatusCode::NOT_FOUND {
+                    continue;
+                }
+                // The holder's answer (409, 401…) is the client's.
+                return response.status().into_response();
+            }
+            Err(error) => {
+                tracing::warn!(%node, %error, "cannot relay a WebSocket to the connection's node");
+                continue;
+            }
+        };
+        let tasks = state.tasks.clone();
+        let shutdown = state.shutdown.clone();
+        return upgrade
+            .max_message_size(state.settings.connection.max_transport_message())
+            .read_buffer_size(4 * 1024)
+            .on_upgrade(move |socket| tasks.track_future(relay(socket, upstream, shutdown)));
+    }
+    unknown_connection()
 }
 
 type Upstream =

@@ -19,11 +19,13 @@
 #![allow(clippy::result_large_err)]
 
 mod forward;
+mod handover;
 mod long_polling;
 mod negotiate;
 mod sse;
 mod websocket;
 
+pub use handover::step as handover_step;
 pub use long_polling::delete;
 pub use negotiate::{negotiate, negotiate_version};
 pub use sse::post;
@@ -107,6 +109,7 @@ fn authenticate(
 /// One request to a hub's connection endpoint, checked: the hub exists and
 /// the client may use it. Extracted by every transport handler; the
 /// rejection is the 404 or 401 to answer.
+#[derive(Clone)]
 pub struct HubRequest {
     key: HubKey,
     slot: Arc<HubSlot>,

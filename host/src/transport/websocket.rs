@@ -1,7 +1,8 @@
 //! `GET /{tenant}/{hub}[?id=TOKEN]` with an upgrade: the WebSocket transport.
 
 use super::{HubRequest, admit, forbidden, forward, transport_changed};
-use crate::connection::io::{Inbound, Outlet, ResumeTx, TransportKind};
+use crate::connection::handover::{Resume, ResumeTx};
+use crate::connection::io::{Inbound, Outlet, TransportKind};
 use crate::connection::serve;
 use crate::sessions::{Claim, TokenGuard};
 use crate::state::AppState;
@@ -16,7 +17,7 @@ use tracing::Instrument;
 /// much, idle or not. At 1 KiB an idle connection takes 9.6 KiB of the
 /// node's memory, against 10.6 at 2 KiB and 12.6 at 4 KiB (10,000 idle
 /// connections, `hubhost-load idle`); most hub messages fit in one read.
-const READ_BUFFER: usize = 1024;
+pub(super) const READ_BUFFER: usize = 1024;
 
 pub(super) async fn connect(
     state: Arc<AppState>,
@@ -33,7 +34,15 @@ pub(super) async fn connect(
         {
             Claim::Claimed(id) => (id, Some(token)),
             Claim::Forbidden => return forbidden(),
-            Claim::Unknown => return forward::websocket(&state, &request, upgrade).await,
+            Claim::Unknown => return forward::websocket(&state, request, upgrade).await,
+            // A draining node hands its stateful connections to the node
+            // that passed their resume on (`handover`).
+            Claim::Resume(_)
+                if state.draining.is_cancelled()
+                    && request.headers.contains_key(forward::FORWARDED) =>
+            {
+                return super::handover::answer();
+            }
             Claim::Resume(sockets) => return resume(upgrade, sockets, &state),
             Claim::InUse(TransportKind::WebSockets) => {
                 return (StatusCode::CONFLICT, "Connection ID is already in use").into_response();
@@ -88,6 +97,6 @@ fn resume(upgrade: WebSocketUpgrade, sockets: ResumeTx, state: &AppState) -> Res
         .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| async move {
             // The connection ended meanwhile: the socket is dropped (closed).
-            let _ = sockets.send(Box::new(socket)).await;
+            let _ = sockets.send(Resume::Socket(Box::new(socket))).await;
         })
 }

@@ -3,11 +3,13 @@
 //! resumes on a new socket with its id, its groups and every message sent
 //! meanwhile (Sequence, then the replay), skips what the client sends again,
 //! closes with a reason when the client lets too much go unacknowledged,
-//! and ends (the token gone) when no socket comes back in time.
+//! and ends (the token gone) when no socket comes back in time; the steps of
+//! a drain's handover answer only what they must.
 
-use hubhost_tests::{RawClient, TestServer, config};
+use hubhost_tests::{RawClient, TestServer, config, http_with};
 use serde_json::{Value, json};
 use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Negotiate with stateful reconnect and open a WebSocket with handshake
 /// version 2: (client, connection id, token).
@@ -177,5 +179,61 @@ async fn without_a_reconnect_in_time_the_connection_ends() -> anyhow::Result<()>
         plain.invoke("e", "Echo", json!(["v1"])).await?["result"],
         "v1"
     );
+    server.stop().await
+}
+
+/// The steps of a drain's handover (`POST /TENANT/HUB/handover`) answer
+/// only another node (the request is marked as passed on), only while this
+/// node drains, and only for the connection's token: anything else is the
+/// 404 of an unknown connection. A resume passed on to a draining node is
+/// answered 421, which asks the other node to take the connection over.
+#[tokio::test]
+async fn the_handover_steps_answer_only_a_draining_nodes_peers() -> anyhow::Result<()> {
+    let mut config = config();
+    config.drain.window = Duration::from_secs(30);
+    config.connection.disconnect_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await?;
+    let (mut client, id, token) = stateful(&server).await?;
+    client.invoke("join", "JoinGroup", json!(["room"])).await?;
+    let passed_on = [("x-hubhost-forwarded", "peer")];
+    let step = |query: &str| format!("/demo/chat/handover?id={token}&{query}");
+
+    let (status, _) = http_with(server.addr, "POST", &step("step=describe"), &passed_on).await?;
+    assert_eq!(status, 404, "not draining");
+    hubhost::drain::start(&server.state);
+    let (status, _) = http_with(server.addr, "POST", &step("step=describe"), &[]).await?;
+    assert_eq!(status, 404, "not from another node");
+    let wrong = "/demo/chat/handover?id=nosuchtoken&step=describe";
+    assert_eq!(
+        http_with(server.addr, "POST", wrong, &passed_on).await?.0,
+        404
+    );
+    let (status, _) = http_with(server.addr, "POST", &step("step=drop"), &passed_on).await?;
+    assert_eq!(status, 400, "no such step");
+    let (status, body) = http_with(server.addr, "POST", &step("step=take"), &passed_on).await?;
+    assert_eq!((status, body.as_str()), (400, "barrier required"));
+
+    let (status, body) = http_with(server.addr, "POST", &step("step=describe"), &passed_on).await?;
+    assert_eq!(status, 200, "{body}");
+    let described: Value = serde_json::from_str(&body)?;
+    assert_eq!(described["connectionId"], id.as_str());
+    assert_eq!(described["protocol"], "json");
+    assert_eq!(described["groups"], json!(["room"]));
+
+    let mut resume = format!("ws://{}/demo/chat?id={token}", server.addr).into_client_request()?;
+    resume
+        .headers_mut()
+        .insert("x-hubhost-forwarded", "peer".parse()?);
+    match tokio_tungstenite::connect_async(resume).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 421);
+            assert!(response.headers().contains_key("x-hubhost-handover"));
+        }
+        other => anyhow::bail!("a passed-on resume was not answered 421: {other:?}"),
+    }
+    // The connection is still here, and still the client's.
+    let me = client.invoke("me", "WhoAmI", json!([])).await?;
+    assert_eq!(me["result"]["connectionId"], id.as_str());
+    drop(client);
     server.stop().await
 }

@@ -1,5 +1,5 @@
 // A rolling restart (#18), measured: three nodes on the machine's Redis
-// behind the health-checking round-robin proxy; 60 official clients with
+// behind the health-checking round-robin proxy; 100 official clients with
 // automatic reconnect, half of them with stateful reconnect; a stateful
 // client broadcasting every 25 ms. Each node in turn gets SIGTERM, drains
 // (500 ms window), exits, and starts again on its port (a new node id). A
@@ -13,7 +13,7 @@ import { startServer, connect, waitReady, within, signalR } from "./harness.mjs"
 import { startProxy } from "./proxy.mjs";
 
 const redis = process.env.HUBHOST_TEST_REDIS ?? "redis://127.0.0.1:6379";
-const CLIENTS = 60;
+const CLIENTS = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test("a rolling restart of 3 nodes under traffic: stateful clients lose nothing", async () => {

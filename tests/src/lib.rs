@@ -26,7 +26,7 @@ use futures_util::{SinkExt, StreamExt};
 use hubhost::config::{Config, HubConfig};
 use hubhost::server;
 use hubhost::state::AppState;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -315,6 +315,30 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// Negotiate with stateful reconnect at `addr` and open a WebSocket with
+    /// handshake version 2: (client, connection id, token).
+    pub async fn stateful(
+        addr: SocketAddr,
+        hub_path: &str,
+    ) -> anyhow::Result<(Self, String, String)> {
+        let query = "negotiateVersion=1&useStatefulReconnect=true";
+        let (status, body) = http(addr, "POST", &format!("{hub_path}/negotiate?{query}")).await?;
+        anyhow::ensure!(status == 200, "{body}");
+        let body: Value = serde_json::from_str(&body)?;
+        anyhow::ensure!(body["useStatefulReconnect"] == true, "not granted: {body}");
+        let token = body["connectionToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let id = body["connectionId"].as_str().unwrap_or_default().to_owned();
+        let mut client = Self::open(addr, &format!("{hub_path}?id={token}")).await?;
+        client
+            .send_text("{\"protocol\":\"json\",\"version\":2}\u{1e}")
+            .await?;
+        anyhow::ensure!(client.next().await? == json!({}), "handshake");
+        Ok((client, id, token))
+    }
+
     /// Open a WebSocket to `path` (with its query) without any handshake.
     pub async fn open(addr: SocketAddr, path: &str) -> anyhow::Result<Self> {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await?;

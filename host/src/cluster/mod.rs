@@ -71,6 +71,10 @@ pub struct Cluster {
     /// The subscription to heartbeats, until the first heartbeat waits for
     /// it: the other nodes answer a newcomer's first beat with theirs.
     hearing: Mutex<Option<crate::backplane::Subscribed>>,
+    /// How many connections of each other node this one holds.
+    adopting: Mutex<std::collections::HashMap<NodeId, usize>>,
+    /// This node said goodbye (see [`Cluster::leave`]).
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -100,6 +104,8 @@ impl Cluster {
             control: RwLock::default(),
             deliveries: Mutex::new(Some(rx)),
             hearing: Mutex::new(Some(hearing)),
+            adopting: Mutex::default(),
+            left: Default::default(),
         });
         match incoming {
             Some(incoming) => {

@@ -72,6 +72,10 @@ pub struct Heartbeat {
     pub url: Option<String>,
     /// The node is shutting down.
     pub leaving: bool,
+    /// The nodes whose connections this one holds (a drain handed them
+    /// over): requests for those connections may go to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -79,6 +83,7 @@ struct Seen {
     url: Option<String>,
     at: Instant,
     leaving: bool,
+    adopted: Vec<NodeId>,
 }
 
 /// The nodes this node has heard of.
@@ -141,16 +146,25 @@ impl Cluster {
     }
 
     fn beat(&self, leaving: bool) {
+        // Once gone, silent: a node that said goodbye and beat again while
+        // it finishes would be taken for alive (and sent requests).
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.left.load(Relaxed) {
+            return;
+        }
+        self.left.store(leaving, Relaxed);
         let url = self
             .nodes
             .url
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let adopted = self.adopting().keys().map(ToString::to_string).collect();
         let beat = Wire::Node(Heartbeat {
             node: self.node_name.clone(),
             url,
             leaving,
+            adopted,
         });
         self.publish(&self.channels.nodes(), &beat);
     }
@@ -181,6 +195,44 @@ impl Cluster {
             .collect()
     }
 
+    fn adopting(&self) -> MutexGuard<'_, HashMap<NodeId, usize>> {
+        // Counts only: a poisoned map is still consistent.
+        self.adopting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// This node now holds one more connection of `home` (handed over by
+    /// its drain). The first one is announced at once.
+    pub fn adopt(&self, home: NodeId) {
+        let first = {
+            let mut adopting = self.adopting();
+            let count = adopting.entry(home).or_default();
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            self.beat(false);
+        }
+    }
+
+    /// One connection of `home` left this node.
+    pub fn release(&self, home: NodeId) {
+        let mut adopting = self.adopting();
+        if let Some(count) = adopting.get_mut(&home) {
+            *count -= 1;
+            if *count == 0 {
+                adopting.remove(&home);
+            }
+        }
+    }
+
+    /// Whether a live node holds connections of `home` (see [`Self::adopt`]).
+    pub fn adopted_elsewhere(&self, home: NodeId) -> bool {
+        self.nodes
+            .seen()
+            .values()
+            .any(|entry| self.nodes.alive(entry) && entry.adopted.contains(&home))
+    }
+
     /// Whether `node` is known to be gone: heard of, then silent or leaving.
     /// A node never heard of may just have started, so it is not dead.
     pub fn is_dead(&self, node: NodeId) -> bool {
@@ -208,6 +260,11 @@ impl Cluster {
             url,
             at: Instant::now(),
             leaving: beat.leaving,
+            adopted: beat
+                .adopted
+                .iter()
+                .filter_map(|n| NodeId::parse(n))
+                .collect(),
         };
         let newcomer = {
             let mut seen = self.nodes.seen();
@@ -244,6 +301,7 @@ mod tests {
             node: node.to_string(),
             url: Some("http://10.0.0.2:5000".into()),
             leaving,
+            adopted: Vec::new(),
         }
     }
 
@@ -331,6 +389,7 @@ mod tests {
             node: other.to_string(),
             url: Some("http://203.0.113.5:5000".into()),
             leaving: false,
+            adopted: Vec::new(),
         });
         assert_eq!(manager.node_url(other), None);
         assert!(!manager.is_dead(other), "alive, only not a target");

@@ -222,10 +222,16 @@ pub async fn serve(
 
     ctx.lifetime
         .remove_connection(&ctx.hub, &ctx.caller.connection_id);
+    end(dispatcher, outcome).await;
+}
+
+/// The end of a connection that left the lifetime manager: the hub hears
+/// of it (if it saw the connect), and the writer flushes what is queued
+/// and finishes (dropping the last sender lets it).
+async fn end(mut dispatcher: dispatch::Dispatcher<'_>, outcome: dispatch::Outcome) {
     if outcome.notify_hub {
         dispatcher.disconnected(outcome.error.clone()).await;
     }
-    // Dropping the last sender lets the writer flush what is queued and finish.
     drop(dispatcher);
     if let Some(writer) = outcome.writer {
         let _ = writer.await;
@@ -361,14 +367,7 @@ impl Adoption {
         let mut inbound = Inbound::WebSocket(stream);
         let outcome = dispatcher.read(&mut inbound, Vec::new(), writer).await;
         drop(registered);
-        if outcome.notify_hub {
-            dispatcher.disconnected(outcome.error.clone()).await;
-        }
-        drop(dispatcher);
-        if let Some(writer) = outcome.writer {
-            let _ = writer.await;
-        }
-        tracing::debug!(error = ?outcome.error, "disconnected");
+        end(dispatcher, outcome).await;
     }
 }
 

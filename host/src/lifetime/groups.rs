@@ -1,12 +1,19 @@
 //! Group membership, wherever the connection lives.
 //!
 //! A change for a local connection is applied at once. A change for a
-//! connection of another node goes to that node's channel as a
+//! connection of another node goes to that node's channel of the hub as a
 //! [`GroupRequest`]; the owner applies it and answers with a [`GroupReply`] on
 //! the asking node's channel. The caller waits up to the group timeout. A
 //! connection the owner does not have fails as soon as the owner answers; an
 //! id that names no node or a node known to be gone (see [`crate::cluster`]),
 //! or any id while this node has no peers, fails at once.
+//!
+//! A connection a drain handed to another node keeps its id, which names
+//! the node it started on: the node holding it listens on that node's
+//! channel of the hub (see `add_connection_in`) and answers; the others
+//! there keep quiet, and so does the first node, which remembers what it
+//! handed over. A node that is gone still has its connections' changes
+//! sent while a live node says it holds some of them.
 
 use super::local::Interest;
 use super::{GroupError, GroupLimits, GroupReply, GroupRequest, HubLifetimeManager, Wire};
@@ -66,17 +73,20 @@ impl HubLifetimeManager {
             return Ok(());
         }
         let unknown = || GroupError::UnknownConnection(id.to_owned());
-        let owner = match NodeId::owner_of(id) {
-            // A node known to be gone has no connections to change.
-            Some(owner)
-                if owner != self.node
-                    && self.backplane.has_peers()
-                    && !self.cluster.is_dead(owner) =>
-            {
-                owner
-            }
-            _ => return Err(unknown()),
+        let Some(home) = NodeId::owner_of(id).filter(|_| self.backplane.has_peers()) else {
+            return Err(unknown());
         };
+        // The node the id names has it, or handed it over (a drain) to a
+        // node that listens on the same channel; a node known to be gone,
+        // with no live node holding any of its connections, has none.
+        let elsewhere = if home == self.node {
+            self.was_handed_over(id)
+        } else {
+            !self.cluster.is_dead(home) || self.cluster.adopted_elsewhere(home)
+        };
+        if !elsewhere {
+            return Err(unknown());
+        }
         let (tx, rx) = oneshot::channel();
         let request = self.group_requests.add(tx);
         let wire = Wire::Group(GroupRequest {
@@ -89,7 +99,7 @@ impl HubLifetimeManager {
             add: join.is_some(),
             limits: join.unwrap_or_default(),
         });
-        self.publish_wire(hub.tenant(), &self.channels.node(owner), &wire);
+        self.publish_wire(hub.tenant(), &self.channels.hub_node(hub, home), &wire);
         match tokio::time::timeout(self.group_timeout, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) | Err(_) => {
@@ -134,16 +144,31 @@ impl HubLifetimeManager {
                 "dropping a group request from an invalid node id"
             );
         };
+        if origin == self.node {
+            return;
+        }
         let join = request.add.then_some(request.limits);
-        let applied = HubKey::new(&request.tenant, &request.hub)
-            .map_err(|_| GroupError::UnknownConnection(request.connection.clone()))
-            .and_then(|hub| {
-                check_group(&request.group)?;
-                self.change_local(&hub, &request.connection, &request.group, join)
-                    .unwrap_or_else(|| {
-                        Err(GroupError::UnknownConnection(request.connection.clone()))
-                    })
-            });
+        let applied = match HubKey::new(&request.tenant, &request.hub) {
+            Err(_) => Err(GroupError::UnknownConnection(request.connection.clone())),
+            Ok(hub) => match check_group(&request.group) {
+                Err(error) => Err(error),
+                Ok(()) => {
+                    match self.change_local(&hub, &request.connection, &request.group, join) {
+                        Some(changed) => changed,
+                        // Not here. The node its id names says so, unless it
+                        // handed it over; any other node on the channel holds
+                        // connections handed over from that node, but not this
+                        // one, and keeps quiet for its holder to answer.
+                        None if NodeId::owner_of(&request.connection) == Some(self.node)
+                            && !self.was_handed_over(&request.connection) =>
+                        {
+                            Err(GroupError::UnknownConnection(request.connection.clone()))
+                        }
+                        None => return,
+                    }
+                }
+            },
+        };
         let (applied, refused) = match applied {
             Ok(subscribed) => (Some(subscribed), None),
             Err(error) => (None, Some(error)),

@@ -19,9 +19,9 @@
 //! Presence (who is connected, in a group, a user's connections) is asked of
 //! every node the same way (see `presence.rs`).
 
-mod barrier;
 mod close;
 mod groups;
+mod handover;
 mod local;
 mod message;
 mod pending;
@@ -124,7 +124,10 @@ pub struct HubLifetimeManager {
     presence_requests: pending::Pending<presence::Waiter>,
     /// The number of this node's next send (see [`MessageId`]).
     next_send: AtomicU64,
-    barriers: barrier::Barriers,
+    barriers: handover::Barriers,
+    /// Connections this node handed to another (a drain): group requests
+    /// for them are the new holder's to answer.
+    handed_over: std::sync::Mutex<std::collections::HashSet<Arc<str>>>,
 }
 
 impl HubLifetimeManager {
@@ -147,6 +150,7 @@ impl HubLifetimeManager {
             presence_requests: Default::default(),
             next_send: AtomicU64::new(0),
             barriers: Default::default(),
+            handed_over: Default::default(),
         });
         match deliveries {
             Some(deliveries) => {
@@ -225,11 +229,12 @@ impl HubLifetimeManager {
         {
             subscribed = subscribed.and(self.backplane.subscribe(&self.channels.user(hub, &user)));
         }
-        if let Some(home) = home
-            && connections.adopt(home) == Interest::Gained
-        {
-            subscribed =
-                subscribed.and(self.backplane.subscribe(&self.channels.hub_node(hub, home)));
+        if let Some(home) = home {
+            self.cluster.adopt(home);
+            if connections.adopt(home) == Interest::Gained {
+                subscribed =
+                    subscribed.and(self.backplane.subscribe(&self.channels.hub_node(hub, home)));
+            }
         }
         let unlimited = GroupLimits {
             per_connection: usize::MAX,
@@ -263,11 +268,12 @@ impl HubLifetimeManager {
         {
             self.backplane.unsubscribe(&self.channels.user(hub, &user));
         }
-        if let Some(home) = NodeId::owner_of(id).filter(|home| *home != self.node)
-            && connections.release(home) == Interest::Lost
-        {
-            self.backplane
-                .unsubscribe(&self.channels.hub_node(hub, home));
+        if let Some(home) = NodeId::owner_of(id).filter(|home| *home != self.node) {
+            self.cluster.release(home);
+            if connections.release(home) == Interest::Lost {
+                self.backplane
+                    .unsubscribe(&self.channels.hub_node(hub, home));
+            }
         }
         if connections.is_empty() {
             hubs.remove(hub);
@@ -275,25 +281,6 @@ impl HubLifetimeManager {
             self.backplane
                 .unsubscribe(&self.channels.hub_node(hub, self.node));
         }
-    }
-
-    /// The groups connection `id` of `hub` is in here.
-    pub fn groups_of(&self, hub: &HubKey, id: &str) -> Vec<String> {
-        self.hub(hub)
-            .map(|connections| read(&connections).groups_of(id))
-            .unwrap_or_default()
-    }
-
-    /// Publish barrier `id` to `node`'s channel of `hub`, after everything
-    /// this node published before (see `barrier.rs`).
-    pub fn publish_barrier(&self, hub: &HubKey, node: NodeId, id: u64) {
-        let channel = self.channels.hub_node(hub, node);
-        self.publish_wire(hub.tenant(), &channel, &Wire::Barrier(id));
-    }
-
-    /// Wait, at most `limit`, until barrier `id` arrives here.
-    pub async fn barrier(&self, id: u64, limit: Duration) -> bool {
-        self.barriers.wait(id, limit).await
     }
 
     /// How many connections this node has for `hub`.
@@ -472,76 +459,4 @@ async fn receive(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backplane::memory::MemoryBackplane;
-    use crate::cluster::PeerUrls;
-    use crate::outbound;
-    use serde_json::value::RawValue;
-    use std::sync::mpsc;
-
-    fn connection(id: &str) -> (LocalConnection, outbound::OutboundReceiver) {
-        let (outbound, rx) = outbound::channel(16, 1 << 20);
-        let connection = LocalConnection {
-            id: id.into(),
-            user_id: None,
-            outbound,
-        };
-        (connection, rx)
-    }
-
-    /// A delivery that takes long (a big hub, a costly target) must not hold
-    /// a lock that another tenant's connections or sends need.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_slow_delivery_holds_up_no_other_hub() -> anyhow::Result<()> {
-        let backplane = Arc::new(MemoryBackplane::standalone());
-        let cluster = Cluster::start("t", Duration::from_secs(2), PeerUrls::default(), backplane);
-        let manager = HubLifetimeManager::start(cluster, Duration::from_secs(5));
-        let busy = HubKey::new("slow", "chat")?;
-        let other = HubKey::new("other", "chat")?;
-        let (slow_connection, _slow_rx) = connection("c1");
-        let _ = manager.add_connection(&busy, slow_connection);
-
-        let (inside_tx, inside_rx) = mpsc::channel();
-        let (release_tx, release_rx) = mpsc::channel::<()>();
-        let release_rx = Mutex::new(release_rx);
-        let slow = {
-            let manager = manager.clone();
-            std::thread::spawn(move || {
-                manager.deliver_with(&busy, &Target::All, || {
-                    let _ = inside_tx.send(());
-                    let _ = release_rx.lock().map(|rx| rx.recv());
-                    Frame::Own(Default::default())
-                })
-            })
-        };
-        inside_rx.recv()?;
-
-        let (done_tx, done_rx) = mpsc::channel();
-        let (other_connection, mut other_rx) = connection("c2");
-        let other_side = {
-            let manager = manager.clone();
-            std::thread::spawn(move || -> anyhow::Result<()> {
-                let _ = manager.add_connection(&other, other_connection);
-                let arguments = RawValue::from_string("[1]".into())?;
-                manager.send(&other, Target::All, Message::new("M".into(), arguments));
-                manager.remove_connection(&other, "c2");
-                let _ = done_tx.send(());
-                Ok(())
-            })
-        };
-        let finished = done_rx.recv_timeout(Duration::from_secs(10));
-        let _ = release_tx.send(());
-        let _ = slow.join();
-        let _ = other_side.join();
-        assert!(
-            finished.is_ok(),
-            "another hub's connect, send and leave waited for a slow delivery"
-        );
-        assert!(matches!(
-            other_rx.frames.try_recv(),
-            Some(Frame::Message(_))
-        ));
-        Ok(())
-    }
-}
+mod tests;

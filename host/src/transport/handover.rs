@@ -33,7 +33,7 @@
 
 use super::{HubRequest, admit, forward::FORWARDED, unknown_connection};
 use crate::connection::Adoption;
-use crate::connection::handover::{Description, Resume, Snapshot};
+use crate::connection::handover::{Description, Resume, ResumeTx, Snapshot};
 use crate::connection::io::TransportKind;
 use crate::ids::{ConnectionId, NodeId};
 use crate::protocol::Protocol;
@@ -108,16 +108,7 @@ pub async fn step(
         _ => return unknown_connection(),
     };
     match query.step {
-        Step::Describe => {
-            let (tx, rx) = oneshot::channel();
-            if resume.send(Resume::Describe(tx)).await.is_err() {
-                return unknown_connection();
-            }
-            match tokio::time::timeout(STEP_TIMEOUT, rx).await {
-                Ok(Ok(description)) => Json(description).into_response(),
-                _ => unknown_connection(),
-            }
-        }
+        Step::Describe => ask_connection(&resume, Resume::Describe).await,
         Step::Take => {
             let Some(barrier) = query.barrier else {
                 return (StatusCode::BAD_REQUEST, "barrier required").into_response();
@@ -126,15 +117,24 @@ pub async fn step(
                 tracing::warn!("handover: the taking node's barrier did not arrive in time");
                 return StatusCode::GATEWAY_TIMEOUT.into_response();
             }
-            let (tx, rx) = oneshot::channel();
-            if resume.send(Resume::HandOver(tx)).await.is_err() {
-                return unknown_connection();
-            }
-            match tokio::time::timeout(STEP_TIMEOUT, rx).await {
-                Ok(Ok(snapshot)) => Json(snapshot).into_response(),
-                _ => unknown_connection(),
-            }
+            ask_connection(&resume, Resume::HandOver).await
         }
+    }
+}
+
+/// Hand the connection `ask` with a place for its answer, and answer that
+/// as JSON (404 if the connection is gone or does not answer in time).
+async fn ask_connection<T: Serialize>(
+    resume: &ResumeTx,
+    ask: impl FnOnce(oneshot::Sender<T>) -> Resume,
+) -> Response {
+    let (tx, rx) = oneshot::channel();
+    if resume.send(ask(tx)).await.is_err() {
+        return unknown_connection();
+    }
+    match tokio::time::timeout(STEP_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => Json(answer).into_response(),
+        _ => unknown_connection(),
     }
 }
 

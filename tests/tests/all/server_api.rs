@@ -374,3 +374,82 @@ async fn a_tenant_over_its_request_rate_is_answered_429() -> anyhow::Result<()> 
     server.stop().await?;
     Ok(())
 }
+
+/// A stateful connection a drain handed to another node keeps its id for
+/// the server API on any node: group changes, sends to it and presence
+/// reach it on its new node once the node its id names is gone (which
+/// answered nothing for it after the handover).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_handed_over_by_a_drain_keeps_its_id_for_backends() -> anyhow::Result<()> {
+    let prefix = unique_prefix("handover");
+    let fast = || {
+        let mut config = node(&prefix);
+        config.backplane.heartbeat_interval = std::time::Duration::from_millis(200);
+        config
+    };
+    let (a, b, c) = (
+        TestServer::start(fast()).await?,
+        TestServer::start(fast()).await?,
+        TestServer::start(fast()).await?,
+    );
+    hubhost_tests::wait_until(PATIENCE, || {
+        [&a, &b, &c]
+            .iter()
+            .all(|n| n.state.cluster.alive_nodes().len() == 2)
+    })
+    .await?;
+    let (mut client, id, token) = RawClient::stateful(a.addr, "/demo/chat").await?;
+    client.invoke("join", "JoinGroup", json!(["room"])).await?;
+
+    // A drains (no window): the socket drops; the client comes back
+    // through B, which takes the connection over from A.
+    hubhost::drain::start(&a.state);
+    while client.next().await.is_ok() {}
+    // Its next message is its second (the join was its first).
+    let mut client = RawClient::open(b.addr, &format!("/demo/chat?id={token}")).await?;
+    client.send(json!({"type": 9, "sequenceId": 2})).await?;
+    let me = client.invoke("me", "WhoAmI", json!([])).await?;
+    assert_eq!(me["result"]["connectionId"], id.as_str(), "same connection");
+    assert_eq!(
+        b.state
+            .lifetime
+            .groups_of(&HubKey::new("demo", "chat")?, &id),
+        ["room"]
+    );
+
+    // A is gone (its drain ended with the handover); B says it holds
+    // connections of A.
+    let a_node = a.state.cluster.node();
+    a.stop().await?;
+    hubhost_tests::wait_until(PATIENCE, || {
+        c.state.cluster.is_dead(a_node) && c.state.cluster.adopted_elsewhere(a_node)
+    })
+    .await?;
+
+    // Through C: a group change, a send to the group, a send by id, presence.
+    let path = format!("/groups/lobby/connections/{id}");
+    let (status, body) = call(c.addr, reqwest::Method::PUT, &path, Value::Null).await?;
+    assert_eq!(status, 204, "{body}");
+    let note = |target: Value| json!({"target": target, "method": "Note", "arguments": ["hi"]});
+    let batch = json!([
+        note(json!({"group": "lobby"})),
+        note(json!({"connection": id}))
+    ]);
+    assert_eq!(post(c.addr, batch).await?.0, 202);
+    assert_eq!(notes_until(&mut client, "hi").await?, ["hi"], "by group");
+    assert_eq!(notes_until(&mut client, "hi").await?, ["hi"], "by id");
+    assert_eq!(
+        get(c.addr, &format!("/connections/{id}")).await?,
+        (200, json!({"count": 1, "connections": [id]}))
+    );
+    let groups = b
+        .state
+        .lifetime
+        .groups_of(&HubKey::new("demo", "chat")?, &id);
+    let mut groups: Vec<_> = groups.iter().map(String::as_str).collect();
+    groups.sort();
+    assert_eq!(groups, ["lobby", "room"]);
+    drop(client);
+    b.stop().await?;
+    c.stop().await
+}

@@ -11,29 +11,9 @@ use serde_json::{Value, json};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// Negotiate with stateful reconnect and open a WebSocket with handshake
-/// version 2: (client, connection id, token).
+/// A stateful client of `server`'s chat: (client, connection id, token).
 async fn stateful(server: &TestServer) -> anyhow::Result<(RawClient, String, String)> {
-    let (status, body) = server
-        .negotiate(
-            "/demo/chat",
-            "?negotiateVersion=1&useStatefulReconnect=true",
-        )
-        .await?;
-    anyhow::ensure!(status == 200, "{body}");
-    let body: Value = serde_json::from_str(&body)?;
-    anyhow::ensure!(body["useStatefulReconnect"] == true, "not granted: {body}");
-    let token = body["connectionToken"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let id = body["connectionId"].as_str().unwrap_or_default().to_owned();
-    let mut client = RawClient::open(server.addr, &format!("/demo/chat?id={token}")).await?;
-    client
-        .send_text("{\"protocol\":\"json\",\"version\":2}\u{1e}")
-        .await?;
-    anyhow::ensure!(client.next().await? == json!({}), "handshake");
-    Ok((client, id, token))
+    RawClient::stateful(server.addr, "/demo/chat").await
 }
 
 fn message(text: &str) -> impl Fn(&Value) -> bool + '_ {

@@ -1,3 +1,6 @@
+//! Connections a drain moves between nodes: what the lifetime manager does
+//! for them (see `crate::transport`'s handover), and barriers.
+//!
 //! Barriers: how a node learns that everything another node published
 //! before some point has reached it.
 //!
@@ -10,6 +13,9 @@
 //! handover (see `crate::transport`) uses this to take a connection's
 //! messages from the node it leaves without a gap.
 
+use super::{HubLifetimeManager, Wire, read};
+use crate::ids::NodeId;
+use crate::names::HubKey;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -57,6 +63,45 @@ impl Barriers {
                 return false;
             }
         }
+    }
+}
+
+impl HubLifetimeManager {
+    /// Connection `id` of `hub` was handed to another node (a drain): it
+    /// leaves this one, and group requests for it are no longer answered
+    /// here.
+    pub fn hand_over(&self, hub: &HubKey, id: &str) {
+        self.remove_connection(hub, id);
+        self.handed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.into());
+    }
+
+    pub(super) fn was_handed_over(&self, id: &str) -> bool {
+        self.handed_over
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+
+    /// The groups connection `id` of `hub` is in here.
+    pub fn groups_of(&self, hub: &HubKey, id: &str) -> Vec<String> {
+        self.hub(hub)
+            .map(|connections| read(&connections).groups_of(id))
+            .unwrap_or_default()
+    }
+
+    /// Publish barrier `id` to `node`'s channel of `hub`, after everything
+    /// this node published before (see `barrier.rs`).
+    pub fn publish_barrier(&self, hub: &HubKey, node: NodeId, id: u64) {
+        let channel = self.channels.hub_node(hub, node);
+        self.publish_wire(hub.tenant(), &channel, &Wire::Barrier(id));
+    }
+
+    /// Wait, at most `limit`, until barrier `id` arrives here.
+    pub async fn barrier(&self, id: u64, limit: Duration) -> bool {
+        self.barriers.wait(id, limit).await
     }
 }
 

@@ -13,7 +13,7 @@
 //! is dropped, its client resumes through another node, and that node takes
 //! the connection (id, groups, items, every message) from this one (see
 //! `crate::transport`'s handover). The drain waits for that, up to
-//! [`HANDOVER_GRACE`].
+//! `drain.handover_timeout_ms`.
 //!
 //! Guarantee: when [`run`] returns, every connection the node held was asked
 //! to close or to move; the shutdown that follows waits (briefly) for them to go.
@@ -25,10 +25,6 @@ use tokio::time::Instant;
 
 /// How often the window checks whether connections are left.
 const POLL: Duration = Duration::from_millis(25);
-
-/// How long the connections moved may take to go (a stateful one is gone
-/// once another node took it over).
-pub const HANDOVER_GRACE: Duration = Duration::from_secs(5);
 
 /// Start draining now (idempotent): what the shutdown awaits.
 pub fn start(state: &AppState) {
@@ -69,7 +65,7 @@ pub async fn run(state: &AppState) {
     // Connections asked to close go at once; a stateful one stays until
     // another node took it. (One still in its handshake was never
     // registered: the shutdown ends it.)
-    let grace_end = Instant::now() + HANDOVER_GRACE;
+    let grace_end = Instant::now() + settings.handover_timeout;
     while Instant::now() < grace_end && !state.lifetime.local_outbounds().is_empty() {
         tokio::time::sleep(POLL.min(grace_end - Instant::now())).await;
     }

@@ -13,9 +13,10 @@ use crate::protocol::Protocol;
 use crate::quotas::LimitCounters;
 use bytes::Bytes;
 use serde_json::value::RawValue;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use tokio::sync::{mpsc, watch};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::Notify;
 
 /// One thing to write to the client.
 #[derive(Debug)]
@@ -55,78 +56,174 @@ impl Frame {
     }
 }
 
-/// The sending half, cloned into the lifetime manager.
-#[derive(Debug, Clone)]
-pub struct Outbound {
-    frames: mpsc::Sender<Frame>,
-    close: Arc<watch::Sender<Option<CloseRequest>>>,
+/// One connection's queue, shared by its senders and its writer: frames in
+/// order, and the close asked for. A mutex around a `VecDeque` rather than a
+/// channel: an idle connection's queue holds no allocation (a channel keeps
+/// its first block of slots, 1.3 KiB per connection), and every push is one
+/// short critical section.
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<State>,
+    frame_ready: Notify,
+    close_ready: Notify,
     /// Bytes of the frames waiting (see [`Frame::size`]).
-    queued: Arc<AtomicUsize>,
+    queued: AtomicUsize,
+    capacity: usize,
     max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Frame>,
+    /// [`Outbound`]s alive: with none left and no frame, the writer is done.
+    senders: usize,
+    /// The writer is gone: nothing more is queued.
+    receiver_gone: bool,
+    /// The close asked for, until the writer takes it.
+    close: Option<CloseRequest>,
+    /// A close was asked for: later ones are ignored.
+    close_asked: bool,
+}
+
+/// A queue emptied with more room than this gives it back.
+const KEEP_CAPACITY: usize = 64;
+
+impl Queue {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every change is one push, pop or flag: a poisoned queue is whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sending half, cloned into the lifetime manager.
+#[derive(Debug)]
+pub struct Outbound {
+    queue: Arc<Queue>,
     /// Where an overflow is counted: the connection's tenant.
     charged: Option<Arc<(LimitCounters, String)>>,
+}
+
+impl Clone for Outbound {
+    fn clone(&self) -> Self {
+        self.queue.state().senders += 1;
+        Self {
+            queue: self.queue.clone(),
+            charged: self.charged.clone(),
+        }
+    }
+}
+
+impl Drop for Outbound {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.queue.state();
+            state.senders -= 1;
+            state.senders == 0
+        };
+        if last {
+            self.queue.frame_ready.notify_one();
+        }
+    }
 }
 
 /// The receiving half, owned by the connection's writer.
 #[derive(Debug)]
 pub struct OutboundReceiver {
-    pub frames: Frames,
-    pub close: watch::Receiver<Option<CloseRequest>>,
+    queue: Arc<Queue>,
 }
 
-/// The queued frames, taken in order; taking one frees its bytes.
-#[derive(Debug)]
-pub struct Frames {
-    rx: mpsc::Receiver<Frame>,
-    queued: Arc<AtomicUsize>,
+impl Drop for OutboundReceiver {
+    fn drop(&mut self) {
+        let mut state = self.queue.state();
+        state.receiver_gone = true;
+        state.frames = VecDeque::new();
+        self.queue.queued.store(0, Ordering::Relaxed);
+    }
 }
 
 /// A queue of at most `capacity` frames and `max_bytes` bytes.
 pub fn channel(capacity: usize, max_bytes: usize) -> (Outbound, OutboundReceiver) {
-    let (frames_tx, frames_rx) = mpsc::channel(capacity.max(1));
-    let (close_tx, close_rx) = watch::channel(None);
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(Queue {
+        state: Mutex::new(State {
+            senders: 1,
+            ..State::default()
+        }),
+        frame_ready: Notify::new(),
+        close_ready: Notify::new(),
+        queued: AtomicUsize::new(0),
+        capacity: capacity.max(1),
+        max_bytes,
+    });
     (
         Outbound {
-            frames: frames_tx,
-            close: Arc::new(close_tx),
-            queued: queued.clone(),
-            max_bytes,
+            queue: queue.clone(),
             charged: None,
         },
-        OutboundReceiver {
-            frames: Frames {
-                rx: frames_rx,
-                queued,
-            },
-            close: close_rx,
-        },
+        OutboundReceiver { queue },
     )
 }
 
-impl Frames {
-    /// The next frame, waiting for one; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Frame> {
-        let frame = self.rx.recv().await?;
-        self.queued.fetch_sub(frame.size(), Ordering::Relaxed);
-        Some(frame)
+impl OutboundReceiver {
+    /// The next frame, waiting for one; `None` once every sender is gone
+    /// and no frame is left.
+    pub async fn recv(&self) -> Option<Frame> {
+        loop {
+            // A push between the check and the wait leaves a permit: the
+            // wait then ends at once.
+            let ready = self.queue.frame_ready.notified();
+            {
+                let mut state = self.queue.state();
+                if let Some(frame) = self.pop(&mut state) {
+                    return Some(frame);
+                }
+                if state.senders == 0 {
+                    return None;
+                }
+            }
+            ready.await;
+        }
     }
 
     /// The next frame if one is waiting.
-    pub fn try_recv(&mut self) -> Option<Frame> {
-        let frame = self.rx.try_recv().ok()?;
-        self.queued.fetch_sub(frame.size(), Ordering::Relaxed);
+    pub fn try_recv(&self) -> Option<Frame> {
+        let mut state = self.queue.state();
+        self.pop(&mut state)
+    }
+
+    fn pop(&self, state: &mut State) -> Option<Frame> {
+        let frame = state.frames.pop_front()?;
+        self.queue.queued.fetch_sub(frame.size(), Ordering::Relaxed);
+        if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
+            // A burst is over: an idle connection holds nothing for it.
+            state.frames = VecDeque::new();
+        }
         Some(frame)
     }
 
     /// Whether no frame is waiting.
     pub fn is_empty(&self) -> bool {
-        self.rx.is_empty()
+        self.queue.state().frames.is_empty()
     }
 
     /// Bytes of the frames waiting.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Relaxed)
+        self.queue.queued.load(Ordering::Relaxed)
+    }
+
+    /// The close asked for, once it is (and only once).
+    pub async fn closing(&self) -> CloseRequest {
+        loop {
+            let ready = self.queue.close_ready.notified();
+            if let Some(request) = self.take_close() {
+                return request;
+            }
+            ready.await;
+        }
+    }
+
+    /// The close asked for, if one is and was not taken yet.
+    pub fn take_close(&self) -> Option<CloseRequest> {
+        self.queue.state().close.take()
     }
 }
 
@@ -146,37 +243,42 @@ impl Outbound {
     /// Queue `frame`. A full queue closes the connection (the client is too
     /// slow) and returns false; so does a connection that is already gone.
     pub fn push(&self, frame: Frame) -> bool {
+        let queue = &*self.queue;
         let size = frame.size();
-        let before = self.queued.fetch_add(size, Ordering::Relaxed);
-        if before.saturating_add(size) > self.max_bytes {
-            self.queued.fetch_sub(size, Ordering::Relaxed);
+        let before = queue.queued.fetch_add(size, Ordering::Relaxed);
+        if before.saturating_add(size) > queue.max_bytes {
+            queue.queued.fetch_sub(size, Ordering::Relaxed);
             tracing::info!(
                 queued = before,
                 size,
-                limit = self.max_bytes,
+                limit = queue.max_bytes,
                 "client too slow: its queue is over its byte limit"
             );
             self.count("connection.max_queued_bytes");
             self.too_slow();
             return false;
         }
-        match self.frames.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.queued.fetch_sub(size, Ordering::Relaxed);
-                tracing::info!(
-                    limit = "connection.outbound_queue",
-                    "client too slow: its queue is full"
-                );
-                self.count("connection.outbound_queue");
-                self.too_slow();
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.queued.fetch_sub(size, Ordering::Relaxed);
-                false
-            }
+        let mut state = queue.state();
+        if state.receiver_gone {
+            drop(state);
+            queue.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
         }
+        if state.frames.len() >= queue.capacity {
+            drop(state);
+            queue.queued.fetch_sub(size, Ordering::Relaxed);
+            tracing::info!(
+                limit = "connection.outbound_queue",
+                "client too slow: its queue is full"
+            );
+            self.count("connection.outbound_queue");
+            self.too_slow();
+            return false;
+        }
+        state.frames.push_back(frame);
+        drop(state);
+        queue.frame_ready.notify_one();
+        true
     }
 
     /// Close: the client does not keep up (its queue is full of frames, or
@@ -196,13 +298,15 @@ impl Outbound {
     /// Ask the connection to close. The first request wins; later ones are
     /// ignored, so the client learns the original reason.
     pub fn close(&self, request: CloseRequest) {
-        self.close.send_if_modified(|current| {
-            if current.is_some() {
-                return false;
+        {
+            let mut state = self.queue.state();
+            if state.close_asked {
+                return;
             }
-            *current = Some(request);
-            true
-        });
+            state.close_asked = true;
+            state.close = Some(request);
+        }
+        self.queue.close_ready.notify_one();
     }
 }
 
@@ -265,37 +369,56 @@ mod tests {
 
     #[test]
     fn a_queue_over_its_bytes_closes_with_a_reason() {
-        let (out, mut rx) = channel(100, 10);
+        let (out, rx) = channel(100, 10);
         assert!(out.push(Frame::Own(Bytes::from_static(b"123456"))));
         assert!(out.push(Frame::Own(Bytes::from_static(b"7890"))));
-        assert_eq!(rx.frames.queued_bytes(), 10);
+        assert_eq!(rx.queued_bytes(), 10);
         assert!(!out.push(Frame::Own(Bytes::from_static(b"x"))), "11 bytes");
-        let request = rx.close.borrow_and_update().clone();
+        let request = rx.take_close();
         assert!(request.is_some_and(|r| r.error.is_some_and(|e| e.contains("fast enough"))));
-        assert!(rx.frames.try_recv().is_some());
-        assert_eq!(rx.frames.queued_bytes(), 4, "what the writer took is freed");
+        assert!(rx.try_recv().is_some());
+        assert_eq!(rx.queued_bytes(), 4, "what the writer took is freed");
     }
 
     #[test]
     fn full_queue_closes_with_a_reason() {
-        let (out, mut rx) = channel(1, 1 << 20);
+        let (out, rx) = channel(1, 1 << 20);
         assert!(out.push(Frame::Own(Bytes::from_static(b"a"))));
         assert!(!out.push(Frame::Own(Bytes::from_static(b"b"))));
-        let request = rx.close.borrow_and_update().clone();
-        assert!(request.is_some_and(|r| r.error.is_some_and(|e| e.contains("fast enough"))));
         // The first reason sticks.
         out.close(CloseRequest {
             error: None,
             allow_reconnect: false,
             handover: false,
         });
+        let request = rx.take_close();
+        assert!(request.is_some_and(
+            |r| r.allow_reconnect && r.error.is_some_and(|e| e.contains("fast enough"))
+        ));
+        assert_eq!(rx.take_close(), None, "taken once");
+        assert!(matches!(rx.try_recv(), Some(Frame::Own(_))));
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_for_frames_and_ends_with_the_last_sender() {
+        let (out, rx) = channel(4, 1 << 20);
+        let other = out.clone();
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await.is_some();
+            let end = rx.recv().await.is_none();
+            (first, end)
+        });
+        tokio::task::yield_now().await;
+        assert!(other.push(Frame::Own(Bytes::from_static(b"a"))));
+        drop(other);
+        drop(out);
+        assert!(matches!(waiting.await, Ok((true, true))));
+        let (out, rx) = channel(4, 1 << 20);
+        drop(rx);
         assert!(
-            rx.close
-                .borrow()
-                .as_ref()
-                .is_some_and(|r| r.allow_reconnect)
+            !out.push(Frame::Own(Bytes::from_static(b"a"))),
+            "writer gone"
         );
-        assert!(matches!(rx.frames.try_recv(), Some(Frame::Own(_))));
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Cluster {
         let mut got = BTreeSet::new();
         for conn in self.conns.iter_mut().filter(|c| c.hub == self.chat) {
             loop {
-                let frame = tokio::time::timeout(PATIENCE, conn.rx.frames.recv())
+                let frame = tokio::time::timeout(PATIENCE, conn.rx.recv())
                     .await
                     .map_err(|_| anyhow::anyhow!("{} never got {marker}", conn.name))?
                     .ok_or_else(|| anyhow::anyhow!("{} closed", conn.name))?;
@@ -138,7 +138,7 @@ impl Cluster {
         }
         for conn in self.conns.iter_mut().filter(|c| c.hub != self.chat) {
             anyhow::ensure!(
-                conn.rx.frames.try_recv().is_none(),
+                conn.rx.try_recv().is_none(),
                 "{} of another hub got a message",
                 conn.name
             );

@@ -213,6 +213,12 @@ pub struct DrainSettings {
     #[arg(skip)]
     #[serde(rename = "batch_interval_ms", with = "crate::millis::positive")]
     pub batch_interval: Duration,
+    /// How long the node waits, after moving its clients, for other nodes
+    /// to take over its stateful-reconnect connections (it goes on as soon
+    /// as none is left); one not taken by then ends with the node.
+    #[arg(skip)]
+    #[serde(rename = "handover_timeout_ms", with = "crate::millis")]
+    pub handover_timeout: Duration,
 }
 
 impl Default for DrainSettings {
@@ -221,6 +227,7 @@ impl Default for DrainSettings {
             window: Duration::from_secs(5),
             batch_size: 500,
             batch_interval: Duration::from_millis(100),
+            handover_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -416,5 +423,22 @@ mod tests {
             assert!(config.checked().is_err(), "{bad}");
         }
         Ok(())
+    }
+
+    #[test]
+    fn a_cluster_prefix_has_no_braces_or_spaces() {
+        for bad in ["", "a{b}", "a}", "a b"] {
+            let config = Config {
+                cluster_prefix: bad.into(),
+                ..Config::default()
+            };
+            let error = config.checked().err().map(|e| e.to_string());
+            assert!(
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("without spaces or braces")),
+                "{bad}: {error:?}"
+            );
+        }
     }
 }

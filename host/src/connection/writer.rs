@@ -91,7 +91,6 @@ pub(super) async fn run(
     mut stateful: Option<Box<Stateful>>,
 ) {
     let mut idle_deadline = Instant::now() + limits.keep_alive_interval;
-    let mut watching_close = true;
     // False between a lost transport and the next outlet (stateful only).
     let mut connected = true;
     loop {
@@ -114,30 +113,21 @@ pub(super) async fn run(
         }
         let bytes = tokio::select! {
             biased;
-            changed = rx.close.changed(), if watching_close => {
-                if changed.is_err() {
-                    // Nobody can ask for a close any more: drain and finish.
-                    watching_close = false;
+            request = rx.closing() => {
+                if request.handover && stateful.is_some() {
+                    // The node is leaving: drop the socket (no Close), so
+                    // the client resumes through another node, which takes
+                    // the connection over from here.
+                    if connected {
+                        let _ = timeout(limits.send_timeout, outlet.finish()).await;
+                        lost(&mut outlet, &mut connected);
+                    }
                     continue;
                 }
-                let request = rx.close.borrow_and_update().clone();
-                if let Some(request) = request {
-                    if request.handover && stateful.is_some() {
-                        // The node is leaving: drop the socket (no Close),
-                        // so the client resumes through another node, which
-                        // takes the connection over from here.
-                        if connected {
-                            let _ = timeout(limits.send_timeout, outlet.finish()).await;
-                            lost(&mut outlet, &mut connected);
-                        }
-                        continue;
-                    }
-                    if connected {
-                        close(&mut outlet, &request, protocol, &limits).await;
-                    }
-                    return;
+                if connected {
+                    close(&mut outlet, &request, protocol, &limits).await;
                 }
-                continue;
+                return;
             }
             Some(control) = async {
                 match stateful.as_mut() {
@@ -163,7 +153,7 @@ pub(super) async fn run(
                         let replay = std::mem::replace(&mut s.replay, Replay::new(0));
                         let (first, kept) = replay.hand_over();
                         let mut queued = Vec::new();
-                        while let Some(frame) = rx.frames.try_recv() {
+                        while let Some(frame) = rx.try_recv() {
                             queued.extend(kept_of(frame, protocol, &mut s.skip));
                         }
                         let _ = reply.send((first, kept, queued));
@@ -175,7 +165,7 @@ pub(super) async fn run(
                 tracing::debug!("the client's transport went away");
                 return;
             }
-            frame = rx.frames.recv() => match frame {
+            frame = rx.recv() => match frame {
                 Some(frame) => match batch(frame, &mut rx, protocol, stateful.as_deref_mut()) {
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => continue,
@@ -294,13 +284,13 @@ fn batch(
     mut stateful: Option<&mut Stateful>,
 ) -> Result<Option<Bytes>, Full> {
     let first = bytes_of(first, protocol, &mut stateful)?.unwrap_or_default();
-    if rx.frames.is_empty() || first.len() >= MAX_BATCH_BYTES {
+    if rx.is_empty() || first.len() >= MAX_BATCH_BYTES {
         return Ok(Some(first).filter(|b| !b.is_empty()));
     }
     let mut out = BytesMut::with_capacity(MAX_BATCH_BYTES.min(first.len().max(256) * 4));
     out.extend_from_slice(&first);
     while out.len() < MAX_BATCH_BYTES {
-        let Some(frame) = rx.frames.try_recv() else {
+        let Some(frame) = rx.try_recv() else {
             break;
         };
         if let Some(bytes) = bytes_of(frame, protocol, &mut stateful)? {

@@ -23,6 +23,7 @@ async fn a_drained_node_refuses_new_clients_serves_its_own_then_moves_them_in_ba
         window: WINDOW,
         batch_size: 2,
         batch_interval: PAUSE,
+        ..DrainSettings::default()
     };
     let server = TestServer::start(settings).await?;
     let mut clients = Vec::new();

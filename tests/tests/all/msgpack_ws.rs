@@ -408,6 +408,19 @@ async fn malformed_messages_close_with_an_error() -> anyhow::Result<()> {
         "target",
     )
     .await?;
+    // Stateful reconnect's Ack and Sequence need an integer.
+    closes_with_error(
+        &server,
+        msgpack::frame(&Value::Array(vec![Value::from(8)])),
+        "'sequenceId' must be an integer",
+    )
+    .await?;
+    closes_with_error(
+        &server,
+        msgpack::frame(&Value::Array(vec![Value::from(9), s("1")])),
+        "'sequenceId' must be an integer",
+    )
+    .await?;
     // An unsupported extension type in the arguments.
     closes_with_error(
         &server,

@@ -107,19 +107,26 @@ async fn streaming_and_upload_streams_are_refused_per_call() -> anyhow::Result<(
 #[tokio::test]
 async fn malformed_messages_close_the_connection_with_an_error() -> anyhow::Result<()> {
     let server = server().await?;
-    for bad in [
-        "{\"type\":1,\u{1e}",
-        "{\"type\":1,\"target\":\"Echo\"}\u{1e}",
-        "[1,2]\u{1e}",
+    for (bad, detail) in [
+        ("{\"type\":1,\u{1e}", ""),
+        ("{\"type\":1,\"target\":\"Echo\"}\u{1e}", "arguments"),
+        ("[1,2]\u{1e}", ""),
+        // Stateful reconnect's Ack and Sequence need their number.
+        (
+            "{\"type\":8}\u{1e}",
+            "missing required property 'sequenceId'",
+        ),
+        ("{\"type\":9,\"sequenceId\":\"x\"}\u{1e}", "expected u64"),
     ] {
         let (mut client, _) = RawClient::connect(&server, "/demo/chat").await?;
         client.send_text(bad).await?;
         let close = client.next().await?;
         assert_eq!(close["type"], 7, "{bad}: {close}");
         assert!(
-            close["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("Connection closed with an error."))
+            close["error"].as_str().is_some_and(|e| e
+                .starts_with("Connection closed with an error.")
+                && e.contains(detail)),
+            "{bad}: {close}"
         );
         assert!(
             close.get("allowReconnect").is_none(),

@@ -93,6 +93,9 @@ impl Dispatcher<'_> {
                 next = tokio::time::timeout_at(deadline, resumable.sockets.recv()) => next,
                 // The node is shutting down: no socket will come.
                 () = self.ctx.shutdown.cancelled() => return over,
+                // The writer ended (what the client left unacknowledged
+                // passed its limit): nothing is left to resume.
+                () = resumable.writer.closed() => return over,
             };
             let Ok(Some(resume)) = next else {
                 tracing::debug!("no reconnect within the disconnect timeout");

@@ -84,8 +84,9 @@ lint:
 # the connection's node and through another node that passes it on; a node's
 # memory while 64 connections that never read are sent all a hub may send; hub
 # state per operation on memory and Redis next to a plain Redis client; timer
-# lateness under 10,000 pending timers on two nodes; what a rolling restart of
-# three nodes loses (official clients, stateful and plain).
+# lateness under 10,000 pending timers on two nodes; 1,000 tenants on one
+# node (a release hubhost process); what a rolling restart of three nodes
+# loses (official clients, stateful and plain).
 bench: setup guests
 	cargo bench -p hubhost --bench invoke
 	cargo bench -p hubhost-tests --bench fanout
@@ -95,6 +96,8 @@ bench: setup guests
 	cargo bench -p hubhost-tests --bench memory
 	cargo bench -p hubhost-tests --bench state
 	cargo bench -p hubhost-tests --bench timers
+	cargo build --release -p hubhost
+	cargo bench -p hubhost-tests --bench tenants
 	cargo build -p hubhost
 	cd tests && node --test node/rolling.test.mjs
 

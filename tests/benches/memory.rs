@@ -14,24 +14,6 @@ const SENDS: u32 = 16;
 /// Just under `max_send_bytes` (1 MiB) with the JSON quotes and brackets.
 const SEND_BYTES: usize = (1 << 20) - 16;
 
-/// `VmHWM` and `VmRSS` of process `pid`, in MiB.
-fn memory(pid: u32) -> anyhow::Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<f64> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .ok_or_else(|| anyhow::anyhow!("no {name} in /proc/{pid}/status"))?;
-        let kib: f64 = line
-            .split_whitespace()
-            .nth(1)
-            .ok_or_else(|| anyhow::anyhow!("bad {line}"))?
-            .parse()?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmHWM:")?, field("VmRSS:")?))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = temp_dir("bench-memory")?;
@@ -61,13 +43,16 @@ async fn main() -> anyhow::Result<()> {
             hub,
         ];
         let node = Node::start(&args, &[("RUST_LOG", "info")]).await?;
-        let pid = node.pid().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+        let memory = || -> anyhow::Result<(f64, f64)> {
+            let (peak, rss) = node.memory_kib()?;
+            Ok((peak as f64 / 1024.0, rss as f64 / 1024.0))
+        };
         let mut clients = Vec::new();
         for _ in 0..CONNECTIONS {
             let (client, _) = RawClient::connect_as(node.addr, "/demo/faulty", None).await?;
             clients.push(client);
         }
-        let (start, _) = memory(pid)?;
+        let (start, _) = memory()?;
         for (i, client) in clients.iter_mut().enumerate() {
             client
                 .send(json!({"type": 1, "invocationId": i.to_string(), "target": "Flood", "arguments": [SENDS, SEND_BYTES]}))
@@ -84,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
             let tail = lines.iter().rev().take(5).cloned().collect::<Vec<_>>();
             anyhow::anyhow!("{name}: not every flood finished: {e}; last log lines: {tail:#?}")
         })?;
-        let (peak, after) = memory(pid)?;
+        let (peak, after) = memory()?;
         println!("{name:<28} {start:>12.0} {peak:>12.0} {after:>14.0}");
         drop(clients);
     }

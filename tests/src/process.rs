@@ -24,7 +24,17 @@ impl Node {
     /// `hubhost serve --listen 127.0.0.1:0` with `args` and `env`; returns
     /// once it listens.
     pub async fn start(args: &[String], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut command = Command::new(binary());
+        Self::start_binary(&binary(), args, env).await
+    }
+
+    /// [`Node::start`] with another build of `hubhost` (a release one, for
+    /// a benchmark).
+    pub async fn start_binary(
+        binary: &std::path::Path,
+        args: &[String],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(binary);
         command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -66,6 +76,38 @@ impl Node {
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
+    }
+
+    /// `VmHWM` (peak) and `VmRSS` of the process, in KiB.
+    pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
+        let pid = self.pid().context("the process is gone")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let field = |name: &str| -> anyhow::Result<u64> {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+            let kib = line.split_whitespace().nth(1).context("no value")?;
+            Ok(kib.parse()?)
+        };
+        Ok((field("VmHWM:")?, field("VmRSS:")?))
+    }
+
+    /// The process's proportional set size in KiB: memory it shares (the
+    /// same file mapped twice, as compiled code from one cache file) counts
+    /// once.
+    pub fn pss_kib(&self) -> anyhow::Result<u64> {
+        let pid = self.pid().context("the process is gone")?;
+        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+        let line = rollup
+            .lines()
+            .find(|l| l.starts_with("Pss:"))
+            .context("no Pss in smaps_rollup")?;
+        Ok(line
+            .split_whitespace()
+            .nth(1)
+            .context("no value")?
+            .parse()?)
     }
 
     /// The log lines written so far.

@@ -4,7 +4,7 @@
 // client broadcasting every 25 ms. Each node in turn gets SIGTERM, drains
 // (500 ms window), exits, and starts again on its port (a new node id). A
 // stateful client may move twice: the second time its token names a node
-// that is gone, and the node it reaches asks the live ones. Stateful clients
+// that is gone, and the node it reaches asks the nodes holding its connections. Stateful clients
 // lose nothing and keep their connection ids; what plain clients lose while
 // they start over is counted and printed (docs' benchmark chapter).
 import { test } from "node:test";

@@ -225,12 +225,19 @@ impl Cluster {
         }
     }
 
-    /// Whether a live node holds connections of `home` (see [`Self::adopt`]).
-    pub fn adopted_elsewhere(&self, home: NodeId) -> bool {
+    /// The live nodes that hold connections of `home` (see [`Self::adopt`]).
+    pub fn adopters(&self, home: NodeId) -> Vec<NodeId> {
         self.nodes
             .seen()
-            .values()
-            .any(|entry| self.nodes.alive(entry) && entry.adopted.contains(&home))
+            .iter()
+            .filter(|(_, entry)| self.nodes.alive(entry) && entry.adopted.contains(&home))
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
+    /// Whether a live node holds connections of `home`.
+    pub fn adopted_elsewhere(&self, home: NodeId) -> bool {
+        !self.adopters(home).is_empty()
     }
 
     /// Whether `node` is known to be gone: heard of, then silent or leaving.

@@ -4,8 +4,8 @@
 //! that node (see [`crate::ids`]). A request for a token this node does not
 //! know goes to the owner at the URL its heartbeats give (see
 //! [`crate::cluster::Heartbeat`]) — or, for a WebSocket whose owner is gone,
-//! to each live node in turn, since a drain hands stateful connections to
-//! other nodes (see `handover`): the HTTP request (SSE stream, poll,
+//! to each live node that holds connections of it, since a drain hands
+//! stateful connections to other nodes (see `handover`): the HTTP request (SSE stream, poll,
 //! POST, DELETE) with its headers and body, answered with the owner's status,
 //! headers and streamed body; a WebSocket is relayed frame by frame. The
 //! owner checks everything again (hub, credentials, token), so a forwarded
@@ -144,8 +144,9 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
 }
 
 /// The nodes that may hold `request`'s connection, to try in turn: its
-/// owner while it is alive; once it is gone, every live node, since a
-/// stateful connection its drain handed over lives on one of them.
+/// owner while it is alive; once it is gone, the live nodes that say they
+/// hold connections of it (a drain handed them over). Only those: a made-up
+/// token of a gone node costs no more requests than there are such nodes.
 fn holders(state: &AppState, request: &HubRequest) -> Vec<(NodeId, String)> {
     if request.headers.contains_key(FORWARDED) {
         return Vec::new();
@@ -161,7 +162,7 @@ fn holders(state: &AppState, request: &HubRequest) -> Vec<(NodeId, String)> {
     }
     let cluster = &state.cluster;
     cluster
-        .alive_nodes()
+        .adopters(owner)
         .into_iter()
         .filter_map(|node| Some((node, cluster.node_url(node)?)))
         .collect()

@@ -259,11 +259,8 @@ async fn taken(
         step: Step::Take,
         barrier: Some(barrier),
     };
-    let snapshot: Snapshot = match ask(state, &asking, base, query, limit).await {
-        Ok(snapshot) => snapshot,
-        // Dropping the adoption takes the connection out of this node.
-        Err(error) => return Err(error),
-    };
+    // On failure, dropping the adoption takes the connection out again.
+    let snapshot: Snapshot = ask(state, &asking, base, query, limit).await?;
     let sockets = state.tokens.adopted(token.clone(), key, user, id);
     let guard = TokenGuard {
         tokens: state.tokens.clone(),

@@ -84,7 +84,8 @@ lint:
 # the connection's node and through another node that passes it on; a node's
 # memory while 64 connections that never read are sent all a hub may send; hub
 # state per operation on memory and Redis next to a plain Redis client; timer
-# lateness under 10,000 pending timers on two nodes; 1,000 tenants on one
+# lateness under 10,000 pending timers on two nodes; how fast a drain hands
+# stateful connections to another node; 1,000 tenants on one
 # node (a release hubhost process); what a rolling restart of three nodes
 # loses (official clients, stateful and plain).
 bench: setup guests
@@ -96,6 +97,7 @@ bench: setup guests
 	cargo bench -p hubhost-tests --bench memory
 	cargo bench -p hubhost-tests --bench state
 	cargo bench -p hubhost-tests --bench timers
+	cargo bench -p hubhost-tests --bench handover
 	cargo build --release -p hubhost
 	cargo bench -p hubhost-tests --bench tenants
 	cargo build -p hubhost

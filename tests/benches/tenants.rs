@@ -70,22 +70,26 @@ async fn main() -> anyhow::Result<()> {
     let upload = started.elapsed();
     let (_, hubs) = node.memory_kib()?;
     let hubs_pss = node.pss_kib()?;
+    let mut first_connected = hubs;
 
+    // A first connection to each tenant (its hub's first calls), then the
+    // rest: what the first one sets up apart from what each one costs.
     let mut clients = Vec::new();
-    for i in 0..TENANTS {
-        for _ in 0..PER_TENANT {
-            clients.push(
-                RawClient::connect_as(node.addr, &format!("/t{i}/chat"), None)
-                    .await?
-                    .0,
-            );
+    for round in 0..PER_TENANT {
+        for i in 0..TENANTS {
+            let path = format!("/t{i}/chat");
+            clients.push((i, RawClient::connect_as(node.addr, &path, None).await?.0));
+        }
+        if round == 0 {
+            first_connected = node.memory_kib()?.1;
         }
     }
     let (_, connected) = node.memory_kib()?;
 
     let mut latencies = Vec::with_capacity(ECHOES);
     for n in 0..ECHOES {
-        let client = &mut clients[(n % TENANTS) * PER_TENANT];
+        let (tenant, client) = &mut clients[n % TENANTS];
+        anyhow::ensure!(*tenant == n % TENANTS);
         let started = Instant::now();
         let reply = client.invoke(&n.to_string(), "Echo", json!([n])).await?;
         latencies.push(started.elapsed());
@@ -126,6 +130,15 @@ async fn main() -> anyhow::Result<()> {
         (
             "per tenant with its connections (RSS)",
             per(connected, empty),
+        ),
+        ("  its first connection (RSS)", per(first_connected, hubs)),
+        (
+            "  each further connection (RSS)",
+            format!(
+                "{:.1} KiB",
+                connected.saturating_sub(first_connected) as f64
+                    / (TENANTS * (PER_TENANT - 1)) as f64
+            ),
         ),
         ("node with everything (RSS)", mib(connected)),
         (

@@ -49,7 +49,8 @@
 //! - [`store`]: the hub store — versions, activation history, API tenants —
 //!   local (memory / data directory) or in Redis.
 //! - [`connection`]: one client connection over any transport — handshake,
-//!   dispatch, keep-alive, the writer.
+//!   dispatch, keep-alive, the writer, stateful reconnect, and what a
+//!   connection is made of when a drain hands it to another node.
 //! - [`deploy`]: uploads, activations, rollbacks, deletes; every node kept in
 //!   step with the store (announcements, periodic sync, `--watch-dir`).
 //! - [`sessions`]: connection tokens of negotiated connections, and the
@@ -59,10 +60,11 @@
 //! - [`state`]: `AppState`, everything the handlers share, built from a
 //!   `Config`.
 //! - [`drain`]: a node leaving: refuse new connections, serve the window,
-//!   move the clients in batches.
+//!   move the clients in batches (stateful ones handed to other nodes).
 //! - [`scheduler`]: the thread that fires due timers as hub calls.
 //! - [`transport`]: negotiate, WebSockets, Server-Sent Events, long polling;
-//!   requests passed on to the connection's node.
+//!   requests passed on to the connection's node; taking a connection over
+//!   from a draining node.
 //! - [`admin`]: the admin API (`/admin/v1/`), its keys, its request and
 //!   answer types, and its client (the CLI).
 //! - [`server_api`]: the server API (`/api/v1/`): backends send to clients,

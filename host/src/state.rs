@@ -91,7 +91,8 @@ impl AppState {
         let runtime = match &settings.cache_dir {
             Some(dir) => Runtime::new()?.with_cache(dir)?,
             None => Runtime::new()?,
-        };
+        }
+        .with_baseline(settings.baseline_compile_above_bytes)?;
         // Hub state lives where the hubs do: in the cluster's Redis, else in
         // the data directory, else in memory.
         let hub_state: Arc<dyn KvBackend> = match (&settings.redis_url, &settings.data_dir) {

@@ -50,6 +50,12 @@ pub struct Config {
     /// again.
     #[arg(long, env = "HUBHOST_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Components of this many bytes or more, not in the cache, are served
+    /// first with code of the baseline compiler (Winch, about 4× faster to
+    /// compile, slower to run) while the optimizing compiler (Cranelift)
+    /// works in the background; 0: always optimized at once.
+    #[arg(skip)]
+    pub baseline_compile_above_bytes: usize,
     /// Prefix of every backplane channel and store key; clusters sharing one
     /// Redis need different ones.
     #[arg(long, env = "HUBHOST_CLUSTER_PREFIX", required = false)]
@@ -108,6 +114,7 @@ impl Default for Config {
             hubs: Vec::new(),
             static_dir: None,
             cache_dir: None,
+            baseline_compile_above_bytes: 1_000_000,
             cluster_prefix: "hubhost".into(),
             redis_url: None,
             backplane: BackplaneSettings::default(),

@@ -62,6 +62,11 @@ impl ArtifactCache {
 
     /// The compiled form of `bytes`: loaded from the cache, or compiled and
     /// stored. A cache that cannot be read or written only costs time.
+    /// Whether `engine`'s code for `bytes` is here.
+    pub fn contains(&self, engine: &Engine, bytes: &[u8]) -> bool {
+        self.path(engine, bytes).exists()
+    }
+
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         let path = self.path(engine, bytes);
         if path.exists() {

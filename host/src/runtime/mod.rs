@@ -20,6 +20,7 @@ mod host;
 mod host_v2;
 mod idle;
 mod limits;
+mod tiers;
 mod wasi;
 mod worlds;
 
@@ -66,7 +67,11 @@ const OWN_IMPORT_PREFIX: &str = "hubhost:hub/";
 pub struct Runtime {
     engine: Engine,
     linker: Linker<CallState>,
-    cache: Option<cache::ArtifactCache>,
+    cache: Option<Arc<cache::ArtifactCache>>,
+    /// The baseline compiler, for large components (see `tiers`).
+    baseline: Option<tiers::Baseline>,
+    /// One optimizing compile at a time, in the background.
+    optimizing: Arc<Mutex<()>>,
     idle: Arc<idle::IdleMemory>,
     counters: LimitCounters,
     /// Where hubs keep their state (the `kv` import).
@@ -90,6 +95,8 @@ impl Runtime {
             engine,
             linker,
             cache: None,
+            baseline: None,
+            optimizing: Arc::default(),
             idle: Arc::default(),
             counters: LimitCounters::default(),
             state: Arc::new(MemoryKv::new()),
@@ -132,7 +139,18 @@ impl Runtime {
     pub fn with_cache(mut self, dir: &Path) -> anyhow::Result<Self> {
         let cache = cache::ArtifactCache::new(dir)
             .map_err(|e| anyhow::anyhow!("cannot use cache directory {}: {e}", dir.display()))?;
-        self.cache = Some(cache);
+        self.cache = Some(Arc::new(cache));
+        Ok(self)
+    }
+
+    /// Serve components of `above` bytes or more first with the baseline
+    /// compiler's code, while the optimizing compiler works (see `tiers`);
+    /// 0: never.
+    pub fn with_baseline(mut self, above: usize) -> anyhow::Result<Self> {
+        self.baseline = match above {
+            0 => None,
+            above => Some(tiers::Baseline::new(above)?),
+        };
         Ok(self)
     }
 
@@ -144,46 +162,54 @@ impl Runtime {
         }
     }
 
-    /// Compile and check a component for `key`, to run under `limits`.
+    /// Compile and check a component for `key`, to run under `limits`. A
+    /// large one not in the cache is served with baseline code until its
+    /// optimized code is ready (see `tiers`).
     pub fn load(
         &self,
         key: HubKey,
         bytes: &[u8],
         limits: &HubLimits,
     ) -> Result<HubVersion, LoadError> {
+        let cached = self
+            .cache
+            .as_ref()
+            .is_some_and(|cache| cache.contains(&self.engine, bytes));
+        if let Some(baseline) = self
+            .baseline
+            .as_ref()
+            .filter(|b| !cached && bytes.len() >= b.above)
+        {
+            let component = Component::new(&baseline.engine, bytes)
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+            let baseline_code = prepare(&baseline.engine, &baseline.linker, &component)?;
+            let tiered = tiers::Tiered::new(baseline_code, false);
+            tiers::Optimize {
+                key: key.clone(),
+                bytes: bytes.to_vec(),
+                tiered: Arc::downgrade(&tiered),
+                engine: self.engine.clone(),
+                linker: self.linker.clone(),
+                cache: self.cache.clone(),
+                turn: self.optimizing.clone(),
+            }
+            .start();
+            return Ok(self.version(key, tiered, limits));
+        }
         let component = match &self.cache {
             Some(cache) => cache.compile(&self.engine, bytes),
             None => Component::new(&self.engine, bytes),
         }
         .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let world = worlds::World::of(&component).ok_or_else(|| {
-            LoadError::WrongWorld(
-                "it exports no hubhost:hub/hub interface of version 0.1.0 or 0.2.0".into(),
-            )
-        })?;
-        let mut linker = self.linker.clone();
-        for (name, _) in component.component_type().imports(&self.engine) {
-            if name.starts_with(OWN_IMPORT_PREFIX) {
-                continue;
-            }
-            if !STUBBED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
-                return Err(LoadError::ForbiddenImport(name.to_owned()));
-            }
-            let defined = wasi::add_random(&mut linker, name)
-                .and_then(|done| Ok(done || wasi::add_clocks(&mut linker, name)?))
-                .and_then(|done| Ok(done || wasi::add_output(&mut linker, name)?));
-            defined.map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        }
-        linker
-            .define_unknown_imports_as_traps(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        let pre =
-            worlds::Pre::new(pre, world).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
-        Ok(HubVersion {
+        let pre = prepare(&self.engine, &self.linker, &component)?;
+        Ok(self.version(key, tiers::Tiered::new(pre, true), limits))
+    }
+
+    fn version(&self, key: HubKey, pre: Arc<tiers::Tiered>, limits: &HubLimits) -> HubVersion {
+        let world = pre.current().0.world();
+        HubVersion {
             key,
+            world,
             pre,
             state: self.state.clone(),
             vars: self.vars.clone(),
@@ -192,7 +218,7 @@ impl Runtime {
             idle: Mutex::default(),
             idle_memory: self.idle.clone(),
             counters: self.counters.clone(),
-        })
+        }
     }
 
     /// Read, compile and check a component file for `key`, to run under `limits`.
@@ -208,6 +234,40 @@ impl Runtime {
         })?;
         self.load(key, &bytes, limits)
     }
+}
+
+/// Check a compiled component (its world, its imports) and make it ready to
+/// instantiate with `linker`'s host imports.
+fn prepare(
+    engine: &Engine,
+    linker: &Linker<CallState>,
+    component: &Component,
+) -> Result<worlds::Pre, LoadError> {
+    let world = worlds::World::of(component).ok_or_else(|| {
+        LoadError::WrongWorld(
+            "it exports no hubhost:hub/hub interface of version 0.1.0 or 0.2.0".into(),
+        )
+    })?;
+    let mut linker = linker.clone();
+    for (name, _) in component.component_type().imports(engine) {
+        if name.starts_with(OWN_IMPORT_PREFIX) {
+            continue;
+        }
+        if !STUBBED_IMPORT_PREFIXES.iter().any(|p| name.starts_with(p)) {
+            return Err(LoadError::ForbiddenImport(name.to_owned()));
+        }
+        let defined = wasi::add_random(&mut linker, name)
+            .and_then(|done| Ok(done || wasi::add_clocks(&mut linker, name)?))
+            .and_then(|done| Ok(done || wasi::add_output(&mut linker, name)?));
+        defined.map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    }
+    linker
+        .define_unknown_imports_as_traps(component)
+        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+    worlds::Pre::new(pre, world).map_err(|e| LoadError::WrongWorld(format!("{e:#}")))
 }
 
 /// Advance the engine's epoch until the engine is dropped.
@@ -255,6 +315,8 @@ const MAX_IDLE_INSTANCES: usize = 8;
 struct Warm {
     store: Store<CallState>,
     hub: worlds::Instance,
+    /// Of the code it was made from (see `tiers`).
+    generation: u64,
 }
 
 /// An idle instance and the part of its tenant's idle budget it holds.
@@ -266,7 +328,9 @@ struct Idle {
 /// One compiled, checked version of a hub, ready to instantiate.
 pub struct HubVersion {
     key: HubKey,
-    pre: worlds::Pre,
+    world: World,
+    /// Its code (see `tiers`).
+    pre: Arc<tiers::Tiered>,
     state: Arc<dyn KvBackend>,
     vars: Arc<Vars>,
     timers: Arc<dyn TimerBackend>,
@@ -283,13 +347,20 @@ impl HubVersion {
 
     /// The world the component was built for.
     pub fn world(&self) -> World {
-        self.pre.world()
+        self.world
+    }
+
+    /// Whether new instances run the optimizing compiler's code (not the
+    /// baseline's, which a large component gets first: see `tiers`).
+    pub fn optimized(&self) -> bool {
+        self.pre.optimized()
     }
 
     fn instantiate(&self) -> Result<Warm, CallError> {
+        let (pre, generation) = self.pre.current();
         let limiter = Limiter::new(&self.limits);
         let mut store = Store::new(
-            self.pre.engine(),
+            pre.engine(),
             CallState::new(
                 self.key.clone(),
                 limiter,
@@ -303,8 +374,12 @@ impl HubVersion {
         // With epochs on, a new store's deadline is already due: set one
         // before anything runs, instantiation included.
         store.set_epoch_deadline(self.deadline_ticks());
-        match self.pre.instantiate(&mut store) {
-            Ok(hub) => Ok(Warm { store, hub }),
+        match pre.instantiate(&mut store) {
+            Ok(hub) => Ok(Warm {
+                store,
+                hub,
+                generation,
+            }),
             Err(error) => Err(self.classify(&error, store.data_mut().limiter.take_hit())),
         }
     }
@@ -332,7 +407,12 @@ impl HubVersion {
         run: impl FnOnce(&mut Store<CallState>, &worlds::Instance, &WitCaller) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let reused = if self.limits.reuse_instances {
-            self.idle().pop().map(|idle| idle.warm)
+            // Of older code (a version whose optimized code took over):
+            // dropped, not reused.
+            self.idle()
+                .pop()
+                .map(|idle| idle.warm)
+                .filter(|warm| warm.generation == self.pre.generation())
         } else {
             None
         };
@@ -372,7 +452,7 @@ impl HubVersion {
     /// idle list and in its tenant's idle memory budget.
     fn keep(&self, warm: Warm) {
         let mut idle = self.idle();
-        if idle.len() >= MAX_IDLE_INSTANCES {
+        if idle.len() >= MAX_IDLE_INSTANCES || warm.generation != self.pre.generation() {
             return;
         }
         let bytes = warm.store.data().limiter.memory_used();

@@ -55,3 +55,101 @@ fn every_shipped_hub_loads() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A component from `baseline_compile_above_bytes` on is served at once with
+/// the baseline compiler's code; the optimizing compiler's code takes over
+/// in the background, and calls work before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_component_is_served_at_once_then_optimized() -> anyhow::Result<()> {
+    let mut config = hubhost_tests::config();
+    config.baseline_compile_above_bytes = 1_000_000;
+    config.hubs.push(hubhost::config::HubConfig {
+        tenant: "demo".into(),
+        hub: "py".into(),
+        path: guest("chat-python"),
+    });
+    let server = hubhost_tests::TestServer::start(config).await?;
+    let slot = |hub: &str| -> anyhow::Result<_> {
+        let key = HubKey::new("demo", hub)?;
+        server
+            .state
+            .hubs
+            .get(&key)
+            .ok_or_else(|| anyhow::anyhow!("no {hub}"))
+    };
+    assert!(
+        slot("chat")?.active().optimized(),
+        "the Rust chat, under 1 MB: optimized at once"
+    );
+    assert!(
+        !slot("py")?.active().optimized(),
+        "18 MB: baseline code first (its optimizing compile takes seconds)"
+    );
+    let (mut client, _) = hubhost_tests::RawClient::connect(&server, "/demo/py").await?;
+    let echo = |n: u64| serde_json::json!([n]);
+    assert_eq!(client.invoke("1", "Echo", echo(1)).await?["result"], 1);
+    let py = slot("py")?;
+    hubhost_tests::wait_until(std::time::Duration::from_secs(120), || {
+        py.active().optimized()
+    })
+    .await?;
+    assert_eq!(client.invoke("2", "Echo", echo(2)).await?["result"], 2);
+    server.stop().await
+}
+
+/// The baseline compiler's code runs under the same limits: a loop is
+/// stopped at the call's deadline, a stack overflow is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_code_keeps_the_limits() -> anyhow::Result<()> {
+    use hubhost::backplane::memory::MemoryBackplane;
+    use hubhost::cluster::{Cluster, PeerUrls};
+    use hubhost::lifetime::HubLifetimeManager;
+    use hubhost::runtime::{CallError, CallerInfo};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    let runtime = Runtime::new()?.with_baseline(1)?;
+    let limits = HubLimits {
+        call_timeout: Duration::from_millis(300),
+        ..HubLimits::default()
+    };
+    let version = runtime
+        .load(
+            HubKey::new("t", "faulty")?,
+            &std::fs::read(guest("faulty"))?,
+            &limits,
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Its optimizing compile takes far longer than the first instance.
+    assert!(!version.optimized(), "baseline code first");
+    let backplane = Arc::new(MemoryBackplane::standalone());
+    let cluster = Cluster::start("t", Duration::from_secs(2), PeerUrls::default(), backplane);
+    let lifetime = HubLifetimeManager::start(cluster, Duration::from_secs(5));
+    let caller = CallerInfo {
+        connection_id: "c".into(),
+        user_id: None,
+        claims: Vec::new(),
+        items: Arc::default(),
+    };
+    // A trap's instance is not kept: each call instantiates, from the code
+    // served then, which must still be the baseline's.
+    let outcome = tokio::task::spawn_blocking(move || {
+        let overflowed = (!version.optimized())
+            .then(|| version.invoke(&lifetime, &caller, "StackOverflow", "[100000000]"));
+        let looped =
+            (!version.optimized()).then(|| version.invoke(&lifetime, &caller, "Loop", "[]"));
+        (overflowed, looped)
+    })
+    .await?;
+    assert!(
+        matches!(outcome.0, Some(Err(CallError::StackOverflow))),
+        "{:?}",
+        outcome.0.map(|r| r.err())
+    );
+    assert!(
+        matches!(outcome.1, Some(Err(CallError::Timeout(_)))),
+        "{:?}",
+        outcome.1.map(|r| r.err())
+    );
+    Ok(())
+}

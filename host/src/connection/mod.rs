@@ -333,16 +333,8 @@ impl Adoption {
             replay,
             queued,
         } = snapshot;
-        let mut stateful = writer::Stateful::new(
-            resume::Replay::restore(limit.max(1), first, replay),
-            control,
-        );
-        stateful.skip = stateful
-            .replay_ids()
-            .chain(queued.iter().filter_map(|kept| kept.id))
-            .collect();
-        stateful.preload = queued;
-        stateful.resend = true;
+        let replay = resume::Replay::restore(limit, first, replay);
+        let stateful = writer::Stateful::handed_over(replay, queued, control);
         let (sink, stream) = futures_util::StreamExt::split(socket);
         let outlet = Outlet::WebSocket {
             sink,

@@ -21,15 +21,16 @@ const MAX_BATCH_BYTES: usize = 64 * 1024;
 /// it keeps for a replay, and what the reader tells it. Boxed, and one
 /// channel: every plain connection's writer carries only a pointer for it.
 pub(super) struct Stateful {
-    pub replay: Replay,
-    pub control: mpsc::Receiver<Control>,
-    /// For a connection another node handed over: start with a Sequence and
-    /// the replay, then `preload` (what that node had queued)…
-    pub resend: bool,
-    pub preload: Vec<Kept>,
+    replay: Replay,
+    control: mpsc::Receiver<Control>,
+    /// Start (or go on, after a new outlet) with a Sequence and the replay,
+    /// then `preload`: what the node that handed the connection over had
+    /// queued…
+    resend: bool,
+    preload: Vec<Kept>,
     /// …and skip the sends that node had kept or queued, should they arrive
     /// here too.
-    pub skip: HashSet<MessageId>,
+    skip: HashSet<MessageId>,
 }
 
 impl Stateful {
@@ -43,9 +44,25 @@ impl Stateful {
         })
     }
 
-    /// The ids of the sends in the replay.
-    pub fn replay_ids(&self) -> impl Iterator<Item = MessageId> + '_ {
-        self.replay.ids()
+    /// For a connection another node handed over with `replay` (restored)
+    /// and `queued`: the first socket gets both, and the sends among them
+    /// are not sent again should they arrive here too.
+    pub fn handed_over(
+        replay: Replay,
+        queued: Vec<Kept>,
+        control: mpsc::Receiver<Control>,
+    ) -> Box<Self> {
+        let skip = replay
+            .ids()
+            .chain(queued.iter().filter_map(|kept| kept.id))
+            .collect();
+        Box::new(Self {
+            replay,
+            control,
+            resend: true,
+            preload: queued,
+            skip,
+        })
     }
 
     /// What a new socket starts with: a Sequence, then every message the
@@ -98,12 +115,7 @@ pub(super) async fn run(
             s.resend = false;
             let sent = match s.resend(protocol) {
                 Ok(bytes) => timeout(limits.send_timeout, outlet.send(bytes)).await,
-                Err(full) => {
-                    tracing::info!(%full, "closing connection: replay buffer full");
-                    let request = super::close_with_error(&full, true);
-                    close(&mut outlet, &request, protocol, &limits).await;
-                    return;
-                }
+                Err(full) => return overflowed(&full, &mut outlet, protocol, &limits).await,
             };
             if !matches!(sent, Ok(Ok(()))) {
                 lost(&mut outlet, &mut connected);
@@ -170,10 +182,8 @@ pub(super) async fn run(
                     Ok(Some(bytes)) => bytes,
                     Ok(None) => continue,
                     Err(full) => {
-                        tracing::info!(%full, "closing connection: replay buffer full");
                         if connected {
-                            let request = super::close_with_error(&full, true);
-                            close(&mut outlet, &request, protocol, &limits).await;
+                            overflowed(&full, &mut outlet, protocol, &limits).await;
                         }
                         return;
                     }
@@ -207,6 +217,19 @@ pub(super) async fn run(
     if connected {
         let _ = timeout(limits.send_timeout, outlet.finish()).await;
     }
+}
+
+/// What the client left unacknowledged passed its limit: close with the
+/// reason (and allow reconnecting, as for a client too slow).
+async fn overflowed(
+    full: &Full,
+    outlet: &mut Outlet,
+    protocol: Protocol,
+    limits: &ConnectionSettings,
+) {
+    tracing::info!(%full, "closing connection: replay buffer full");
+    let request = super::close_with_error(full, true);
+    close(outlet, &request, protocol, limits).await;
 }
 
 /// A stateful connection's transport is gone: its half of the socket is

@@ -86,6 +86,18 @@ impl ArtifactCache {
     }
 }
 
+/// Compile `bytes` for `engine`, through `cache` when there is one.
+pub fn compile(
+    cache: Option<&ArtifactCache>,
+    engine: &Engine,
+    bytes: &[u8],
+) -> wasmtime::Result<Component> {
+    match cache {
+        Some(cache) => cache.compile(engine, bytes),
+        None => Component::new(engine, bytes),
+    }
+}
+
 #[allow(unsafe_code)]
 fn load(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize_file` trusts the file to be native code that

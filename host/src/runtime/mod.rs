@@ -196,11 +196,8 @@ impl Runtime {
             .start();
             return Ok(self.version(key, tiered, limits));
         }
-        let component = match &self.cache {
-            Some(cache) => cache.compile(&self.engine, bytes),
-            None => Component::new(&self.engine, bytes),
-        }
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let component = cache::compile(self.cache.as_deref(), &self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let pre = prepare(&self.engine, &self.linker, &component)?;
         Ok(self.version(key, tiers::Tiered::new(pre, true), limits))
     }

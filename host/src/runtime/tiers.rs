@@ -19,7 +19,7 @@ use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, Strategy};
 
 /// A version's code: the baseline compiler's until the optimizing
@@ -121,10 +121,7 @@ impl Optimize {
             return;
         }
         let started = Instant::now();
-        let component = match &self.cache {
-            Some(cache) => cache.compile(&self.engine, &self.bytes),
-            None => Component::new(&self.engine, &self.bytes),
-        };
+        let component = super::cache::compile(self.cache.as_deref(), &self.engine, &self.bytes);
         let pre = component.map_err(|e| format!("{e:#}")).and_then(|c| {
             super::prepare(&self.engine, &self.linker, &c).map_err(|e| e.to_string())
         });

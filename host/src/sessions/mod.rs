@@ -91,6 +91,19 @@ struct Table {
 }
 
 impl Table {
+    /// Put `entry` under `token`, counting it if it waits for a transport.
+    fn insert(&mut self, token: ConnectionToken, entry: Entry) {
+        if matches!(entry.state, State::Negotiated(_)) {
+            self.pending += 1;
+        }
+        // A token is random: never seen twice, but kept exact.
+        if let Some(old) = self.entries.insert(token, entry)
+            && matches!(old.state, State::Negotiated(_))
+        {
+            self.pending -= 1;
+        }
+    }
+
     fn remove(&mut self, token: &ConnectionToken) -> Option<Entry> {
         let entry = self.entries.remove(token)?;
         if matches!(entry.state, State::Negotiated(_)) {
@@ -143,13 +156,7 @@ impl Tokens {
             stateful,
             state: State::Negotiated(Instant::now()),
         };
-        table.pending += 1;
-        if let Some(old) = table.entries.insert(token, entry)
-            && matches!(old.state, State::Negotiated(_))
-        {
-            // A token is random: never seen twice, but kept exact.
-            table.pending -= 1;
-        }
+        table.insert(token, entry);
         Ok(())
     }
 
@@ -217,12 +224,7 @@ impl Tokens {
             stateful: true,
             state: State::WebSocket(Some(tx)),
         };
-        let mut table = self.lock();
-        if let Some(old) = table.entries.insert(token, entry)
-            && matches!(old.state, State::Negotiated(_))
-        {
-            table.pending -= 1;
-        }
+        self.lock().insert(token, entry);
         rx
     }
 

@@ -46,7 +46,7 @@ const PASSED_ON: &[&str] = &[
 ];
 
 /// The headers of a request to send to the owner.
-pub(super) fn passed_on(headers: &HeaderMap) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
+fn passed_on(headers: &HeaderMap) -> impl Iterator<Item = (HeaderName, &HeaderValue)> {
     PASSED_ON.iter().filter_map(|name| {
         let name = HeaderName::from_static(name);
         let value = headers.get(&name)?;
@@ -71,16 +71,20 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     ) || name.as_str().starts_with("sec-websocket-")
 }
 
-/// The owner's URL for `request`'s token; `None` when this node owns it,
-/// the request was passed on already, or the owner is not alive.
-fn owner(state: &AppState, request: &HubRequest) -> Option<(NodeId, String)> {
+/// The node `request`'s token names, unless that is this node or the
+/// request was passed on already (it is never passed on again).
+fn named_node(state: &AppState, request: &HubRequest) -> Option<NodeId> {
     if request.headers.contains_key(FORWARDED) {
         return None;
     }
     let owner = request.token.as_ref()?.owner()?;
-    if owner == state.cluster.node() {
-        return None;
-    }
+    (owner != state.cluster.node()).then_some(owner)
+}
+
+/// The owner's URL for `request`'s token; `None` when this node owns it,
+/// the request was passed on already, or the owner is not alive.
+fn owner(state: &AppState, request: &HubRequest) -> Option<(NodeId, String)> {
+    let owner = named_node(state, request)?;
     match state.cluster.node_url(owner) {
         Some(url) => Some((owner, url)),
         None => {
@@ -88,6 +92,21 @@ fn owner(state: &AppState, request: &HubRequest) -> Option<(NodeId, String)> {
             None
         }
     }
+}
+
+/// A `method` request to `url` on another node, on behalf of `request`:
+/// the headers the owner needs, marked as passed on by this node.
+pub(super) fn request_to(
+    state: &AppState,
+    request: &HubRequest,
+    method: reqwest::Method,
+    url: &str,
+) -> reqwest::RequestBuilder {
+    let mut outgoing = state.forwarder.request(method, url);
+    for (name, value) in passed_on(&request.headers) {
+        outgoing = outgoing.header(name, value);
+    }
+    outgoing.header(FORWARDED, state.cluster.node().to_string())
 }
 
 fn path_and_query(request: &HubRequest) -> &str {
@@ -100,13 +119,7 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
         return unknown_connection();
     };
     let url = format!("{base}{}", path_and_query(request));
-    let mut outgoing = state.forwarder.request(request.method.clone(), &url);
-    for (name, value) in passed_on(&request.headers) {
-        outgoing = outgoing.header(name, value);
-    }
-    let outgoing = outgoing
-        .header(FORWARDED, state.cluster.node().to_string())
-        .body(body);
+    let outgoing = request_to(state, request, request.method.clone(), &url).body(body);
     let sent = tokio::select! {
         sent = outgoing.send() => sent,
         // This node is going; the owner is not. A poll still waiting is
@@ -148,15 +161,9 @@ pub(super) async fn http(state: &AppState, request: &HubRequest, body: Bytes) ->
 /// hold connections of it (a drain handed them over). Only those: a made-up
 /// token of a gone node costs no more requests than there are such nodes.
 fn holders(state: &AppState, request: &HubRequest) -> Vec<(NodeId, String)> {
-    if request.headers.contains_key(FORWARDED) {
-        return Vec::new();
-    }
-    let Some(owner) = request.token.as_ref().and_then(|t| t.owner()) else {
+    let Some(owner) = named_node(state, request) else {
         return Vec::new();
     };
-    if owner == state.cluster.node() {
-        return Vec::new();
-    }
     if let Some(url) = state.cluster.node_url(owner) {
         return vec![(owner, url)];
     }

@@ -169,15 +169,9 @@ async fn ask<T: serde::de::DeserializeOwned>(
         request.key.hub()
     );
     let token = request.token.as_ref().map_or("", |t| t.as_str());
-    let mut outgoing = state
-        .forwarder
-        .post(&url)
+    let outgoing = super::forward::request_to(state, request, reqwest::Method::POST, &url)
         .query(&[("id", token)])
         .query(&query);
-    for (name, value) in super::forward::passed_on(&request.headers) {
-        outgoing = outgoing.header(name, value);
-    }
-    let outgoing = outgoing.header(FORWARDED, state.cluster.node().to_string());
     let sent = tokio::time::timeout(STEP_TIMEOUT * 2, async {
         let response = outgoing.send().await?;
         let status = response.status();

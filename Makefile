@@ -85,7 +85,8 @@ lint:
 # memory while 64 connections that never read are sent all a hub may send; hub
 # state per operation on memory and Redis next to a plain Redis client; timer
 # lateness under 10,000 pending timers on two nodes; how fast a drain hands
-# stateful connections to another node; 1,000 tenants on one
+# stateful connections to another node; stream items and client results
+# next to Echo; 1,000 tenants on one
 # node (a release hubhost process); what a rolling restart of three nodes
 # loses (official clients, stateful and plain).
 bench: setup guests
@@ -98,6 +99,7 @@ bench: setup guests
 	cargo bench -p hubhost-tests --bench state
 	cargo bench -p hubhost-tests --bench timers
 	cargo bench -p hubhost-tests --bench handover
+	cargo bench -p hubhost-tests --bench streams
 	cargo build --release -p hubhost
 	cargo bench -p hubhost-tests --bench tenants
 	cargo build -p hubhost

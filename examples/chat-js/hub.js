@@ -4,7 +4,7 @@
 // against both. The WIT world wit/0.2.0/hub.wit is the reference for what a hub
 // can import and must export.
 
-import { send as sendTo } from "hubhost:hub/clients@0.2.0";
+import { send as sendTo, invoke as invokeClient } from "hubhost:hub/clients@0.2.0";
 import { add, remove } from "hubhost:hub/groups@0.2.0";
 import { increment, listPush, listRange } from "hubhost:hub/kv@0.2.0";
 // Aliased: kv has a get and a set of its own.
@@ -14,6 +14,9 @@ import { get as configGet } from "hubhost:hub/config@0.2.0";
 import { schedule } from "hubhost:hub/timers@0.2.0";
 // Aliased: fetch is a JavaScript global.
 import { fetch as httpFetch } from "hubhost:hub/http@0.2.0";
+// Aliased: clients has a send too.
+import { send as streamSend, complete as streamComplete } from "hubhost:hub/streams@0.2.0";
+import { next as uploadNext } from "hubhost:hub/uploads@0.2.0";
 
 // The hub's kv list of the last chat messages, oldest first.
 const HISTORY_KEY = "history";
@@ -31,6 +34,40 @@ function orFail(call) {
     return call();
   } catch (error) {
     throw { tag: "failed", val: String(error?.payload ?? error) };
+  }
+}
+
+// A method's result that is JSON text already: handed back as it is.
+class Json {
+  constructor(text) {
+    this.text = text;
+  }
+}
+
+function checkArgs(args, expected) {
+  if (args.length !== expected) {
+    throw { tag: "bad-arguments", val: `expected ${expected} argument(s), got ${args.length}` };
+  }
+}
+
+function checkUploads(method, uploads, expected) {
+  if (uploads.length !== expected) {
+    const noun = expected === 1 ? "stream" : "streams";
+    throw { tag: "bad-arguments", val: `${method} expects ${expected} ${noun}, got ${uploads.length}` };
+  }
+}
+
+// A streams import call: false once the stream is gone (the client cancelled
+// or left: stop producing); a limit's refusal becomes the hub's error.
+function stillOpen(call) {
+  try {
+    call();
+    return true;
+  } catch (error) {
+    const reason = error?.payload;
+    if (reason?.tag === "cancelled" || reason?.tag === "closed") return false;
+    if (reason?.tag === "refused") throw { tag: "failed", val: String(reason.val) };
+    throw error;
   }
 }
 
@@ -98,7 +135,42 @@ const methods = {
     }
     send({ tag: "connection", val: connection }, "Reminder", text);
   },
+  // A client result: the answer of that client's GetName handler, JSON already.
+  // `none` (no timeout of its own) is undefined.
+  askname: (caller, connectionId) =>
+    new Json(orFail(() => invokeClient(connectionId, "GetName", "[]", undefined))),
 };
+// Counter (through openStream) and UploadSum (through invokeWithUploads)
+// take a stream rather than return a value, so they are not in methods.
+
+// The stream 0, 1, ..., n - 1.
+function counter(stream, n) {
+  if (!Number.isInteger(n) || n < 0) {
+    throw { tag: "bad-arguments", val: "n must be a non-negative whole number" };
+  }
+  for (let i = 0; i < n; i++) {
+    if (!stillOpen(() => streamSend(stream, JSON.stringify(i)))) return;
+  }
+  stillOpen(() => streamComplete(stream, undefined));
+}
+
+// The sum of the numbers the client uploads, read until it ends the upload.
+function uploadSum(upload) {
+  let total = 0;
+  for (;;) {
+    const item = orFail(() => uploadNext(upload));
+    // `none` arrives as undefined; == also takes null.
+    if (item == null) break;
+    const value = JSON.parse(item);
+    if (typeof value !== "number") {
+      throw { tag: "bad-arguments", val: "UploadSum adds numbers only" };
+    }
+    total += value;
+  }
+  // JSON.stringify would write Infinity as null.
+  if (!Number.isFinite(total)) throw { tag: "bad-arguments", val: "the sum is too large" };
+  return total;
+}
 
 // Positions of arguments that may be any JSON value; all others must be strings.
 const anyJsonArgs = new Map([
@@ -112,21 +184,44 @@ export const hub = {
   onConnected(caller) {},
   onDisconnected(caller, error) {},
   invoke(caller, method, argsJson) {
-    // Method names match case-insensitively, as in ASP.NET Core SignalR.
-    // Own properties only: "constructor" or "__proto__" name no method.
-    const name = method.toLowerCase();
-    const handler = Object.hasOwn(methods, name) ? methods[name] : undefined;
-    if (!handler) throw { tag: "unknown-method", val: method };
+    return dispatch(caller, method, argsJson, []);
+  },
+  invokeWithUploads(caller, method, argsJson, uploads) {
+    return dispatch(caller, method, argsJson, uploads);
+  },
+  openStream(caller, method, argsJson, uploads, stream) {
+    if (method.toLowerCase() !== "counter") throw { tag: "unknown-method", val: method };
     const args = JSON.parse(argsJson);
-    const expected = handler.length - 1;
-    if (args.length !== expected) {
-      throw { tag: "bad-arguments", val: `expected ${expected} argument(s), got ${args.length}` };
-    }
-    const anyJson = anyJsonArgs.get(handler) ?? [];
-    if (!args.every((a, i) => typeof a === "string" || anyJson.includes(i))) {
-      throw { tag: "bad-arguments", val: "arguments must be strings" };
-    }
-    const result = handler(caller, ...args);
-    return JSON.stringify(result === undefined ? null : result);
+    checkArgs(args, 1);
+    checkUploads(method, uploads, 0);
+    counter(stream, args[0]);
   },
 };
+
+function dispatch(caller, method, argsJson, uploads) {
+  // Method names match case-insensitively, as in ASP.NET Core SignalR.
+  const name = method.toLowerCase();
+  if (name === "counter") {
+    throw { tag: "failed", val: "Counter is a streaming method: call it with stream()" };
+  }
+  if (name === "uploadsum") {
+    checkArgs(JSON.parse(argsJson), 0);
+    checkUploads(method, uploads, 1);
+    return JSON.stringify(uploadSum(uploads[0]));
+  }
+  // Own properties only: "constructor" or "__proto__" name no method.
+  const handler = Object.hasOwn(methods, name) ? methods[name] : undefined;
+  if (!handler) throw { tag: "unknown-method", val: method };
+  // A method that takes no stream was passed one: its arguments are wrong
+  // (as ASP.NET Core says), the method is not unknown.
+  checkUploads(method, uploads, 0);
+  const args = JSON.parse(argsJson);
+  checkArgs(args, handler.length - 1);
+  const anyJson = anyJsonArgs.get(handler) ?? [];
+  if (!args.every((a, i) => typeof a === "string" || anyJson.includes(i))) {
+    throw { tag: "bad-arguments", val: "arguments must be strings" };
+  }
+  const result = handler(caller, ...args);
+  if (result instanceof Json) return result.text;
+  return JSON.stringify(result === undefined ? null : result);
+}

@@ -6,10 +6,11 @@ can import and must export.
 """
 
 import json
+import math
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import clients, clock, config, groups, http, items, kv, presence, timers, types
+from wit_world.imports import clients, clock, config, groups, http, items, kv, presence, streams, timers, types, uploads
 
 # The hub's kv list of the last chat messages, oldest first.
 HISTORY_KEY = "history"
@@ -26,6 +27,33 @@ def or_fail(call, *args):
         return call(*args)
     except Err as error:
         raise Err(types.HubError_Failed(error.value))
+
+
+class Json(str):
+    """A method's result that is JSON text already: handed back as it is."""
+
+
+def check_args(args, expected):
+    if len(args) != expected:
+        raise Err(types.HubError_BadArguments(f"expected {expected} argument(s), got {len(args)}"))
+
+
+def check_uploads(method, upload_ids, expected):
+    if len(upload_ids) != expected:
+        noun = "stream" if expected == 1 else "streams"
+        raise Err(types.HubError_BadArguments(f"{method} expects {expected} {noun}, got {len(upload_ids)}"))
+
+
+def still_open(call, *args):
+    """Call a streams import: False once the stream is gone (the client
+    cancelled or left: stop producing); a limit's refusal becomes `failed`."""
+    try:
+        call(*args)
+        return True
+    except Err as error:
+        if isinstance(error.value, streams.StreamError_Refused):
+            raise Err(types.HubError_Failed(error.value.value))
+        return False
 
 
 def send(target, method, *args):
@@ -131,6 +159,35 @@ def deliver_reminder(caller, connection, text):
     send(types.Target_Connection(connection), "Reminder", text)
 
 
+def ask_name(caller, connection_id):
+    # A client result: the answer of that client's GetName handler, JSON already.
+    return Json(or_fail(clients.invoke, connection_id, "GetName", "[]", None))
+
+
+def counter(caller, stream, n):
+    # The stream 0, 1, ..., n - 1. bool is an int in Python, but not a JSON number.
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise Err(types.HubError_BadArguments("n must be a non-negative whole number"))
+    for i in range(n):
+        if not still_open(streams.send, stream, json.dumps(i)):
+            return
+    still_open(streams.complete, stream, None)
+
+
+def upload_sum(caller, upload):
+    # The sum of the numbers the client uploads, read until it ends the upload.
+    total = 0
+    while (item := or_fail(uploads.next, upload)) is not None:
+        value = json.loads(item)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise Err(types.HubError_BadArguments("UploadSum adds numbers only"))
+        total += value
+    # json.dumps would write Infinity, which is no JSON.
+    if isinstance(total, float) and not math.isfinite(total):
+        raise Err(types.HubError_BadArguments("the sum is too large"))
+    return total
+
+
 def now(caller):
     # Not time.time(): componentize-py's --stub-wasi makes every WASI clock
     # trap, so the hub reads the host's clock through the world.
@@ -160,7 +217,10 @@ METHODS = {
     "fetch": fetch,
     "remind": remind,
     "deliverreminder": deliver_reminder,
+    "askname": ask_name,
 }
+# Counter (through open_stream) and UploadSum (through invoke_with_uploads)
+# take a stream rather than return a value, so they are not in METHODS.
 
 # Positions of arguments that may be any JSON value; all others must be strings.
 ANY_JSON_ARGS = {
@@ -179,14 +239,35 @@ class Hub(exports.Hub):
         pass
 
     def invoke(self, caller, method, args_json):
-        handler = METHODS.get(method.lower())
+        return self.invoke_with_uploads(caller, method, args_json, [])
+
+    # Not `uploads`: that is the import.
+    def invoke_with_uploads(self, caller, method, args_json, upload_ids):
+        name = method.lower()
+        if name == "counter":
+            raise Err(types.HubError_Failed("Counter is a streaming method: call it with stream()"))
+        if name == "uploadsum":
+            check_args(json.loads(args_json), 0)
+            check_uploads(method, upload_ids, 1)
+            return json.dumps(upload_sum(caller, upload_ids[0]))
+        handler = METHODS.get(name)
         if handler is None:
             raise Err(types.HubError_UnknownMethod(method))
+        # A method that takes no stream was passed one: its arguments are
+        # wrong (as ASP.NET Core says), the method is not unknown.
+        check_uploads(method, upload_ids, 0)
         args = json.loads(args_json)
-        expected = handler.__code__.co_argcount - 1
-        if len(args) != expected:
-            raise Err(types.HubError_BadArguments(f"expected {expected} argument(s), got {len(args)}"))
+        check_args(args, handler.__code__.co_argcount - 1)
         any_json = ANY_JSON_ARGS.get(handler, set())
         if not all(isinstance(a, str) for i, a in enumerate(args) if i not in any_json):
             raise Err(types.HubError_BadArguments("arguments must be strings"))
-        return json.dumps(handler(caller, *args))
+        result = handler(caller, *args)
+        return str(result) if isinstance(result, Json) else json.dumps(result)
+
+    def open_stream(self, caller, method, args_json, upload_ids, stream):
+        if method.lower() != "counter":
+            raise Err(types.HubError_UnknownMethod(method))
+        args = json.loads(args_json)
+        check_args(args, 1)
+        check_uploads(method, upload_ids, 0)
+        counter(caller, stream, *args)

@@ -151,6 +151,24 @@ impl Clients<'_> {
         ClientProxy(Target::User(user_id.into()))
     }
 
+    /// Call `method(args)` on connection `connection_id` and wait for what
+    /// its handler returns (a client result), read into `R`: up to
+    /// `timeout`, and at most until the call's deadline. Fails with the
+    /// client's error, or when it goes away or does not answer in time.
+    pub fn invoke<A: ToArgs, R: serde::de::DeserializeOwned>(
+        &self,
+        connection_id: &str,
+        method: &str,
+        args: A,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<R, HubError> {
+        let timeout_ms = timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let json = clients::invoke(connection_id, method, &args.to_args()?, timeout_ms)
+            .map_err(HubError::Failed)?;
+        serde_json::from_str(&json)
+            .map_err(|e| HubError::Failed(format!("the client's result did not fit: {e}")))
+    }
+
     /// Every connection of these users.
     pub fn users<I: IntoIterator<Item = S>, S: Into<String>>(&self, user_ids: I) -> ClientProxy {
         ClientProxy(Target::Users(

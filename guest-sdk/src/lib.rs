@@ -27,7 +27,9 @@
 //! - [`state`]: [`State`] (the hub's key-value state), [`Items`] (kept with
 //!   the connection), [`Presence`] (who is connected) and [`Config`] (the
 //!   tenant's variables and secrets).
-//! - [`methods`]: [`Methods`], the case-insensitive method table, and [`HubError`].
+//! - [`streams`]: [`Stream`] (to a client), [`Upload`] (from one).
+//! - [`methods`]: [`Methods`], the case-insensitive method table — plain
+//!   methods, methods with uploads, stream methods — and [`HubError`].
 //! - [`log`]: logging into the host's log.
 //! - `bindings`: the one `wit_bindgen::generate!` of the `hub-component`
 //!   world, version 0.2.0 (`wit/0.2.0`);
@@ -43,6 +45,7 @@ pub mod context;
 pub mod log;
 pub mod methods;
 pub mod state;
+pub mod streams;
 
 pub use args::{FromArgs, ToArgs};
 pub use context::{ClientProxy, Clients, Context, Groups};
@@ -50,6 +53,7 @@ pub use methods::{HubError, Methods};
 /// Re-exported so hub crates can use JSON values without naming serde_json.
 pub use serde_json::{Value, json};
 pub use state::{Config, Http, Items, Presence, State, Timers};
+pub use streams::{Stream, StreamError, Upload};
 
 #[doc(hidden)]
 pub mod bindings {
@@ -116,7 +120,29 @@ macro_rules! export_hub {
                 ::std::string::String,
                 $crate::bindings::hubhost::hub::types::HubError,
             > {
-                $crate::__rt::invoke::<$hub>(caller, &method, &args_json)
+                $crate::__rt::invoke::<$hub>(caller, &method, &args_json, ::std::vec::Vec::new())
+            }
+
+            fn invoke_with_uploads(
+                caller: $crate::bindings::hubhost::hub::types::Caller,
+                method: ::std::string::String,
+                args_json: ::std::string::String,
+                uploads: ::std::vec::Vec<::std::string::String>,
+            ) -> ::core::result::Result<
+                ::std::string::String,
+                $crate::bindings::hubhost::hub::types::HubError,
+            > {
+                $crate::__rt::invoke::<$hub>(caller, &method, &args_json, uploads)
+            }
+
+            fn open_stream(
+                caller: $crate::bindings::hubhost::hub::types::Caller,
+                method: ::std::string::String,
+                args_json: ::std::string::String,
+                uploads: ::std::vec::Vec<::std::string::String>,
+                stream: ::std::string::String,
+            ) -> ::core::result::Result<(), $crate::bindings::hubhost::hub::types::HubError> {
+                $crate::__rt::open_stream::<$hub>(caller, &method, &args_json, uploads, stream)
             }
         }
 
@@ -150,9 +176,33 @@ pub mod __rt {
         H::on_disconnected(&Context::new(caller), error.as_deref())
     }
 
-    pub fn invoke<H: Hub>(caller: Caller, method: &str, args: &str) -> Result<String, WitHubError> {
+    pub fn invoke<H: Hub>(
+        caller: Caller,
+        method: &str,
+        args: &str,
+        uploads: Vec<String>,
+    ) -> Result<String, WitHubError> {
         methods::<H>()
-            .call(&Context::new(caller), method, args)
+            .call(&Context::new(caller), method, args, uploads)
+            .map_err(Into::into)
+    }
+
+    pub fn open_stream<H: Hub>(
+        caller: Caller,
+        method: &str,
+        args: &str,
+        uploads: Vec<String>,
+        stream: String,
+    ) -> Result<(), WitHubError> {
+        if !uploads.is_empty() {
+            return Err(WitHubError::Failed(format!(
+                "Client sent {} stream(s), Hub method expects 0.",
+                uploads.len()
+            )));
+        }
+        let stream = crate::Stream::new(stream);
+        methods::<H>()
+            .open_stream(&Context::new(caller), method, args, &stream)
             .map_err(Into::into)
     }
 }

@@ -23,6 +23,8 @@
 //! - [`auth`]: client authentication: anonymous or JWT (HS256 / RS256).
 //! - [`outbound`]: a connection's bounded outbound queue, and the
 //!   [`outbound::Message`] every recipient of a send shares.
+//! - [`invocations`]: what a connection has open besides its queue — the
+//!   streams its client asked for, the results hubs await from its client.
 //! - [`redis_endpoint`]: where Redis is — one server, the primary Redis
 //!   Sentinel names (asked again at every connection), or a Redis Cluster.
 //! - [`backplane`]: the node-to-node pub/sub seam, its channel names, and
@@ -87,6 +89,7 @@ pub mod exporter;
 pub mod fetch;
 pub mod hubs;
 pub mod ids;
+pub mod invocations;
 pub mod items;
 pub mod kv;
 pub mod lifetime;

@@ -14,7 +14,7 @@ use crate::quotas::LimitCounters;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
@@ -66,6 +66,10 @@ struct Queue {
     state: Mutex<State>,
     frame_ready: Notify,
     close_ready: Notify,
+    /// A frame left the queue, for senders waiting for room (streams).
+    room_ready: Notify,
+    /// Someone once waited for room: only then do pops wake them.
+    room_wanted: AtomicBool,
     /// Bytes of the frames waiting (see [`Frame::size`]).
     queued: AtomicUsize,
     capacity: usize,
@@ -150,6 +154,8 @@ pub fn channel(capacity: usize, max_bytes: usize) -> (Outbound, OutboundReceiver
         }),
         frame_ready: Notify::new(),
         close_ready: Notify::new(),
+        room_ready: Notify::new(),
+        room_wanted: AtomicBool::new(false),
         queued: AtomicUsize::new(0),
         capacity: capacity.max(1),
         max_bytes,
@@ -193,6 +199,9 @@ impl OutboundReceiver {
     fn pop(&self, state: &mut State) -> Option<Frame> {
         let frame = state.frames.pop_front()?;
         self.queue.queued.fetch_sub(frame.size(), Ordering::Relaxed);
+        if self.queue.room_wanted.load(Ordering::Relaxed) {
+            self.queue.room_ready.notify_waiters();
+        }
         if state.frames.is_empty() && state.frames.capacity() > KEEP_CAPACITY {
             // A burst is over: an idle connection holds nothing for it.
             state.frames = VecDeque::new();
@@ -281,6 +290,63 @@ impl Outbound {
         true
     }
 
+    /// Queue `frame` past the queue's limits: for a stream's end, which
+    /// must follow its items even when they fill the queue (one per stream,
+    /// and a connection has few open). False if the connection is gone.
+    pub fn push_past_limits(&self, frame: Frame) -> bool {
+        let queue = &*self.queue;
+        let mut state = queue.state();
+        if state.receiver_gone {
+            return false;
+        }
+        queue.queued.fetch_add(frame.size(), Ordering::Relaxed);
+        state.frames.push_back(frame);
+        drop(state);
+        queue.frame_ready.notify_one();
+        true
+    }
+
+    /// Queue `frame` once the queue has room for it, waiting until `until`:
+    /// for a sender that would rather slow down than lose the client (a
+    /// stream's items).
+    pub async fn push_when_room(
+        &self,
+        frame: Frame,
+        until: tokio::time::Instant,
+    ) -> Result<(), PushError> {
+        let queue = &*self.queue;
+        let size = frame.size();
+        if size > queue.max_bytes {
+            return Err(PushError::TooLarge);
+        }
+        queue.room_wanted.store(true, Ordering::Relaxed);
+        loop {
+            let room = queue.room_ready.notified();
+            tokio::pin!(room);
+            // Registered before the check: a pop after it wakes us.
+            room.as_mut().enable();
+            {
+                let mut state = queue.state();
+                if state.receiver_gone || state.close_asked {
+                    return Err(PushError::Gone);
+                }
+                let queued = queue.queued.load(Ordering::Relaxed);
+                if queued.saturating_add(size) <= queue.max_bytes
+                    && state.frames.len() < queue.capacity
+                {
+                    queue.queued.fetch_add(size, Ordering::Relaxed);
+                    state.frames.push_back(frame);
+                    drop(state);
+                    queue.frame_ready.notify_one();
+                    return Ok(());
+                }
+            }
+            if tokio::time::timeout_at(until, room).await.is_err() {
+                return Err(PushError::TimedOut);
+            }
+        }
+    }
+
     /// Close: the client does not keep up (its queue is full of frames, or
     /// of bytes).
     fn too_slow(&self) {
@@ -308,6 +374,17 @@ impl Outbound {
         }
         self.queue.close_ready.notify_one();
     }
+}
+
+/// Why [`Outbound::push_when_room`] did not queue a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushError {
+    /// The connection is closing or gone.
+    Gone,
+    /// No room came in time.
+    TimedOut,
+    /// The frame is larger than the whole queue may hold.
+    TooLarge,
 }
 
 /// A client method call: `target(arguments...)`.

@@ -74,6 +74,9 @@ impl Cluster {
             id: id.as_str().into(),
             user_id: user.map(Into::into),
             outbound: tx,
+            invocations: std::sync::Arc::new(hubhost::invocations::Invocations::new(
+                hubhost::protocol::Protocol::Json,
+            )),
         };
         let subscribed = self.nodes[node].add_connection(hub, local);
         assert!(

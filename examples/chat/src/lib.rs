@@ -109,6 +109,27 @@ impl hubhost_guest::Hub for Chat {
             },
         );
         m.on("Echo", |_, (value,): (Value,)| Ok(value));
+        // The integers 0 to n-1, as a stream.
+        m.stream("Counter", |_, (n,): (u64,), stream| {
+            for i in 0..n {
+                stream.send(&i)?;
+            }
+            Ok(())
+        });
+        // The sum of the numbers the client streams.
+        m.on_uploads("UploadSum", 1, |_, (), uploads| {
+            let mut sum = 0.0;
+            for upload in &uploads {
+                while let Some(number) = upload.next::<f64>()? {
+                    sum += number;
+                }
+            }
+            Ok(sum)
+        });
+        // What connection `id`'s `GetName` handler returns.
+        m.on("AskName", |ctx, (id,): (String,)| {
+            ctx.clients().invoke::<_, Value>(&id, "GetName", (), None)
+        });
         m.on("WhoAmI", |ctx, ()| {
             Ok(json!({ "connectionId": ctx.connection_id(), "userId": ctx.user_id() }))
         });

@@ -17,6 +17,7 @@ mod writer;
 
 use crate::backplane::Subscribed;
 use crate::hubs::HubSlot;
+use crate::invocations::Invocations;
 use crate::lifetime::{HubLifetimeManager, LocalConnection};
 use crate::monitoring;
 use crate::names::HubKey;
@@ -178,9 +179,10 @@ pub async fn serve(
     let _open =
         monitoring::connection_opened(ctx.hub.tenant(), ctx.hub.hub(), ctx.transport.name());
     let (outbound, receiver) = queue(&ctx);
+    let invocations = Arc::new(Invocations::new(protocol));
     let subscribed = ctx
         .lifetime
-        .add_connection(&ctx.hub, local(&ctx, &outbound));
+        .add_connection(&ctx.hub, local(&ctx, &outbound, &invocations));
     // Messages from other nodes reach the client from here on (or, with the
     // backplane down, from when it is back).
     ctx.lifetime.settle(subscribed).await;
@@ -209,7 +211,7 @@ pub async fn serve(
     ));
     tracing::debug!(protocol = protocol.name(), transport = ?ctx.transport, stateful = resumable.is_some(), "connected");
 
-    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, protocol, resumable);
+    let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, invocations, resumable);
     let outcome = if dispatcher.connected().await {
         dispatcher.read(&mut inbound, leftover, writer).await
     } else {
@@ -250,11 +252,16 @@ fn queue(ctx: &ConnectionContext) -> (Outbound, OutboundReceiver) {
 }
 
 /// The connection as the lifetime manager knows it.
-fn local(ctx: &ConnectionContext, outbound: &Outbound) -> LocalConnection {
+fn local(
+    ctx: &ConnectionContext,
+    outbound: &Outbound,
+    invocations: &Arc<Invocations>,
+) -> LocalConnection {
     LocalConnection {
         id: ctx.caller.connection_id.clone(),
         user_id: ctx.caller.user_id.clone(),
         outbound: outbound.clone(),
+        invocations: invocations.clone(),
     }
 }
 
@@ -267,6 +274,7 @@ pub struct Adoption {
     ctx: ConnectionContext,
     outbound: Outbound,
     receiver: OutboundReceiver,
+    invocations: Arc<Invocations>,
     _registered: Registered,
 }
 
@@ -285,12 +293,18 @@ impl Drop for Registered {
 
 impl Adoption {
     /// Register the connection of `ctx` (its caller, with its items) here,
-    /// in `groups`. Await the result before asking for the rest.
-    pub fn register(ctx: ConnectionContext, groups: &[String]) -> (Self, Subscribed) {
+    /// in `groups`, speaking `protocol`. Await the result before asking for
+    /// the rest.
+    pub fn register(
+        ctx: ConnectionContext,
+        protocol: Protocol,
+        groups: &[String],
+    ) -> (Self, Subscribed) {
         let (outbound, receiver) = queue(&ctx);
-        let subscribed = ctx
-            .lifetime
-            .add_connection_in(&ctx.hub, local(&ctx, &outbound), groups);
+        let invocations = Arc::new(Invocations::new(protocol));
+        let subscribed =
+            ctx.lifetime
+                .add_connection_in(&ctx.hub, local(&ctx, &outbound, &invocations), groups);
         let registered = Registered {
             lifetime: ctx.lifetime.clone(),
             hub: ctx.hub.clone(),
@@ -300,6 +314,7 @@ impl Adoption {
             ctx,
             outbound,
             receiver,
+            invocations,
             _registered: registered,
         };
         (adoption, subscribed)
@@ -313,7 +328,6 @@ impl Adoption {
     pub async fn serve(
         self,
         socket: axum::extract::ws::WebSocket,
-        protocol: Protocol,
         snapshot: handover::Snapshot,
         sockets: handover::ResumeRx,
     ) {
@@ -321,8 +335,10 @@ impl Adoption {
             ctx,
             outbound,
             receiver,
+            invocations,
             _registered: registered,
         } = self;
+        let protocol = invocations.protocol();
         let _open =
             monitoring::connection_opened(ctx.hub.tenant(), ctx.hub.hub(), ctx.transport.name());
         let (control_tx, control) = tokio::sync::mpsc::channel(16);
@@ -355,7 +371,8 @@ impl Adoption {
             protocol = protocol.name(),
             "took over a connection another node handed over"
         );
-        let mut dispatcher = dispatch::Dispatcher::new(&ctx, outbound, protocol, Some(resumable));
+        let mut dispatcher =
+            dispatch::Dispatcher::new(&ctx, outbound, invocations, Some(resumable));
         let mut inbound = Inbound::WebSocket(stream);
         let outcome = dispatcher.read(&mut inbound, Vec::new(), writer).await;
         drop(registered);

@@ -2,6 +2,7 @@
 
 use super::{GroupError, GroupLimits, PresenceQuery, Target};
 use crate::ids::NodeId;
+use crate::invocations::Invocations;
 use crate::outbound::{Frame, Outbound};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,6 +13,8 @@ pub struct LocalConnection {
     pub id: Arc<str>,
     pub user_id: Option<Arc<str>>,
     pub outbound: Outbound,
+    /// Its open streams and the results awaited from it.
+    pub invocations: Arc<Invocations>,
 }
 
 #[derive(Debug)]
@@ -174,6 +177,11 @@ impl HubConnections {
         }
         self.groups.remove(group);
         Interest::Lost
+    }
+
+    /// Local connection `id`.
+    pub fn get(&self, id: &str) -> Option<&LocalConnection> {
+        self.connections.get(id).map(|e| &e.connection)
     }
 
     /// The local connections `target` names, each once.

@@ -29,6 +29,10 @@ pub enum Wire {
     Close(CloseEnvelope),
     /// Everything published before this has arrived (see `barrier.rs`).
     Barrier(u64),
+    /// Ask something of a connection the recipient holds (see `calls.rs`).
+    Call(super::CallRequest),
+    /// The answer to a [`Wire::Call`].
+    CallReply(super::CallReply),
 }
 
 /// A send as it crosses the backplane.

@@ -17,8 +17,10 @@
 //! connection: a change for a connection elsewhere is sent to its node, which
 //! answers; the caller waits up to the group timeout (see `groups.rs`).
 //! Presence (who is connected, in a group, a user's connections) is asked of
-//! every node the same way (see `presence.rs`).
+//! every node the same way (see `presence.rs`); so are client results and
+//! the items of streams (see `calls.rs`).
 
+mod calls;
 mod close;
 mod groups;
 mod handover;
@@ -27,6 +29,7 @@ mod message;
 mod pending;
 mod presence;
 
+pub use calls::{CallError, CallReply, CallRequest, ConnectionCall};
 pub use local::LocalConnection;
 pub use message::{
     CloseEnvelope, Envelope, GroupReply, GroupRequest, PresenceReply, PresenceRequest, Wire,
@@ -122,6 +125,7 @@ pub struct HubLifetimeManager {
     hubs: RwLock<HashMap<HubKey, Arc<RwLock<HubConnections>>>>,
     group_requests: pending::Pending<groups::Waiter>,
     presence_requests: pending::Pending<presence::Waiter>,
+    call_requests: pending::Pending<calls::Waiter>,
     /// The number of this node's next send (see [`MessageId`]).
     next_send: AtomicU64,
     barriers: handover::Barriers,
@@ -148,6 +152,7 @@ impl HubLifetimeManager {
             hubs: RwLock::default(),
             group_requests: Default::default(),
             presence_requests: Default::default(),
+            call_requests: Default::default(),
             next_send: AtomicU64::new(0),
             barriers: Default::default(),
             handed_over: Default::default(),
@@ -259,6 +264,8 @@ impl HubLifetimeManager {
         let Some((connection, emptied, user_interest)) = connections.remove(id) else {
             return;
         };
+        // Results awaited from it fail now, its streams take no more items.
+        connection.invocations.close();
         for group in emptied {
             self.backplane
                 .unsubscribe(&self.channels.group(hub, &group));
@@ -433,6 +440,8 @@ impl HubLifetimeManager {
             Wire::Presence(request) => self.on_presence_request(request),
             Wire::PresenceReply(reply) => self.on_presence_reply(reply),
             Wire::Barrier(id) => self.barriers.arrived(id),
+            Wire::Call(request) => self.on_call_request(request),
+            Wire::CallReply(reply) => self.on_call_reply(reply),
         }
     }
 }

@@ -14,6 +14,9 @@ fn connection(id: &str) -> (LocalConnection, outbound::OutboundReceiver) {
         id: id.into(),
         user_id: None,
         outbound,
+        invocations: Arc::new(crate::invocations::Invocations::new(
+            crate::protocol::Protocol::Json,
+        )),
     };
     (connection, rx)
 }

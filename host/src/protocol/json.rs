@@ -18,6 +18,10 @@ struct RawMessage<'a> {
     #[serde(borrow)]
     arguments: Option<&'a RawValue>,
     stream_ids: Option<Vec<String>>,
+    #[serde(borrow)]
+    item: Option<&'a RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
     error: Option<String>,
     sequence_id: Option<u64>,
 }
@@ -35,15 +39,39 @@ pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
             arguments: array(raw.arguments)?.get().to_owned(),
             stream_ids: raw.stream_ids.unwrap_or_default(),
         },
-        4 => {
-            array(raw.arguments)?;
-            Incoming::StreamInvocation {
-                invocation_id: raw
-                    .invocation_id
-                    .ok_or(ProtocolError::Missing("invocationId"))?,
-                target: raw.target.ok_or(ProtocolError::Missing("target"))?,
-            }
-        }
+        4 => Incoming::StreamInvocation {
+            invocation_id: required_id(raw.invocation_id)?,
+            target: raw.target.ok_or(ProtocolError::Missing("target"))?,
+            arguments: array(raw.arguments)?.get().to_owned(),
+            stream_ids: raw.stream_ids.unwrap_or_default(),
+        },
+        // `item` may be `null`, which serde reads as a missing field: a
+        // missing item is taken as `null` too, as the JS client never
+        // leaves it out.
+        2 => Incoming::StreamItem {
+            invocation_id: required_id(raw.invocation_id)?,
+            item: raw
+                .item
+                .map_or_else(|| "null".to_owned(), |item| item.get().to_owned()),
+        },
+        3 => Incoming::Completion {
+            invocation_id: required_id(raw.invocation_id)?,
+            result: match (raw.result, raw.error) {
+                (Some(_), Some(_)) => {
+                    return Err(ProtocolError::Invalid(
+                        "completion",
+                        "a result or an error, not both",
+                    ));
+                }
+                (_, Some(error)) => Err(error),
+                (result, None) => {
+                    Ok(result.map_or_else(|| "null".to_owned(), |r| r.get().to_owned()))
+                }
+            },
+        },
+        5 => Incoming::CancelInvocation {
+            invocation_id: required_id(raw.invocation_id)?,
+        },
         6 => Incoming::Ping,
         7 => Incoming::Close { error: raw.error },
         8 => Incoming::Ack(
@@ -56,6 +84,10 @@ pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
         ),
         kind => Incoming::Ignored { kind },
     })
+}
+
+fn required_id(id: Option<String>) -> Result<String, ProtocolError> {
+    id.ok_or(ProtocolError::Missing("invocationId"))
 }
 
 fn array(arguments: Option<&RawValue>) -> Result<&RawValue, ProtocolError> {
@@ -79,6 +111,8 @@ struct Outgoing<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     arguments: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<&'a RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<&'a RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -94,6 +128,7 @@ impl Outgoing<'_> {
             invocation_id: None,
             target: None,
             arguments: None,
+            item: None,
             result: None,
             error: None,
             allow_reconnect: false,
@@ -114,6 +149,33 @@ pub fn invocation(target: &str, arguments: &RawValue) -> String {
         target: Some(target),
         arguments: Some(arguments),
         ..Outgoing::new(1)
+    })
+}
+
+/// An Invocation with an id: the server asks the client for a result.
+pub fn invocation_with_id(invocation_id: &str, target: &str, arguments: &RawValue) -> String {
+    frame(&Outgoing {
+        invocation_id: Some(invocation_id),
+        target: Some(target),
+        arguments: Some(arguments),
+        ..Outgoing::new(1)
+    })
+}
+
+/// The next item of a stream the client asked for.
+pub fn stream_item(invocation_id: &str, item: &RawValue) -> String {
+    frame(&Outgoing {
+        invocation_id: Some(invocation_id),
+        item: Some(item),
+        ..Outgoing::new(2)
+    })
+}
+
+/// A Completion with neither result nor error: a stream's end.
+pub fn completion_empty(invocation_id: &str) -> String {
+    frame(&Outgoing {
+        invocation_id: Some(invocation_id),
+        ..Outgoing::new(3)
     })
 }
 
@@ -280,11 +342,38 @@ mod tests {
             parse(br#"{"type":99,"foo":1}"#),
             Ok(Incoming::Ignored { kind: 99 })
         ));
+        assert!(matches!(parse(br#"{"type":6}"#), Ok(Incoming::Ping)));
+    }
+
+    #[test]
+    fn reads_stream_items_completions_and_cancels() {
         assert!(matches!(
             parse(br#"{"type":3,"invocationId":"1"}"#),
-            Ok(Incoming::Ignored { .. })
+            Ok(Incoming::Completion { result: Ok(r), .. }) if r == "null"
         ));
-        assert!(matches!(parse(br#"{"type":6}"#), Ok(Incoming::Ping)));
+        assert!(matches!(
+            parse(br#"{"type":3,"invocationId":"1","result":{"a":1}}"#),
+            Ok(Incoming::Completion { result: Ok(r), .. }) if r == r#"{"a":1}"#
+        ));
+        assert!(matches!(
+            parse(br#"{"type":3,"invocationId":"1","error":"no"}"#),
+            Ok(Incoming::Completion { result: Err(e), .. }) if e == "no"
+        ));
+        assert!(parse(br#"{"type":3,"invocationId":"1","error":"no","result":1}"#).is_err());
+        assert!(parse(br#"{"type":3}"#).is_err());
+        assert!(matches!(
+            parse(br#"{"type":2,"invocationId":"0","item":null}"#),
+            Ok(Incoming::StreamItem { item, .. }) if item == "null"
+        ));
+        assert!(matches!(
+            parse(br#"{"type":5,"invocationId":"9"}"#),
+            Ok(Incoming::CancelInvocation { invocation_id }) if invocation_id == "9"
+        ));
+        assert!(matches!(
+            parse(br#"{"type":4,"invocationId":"2","target":"Counter","arguments":[3],"streamIds":["0"]}"#),
+            Ok(Incoming::StreamInvocation { arguments, stream_ids, .. })
+                if arguments == "[3]" && stream_ids == ["0"]
+        ));
     }
 
     #[test]

@@ -79,6 +79,38 @@ impl Protocol {
         }
     }
 
+    /// A framed Invocation with an id: the server asks the client for a
+    /// result (client results).
+    pub fn invocation_with_id(
+        self,
+        invocation_id: &str,
+        target: &str,
+        arguments: &RawValue,
+    ) -> Bytes {
+        match self {
+            Self::Json => json::invocation_with_id(invocation_id, target, arguments).into(),
+            Self::MessagePack => {
+                msgpack::invocation_with_id(Some(invocation_id), target, arguments.get())
+            }
+        }
+    }
+
+    /// A framed StreamItem of stream `invocation_id`; `item` is JSON text.
+    pub fn stream_item(self, invocation_id: &str, item: &RawValue) -> Bytes {
+        match self {
+            Self::Json => json::stream_item(invocation_id, item).into(),
+            Self::MessagePack => msgpack::stream_item(invocation_id, item.get()),
+        }
+    }
+
+    /// A framed Completion without result: a stream's end.
+    pub fn completion_empty(self, invocation_id: &str) -> Bytes {
+        match self {
+            Self::Json => json::completion_empty(invocation_id).into(),
+            Self::MessagePack => msgpack::completion_empty(invocation_id),
+        }
+    }
+
     /// A framed Completion with an error.
     pub fn completion_error(self, invocation_id: &str, error: &str) -> Bytes {
         match self {
@@ -122,9 +154,8 @@ impl Protocol {
     }
 }
 
-/// A hub message received from a client. Message kinds a server never acts
-/// on (stream items, completions, acks…) arrive as [`Incoming::Ignored`], as
-/// unknown types do: SignalR peers ignore what they do not know.
+/// A hub message received from a client. Unknown types arrive as
+/// [`Incoming::Ignored`]: SignalR peers ignore what they do not know.
 #[derive(Debug)]
 pub enum Incoming {
     /// Type 1. No `invocation_id` means fire-and-forget: never any reply.
@@ -135,11 +166,28 @@ pub enum Incoming {
         arguments: String,
         stream_ids: Vec<String>,
     },
-    /// Type 4; hubs have no streaming methods yet, so these get an error.
+    /// Type 4: the client asks for a stream of items.
     StreamInvocation {
         invocation_id: String,
         target: String,
+        /// As for an invocation.
+        arguments: String,
+        stream_ids: Vec<String>,
     },
+    /// Type 2: the next item of one of the client's upload streams.
+    StreamItem {
+        invocation_id: String,
+        /// One JSON value (transcoded from MessagePack).
+        item: String,
+    },
+    /// Type 3: the end of an upload stream, or the client's result.
+    Completion {
+        invocation_id: String,
+        /// The result as JSON (`null` when there is none), or the error.
+        result: Result<String, String>,
+    },
+    /// Type 5: the client no longer wants the stream it asked for.
+    CancelInvocation { invocation_id: String },
     /// Type 6.
     Ping,
     /// Type 7: the client is leaving; `error` says why.
@@ -149,7 +197,7 @@ pub enum Incoming {
     /// Type 9 (stateful reconnect): the client's messages that follow start
     /// at this number.
     Sequence(u64),
-    /// Types 2, 3, 5 and unknown types.
+    /// Unknown types.
     Ignored { kind: u64 },
 }
 
@@ -157,7 +205,11 @@ impl Incoming {
     /// Whether stateful reconnect numbers it: types 1 to 5.
     pub fn is_numbered(&self) -> bool {
         match self {
-            Self::Invocation { .. } | Self::StreamInvocation { .. } => true,
+            Self::Invocation { .. }
+            | Self::StreamInvocation { .. }
+            | Self::StreamItem { .. }
+            | Self::Completion { .. }
+            | Self::CancelInvocation { .. } => true,
             Self::Ignored { kind } => (1..=5).contains(kind),
             Self::Ping | Self::Close { .. } | Self::Ack(_) | Self::Sequence(_) => false,
         }

@@ -107,6 +107,8 @@ pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
                 Incoming::StreamInvocation {
                     invocation_id: invocation_id.ok_or(ProtocolError::Missing("invocationId"))?,
                     target,
+                    arguments,
+                    stream_ids: stream_ids(items.get(5))?,
                 }
             } else {
                 Incoming::Invocation {
@@ -117,6 +119,35 @@ pub fn parse(message: &[u8]) -> Result<Incoming, ProtocolError> {
                 }
             }
         }
+        // [2, headers, id, item]
+        2 => Incoming::StreamItem {
+            invocation_id: required_id(items.get(2))?,
+            item: json_text(items.get(3).unwrap_or(&Mp::Nil))?,
+        },
+        // [3, headers, id, kind, result?]: 1 an error, 2 nothing, 3 a result.
+        3 => {
+            let invocation_id = required_id(items.get(2))?;
+            let result = match items.get(3).and_then(Mp::as_u64) {
+                Some(1) => Err(items
+                    .get(4)
+                    .and_then(Mp::as_str)
+                    .ok_or(ProtocolError::Invalid("completion error", "a string"))?
+                    .to_owned()),
+                Some(2) => Ok("null".to_owned()),
+                Some(3) => Ok(json_text(
+                    items.get(4).ok_or(ProtocolError::Missing("result"))?,
+                )?),
+                _ => return Err(ProtocolError::Invalid("completion kind", "1, 2 or 3")),
+            };
+            Incoming::Completion {
+                invocation_id,
+                result,
+            }
+        }
+        // [5, headers, id]
+        5 => Incoming::CancelInvocation {
+            invocation_id: required_id(items.get(2))?,
+        },
         6 => Incoming::Ping,
         // [7, error|nil, allowReconnect?]: JS writes two elements.
         7 => Incoming::Close {
@@ -151,6 +182,22 @@ fn stream_ids(value: Option<&Mp>) -> Result<Vec<String>, ProtocolError> {
             .collect(),
         Some(_) => Err(ProtocolError::Invalid("streamIds", "an array")),
     }
+}
+
+fn required_id(value: Option<&Mp>) -> Result<String, ProtocolError> {
+    match value {
+        Some(Mp::String(id)) => id
+            .as_str()
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .ok_or(ProtocolError::Missing("invocationId")),
+        _ => Err(ProtocolError::Missing("invocationId")),
+    }
+}
+
+/// One value as the JSON text a hub sees.
+fn json_text(value: &Mp) -> Result<String, ProtocolError> {
+    serde_json::to_string(&to_json(value)?).map_err(|e| ProtocolError::Json(e.to_string()))
 }
 
 fn transcode_arguments(arguments: &[Mp]) -> Result<String, ProtocolError> {
@@ -334,10 +381,19 @@ const NO_HEADERS: u8 = 0x80;
 /// `[1, {}, nil, target, arguments, []]`: the server calls a client method.
 /// `arguments` is a JSON array.
 pub fn invocation(target: &str, arguments: &str) -> Bytes {
+    invocation_with_id(None, target, arguments)
+}
+
+/// `[1, {}, id|nil, target, arguments, []]`; with an id, the server wants
+/// the client's result.
+pub fn invocation_with_id(invocation_id: Option<&str>, target: &str, arguments: &str) -> Bytes {
     let mut out = Vec::with_capacity(16 + target.len() + arguments.len());
     start(&mut out, 6, 1);
     out.push(NO_HEADERS);
-    write_nil(&mut out);
+    match invocation_id {
+        Some(id) => write_str(&mut out, id),
+        None => write_nil(&mut out),
+    }
     write_str(&mut out, target);
     write_json(&mut out, arguments);
     let _ = rmp::encode::write_array_len(&mut out, 0);
@@ -357,6 +413,26 @@ fn completion(
     write_str(&mut out, invocation_id);
     let _ = rmp::encode::write_pfix(&mut out, kind);
     write_body(&mut out, body);
+    frame(out)
+}
+
+/// `[2, {}, id, item]`: the next item of a stream (JSON text).
+pub fn stream_item(invocation_id: &str, item: &str) -> Bytes {
+    let mut out = Vec::with_capacity(16 + invocation_id.len() + item.len());
+    start(&mut out, 4, 2);
+    out.push(NO_HEADERS);
+    write_str(&mut out, invocation_id);
+    write_json(&mut out, item);
+    frame(out)
+}
+
+/// `[3, {}, id, 2]`: a Completion without result, a stream's end.
+pub fn completion_empty(invocation_id: &str) -> Bytes {
+    let mut out = Vec::with_capacity(8 + invocation_id.len());
+    start(&mut out, 4, 3);
+    out.push(NO_HEADERS);
+    write_str(&mut out, invocation_id);
+    let _ = rmp::encode::write_pfix(&mut out, 2);
     frame(out)
 }
 

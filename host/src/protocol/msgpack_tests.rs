@@ -112,11 +112,52 @@ fn reads_close_ping_and_ignores_the_rest() -> Result<(), ProtocolError> {
     ));
     let close = Mp::Array(vec![Mp::from(7), s("bye"), Mp::Boolean(true)]);
     assert!(matches!(parse(&body(&close))?, Incoming::Close { error: Some(e) } if e == "bye"));
-    let completion = Mp::Array(vec![Mp::from(3), Mp::Map(vec![]), s("1"), Mp::from(2)]);
+    let void = Mp::Array(vec![Mp::from(3), Mp::Map(vec![]), s("1"), Mp::from(2)]);
     assert!(matches!(
-        parse(&body(&completion))?,
-        Incoming::Ignored { kind: 3 }
+        parse(&body(&void))?,
+        Incoming::Completion { invocation_id, result: Ok(r) } if invocation_id == "1" && r == "null"
     ));
+    let value = Mp::Array(vec![
+        Mp::from(3),
+        Mp::Map(vec![]),
+        s("2"),
+        Mp::from(3),
+        Mp::from(7),
+    ]);
+    assert!(matches!(
+        parse(&body(&value))?,
+        Incoming::Completion { result: Ok(r), .. } if r == "7"
+    ));
+    let error = Mp::Array(vec![
+        Mp::from(3),
+        Mp::Map(vec![]),
+        s("3"),
+        Mp::from(1),
+        s("no"),
+    ]);
+    assert!(matches!(
+        parse(&body(&error))?,
+        Incoming::Completion { result: Err(e), .. } if e == "no"
+    ));
+    let bad = Mp::Array(vec![Mp::from(3), Mp::Map(vec![]), s("4"), Mp::from(9)]);
+    assert!(parse(&body(&bad)).is_err());
+    let item = Mp::Array(vec![
+        Mp::from(2),
+        Mp::Map(vec![]),
+        s("5"),
+        Mp::Array(vec![Mp::from(1)]),
+    ]);
+    assert!(matches!(
+        parse(&body(&item))?,
+        Incoming::StreamItem { invocation_id, item } if invocation_id == "5" && item == "[1]"
+    ));
+    let cancel = Mp::Array(vec![Mp::from(5), Mp::Map(vec![]), s("6")]);
+    assert!(matches!(
+        parse(&body(&cancel))?,
+        Incoming::CancelInvocation { invocation_id } if invocation_id == "6"
+    ));
+    let no_id = Mp::Array(vec![Mp::from(5), Mp::Map(vec![]), Mp::Nil]);
+    assert!(parse(&body(&no_id)).is_err());
     assert!(matches!(
         parse(&body(&Mp::Array(vec![Mp::from(42)])))?,
         Incoming::Ignored { kind: 42 }

@@ -42,6 +42,8 @@ pub struct CallState {
     /// The calling connection's items.
     pub(super) items: Option<Arc<Items>>,
     pub(super) presence_left: u32,
+    /// The client's upload streams of this call, by id; `None` once ended.
+    pub(super) uploads: std::collections::HashMap<String, Option<crate::invocations::UploadRx>>,
     /// The node's lifetime manager, while a call runs.
     lifetime: Option<Arc<HubLifetimeManager>>,
     connection_id: Arc<str>,
@@ -84,6 +86,7 @@ impl CallState {
             kv: None,
             items: None,
             presence_left: 0,
+            uploads: std::collections::HashMap::new(),
             lifetime: None,
             connection_id: "".into(),
             sends_left: 0,
@@ -151,7 +154,14 @@ impl CallState {
         self.lifetime = None;
         self.kv = None;
         self.items = None;
+        // What the call left unread is dropped: the reader stops feeding it.
+        self.uploads.clear();
         self.limiter.take_hit()
+    }
+
+    /// The calling connection's id (empty for a timer).
+    pub(super) fn caller_connection(&self) -> &str {
+        &self.connection_id
     }
 
     pub(super) fn limits(&self) -> &HubLimits {
@@ -262,8 +272,10 @@ impl From<WitTarget> for Target {
 
 impl types::Host for CallState {}
 
-impl clients::Host for CallState {
-    fn send(&mut self, to: WitTarget, method: String, args_json: String) -> Result<(), String> {
+impl CallState {
+    /// Charge a send (or a client result's call) of `method` with
+    /// `args_bytes` of arguments against the call's limits.
+    pub(super) fn charge_send(&mut self, method: &str, args_bytes: usize) -> Result<(), String> {
         if self.sends_left == 0 {
             return Err(self.refuse(
                 "hub_limits.max_sends_per_call",
@@ -276,6 +288,28 @@ impl clients::Host for CallState {
                 "method names must be 1 to {MAX_METHOD_BYTES} bytes"
             ));
         }
+        if args_bytes > self.max_send_bytes {
+            let text = format!(
+                "this send's arguments are {args_bytes} bytes, over the limit of {} bytes (hub_limits.max_send_bytes)",
+                self.max_send_bytes
+            );
+            return Err(self.refuse("hub_limits.max_send_bytes", text));
+        }
+        let sent = self.sent_bytes.saturating_add(args_bytes);
+        if sent > self.max_sent_bytes {
+            let text = format!(
+                "this call reached its limit of {} bytes sent (hub_limits.max_sent_bytes_per_call)",
+                self.max_sent_bytes
+            );
+            return Err(self.refuse("hub_limits.max_sent_bytes_per_call", text));
+        }
+        self.sent_bytes = sent;
+        Ok(())
+    }
+}
+
+impl clients::Host for CallState {
+    fn send(&mut self, to: WitTarget, method: String, args_json: String) -> Result<(), String> {
         let to = Target::from(to);
         let names = match &to {
             Target::AllExcept(ids) | Target::Connections(ids) => ids.len(),
@@ -297,23 +331,7 @@ impl clients::Host for CallState {
             Target::Groups(names) | Target::Users(names) => check_names(names)?,
             _ => {}
         }
-        if args_json.len() > self.max_send_bytes {
-            let text = format!(
-                "this send's arguments are {} bytes, over the limit of {} bytes (hub_limits.max_send_bytes)",
-                args_json.len(),
-                self.max_send_bytes
-            );
-            return Err(self.refuse("hub_limits.max_send_bytes", text));
-        }
-        let sent = self.sent_bytes.saturating_add(args_json.len());
-        if sent > self.max_sent_bytes {
-            let text = format!(
-                "this call reached its limit of {} bytes sent (hub_limits.max_sent_bytes_per_call)",
-                self.max_sent_bytes
-            );
-            return Err(self.refuse("hub_limits.max_sent_bytes_per_call", text));
-        }
-        self.sent_bytes = sent;
+        self.charge_send(&method, args_json.len())?;
         let arguments = json_array(args_json)?;
         self.lifetime()?
             .send(&self.hub, to, Message::new(method, arguments));

@@ -10,18 +10,7 @@ use super::host::kv_limits;
 use super::worlds::{v1, v2};
 use crate::kv::{KvCall, KvError};
 use crate::lifetime::PresenceQuery;
-use v2::hubhost::hub::{clients, clock, config, groups, http, items, kv, log, presence, timers};
-
-impl clients::Host for CallState {
-    fn send(
-        &mut self,
-        to: v1::hubhost::hub::types::Target,
-        method: String,
-        args_json: String,
-    ) -> Result<(), String> {
-        v1::hubhost::hub::clients::Host::send(self, to, method, args_json)
-    }
-}
+use v2::hubhost::hub::{clock, config, groups, http, items, kv, log, presence, timers};
 
 impl groups::Host for CallState {
     fn add(&mut self, connection: String, group: String) -> Result<(), String> {

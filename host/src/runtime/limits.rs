@@ -105,6 +105,10 @@ pub struct HubLimits {
     /// Items a hub may keep with one connection.
     #[arg(skip)]
     pub max_items_per_connection: usize,
+    /// Streams (either way) and awaited client results one connection may
+    /// have open at once: each may hold a hub call, and so a call slot.
+    #[arg(skip)]
+    pub max_open_invocations_per_connection: usize,
     /// Bytes of items (keys and values) a hub may keep with one connection.
     #[arg(skip)]
     pub max_item_bytes_per_connection: usize,
@@ -172,6 +176,7 @@ impl Default for HubLimits {
             max_state_list_items: 1_000,
             max_state_read_items: 1_000,
             max_items_per_connection: 64,
+            max_open_invocations_per_connection: 16,
             max_item_bytes_per_connection: 16 << 10,
             stateful_reconnect_buffer_bytes: 100_000,
             max_timers: 1_000,

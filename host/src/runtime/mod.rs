@@ -20,6 +20,7 @@
 mod cache;
 mod error;
 mod host;
+mod host_streams;
 mod host_v2;
 mod idle;
 mod limits;
@@ -30,6 +31,7 @@ mod worlds;
 
 pub use error::{CallError, LoadError};
 pub use host::{CallState, json_array};
+pub use host_streams::stream_handle;
 pub use version::{CallerInfo, HubVersion, bounded};
 pub use worlds::{HubError, World};
 

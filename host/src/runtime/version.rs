@@ -80,6 +80,11 @@ impl HubVersion {
         self.world
     }
 
+    /// The tenant's limits this version runs under.
+    pub fn limits(&self) -> &HubLimits {
+        &self.limits
+    }
+
     /// Whether new instances run the optimizing compiler's code (not the
     /// baseline's, which a large component gets first: see `tiers`).
     pub fn optimized(&self) -> bool {
@@ -228,6 +233,15 @@ impl HubVersion {
         let result = self.call(method, lifetime, caller, |store, hub, caller| {
             hub.invoke(store, caller, method, args)
         })?;
+        self.checked_result(method, result)
+    }
+
+    /// A method's result, within the result limit and valid JSON.
+    fn checked_result(
+        &self,
+        method: &str,
+        result: Result<String, HubError>,
+    ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
         let json = match result {
             Ok(json) => json,
             Err(error) => return Ok(Err(bounded(error, self.limits.max_result_bytes))),
@@ -242,6 +256,43 @@ impl HubVersion {
         let value = crate::protocol::json::checked_value(json)
             .map_err(|e| self.failed(method, CallError::BadResult(e.to_string())))?;
         Ok(Ok(value))
+    }
+
+    /// Call `method` with `args` and the client's upload streams, read
+    /// through `uploads` (their ids, in the client's order).
+    pub fn invoke_with_uploads(
+        &self,
+        lifetime: &Arc<HubLifetimeManager>,
+        caller: &CallerInfo,
+        call: (&str, &str),
+        uploads: Vec<(String, crate::invocations::UploadRx)>,
+    ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
+        let (method, args) = call;
+        let ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
+        let result = self.call(method, lifetime, caller, |store, hub, caller| {
+            store.data_mut().uploads = uploads.into_iter().map(|(id, rx)| (id, Some(rx))).collect();
+            hub.invoke_with_uploads(store, caller, method, args, &ids)
+        })?;
+        self.checked_result(method, result)
+    }
+
+    /// Open server stream `stream` (its handle) of `method`: the hub sends
+    /// its items in this call or later ones.
+    pub fn open_stream(
+        &self,
+        lifetime: &Arc<HubLifetimeManager>,
+        caller: &CallerInfo,
+        call: (&str, &str),
+        uploads: Vec<(String, crate::invocations::UploadRx)>,
+        stream: &str,
+    ) -> Result<Result<(), HubError>, CallError> {
+        let (method, args) = call;
+        let ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
+        let result = self.call(method, lifetime, caller, |store, hub, caller| {
+            store.data_mut().uploads = uploads.into_iter().map(|(id, rx)| (id, Some(rx))).collect();
+            hub.open_stream(store, caller, (method, args, &ids), stream)
+        })?;
+        Ok(result.map_err(|error| bounded(error, self.limits.max_result_bytes)))
     }
 
     /// A client connected; an inner error refuses it.

@@ -123,6 +123,46 @@ impl Instance {
         }
     }
 
+    /// `method` with upload streams; a 0.1.0 hub has none to take.
+    pub fn invoke_with_uploads(
+        &self,
+        store: &mut Store<CallState>,
+        caller: &Caller,
+        method: &str,
+        args: &str,
+        uploads: &[String],
+    ) -> wasmtime::Result<Result<String, HubError>> {
+        match self {
+            Self::V1(_) => Ok(Err(HubError::Failed(format!(
+                "Client sent {} stream(s), Hub method expects 0.",
+                uploads.len()
+            )))),
+            Self::V2(hub) => hub
+                .hubhost_hub_hub()
+                .call_invoke_with_uploads(store, caller, method, args, uploads),
+        }
+    }
+
+    /// Open server stream `stream` of `method`; a 0.1.0 hub has no
+    /// streaming methods.
+    pub fn open_stream(
+        &self,
+        store: &mut Store<CallState>,
+        caller: &Caller,
+        call: (&str, &str, &[String]),
+        stream: &str,
+    ) -> wasmtime::Result<Result<(), HubError>> {
+        let (method, args, uploads) = call;
+        match self {
+            Self::V1(_) => Ok(Err(HubError::Failed(format!(
+                "The client attempted to invoke the non-streaming '{method}' method with a streaming invocation."
+            )))),
+            Self::V2(hub) => hub
+                .hubhost_hub_hub()
+                .call_open_stream(store, caller, method, args, uploads, stream),
+        }
+    }
+
     pub fn on_connected(
         &self,
         store: &mut Store<CallState>,

@@ -245,7 +245,7 @@ async fn taken(
     if let Some(caller) = Arc::get_mut(&mut ctx.caller) {
         caller.items = Arc::new(crate::items::Items::from_entries(description.items));
     }
-    let (adoption, subscribed) = Adoption::register(ctx, &description.groups);
+    let (adoption, subscribed) = Adoption::register(ctx, protocol, &description.groups);
     state.lifetime.settle(subscribed).await;
     let barrier = u64::from_le_bytes(crate::ids::random_bytes());
     state.lifetime.publish_barrier(&key, owner, barrier);
@@ -267,7 +267,7 @@ async fn taken(
         .on_upgrade(move |socket| {
             tasks.track_future(
                 async move {
-                    adoption.serve(socket, protocol, snapshot, sockets).await;
+                    adoption.serve(socket, snapshot, sockets).await;
                     drop(guard);
                     drop(admission);
                 }

@@ -47,6 +47,7 @@ mod server_api;
 mod sse;
 mod state;
 mod stateful;
+mod streams;
 mod targets;
 mod tenants;
 mod timers;

@@ -79,32 +79,6 @@ async fn several_messages_per_frame_and_no_reply_without_id() -> anyhow::Result<
 }
 
 #[tokio::test]
-async fn streaming_and_upload_streams_are_refused_per_call() -> anyhow::Result<()> {
-    let server = server().await?;
-    let (mut client, _) = RawClient::connect(&server, "/demo/chat").await?;
-    client
-        .send(json!({"type": 4, "invocationId": "s", "target": "Echo", "arguments": [1]}))
-        .await?;
-    let reply = client.next().await?;
-    assert_eq!(
-        reply["error"],
-        "The client attempted to invoke the non-streaming 'Echo' method with a streaming invocation."
-    );
-    client
-        .send(json!({"type": 1, "invocationId": "u", "target": "Echo", "arguments": [], "streamIds": ["1"]}))
-        .await?;
-    assert_eq!(
-        client.next().await?["error"],
-        "Client sent 1 stream(s), Hub method expects 0."
-    );
-    assert_eq!(
-        client.invoke("after", "Echo", json!([3])).await?["result"],
-        3
-    );
-    server.stop().await
-}
-
-#[tokio::test]
 async fn malformed_messages_close_the_connection_with_an_error() -> anyhow::Result<()> {
     let server = server().await?;
     for (bad, detail) in [

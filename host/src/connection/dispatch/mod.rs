@@ -1,8 +1,10 @@
 //! Reading hub messages and dispatching them to the hub, one at a time.
 //! What only stateful-reconnect connections do (new sockets, Acks, being
-//! handed to another node) is in `stateful`.
+//! handed to another node) is in `stateful`; streams both ways and client
+//! results, whose calls run in the background, in `streams`.
 
 mod stateful;
+mod streams;
 
 pub(in crate::connection) use stateful::Resumable;
 use stateful::{Event, Handled};
@@ -11,12 +13,16 @@ use super::io::{Inbound, Read};
 use super::resume::Verdict;
 use super::writer::Control;
 use super::{ConnectionContext, close_with_error};
+use crate::hubs::HubSlot;
+use crate::invocations::{Invocations, UploadTx};
 use crate::lifetime::HubLifetimeManager;
 use crate::monitoring::{self, Outcome as CallOutcome};
+use crate::names::HubKey;
 use crate::outbound::{CloseRequest, Frame, Outbound};
 use crate::protocol::{Incoming, Protocol, ProtocolError};
-use crate::quotas::RateLimit;
+use crate::quotas::{LimitCounters, RateLimit};
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
+use std::collections::HashMap;
 use std::future::pending;
 use std::sync::Arc;
 
@@ -37,6 +43,9 @@ pub(super) struct Dispatcher<'a> {
     ctx: &'a ConnectionContext,
     outbound: Outbound,
     protocol: Protocol,
+    invocations: Arc<Invocations>,
+    /// The client's upload streams still open, by id.
+    uploads: HashMap<String, UploadTx>,
     rate: Option<RateLimit>,
     /// With stateful reconnect.
     resumable: Option<Box<Resumable>>,
@@ -52,55 +61,26 @@ impl<'a> Dispatcher<'a> {
     pub fn new(
         ctx: &'a ConnectionContext,
         outbound: Outbound,
-        protocol: Protocol,
+        invocations: Arc<Invocations>,
         resumable: Option<Box<Resumable>>,
     ) -> Self {
         let rate = ctx.limits.rate_limit().map(RateLimit::new);
         Self {
             ctx,
             outbound,
-            protocol,
+            protocol: invocations.protocol(),
+            invocations,
+            uploads: HashMap::new(),
             rate,
             resumable,
         }
     }
 
-    /// Run `call` on the hub's active version, on a blocking thread, once
-    /// one of the tenant's call slots is free: a hub call is CPU-bound (up
-    /// to its deadline) and may wait for another node (group changes), so it
-    /// never runs on the async workers that serve other connections. `None`
-    /// if the call panicked (a host bug).
     async fn call_hub<R: Send + 'static>(
         &self,
         call: impl FnOnce(&HubVersion, &Arc<HubLifetimeManager>, &CallerInfo) -> R + Send + 'static,
     ) -> Option<R> {
-        // Wait for one of the tenant's call slots; the semaphore is never
-        // closed, so an error cannot happen and would only skip the wait.
-        let slot = match self.ctx.calls.clone().try_acquire_owned() {
-            Ok(slot) => Ok(slot),
-            Err(_) => {
-                tracing::debug!("waiting for a call slot (hub_limits.max_concurrent_calls)");
-                self.ctx
-                    .counters
-                    .hit(self.ctx.hub.tenant(), "hub_limits.max_concurrent_calls");
-                self.ctx.calls.clone().acquire_owned().await
-            }
-        };
-        let version = self.ctx.slot.active();
-        let lifetime = self.ctx.lifetime.clone();
-        let caller = self.ctx.caller.clone();
-        let run = move || {
-            let result = call(&version, &lifetime, &caller);
-            drop(slot);
-            result
-        };
-        match tokio::task::spawn_blocking(run).await {
-            Ok(result) => Some(result),
-            Err(error) => {
-                tracing::error!(%error, "hub call task failed");
-                None
-            }
-        }
+        call_hub(Parts::of(self.ctx), call).await
     }
 
     /// Run the hub's `on-connected`; false if it refused the client.
@@ -307,25 +287,30 @@ impl<'a> Dispatcher<'a> {
                 arguments,
                 stream_ids,
             } => {
-                if !stream_ids.is_empty() {
-                    let error = format!(
-                        "Client sent {} stream(s), Hub method expects 0.",
-                        stream_ids.len()
-                    );
-                    self.complete_with_error(invocation_id.as_deref(), &error);
-                } else {
+                if stream_ids.is_empty() {
                     self.invoke(invocation_id.as_deref(), target, arguments)
                         .await;
+                } else {
+                    self.invoke_uploading(invocation_id, target, arguments, stream_ids);
                 }
             }
             Incoming::StreamInvocation {
                 invocation_id,
                 target,
-            } => {
-                let error = format!(
-                    "The client attempted to invoke the non-streaming '{target}' method with a streaming invocation."
-                );
-                self.complete_with_error(Some(&invocation_id), &error);
+                arguments,
+                stream_ids,
+            } => self.open_stream(invocation_id, target, arguments, stream_ids),
+            Incoming::StreamItem {
+                invocation_id,
+                item,
+            } => self.upload_item(&invocation_id, Ok(Some(item))).await,
+            Incoming::Completion {
+                invocation_id,
+                result,
+            } => self.completion(invocation_id, result).await,
+            Incoming::CancelInvocation { invocation_id } => {
+                self.invocations
+                    .cancel_stream(&self.outbound, &invocation_id);
             }
             Incoming::Ping => *pinged = true,
             Incoming::Ack(id) => {
@@ -352,50 +337,15 @@ impl<'a> Dispatcher<'a> {
                 move |version, lifetime, caller| version.invoke(lifetime, caller, &method, &args)
             })
             .await;
-        let method = method.as_str();
-        let outcome = match &result {
-            Some(Ok(Ok(_))) => CallOutcome::Ok,
-            Some(Ok(Err(_))) => CallOutcome::HubError,
-            _ => CallOutcome::Failed,
-        };
-        monitoring::invocation(
-            self.ctx.hub.tenant(),
-            self.ctx.hub.hub(),
-            outcome,
-            started.elapsed(),
-        );
-        let error = match result {
-            Some(Ok(Ok(value))) => {
+        match finished(&Parts::of(self.ctx), &method, started, result) {
+            Ok(value) => {
                 if let Some(id) = invocation_id {
                     self.outbound
                         .push(Frame::Own(self.protocol.completion_result(id, &value)));
                 }
-                return;
             }
-            Some(Ok(Err(error))) => client_text(method, &error),
-            Some(Err(error)) => {
-                tracing::warn!(
-                    tenant = self.ctx.hub.tenant(),
-                    hub = self.ctx.hub.hub(),
-                    method,
-                    %error,
-                    "hub call failed"
-                );
-                if let Some(limit) = error.limit() {
-                    self.ctx.counters.hit(self.ctx.hub.tenant(), limit);
-                }
-                match limit_text(&error) {
-                    Some(limit) => format!(
-                        "An unexpected error occurred invoking '{method}' on the server: {limit}."
-                    ),
-                    None => {
-                        format!("An unexpected error occurred invoking '{method}' on the server.")
-                    }
-                }
-            }
-            None => format!("An unexpected error occurred invoking '{method}' on the server."),
-        };
-        self.complete_with_error(invocation_id, &error);
+            Err(error) => self.complete_with_error(invocation_id, &error),
+        }
     }
 
     fn complete_with_error(&self, invocation_id: Option<&str>, error: &str) {
@@ -405,6 +355,137 @@ impl<'a> Dispatcher<'a> {
                 .push(Frame::Own(self.protocol.completion_error(id, error)));
         }
     }
+}
+
+/// What a hub call needs of its connection.
+#[derive(Clone, Copy)]
+struct Parts<'a> {
+    hub: &'a HubKey,
+    slot: &'a Arc<HubSlot>,
+    lifetime: &'a Arc<HubLifetimeManager>,
+    caller: &'a Arc<CallerInfo>,
+    calls: &'a Arc<tokio::sync::Semaphore>,
+    counters: &'a LimitCounters,
+}
+
+impl<'a> Parts<'a> {
+    fn of(ctx: &'a ConnectionContext) -> Self {
+        Self {
+            hub: &ctx.hub,
+            slot: &ctx.slot,
+            lifetime: &ctx.lifetime,
+            caller: &ctx.caller,
+            calls: &ctx.calls,
+            counters: &ctx.counters,
+        }
+    }
+}
+
+/// [`Parts`], owned: for the calls of streams, which run in the background
+/// while the reader goes on.
+#[derive(Clone)]
+struct Owned {
+    hub: HubKey,
+    slot: Arc<HubSlot>,
+    lifetime: Arc<HubLifetimeManager>,
+    caller: Arc<CallerInfo>,
+    calls: Arc<tokio::sync::Semaphore>,
+    counters: LimitCounters,
+}
+
+impl Owned {
+    fn of(ctx: &ConnectionContext) -> Self {
+        Self {
+            hub: ctx.hub.clone(),
+            slot: ctx.slot.clone(),
+            lifetime: ctx.lifetime.clone(),
+            caller: ctx.caller.clone(),
+            calls: ctx.calls.clone(),
+            counters: ctx.counters.clone(),
+        }
+    }
+
+    fn parts(&self) -> Parts<'_> {
+        Parts {
+            hub: &self.hub,
+            slot: &self.slot,
+            lifetime: &self.lifetime,
+            caller: &self.caller,
+            calls: &self.calls,
+            counters: &self.counters,
+        }
+    }
+}
+
+/// Run `call` on the hub's active version, on a blocking thread, once one
+/// of the tenant's call slots is free: a hub call is CPU-bound (up to its
+/// deadline) and may wait for another node or a client, so it never runs on
+/// the async workers that serve other connections. `None` if the call
+/// panicked (a host bug).
+async fn call_hub<R: Send + 'static>(
+    ctx: Parts<'_>,
+    call: impl FnOnce(&HubVersion, &Arc<HubLifetimeManager>, &CallerInfo) -> R + Send + 'static,
+) -> Option<R> {
+    // Wait for one of the tenant's call slots; the semaphore is never
+    // closed, so an error cannot happen and would only skip the wait.
+    let slot = match ctx.calls.clone().try_acquire_owned() {
+        Ok(slot) => Ok(slot),
+        Err(_) => {
+            tracing::debug!("waiting for a call slot (hub_limits.max_concurrent_calls)");
+            ctx.counters
+                .hit(ctx.hub.tenant(), "hub_limits.max_concurrent_calls");
+            ctx.calls.clone().acquire_owned().await
+        }
+    };
+    let version = ctx.slot.active();
+    let lifetime = ctx.lifetime.clone();
+    let caller = ctx.caller.clone();
+    let run = move || {
+        let result = call(&version, &lifetime, &caller);
+        drop(slot);
+        result
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(result) => Some(result),
+        Err(error) => {
+            tracing::error!(%error, "hub call task failed");
+            None
+        }
+    }
+}
+
+/// A finished call of `method`, counted: its value, or the client's text
+/// for its failure (the detail goes to the log).
+fn finished<T>(
+    ctx: &Parts<'_>,
+    method: &str,
+    started: std::time::Instant,
+    result: Option<Result<Result<T, HubError>, CallError>>,
+) -> Result<T, String> {
+    let outcome = match &result {
+        Some(Ok(Ok(_))) => CallOutcome::Ok,
+        Some(Ok(Err(_))) => CallOutcome::HubError,
+        _ => CallOutcome::Failed,
+    };
+    let (tenant, hub) = (ctx.hub.tenant(), ctx.hub.hub());
+    monitoring::invocation(tenant, hub, outcome, started.elapsed());
+    Err(match result {
+        Some(Ok(Ok(value))) => return Ok(value),
+        Some(Ok(Err(error))) => client_text(method, &error),
+        Some(Err(error)) => {
+            tracing::warn!(tenant, hub, method, %error, "hub call failed");
+            if let Some(limit) = error.limit() {
+                ctx.counters.hit(tenant, limit);
+            }
+            match limit_text(&error) {
+                Some(limit) => format!(
+                    "An unexpected error occurred invoking '{method}' on the server: {limit}."
+                ),
+                None => format!("An unexpected error occurred invoking '{method}' on the server."),
+            }
+        }
+        None => format!("An unexpected error occurred invoking '{method}' on the server."),
+    })
 }
 
 /// The limit a failed call hit, in words for the caller; `None` for other

@@ -139,9 +139,25 @@ const methods = {
   // `none` (no timeout of its own) is undefined.
   askname: (caller, connectionId) =>
     new Json(orFail(() => invokeClient(connectionId, "GetName", "[]", undefined))),
+  // Item i of a Ticks stream; the arguments are those Ticks or the previous
+  // Tick scheduled. Timers call with an empty connection id: a client could
+  // otherwise push items into any stream whose handle it knew.
+  tick: (caller, stream, i, n, intervalMs) => {
+    if (caller.connectionId !== "") {
+      throw { tag: "unauthorized", val: "ticks come from timers only" };
+    }
+    // Gone (cancelled, or the client left): schedule no more.
+    if (!stillOpen(() => streamSend(stream, JSON.stringify(i)))) return;
+    if (i + 1 === n) {
+      stillOpen(() => streamComplete(stream, undefined));
+    } else {
+      scheduleTick(stream, i + 1, n, intervalMs);
+    }
+  },
 };
-// Counter (through openStream) and UploadSum (through invokeWithUploads)
-// take a stream rather than return a value, so they are not in methods.
+// Counter and Ticks (through openStream) and UploadSum (through
+// invokeWithUploads) take a stream rather than return a value, so they are
+// not in methods.
 
 // The stream 0, 1, ..., n - 1.
 function counter(stream, n) {
@@ -153,6 +169,37 @@ function counter(stream, n) {
   }
   stillOpen(() => streamComplete(stream, undefined));
 }
+
+// The stream 0, 1, ..., n - 1, one item every intervalMs. Timers push the
+// items after openStream has returned, on whichever node runs them: the
+// stream outlives its call, and its handle reaches it from any node.
+function ticks(stream, n, intervalMs) {
+  if (!Number.isInteger(n) || n < 0) {
+    throw { tag: "bad-arguments", val: "n must be a non-negative whole number" };
+  }
+  if (!Number.isInteger(intervalMs) || intervalMs < 0 || intervalMs >= 2 ** 64) {
+    throw { tag: "bad-arguments", val: "intervalMs must be a whole number of milliseconds" };
+  }
+  if (n === 0) {
+    stillOpen(() => streamComplete(stream, undefined));
+    return;
+  }
+  // Not completed: returning leaves the stream open for the timers.
+  scheduleTick(stream, 0, n, intervalMs);
+}
+
+// A u64 goes in as BigInt; JSON brings intervalMs back as a number.
+function scheduleTick(stream, i, n, intervalMs) {
+  const args = JSON.stringify([stream, i, n, intervalMs]);
+  orFail(() => schedule(BigInt(intervalMs), "Tick", args));
+}
+
+// The methods openStream serves: their name as written, and what produces
+// the stream.
+const streaming = {
+  counter: ["Counter", counter],
+  ticks: ["Ticks", ticks],
+};
 
 // The sum of the numbers the client uploads, read until it ends the upload.
 function uploadSum(upload) {
@@ -178,6 +225,8 @@ const anyJsonArgs = new Map([
   [methods.setitem, [1]],
   // A number; remind checks it is a whole number of milliseconds.
   [methods.remind, [0]],
+  // i, n and intervalMs: numbers, as Ticks or the previous Tick scheduled them.
+  [methods.tick, [1, 2, 3]],
 ]);
 
 export const hub = {
@@ -190,19 +239,23 @@ export const hub = {
     return dispatch(caller, method, argsJson, uploads);
   },
   openStream(caller, method, argsJson, uploads, stream) {
-    if (method.toLowerCase() !== "counter") throw { tag: "unknown-method", val: method };
+    const name = method.toLowerCase();
+    // Own properties only, as in dispatch.
+    if (!Object.hasOwn(streaming, name)) throw { tag: "unknown-method", val: method };
+    const [, producer] = streaming[name];
     const args = JSON.parse(argsJson);
-    checkArgs(args, 1);
+    // Less the stream.
+    checkArgs(args, producer.length - 1);
     checkUploads(method, uploads, 0);
-    counter(stream, args[0]);
+    producer(stream, ...args);
   },
 };
 
 function dispatch(caller, method, argsJson, uploads) {
   // Method names match case-insensitively, as in ASP.NET Core SignalR.
   const name = method.toLowerCase();
-  if (name === "counter") {
-    throw { tag: "failed", val: "Counter is a streaming method: call it with stream()" };
+  if (Object.hasOwn(streaming, name)) {
+    throw { tag: "failed", val: `${streaming[name][0]} is a streaming method: call it with stream()` };
   }
   if (name === "uploadsum") {
     checkArgs(JSON.parse(argsJson), 0);

@@ -174,6 +174,41 @@ def counter(caller, stream, n):
     still_open(streams.complete, stream, None)
 
 
+def ticks(caller, stream, n, interval_ms):
+    # The stream 0, 1, ..., n - 1, one item every interval_ms. Timers push the
+    # items after open_stream has returned, on whichever node runs them: the
+    # stream outlives its call, and its handle reaches it from any node.
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise Err(types.HubError_BadArguments("n must be a non-negative whole number"))
+    if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or not 0 <= interval_ms < DELAY_LIMIT:
+        raise Err(types.HubError_BadArguments("intervalMs must be a whole number of milliseconds"))
+    if n == 0:
+        still_open(streams.complete, stream, None)
+        return
+    # Not completed: returning ok leaves the stream open for the timers.
+    schedule_tick(stream, 0, n, interval_ms)
+
+
+def schedule_tick(stream, i, n, interval_ms):
+    args = json.dumps([stream, i, n, interval_ms])
+    or_fail(timers.schedule, interval_ms, "Tick", args)
+
+
+def tick(caller, stream, i, n, interval_ms):
+    # Item i of a Ticks stream; the arguments are those Ticks or the previous
+    # Tick scheduled. Timers call with an empty connection id: a client could
+    # otherwise push items into any stream whose handle it knew.
+    if caller.connection_id != "":
+        raise Err(types.HubError_Unauthorized("ticks come from timers only"))
+    # Gone (cancelled, or the client left): schedule no more.
+    if not still_open(streams.send, stream, json.dumps(i)):
+        return
+    if i + 1 == n:
+        still_open(streams.complete, stream, None)
+    else:
+        schedule_tick(stream, i + 1, n, interval_ms)
+
+
 def upload_sum(caller, upload):
     # The sum of the numbers the client uploads, read until it ends the upload.
     total = 0
@@ -218,9 +253,18 @@ METHODS = {
     "remind": remind,
     "deliverreminder": deliver_reminder,
     "askname": ask_name,
+    "tick": tick,
 }
-# Counter (through open_stream) and UploadSum (through invoke_with_uploads)
-# take a stream rather than return a value, so they are not in METHODS.
+# Counter and Ticks (through open_stream) and UploadSum (through
+# invoke_with_uploads) take a stream rather than return a value, so they are
+# not in METHODS.
+
+# The methods open_stream serves: their name as written, and what produces
+# the stream.
+STREAMING = {
+    "counter": ("Counter", counter),
+    "ticks": ("Ticks", ticks),
+}
 
 # Positions of arguments that may be any JSON value; all others must be strings.
 ANY_JSON_ARGS = {
@@ -228,6 +272,8 @@ ANY_JSON_ARGS = {
     set_item: {1},
     # A number; remind checks it is a whole number of milliseconds.
     remind: {0},
+    # i, n and intervalMs: numbers, as Ticks or the previous Tick scheduled them.
+    tick: {1, 2, 3},
 }
 
 
@@ -244,8 +290,9 @@ class Hub(exports.Hub):
     # Not `uploads`: that is the import.
     def invoke_with_uploads(self, caller, method, args_json, upload_ids):
         name = method.lower()
-        if name == "counter":
-            raise Err(types.HubError_Failed("Counter is a streaming method: call it with stream()"))
+        if name in STREAMING:
+            written, _ = STREAMING[name]
+            raise Err(types.HubError_Failed(f"{written} is a streaming method: call it with stream()"))
         if name == "uploadsum":
             check_args(json.loads(args_json), 0)
             check_uploads(method, upload_ids, 1)
@@ -265,9 +312,12 @@ class Hub(exports.Hub):
         return str(result) if isinstance(result, Json) else json.dumps(result)
 
     def open_stream(self, caller, method, args_json, upload_ids, stream):
-        if method.lower() != "counter":
+        entry = STREAMING.get(method.lower())
+        if entry is None:
             raise Err(types.HubError_UnknownMethod(method))
+        _, producer = entry
         args = json.loads(args_json)
-        check_args(args, 1)
+        # Less the caller and the stream.
+        check_args(args, producer.__code__.co_argcount - 2)
         check_uploads(method, upload_ids, 0)
-        counter(caller, stream, *args)
+        producer(caller, stream, *args)

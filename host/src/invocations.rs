@@ -61,6 +61,9 @@ type ResultWaiter = oneshot::Sender<Result<String, ResultError>>;
 pub const DID_NOT_READ: &str =
     "the client did not read the stream's items before the call's deadline";
 
+/// How a stream still open ends when its connection leaves the node.
+pub const STREAM_LEFT: &str = "The stream ended: its connection left the server it ran on.";
+
 /// Cancelled streams remembered, so that a hub still sending to one learns
 /// it was cancelled rather than that it never was.
 const REMEMBER_CANCELLED: usize = 16;
@@ -106,6 +109,11 @@ impl Invocations {
     /// How many streams and results are open, against `limit`.
     fn open(state: &State) -> usize {
         state.streams.len() + state.results.len()
+    }
+
+    /// How many server streams and awaited results are open.
+    pub fn open_count(&self) -> usize {
+        self.state().as_deref().map_or(0, Self::open)
     }
 
     /// Open server stream `id`, unless it is open already (the client's
@@ -270,15 +278,22 @@ impl Invocations {
         }
     }
 
-    /// The connection ended: awaited results fail, streams count as
-    /// cancelled, nothing more opens.
-    pub fn close(&self) {
-        let mut guard = self.state();
-        let state = guard.get_or_insert_with(Box::default);
-        state.closed = true;
-        state.streams.clear();
-        for (_, waiter) in state.results.drain() {
-            let _ = waiter.send(Err(ResultError::Disconnected));
+    /// The connection left this node: awaited results fail, open streams
+    /// end with an error (queued, so that a connection a drain hands over
+    /// takes them along), nothing more opens.
+    pub fn close(&self, outbound: &Outbound) {
+        let streams = {
+            let mut guard = self.state();
+            let state = guard.get_or_insert_with(Box::default);
+            state.closed = true;
+            for (_, waiter) in state.results.drain() {
+                let _ = waiter.send(Err(ResultError::Disconnected));
+            }
+            std::mem::take(&mut state.streams)
+        };
+        for id in streams {
+            let frame = self.protocol.completion_error(&id, STREAM_LEFT);
+            outbound.push_past_limits(Frame::Own(frame));
         }
     }
 }
@@ -359,7 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn results_are_limited_answered_and_failed_when_the_connection_goes() {
-        let (outbound, _receiver) = outbound::channel(16, 1 << 20);
+        let (outbound, receiver) = outbound::channel(16, 1 << 20);
         let calls = Invocations::new(Protocol::Json);
         let until = Instant::now() + Duration::from_secs(5);
         let asked = calls.ask(&outbound, "GetName", &raw("[]"), 1);
@@ -376,8 +391,17 @@ mod tests {
         let Ok(second) = calls.ask(&outbound, "GetName", &raw("[]"), 1) else {
             panic!("not asked")
         };
-        calls.close();
+        assert_eq!(calls.open_stream("4", 5), Ok(()));
+        calls.close(&outbound);
         assert_eq!(second.answer(until).await, Err(ResultError::Disconnected));
         assert!(calls.open_stream("3", 5).is_err());
+        let mut last = None;
+        while let Some(Frame::Own(bytes)) = receiver.try_recv() {
+            last = Some(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        assert!(
+            last.is_some_and(|frame| frame.contains(STREAM_LEFT)),
+            "the stream's end"
+        );
     }
 }

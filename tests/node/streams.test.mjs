@@ -95,6 +95,14 @@ for (const hub of HUBS) {
       });
     }
 
+    test("Ticks: a stream that outlives its call, sent to by timers through its handle", async () => {
+      const c = await client(url());
+      assert.deepEqual(await within(collect(c.stream("Ticks", 5, 20)), 10_000, "Ticks(5, 20)"), [0, 1, 2, 3, 4]);
+      assert.deepEqual(await collect(c.stream("Ticks", 0, 20)), []);
+      // Tick is for timers only.
+      await assert.rejects(c.invoke("Tick", "x:y", 0, 1, 20), /unauthorized|timers only/);
+    });
+
     test("a cancelled stream stops; the connection carries on", async () => {
       const c = await client(url());
       let received = 0;
@@ -162,7 +170,12 @@ for (const hub of HUBS) {
       const stuck = await client(url());
       stuck.on("GetName", () => new Promise(() => {}));
       const started = Date.now();
-      await assert.rejects(asker.invoke("AskName", stuck.connectionId), /did not answer within|time limit/);
+      const waiting = asker.invoke("AskName", stuck.connectionId);
+      // Meanwhile other connections' calls are answered at once.
+      const other = await client(url());
+      assert.equal(await within(other.invoke("Echo", "not held"), 1000, "Echo while a result is awaited"), "not held");
+      assert.ok(Date.now() - started < CALL_TIMEOUT_MS, "answered before the awaited call's deadline");
+      await assert.rejects(waiting, /did not answer within|time limit/);
       assert.ok(Date.now() - started < CALL_TIMEOUT_MS + 2000, "fails at the call's deadline");
 
       const leaver = await client(url());
@@ -214,6 +227,12 @@ describe("client results across nodes", () => {
       throw new Error("remote refusal");
     });
     await assert.rejects(asker.invoke("AskName", thrower.connectionId), /remote refusal/);
+  });
+
+  test("a stream's items pushed by timers firing on either node arrive in order", async () => {
+    const c = await client(`${nodes[0].url}/demo/chat`);
+    const items = await within(collect(c.stream("Ticks", 40, 15)), 20_000, "Ticks(40, 15)");
+    assert.deepEqual(items, [...Array(40).keys()]);
   });
 
   test("the other node killed while a result is awaited fails the call", async () => {

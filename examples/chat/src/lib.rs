@@ -2,7 +2,7 @@
 //! method names and messages are a public contract: the end-to-end tests and
 //! the demo page rely on them.
 
-use hubhost_guest::{HubError, Methods, Value, export_hub, json};
+use hubhost_guest::{HubError, Methods, Stream, StreamError, Value, export_hub, json};
 use serde::{Deserialize, Serialize};
 
 struct Chat;
@@ -116,6 +116,42 @@ impl hubhost_guest::Hub for Chat {
             }
             Ok(())
         });
+        // The integers 0 to n-1, one every `interval_ms`: a stream that
+        // outlives its call, sent to by timer calls (on any node) through
+        // its handle.
+        m.stream("Ticks", |ctx, (n, interval_ms): (u64, u64), stream| {
+            if n == 0 {
+                return Ok(());
+            }
+            let handle = stream.keep_open();
+            let interval = std::time::Duration::from_millis(interval_ms);
+            ctx.timers()
+                .schedule(interval, "Tick", (handle, 0, n, interval_ms))?;
+            Ok(())
+        });
+        m.on(
+            "Tick",
+            |ctx, (handle, i, n, interval_ms): (String, u64, u64, u64)| {
+                if !ctx.from_timer() {
+                    return Err(HubError::Unauthorized("ticks come from timers only".into()));
+                }
+                let stream = Stream::from_handle(handle);
+                match stream.send(&i) {
+                    Ok(()) => {}
+                    // Cancelled, or the client left: no more ticks.
+                    Err(StreamError::Cancelled | StreamError::Closed) => return Ok(()),
+                    Err(error) => return Err(error.into()),
+                }
+                if i + 1 == n {
+                    let _ = stream.complete();
+                    return Ok(());
+                }
+                let interval = std::time::Duration::from_millis(interval_ms);
+                let next = (stream.keep_open(), i + 1, n, interval_ms);
+                ctx.timers().schedule(interval, "Tick", next)?;
+                Ok(())
+            },
+        );
         // The sum of the numbers the client streams.
         m.on_uploads("UploadSum", 1, |_, (), uploads| {
             let mut sum = 0.0;

@@ -264,8 +264,8 @@ impl HubLifetimeManager {
         let Some((connection, emptied, user_interest)) = connections.remove(id) else {
             return;
         };
-        // Results awaited from it fail now, its streams take no more items.
-        connection.invocations.close();
+        // Results awaited from it fail now, its streams end.
+        connection.invocations.close(&connection.outbound);
         for group in emptied {
             self.backplane
                 .unsubscribe(&self.channels.group(hub, &group));

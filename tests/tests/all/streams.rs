@@ -121,11 +121,38 @@ async fn uploads_are_read_in_order_and_a_faulted_one_fails_the_call() -> anyhow:
     let failed = client.next_where(|m| m["invocationId"] == "2").await?;
     assert_eq!(failed["error"], "sensor unplugged");
 
+    // Two uploads open at once on one connection, their items interleaved.
+    for call in ["3", "4"] {
+        client
+            .send(json!({"type": 1, "invocationId": call, "target": "UploadSum", "arguments": [], "streamIds": [format!("up{call}")]}))
+            .await?;
+    }
+    for n in 1..=10 {
+        for (stream, factor) in [("up3", 1), ("up4", 100)] {
+            client
+                .send(json!({"type": 2, "invocationId": stream, "item": n * factor}))
+                .await?;
+        }
+    }
+    for stream in ["up4", "up3"] {
+        client
+            .send(json!({"type": 3, "invocationId": stream}))
+            .await?;
+    }
+    assert_eq!(
+        client.next_where(|m| m["invocationId"] == "3").await?["result"],
+        55.0
+    );
+    assert_eq!(
+        client.next_where(|m| m["invocationId"] == "4").await?["result"],
+        5500.0
+    );
+
     // A method without uploads, given one, says how many it expects.
     client
-        .send(json!({"type": 1, "invocationId": "3", "target": "Echo", "arguments": [1], "streamIds": ["w"]}))
+        .send(json!({"type": 1, "invocationId": "5", "target": "Echo", "arguments": [1], "streamIds": ["w"]}))
         .await?;
-    let wrong = client.next_where(|m| m["invocationId"] == "3").await?;
+    let wrong = client.next_where(|m| m["invocationId"] == "5").await?;
     assert_eq!(
         wrong["error"],
         "Client sent 1 stream(s), Hub method expects 0."

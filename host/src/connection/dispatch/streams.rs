@@ -46,7 +46,7 @@ impl Dispatcher<'_> {
         let limit = self.open_limit();
         // Uploads whose call is over are closed.
         self.uploads.retain(|_, tx| !tx.is_closed());
-        if self.uploads.len() + ids.len() > limit {
+        if self.uploads.len() + ids.len() + self.invocations.open_count() > limit {
             self.ctx.counters.hit(
                 self.ctx.hub.tenant(),
                 "hub_limits.max_open_invocations_per_connection",
@@ -118,7 +118,8 @@ impl Dispatcher<'_> {
         args: String,
         stream_ids: Vec<String>,
     ) {
-        let limit = self.open_limit();
+        // Open uploads take places too.
+        let limit = self.open_limit().saturating_sub(self.uploads.len());
         if let Err(error) = self.invocations.open_stream(&invocation_id, limit) {
             if error.contains("hub_limits.") {
                 self.ctx.counters.hit(

@@ -13,7 +13,8 @@
 //! its uploads: items for them afterwards are dropped, as are items for ids
 //! never opened.
 
-use super::{Dispatcher, Owned, call_hub, finished};
+use super::Dispatcher;
+use super::calls::{Owned, call_hub, finished};
 use crate::invocations::{Invocations, UploadItem, UploadRx};
 use crate::outbound::{Frame, Outbound};
 use crate::protocol::Protocol;

@@ -9,14 +9,16 @@
 //! falls that far behind is closed with a reason instead of growing memory
 //! without end or silently losing messages.
 
-use crate::protocol::Protocol;
 use crate::quotas::LimitCounters;
 use bytes::Bytes;
-use serde_json::value::RawValue;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+mod message;
+
+pub use message::Message;
 
 /// One thing to write to the client.
 #[derive(Debug)]
@@ -387,62 +389,39 @@ pub enum PushError {
     TooLarge,
 }
 
-/// A client method call: `target(arguments...)`.
-#[derive(Debug)]
-pub struct Message {
-    /// Set when the lifetime manager sends it (or receives it from another
-    /// node); `None` only for a message no node numbered.
-    id: Option<crate::ids::MessageId>,
-    target: String,
-    arguments: Box<RawValue>,
-    json: OnceLock<Bytes>,
-    msgpack: OnceLock<Bytes>,
-}
-
-impl Message {
-    /// `arguments` must be a JSON array.
-    pub fn new(target: String, arguments: Box<RawValue>) -> Self {
-        Self {
-            id: None,
-            target,
-            arguments,
-            json: OnceLock::new(),
-            msgpack: OnceLock::new(),
-        }
-    }
-
-    /// The same message, numbered.
-    pub fn with_id(mut self, id: crate::ids::MessageId) -> Self {
-        self.id = Some(id);
-        self
-    }
-
-    pub fn id(&self) -> Option<crate::ids::MessageId> {
-        self.id
-    }
-
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    pub fn arguments(&self) -> &RawValue {
-        &self.arguments
-    }
-
-    /// The framed Invocation in `protocol`, encoded on first use: once per
-    /// protocol however many connections receive it.
-    pub fn encoded(&self, protocol: Protocol) -> &Bytes {
-        let cell = match protocol {
-            Protocol::Json => &self.json,
-            Protocol::MessagePack => &self.msgpack,
-        };
-        cell.get_or_init(|| protocol.invocation(&self.target, &self.arguments))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::time::{Duration, Instant};
+
+    #[tokio::test]
+    async fn a_sender_waits_for_room_then_gives_up_at_its_deadline() {
+        let (out, rx) = channel(100, 10);
+        assert!(out.push(Frame::Own(Bytes::from_static(b"12345678"))));
+        let soon = Instant::now() + Duration::from_millis(50);
+        let frame = || Frame::Own(Bytes::from_static(b"abcd"));
+        assert_eq!(
+            out.push_when_room(frame(), soon).await,
+            Err(PushError::TimedOut)
+        );
+        let later = Instant::now() + Duration::from_secs(5);
+        let (pushed, popped) = tokio::join!(out.push_when_room(frame(), later), async {
+            rx.recv().await.map(|f| f.size())
+        });
+        assert_eq!((pushed, popped), (Ok(()), Some(8)));
+        let too_big = Frame::Own(Bytes::from_static(b"0123456789ab"));
+        assert_eq!(
+            out.push_when_room(too_big, later).await,
+            Err(PushError::TooLarge)
+        );
+        // Past the limits, the end of a stream still goes in.
+        assert!(out.push_past_limits(Frame::Own(Bytes::from_static(b"0123456789"))));
+        drop(rx);
+        assert_eq!(
+            out.push_when_room(frame(), later).await,
+            Err(PushError::Gone)
+        );
+    }
 
     #[test]
     fn a_queue_over_its_bytes_closes_with_a_reason() {
@@ -496,23 +475,5 @@ mod tests {
             !out.push(Frame::Own(Bytes::from_static(b"a"))),
             "writer gone"
         );
-    }
-
-    #[test]
-    fn encodes_once_per_protocol() -> anyhow::Result<()> {
-        let message = Message::new("M".into(), RawValue::from_string("[1]".into())?);
-        let first = message.encoded(Protocol::Json).clone();
-        assert_eq!(
-            &first[..],
-            b"{\"type\":1,\"target\":\"M\",\"arguments\":[1]}\x1e"
-        );
-        assert_eq!(first.as_ptr(), message.encoded(Protocol::Json).as_ptr());
-        let binary = message.encoded(Protocol::MessagePack).clone();
-        assert_eq!(&binary[..], b"\x09\x96\x01\x80\xc0\xa1M\x91\x01\x90");
-        assert_eq!(
-            binary.as_ptr(),
-            message.encoded(Protocol::MessagePack).as_ptr()
-        );
-        Ok(())
     }
 }

@@ -60,13 +60,13 @@ impl ArtifactCache {
         }
     }
 
-    /// The compiled form of `bytes`: loaded from the cache, or compiled and
-    /// stored. A cache that cannot be read or written only costs time.
     /// Whether `engine`'s code for `bytes` is here.
     pub fn contains(&self, engine: &Engine, bytes: &[u8]) -> bool {
         self.path(engine, bytes).exists()
     }
 
+    /// The compiled form of `bytes`: loaded from the cache, or compiled and
+    /// stored. A cache that cannot be read or written only costs time.
     pub fn compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         let path = self.path(engine, bytes);
         if path.exists() {
@@ -98,6 +98,38 @@ pub fn compile(
     }
 }
 
+/// `engine`'s component for `bytes` from `artifact`, which an engine of the
+/// same settings compiled in this process (`Engine::precompile_component`,
+/// see `tiers`); stored in `cache` when there is one.
+pub fn adopt(
+    cache: Option<&ArtifactCache>,
+    engine: &Engine,
+    bytes: &[u8],
+    artifact: &[u8],
+) -> wasmtime::Result<Component> {
+    if let Some(cache) = cache {
+        let path = cache.path(engine, bytes);
+        match write(&path, artifact) {
+            Ok(()) => return load(engine, &path),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot cache the compiled component");
+            }
+        }
+    }
+    deserialize(engine, artifact)
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, artifact: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: `deserialize` trusts the bytes to be native code wasmtime
+    // produced. These are: `adopt`'s only caller passes what
+    // `Engine::precompile_component` returned in this process, moments ago,
+    // from nothing but memory of ours. wasmtime also checks the artifact's
+    // header (version, target, engine flags) against `engine` and refuses
+    // a mismatch.
+    unsafe { Component::deserialize(engine, artifact) }
+}
+
 #[allow(unsafe_code)]
 fn load(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // SAFETY: `deserialize_file` trusts the file to be native code that
@@ -112,8 +144,15 @@ fn load(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
 }
 
 fn store(component: &Component, path: &Path) -> wasmtime::Result<()> {
-    let artifact = component.serialize()?;
-    let partial = path.with_extension(format!("partial-{}", std::process::id()));
+    write(path, &component.serialize()?)
+}
+
+/// Write `artifact` at `path` whole: under a temporary name, then renamed,
+/// so that no reader ever sees part of it.
+fn write(path: &Path, artifact: &[u8]) -> wasmtime::Result<()> {
+    // Named apart from any other writer's, nodes in one process included.
+    let unique = u64::from_le_bytes(crate::ids::random_bytes());
+    let partial = path.with_extension(format!("partial-{}-{unique:x}", std::process::id()));
     std::fs::write(&partial, artifact)?;
     std::fs::rename(&partial, path)?;
     Ok(())

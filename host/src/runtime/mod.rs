@@ -84,11 +84,17 @@ pub struct Runtime {
     timers: Arc<dyn TimerBackend>,
 }
 
+/// The main engine's settings: Cranelift, deadlines by epochs.
+pub(super) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config
+}
+
 impl Runtime {
     pub fn new() -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
+        let engine =
+            Engine::new(&engine_config()).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         worlds::add_to_linker(&mut linker)
             .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
@@ -191,6 +197,7 @@ impl Runtime {
                 bytes: bytes.to_vec(),
                 tiered: Arc::downgrade(&tiered),
                 engine: self.engine.clone(),
+                compiler: baseline.background.clone(),
                 linker: self.linker.clone(),
                 cache: self.cache.clone(),
                 turn: self.optimizing.clone(),

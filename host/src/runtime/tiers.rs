@@ -10,6 +10,13 @@
 //!
 //! Both engines run the same checks (the component is validated by either
 //! compile) and the same limits: epochs tick for both.
+//!
+//! The optimizing compile in the background gives way to everything else:
+//! it runs on one thread (an engine of the main engine's settings without
+//! parallel compilation, whose code the main engine then loads) at the
+//! lowest priority. So the node's calls, and on a shared machine other
+//! nodes' baseline compiles, keep the cores; the optimized code comes a few
+//! seconds later instead.
 
 use super::CallState;
 use super::cache::ArtifactCache;
@@ -70,10 +77,17 @@ pub(super) struct Baseline {
     pub linker: Linker<CallState>,
     /// Components from this many bytes on get the baseline compile first.
     pub above: usize,
+    /// The optimizing compiler for the background: the main engine's
+    /// settings, one thread.
+    pub background: Engine,
 }
 
 impl Baseline {
     pub fn new(above: usize) -> anyhow::Result<Self> {
+        let mut background = super::engine_config();
+        background.parallel_compilation(false);
+        let background = Engine::new(&background)
+            .map_err(|e| anyhow::anyhow!("wasmtime background engine: {e}"))?;
         let mut config = Config::new();
         config.strategy(Strategy::Winch);
         config.epoch_interruption(true);
@@ -87,7 +101,26 @@ impl Baseline {
             engine,
             linker,
             above,
+            background,
         })
+    }
+}
+
+/// Run the calling thread at the lowest priority (nice 19), where the
+/// system allows it: the optimizing compile is work that can wait.
+#[allow(unsafe_code)]
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `setpriority` takes three integers and touches no memory
+        // of this process. On Linux, `PRIO_PROCESS` with id 0 names the
+        // calling thread alone (threads have their own nice values), so no
+        // other thread of the node is affected. A failure only leaves the
+        // priority as it was.
+        let failed = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0;
+        if failed {
+            tracing::debug!("cannot lower the optimizing compile's priority");
+        }
     }
 }
 
@@ -96,7 +129,10 @@ pub(super) struct Optimize {
     pub key: HubKey,
     pub bytes: Vec<u8>,
     pub tiered: Weak<Tiered>,
+    /// The engine the code is for.
     pub engine: Engine,
+    /// The engine that compiles it ([`Baseline::background`]).
+    pub compiler: Engine,
     pub linker: Linker<CallState>,
     pub cache: Option<Arc<ArtifactCache>>,
     /// Held while compiling: one optimizing compile at a time per node.
@@ -116,12 +152,23 @@ impl Optimize {
     }
 
     fn run(self) {
+        lowest_priority();
         let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
         if self.tiered.strong_count() == 0 {
             return;
         }
         let started = Instant::now();
-        let component = super::cache::compile(self.cache.as_deref(), &self.engine, &self.bytes);
+        let cache = self.cache.as_deref();
+        let component = match self.compiler.precompile_component(&self.bytes) {
+            Ok(artifact) => super::cache::adopt(cache, &self.engine, &self.bytes, &artifact),
+            Err(error) => Err(error),
+        };
+        let component = component.or_else(|error| {
+            // Not expected (both engines have the main settings); the
+            // main engine then compiles it as any other component.
+            tracing::warn!(hub = %self.key, error = format!("{error:#}"), "background compile failed; compiling on the main engine");
+            super::cache::compile(cache, &self.engine, &self.bytes)
+        });
         let pre = component.map_err(|e| format!("{e:#}")).and_then(|c| {
             super::prepare(&self.engine, &self.linker, &c).map_err(|e| e.to_string())
         });
@@ -139,5 +186,25 @@ impl Optimize {
                 tracing::warn!(hub = %self.key, %error, "optimizing compile failed; the hub keeps its baseline code");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The background engine's code must load on the main engine, or every
+    /// optimizing compile would fall back to the main engine's threads.
+    #[test]
+    fn the_background_engines_code_loads_on_the_main_engine() -> wasmtime::Result<()> {
+        // An empty component: the magic, version 0x0d, layer 1.
+        const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
+        let mut background = super::super::engine_config();
+        background.parallel_compilation(false);
+        let background = Engine::new(&background)?;
+        let main = Engine::new(&super::super::engine_config())?;
+        let artifact = background.precompile_component(EMPTY)?;
+        super::super::cache::adopt(None, &main, EMPTY, &artifact)?;
+        Ok(())
     }
 }

@@ -245,10 +245,13 @@ async fn a_stream_slows_to_a_client_that_does_not_read() -> anyhow::Result<()> {
     assert!(items.len() > 100, "{} items", items.len());
     let expected: Vec<Value> = (0..items.len()).map(|i| json!(i)).collect();
     assert_eq!(items, expected, "every item, in order");
+    // The hub learns why, or its deadline stops it first: either way the
+    // client reads the time limit.
     assert!(
         end["error"]
             .as_str()
-            .is_some_and(|e| e.contains("did not read the stream's items")),
+            .is_some_and(|e| e.contains("did not read the stream's items")
+                || e.contains("time limit of 1500 ms")),
         "{end}"
     );
     assert_eq!(client.invoke("b", "Echo", json!([1])).await?["result"], 1);

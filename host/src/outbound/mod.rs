@@ -140,10 +140,14 @@ pub struct OutboundReceiver {
 
 impl Drop for OutboundReceiver {
     fn drop(&mut self) {
-        let mut state = self.queue.state();
-        state.receiver_gone = true;
-        state.frames = VecDeque::new();
-        self.queue.queued.store(0, Ordering::Relaxed);
+        {
+            let mut state = self.queue.state();
+            state.receiver_gone = true;
+            state.frames = VecDeque::new();
+            self.queue.queued.store(0, Ordering::Relaxed);
+        }
+        // Senders waiting for room learn that none will come.
+        self.queue.room_ready.notify_waiters();
     }
 }
 
@@ -310,7 +314,9 @@ impl Outbound {
 
     /// Queue `frame` once the queue has room for it, waiting until `until`:
     /// for a sender that would rather slow down than lose the client (a
-    /// stream's items).
+    /// stream's items). Such frames fill at most half the queue, leaving
+    /// the rest for everything else the client is sent, which would
+    /// otherwise find the queue full and close the client as too slow.
     pub async fn push_when_room(
         &self,
         frame: Frame,
@@ -318,7 +324,8 @@ impl Outbound {
     ) -> Result<(), PushError> {
         let queue = &*self.queue;
         let size = frame.size();
-        if size > queue.max_bytes {
+        let (max_bytes, max_frames) = (queue.max_bytes / 2, (queue.capacity / 2).max(1));
+        if size > max_bytes {
             return Err(PushError::TooLarge);
         }
         queue.room_wanted.store(true, Ordering::Relaxed);
@@ -333,9 +340,7 @@ impl Outbound {
                     return Err(PushError::Gone);
                 }
                 let queued = queue.queued.load(Ordering::Relaxed);
-                if queued.saturating_add(size) <= queue.max_bytes
-                    && state.frames.len() < queue.capacity
-                {
+                if queued.saturating_add(size) <= max_bytes && state.frames.len() < max_frames {
                     queue.queued.fetch_add(size, Ordering::Relaxed);
                     state.frames.push_back(frame);
                     drop(state);
@@ -375,6 +380,8 @@ impl Outbound {
             state.close = Some(request);
         }
         self.queue.close_ready.notify_one();
+        // Senders waiting for room stop: the connection is closing.
+        self.queue.room_ready.notify_waiters();
     }
 }
 
@@ -396,6 +403,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sender_waits_for_room_then_gives_up_at_its_deadline() {
+        // Waiting senders fill at most half: 5 bytes here.
         let (out, rx) = channel(100, 10);
         assert!(out.push(Frame::Own(Bytes::from_static(b"12345678"))));
         let soon = Instant::now() + Duration::from_millis(50);
@@ -409,7 +417,7 @@ mod tests {
             rx.recv().await.map(|f| f.size())
         });
         assert_eq!((pushed, popped), (Ok(()), Some(8)));
-        let too_big = Frame::Own(Bytes::from_static(b"0123456789ab"));
+        let too_big = Frame::Own(Bytes::from_static(b"012345"));
         assert_eq!(
             out.push_when_room(too_big, later).await,
             Err(PushError::TooLarge)

@@ -22,6 +22,16 @@ use tokio::time::Instant;
 const OPEN_LIMIT: &str = "hub_limits.max_open_invocations_per_connection";
 
 impl CallState {
+    /// Let the call read `uploads`; their ids, in order.
+    pub(super) fn give_uploads(
+        &mut self,
+        uploads: Vec<(String, crate::invocations::UploadRx)>,
+    ) -> Vec<String> {
+        let ids = uploads.iter().map(|(id, _)| id.clone()).collect();
+        self.uploads = uploads.into_iter().map(|(id, rx)| (id, Some(rx))).collect();
+        ids
+    }
+
     /// When the call must be over, as a tokio instant.
     fn deadline(&self) -> Instant {
         let left = (self.call_started + self.limits.call_timeout)

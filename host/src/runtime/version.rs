@@ -268,9 +268,8 @@ impl HubVersion {
         uploads: Vec<(String, crate::invocations::UploadRx)>,
     ) -> Result<Result<Box<RawValue>, HubError>, CallError> {
         let (method, args) = call;
-        let ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
         let result = self.call(method, lifetime, caller, |store, hub, caller| {
-            store.data_mut().uploads = uploads.into_iter().map(|(id, rx)| (id, Some(rx))).collect();
+            let ids = store.data_mut().give_uploads(uploads);
             hub.invoke_with_uploads(store, caller, method, args, &ids)
         })?;
         self.checked_result(method, result)
@@ -287,9 +286,8 @@ impl HubVersion {
         stream: &str,
     ) -> Result<Result<(), HubError>, CallError> {
         let (method, args) = call;
-        let ids: Vec<String> = uploads.iter().map(|(id, _)| id.clone()).collect();
         let result = self.call(method, lifetime, caller, |store, hub, caller| {
-            store.data_mut().uploads = uploads.into_iter().map(|(id, rx)| (id, Some(rx))).collect();
+            let ids = store.data_mut().give_uploads(uploads);
             hub.open_stream(store, caller, (method, args, &ids), stream)
         })?;
         Ok(result.map_err(|error| bounded(error, self.limits.max_result_bytes)))

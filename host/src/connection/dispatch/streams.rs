@@ -16,9 +16,10 @@
 use super::Dispatcher;
 use super::calls::{Owned, call_hub, finished};
 use crate::invocations::{Invocations, UploadItem, UploadRx};
+use crate::lifetime::HubLifetimeManager;
 use crate::outbound::{Frame, Outbound};
 use crate::protocol::Protocol;
-use crate::runtime::stream_handle;
+use crate::runtime::{CallError, CallerInfo, HubError, HubVersion, stream_handle};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -89,18 +90,11 @@ impl Dispatcher<'_> {
             Ok(uploads) => uploads,
             Err(error) => return self.complete_with_error(invocation_id.as_deref(), &error),
         };
-        self.ctx.slot.invoked();
-        let (owned, reply) = (Owned::of(self.ctx), self.reply());
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let result = call_hub(owned.parts(), {
-                let method = method.clone();
-                move |version, lifetime, caller| {
-                    version.invoke_with_uploads(lifetime, caller, (&method, &args), uploads)
-                }
-            })
-            .await;
-            let result = finished(&owned.parts(), &method, started, result);
+        let reply = self.reply();
+        let call = move |version: &HubVersion, lifetime: &_, caller: &_, method: &str| {
+            version.invoke_with_uploads(lifetime, caller, (method, &args), uploads)
+        };
+        self.in_background(method, call, move |result| {
             let Some(id) = invocation_id else { return };
             let frame = match result {
                 Ok(value) => reply.protocol.completion_result(&id, &value),
@@ -139,25 +133,47 @@ impl Dispatcher<'_> {
                 return;
             }
         };
-        self.ctx.slot.invoked();
         let handle = stream_handle(&self.ctx.caller.connection_id, &invocation_id);
-        let (owned, reply) = (Owned::of(self.ctx), self.reply());
-        tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let result = call_hub(owned.parts(), {
-                let method = method.clone();
-                move |version, lifetime, caller| {
-                    version.open_stream(lifetime, caller, (&method, &args), uploads, &handle)
-                }
-            })
-            .await;
+        let reply = self.reply();
+        let call = move |version: &HubVersion, lifetime: &_, caller: &_, method: &str| {
+            version.open_stream(lifetime, caller, (method, &args), uploads, &handle)
+        };
+        self.in_background(method, call, move |result| {
             // A failed call ends its stream with the error, unless the hub
             // ended it already (then this is refused, and nothing is sent).
-            if let Err(error) = finished(&owned.parts(), &method, started, result) {
+            if let Err(error) = result {
                 let _ = reply
                     .invocations
                     .end_stream(&reply.outbound, &invocation_id, Some(&error));
             }
+        });
+    }
+
+    /// Run `call` of `method` on a blocking thread in the background,
+    /// counted; `then` gets its value or the client's text for its failure.
+    fn in_background<T: Send + 'static>(
+        &self,
+        method: String,
+        call: impl FnOnce(
+            &HubVersion,
+            &Arc<HubLifetimeManager>,
+            &CallerInfo,
+            &str,
+        ) -> Result<Result<T, HubError>, CallError>
+        + Send
+        + 'static,
+        then: impl FnOnce(Result<T, String>) + Send + 'static,
+    ) {
+        self.ctx.slot.invoked();
+        let owned = Owned::of(self.ctx);
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let result = call_hub(owned.parts(), {
+                let method = method.clone();
+                move |version, lifetime, caller| call(version, lifetime, caller, &method)
+            })
+            .await;
+            then(finished(&owned.parts(), &method, started, result));
         });
     }
 

@@ -162,28 +162,16 @@ impl HubLifetimeManager {
 
     /// Another node asks something of one of our connections.
     pub(super) fn on_call_request(self: &Arc<Self>, request: CallRequest) {
-        let Some(origin) = NodeId::parse(&request.origin) else {
-            return tracing::warn!(
-                origin = request.origin,
-                "dropping a connection call from an invalid node id"
-            );
-        };
-        if origin == self.node {
+        let Some(origin) = self.requesting_peer(&request.origin, "connection call") else {
             return;
-        }
+        };
         let local = HubKey::new(&request.tenant, &request.hub)
             .ok()
             .and_then(|hub| self.hub(&hub))
             .and_then(|connections| super::read(&connections).get(&request.connection).cloned());
         let connection = match local {
             Some(connection) => Some(connection),
-            // Not here. The node its id names says so, unless it handed it
-            // over; other nodes on the channel keep quiet for its holder.
-            None if NodeId::owner_of(&request.connection) == Some(self.node)
-                && !self.was_handed_over(&request.connection) =>
-            {
-                None
-            }
+            None if self.answers_for_missing(&request.connection) => None,
             None => return,
         };
         let manager = self.clone();

@@ -138,15 +138,9 @@ impl HubLifetimeManager {
 
     /// Another node asks us to change one of our connections' groups.
     pub(super) fn on_group_request(self: &Arc<Self>, request: GroupRequest) {
-        let Some(origin) = NodeId::parse(&request.origin) else {
-            return tracing::warn!(
-                origin = request.origin,
-                "dropping a group request from an invalid node id"
-            );
-        };
-        if origin == self.node {
+        let Some(origin) = self.requesting_peer(&request.origin, "group request") else {
             return;
-        }
+        };
         let join = request.add.then_some(request.limits);
         let applied = match HubKey::new(&request.tenant, &request.hub) {
             Err(_) => Err(GroupError::UnknownConnection(request.connection.clone())),
@@ -155,13 +149,7 @@ impl HubLifetimeManager {
                 Ok(()) => {
                     match self.change_local(&hub, &request.connection, &request.group, join) {
                         Some(changed) => changed,
-                        // Not here. The node its id names says so, unless it
-                        // handed it over; any other node on the channel holds
-                        // connections handed over from that node, but not this
-                        // one, and keeps quiet for its holder to answer.
-                        None if NodeId::owner_of(&request.connection) == Some(self.node)
-                            && !self.was_handed_over(&request.connection) =>
-                        {
+                        None if self.answers_for_missing(&request.connection) => {
                             Err(GroupError::UnknownConnection(request.connection.clone()))
                         }
                         None => return,

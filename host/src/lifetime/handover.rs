@@ -85,6 +85,14 @@ impl HubLifetimeManager {
             .contains(id)
     }
 
+    /// Whether this node answers a request for connection `id`, which it
+    /// does not have: the node its id names says so, unless it handed it
+    /// over; any other node on the channel holds connections handed over
+    /// from that node, but not this one, and keeps quiet for its holder.
+    pub(super) fn answers_for_missing(&self, id: &str) -> bool {
+        NodeId::owner_of(id) == Some(self.node) && !self.was_handed_over(id)
+    }
+
     /// The groups connection `id` of `hub` is in here.
     pub fn groups_of(&self, hub: &HubKey, id: &str) -> Vec<String> {
         self.hub(hub)

@@ -398,6 +398,16 @@ impl HubLifetimeManager {
         key
     }
 
+    /// The node a request for one of our connections came from; `None` for
+    /// this node's own echo, or an origin that is no node id (logged).
+    fn requesting_peer(&self, origin: &str, what: &str) -> Option<NodeId> {
+        let Some(node) = NodeId::parse(origin) else {
+            tracing::warn!(origin, "dropping a {what} from an invalid node id");
+            return None;
+        };
+        (node != self.node).then_some(node)
+    }
+
     /// A message from another node.
     fn on_delivery(self: &Arc<Self>, delivery: Delivery) {
         let wire: Wire = match serde_json::from_slice(&delivery.payload) {

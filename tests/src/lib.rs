@@ -161,8 +161,21 @@ pub struct TestServer {
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// The in-process servers' logs, when `HUBHOST_TEST_LOG` holds a filter
+/// (`HUBHOST_TEST_LOG=hubhost=debug cargo test …`): off by default, since
+/// a passing test's output is noise; for finding why one failed.
+fn log_if_asked() {
+    if let Ok(filter) = std::env::var("HUBHOST_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 impl TestServer {
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        log_if_asked();
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let state = AppState::new(config)?;
         let addr = listener.local_addr()?;

@@ -2,22 +2,24 @@
 //! pub/sub (`SSUBSCRIBE`) on a Redis Cluster, behind one face so the
 //! subscriber task (`redis.rs`) keeps one loop for both.
 //!
-//! On a cluster the client holds a connection per shard and, when the slot
-//! map changes, subscribes again where each slot now lives. A shard's
+//! On a cluster the client holds a connection per shard. When a slot moves,
+//! the shard that lost it drops its subscriptions ([`Event::Dropped`]), and
+//! the subscriber starts again on a new connection (see `redis.rs`). A shard's
 //! connection dropping is reported as [`Event::ShardLost`] rather than the
 //! end of everything: the other shards' subscriptions keep delivering while
 //! the subscriber repairs (see `redis.rs`).
 
 use super::Delivery;
-use super::channels::hash_tag;
 use crate::redis_endpoint::RedisEndpoint;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
-use std::collections::BTreeMap;
 use tokio::sync::mpsc;
+
+/// `SSUBSCRIBE` commands in flight at once when subscribing many channels.
+const SUBSCRIBING_AT_ONCE: usize = 32;
 
 /// What the connection brought.
 pub(super) enum Event {
@@ -25,7 +27,7 @@ pub(super) enum Event {
     /// A cluster shard's connection dropped; the others still deliver.
     ShardLost,
     /// A shard dropped this subscription (its slot moved to another shard,
-    /// or the subscriber asked): to subscribe again if still wanted.
+    /// or the subscriber asked).
     Dropped(String),
     /// The connection is gone.
     Closed,
@@ -64,8 +66,11 @@ impl Subscription {
         Ok(Self::Server { sink, stream })
     }
 
-    /// Subscribe to `channels`; on a cluster, one command per hash tag (a
-    /// command's channels must share a slot).
+    /// Subscribe to `channels`; on a cluster, one command per channel, a
+    /// few at a time. Not one per slot: Redis confirms each channel of an
+    /// `SSUBSCRIBE` with a push of its own, and the client takes the first
+    /// for the reply and every further one for the reply to the next command
+    /// in flight on that connection.
     pub(super) async fn subscribe(&mut self, channels: &[&String]) -> redis::RedisResult<()> {
         if channels.is_empty() {
             return Ok(());
@@ -73,14 +78,18 @@ impl Subscription {
         match self {
             Self::Server { sink, .. } => sink.subscribe(channels).await,
             Self::Cluster { connection, .. } => {
-                let mut by_tag: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
-                for channel in channels {
-                    by_tag.entry(hash_tag(channel)).or_default().push(channel);
-                }
-                for same_slot in by_tag.values() {
-                    connection.ssubscribe(same_slot).await?;
-                }
-                Ok(())
+                // Owned, so the task holding this future stays `Send`.
+                let each: Vec<_> = channels
+                    .iter()
+                    .map(|channel| {
+                        let (mut connection, channel) = (connection.clone(), channel.to_string());
+                        async move { connection.ssubscribe(channel).await }
+                    })
+                    .collect();
+                futures_util::stream::iter(each)
+                    .buffer_unordered(SUBSCRIBING_AT_ONCE)
+                    .try_collect()
+                    .await
             }
         }
     }

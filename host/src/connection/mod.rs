@@ -186,6 +186,16 @@ pub async fn serve(
     // Messages from other nodes reach the client from here on (or, with the
     // backplane down, from when it is back).
     ctx.lifetime.settle(subscribed).await;
+    // The client hears it is connected only now: a hub asked for this
+    // connection's result (or sending to it) as soon as the client knows
+    // its id finds it registered.
+    let response = Bytes::from_static(handshake::SUCCESS_RESPONSE.as_bytes());
+    if outlet.send(response).await.is_err() {
+        ctx.lifetime
+            .remove_connection(&ctx.hub, &ctx.caller.connection_id);
+        outlet.finish().await;
+        return;
+    }
     let (stateful, resumable) = match resume {
         Some(sockets) => {
             let (control_tx, control) = tokio::sync::mpsc::channel(16);
@@ -424,11 +434,10 @@ async fn handshake(
     match result {
         Ok((protocol, version, end)) => {
             // The response is JSON, in the protocol's kind of frame.
+            // Answered by the caller once the connection is registered.
             if let Outlet::WebSocket { binary, .. } = outlet {
                 *binary = protocol.is_binary();
             }
-            let response = Bytes::from_static(handshake::SUCCESS_RESPONSE.as_bytes());
-            outlet.send(response).await.ok()?;
             Some((protocol, version, buffer.split_off(end + 1)))
         }
         Err(error) => {

@@ -13,8 +13,9 @@
 //!   what the hub call has left of its deadline;
 //! - a refusal names the rule; the hub gets the text, the log the detail.
 //!
-//! A request holds the hub call's blocking thread while it waits (calls are
-//! synchronous; the tenant's call slots bound how many threads that is).
+//! A request holds the hub call's thread while it waits (calls are
+//! synchronous: the call leaves its async worker first, see `workers`; the
+//! tenant's call slots bound how many threads that is).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};

@@ -13,6 +13,8 @@
 //! - [`names`]: [`names::HubKey`], the tenant and hub name rules, the limit on
 //!   group names and user ids.
 //! - [`millis`]: durations in settings, as milliseconds, parsed once.
+//! - [`workers`]: hub calls on the async workers — started there, leaving
+//!   at their first epoch tick or wait.
 //! - [`monitoring`]: every metric's name and help, recorded through the
 //!   `metrics` facade where things happen.
 //! - [`snapshot`]: a node alone's in-memory tables written to its data
@@ -35,7 +37,8 @@
 //! - [`lifetime`]: `HubLifetimeManager` — delivery, groups and presence
 //!   across nodes.
 //! - [`redis_script`]: one Lua script on a Redis connection, waited on from
-//!   blocking threads (the Redis backends of state and timers).
+//!   inside hub calls and the timer thread (the Redis backends of state and
+//!   timers).
 //! - [`kv`]: key-value state of hubs — memory, data directory, Redis — and
 //!   the `kv` context of a hub call.
 //! - [`items`]: the values a hub keeps with one connection.
@@ -113,6 +116,7 @@ pub mod tenants;
 pub mod timers;
 pub mod transport;
 pub mod vars;
+pub mod workers;
 
 #[cfg(test)]
 mod layout_tests;

@@ -1,5 +1,5 @@
 //! One Lua script on a Redis connection made on first use, waited on from
-//! blocking threads (hub calls, the timer thread): what the Redis backends of
+//! inside hub calls (through `workers::wait`) and the timer thread: what the Redis backends of
 //! hub state and timers share. A connection that failed is dropped, so the
 //! next call makes a new one; every call ends within [`TIMEOUT`].
 
@@ -59,7 +59,7 @@ impl ScriptClient {
             invocation.arg(arg);
         }
         let started = std::time::Instant::now();
-        let result = self.runtime.block_on(async {
+        let result = crate::workers::wait(&self.runtime, async {
             tokio::time::timeout(TIMEOUT, async {
                 let mut connection = match connection {
                     Some(connection) => connection,

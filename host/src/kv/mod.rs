@@ -14,7 +14,8 @@
 //! memory, or snapshotted to the data directory), [`redis::RedisKv`] for a
 //! cluster. [`KvCall`] is the context of one hub call: it checks the call's
 //! input and limits and then asks the backend. Backends block: call them
-//! from a blocking thread (hub calls run on one), never an async worker.
+//! from inside a hub call (which leaves its async worker to wait, see
+//! `workers`) or a blocking thread, never from async code.
 
 pub mod memory;
 pub mod redis;

@@ -58,7 +58,7 @@ impl RedisKv {
     }
 
     /// Run `op` for `tenant` (and `hub`, for hub operations), waiting on the
-    /// runtime: hub calls run on blocking threads.
+    /// runtime from inside the hub call (see `workers`).
     fn run<T: redis::FromRedisValue>(
         &self,
         tenant: &str,

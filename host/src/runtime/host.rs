@@ -36,6 +36,8 @@ pub struct CallState {
     pub(super) timer_ops_left: u32,
     /// When the call began: HTTP requests end by its deadline.
     pub(super) call_started: std::time::Instant,
+    /// Epoch ticks until the call's deadline (`version.rs` counts them down).
+    pub(super) ticks_left: u64,
     pub(super) http_left: u32,
     /// The call's `kv` context, made by its first state operation.
     pub(super) kv: Option<KvCall>,
@@ -82,6 +84,7 @@ impl CallState {
             timers,
             timer_ops_left: 0,
             call_started: std::time::Instant::now(),
+            ticks_left: 0,
             http_left: 0,
             kv: None,
             items: None,
@@ -176,8 +179,6 @@ impl CallState {
     }
 
     /// Change a group, waiting for the owning node if it is another one.
-    /// Hub calls run on blocking threads (see the connection's dispatcher),
-    /// where waiting on the runtime is allowed.
     fn change_group(&mut self, connection: &str, group: &str, add: bool) -> Result<(), String> {
         if self.group_changes_left == 0 {
             return Err(self.refuse(
@@ -201,7 +202,7 @@ impl CallState {
                     .await
             }
         };
-        match handle.block_on(change) {
+        match crate::workers::wait(&handle, change) {
             Ok(()) => Ok(()),
             Err(error @ GroupError::ConnectionGroups { .. }) => {
                 Err(self.refuse("hub_limits.max_groups_per_connection", error.to_string()))

@@ -2,7 +2,8 @@
 //! results (`clients.invoke`), streams to clients (`streams`) and from them
 //! (`uploads`).
 //!
-//! Each waits for a client, on the blocking thread the call runs on, at most
+//! Each waits for a client, on the call's thread (it leaves its async worker
+//! first, see `workers`), at most
 //! until the call's deadline: a call that waits holds one of its tenant's
 //! call slots (`hub_limits.max_concurrent_calls`) and nothing of other
 //! tenants'. The connection's side — what is open, the limits on it — is
@@ -50,8 +51,10 @@ impl CallState {
         let lifetime = self.lifetime().map_err(|_| gone())?.clone();
         let handle = tokio::runtime::Handle::try_current().map_err(|_| gone())?;
         let limit = self.limits.max_open_invocations_per_connection;
-        // Hub calls run on blocking threads, where waiting is allowed.
-        handle.block_on(lifetime.call_connection(&self.hub, connection, call, until, limit))
+        crate::workers::wait(
+            &handle,
+            lifetime.call_connection(&self.hub, connection, call, until, limit),
+        )
     }
 
     /// A stream's item or end, for `streams`' functions.
@@ -177,8 +180,9 @@ impl uploads::Host for CallState {
         let next = match self.uploads.get_mut(&upload) {
             None => return Err(format!("'{upload}' is not an upload stream of this call")),
             Some(None) => return Ok(None),
-            // Hub calls run on blocking threads, where waiting is allowed.
-            Some(Some(rx)) => handle.block_on(tokio::time::timeout_at(until, rx.recv())),
+            Some(Some(rx)) => {
+                crate::workers::wait(&handle, tokio::time::timeout_at(until, rx.recv()))
+            }
         };
         let item = match next {
             Ok(Some(Ok(Some(item)))) => return Ok(Some(item)),

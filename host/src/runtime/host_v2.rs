@@ -91,8 +91,7 @@ impl CallState {
         let lifetime = self.lifetime()?.clone();
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| "no runtime for presence".to_owned())?;
-        // Hub calls run on blocking threads, where waiting is allowed.
-        let presence = handle.block_on(lifetime.presence(&self.hub, query, limit));
+        let presence = crate::workers::wait(&handle, lifetime.presence(&self.hub, query, limit));
         Ok((presence.count, presence.ids))
     }
 }
@@ -298,8 +297,7 @@ impl http::Host for CallState {
             body: request.body,
         };
         let url = request.url.clone();
-        // Hub calls run on blocking threads, where waiting is allowed.
-        match handle.block_on(rules.fetch(request, by)) {
+        match crate::workers::wait(&handle, rules.fetch(request, by)) {
             Ok(response) => Ok(http::Response {
                 status: response.status,
                 headers: response.headers,

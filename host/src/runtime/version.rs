@@ -16,7 +16,7 @@ use crate::timers::TimerBackend;
 use crate::vars::Vars;
 use serde_json::value::RawValue;
 use std::sync::{Arc, Mutex};
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 /// Who is calling, as the hub sees it.
 #[derive(Debug, Clone)]
@@ -106,9 +106,20 @@ impl HubVersion {
             ),
         );
         store.limiter(|state| &mut state.limiter);
+        // Every epoch tick a call sees: the deadline counted down, and the
+        // call leaves the async worker it started on, if it did (`workers`).
+        store.epoch_deadline_callback(|mut store| {
+            let state = store.data_mut();
+            if state.ticks_left <= 1 {
+                return Err(Trap::Interrupt.into());
+            }
+            state.ticks_left -= 1;
+            crate::workers::give_way();
+            Ok(UpdateDeadline::Continue(1))
+        });
         // With epochs on, a new store's deadline is already due: set one
         // before anything runs, instantiation included.
-        store.set_epoch_deadline(self.deadline_ticks());
+        self.arm_deadline(&mut store);
         match pre.instantiate(&mut store) {
             Ok(hub) => Ok(Warm {
                 store,
@@ -117,6 +128,12 @@ impl HubVersion {
             }),
             Err(error) => Err(self.classify(&error, store.data_mut().limiter.take_hit())),
         }
+    }
+
+    /// Start the call's deadline: a whole number of ticks from now.
+    fn arm_deadline(&self, store: &mut Store<CallState>) {
+        store.data_mut().ticks_left = self.deadline_ticks();
+        store.set_epoch_deadline(1);
     }
 
     fn deadline_ticks(&self) -> u64 {
@@ -158,7 +175,7 @@ impl HubVersion {
         warm.store
             .data_mut()
             .begin(lifetime, &caller.connection_id, &caller.items, &self.limits);
-        warm.store.set_epoch_deadline(self.deadline_ticks());
+        self.arm_deadline(&mut warm.store);
         let result = run(&mut warm.store, &warm.hub, &caller.to_wit());
         let hit = warm.store.data_mut().end();
         match result {

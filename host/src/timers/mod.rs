@@ -15,8 +15,8 @@
 //!
 //! [`memory::MemoryTimers`] keeps a node alone's timers (in its data
 //! directory when it has one); [`redis::RedisTimers`] a cluster's, in its
-//! Redis. Backends block:
-//! call them from blocking threads (hub calls, the scheduler's thread).
+//! Redis. Backends block: call them from inside hub calls (which leave
+//! their async worker to wait, see `workers`) or the scheduler's thread.
 
 pub mod memory;
 pub mod redis;

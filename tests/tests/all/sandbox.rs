@@ -314,8 +314,22 @@ async fn a_hub_cannot_reach_another_hub_or_tenant() -> anyhow::Result<()> {
     server.stop().await
 }
 
+/// On a current-thread runtime (as most tests run servers), hub calls run on
+/// blocking threads.
 #[tokio::test]
 async fn a_slow_call_holds_up_only_its_own_connection() -> anyhow::Result<()> {
+    slow_call_beside_another().await
+}
+
+/// On a multi-threaded runtime (as `hubhost serve` runs), hub calls start on
+/// the worker that read them: with one worker, the other connection is only
+/// answered if the looping call left the worker at its first epoch tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_slow_call_leaves_the_only_worker_to_the_other_connections() -> anyhow::Result<()> {
+    slow_call_beside_another().await
+}
+
+async fn slow_call_beside_another() -> anyhow::Result<()> {
     let server = server_with_deadline(3_000).await?;
     let (mut slow, _) = RawClient::connect(&server, "/demo/faulty").await?;
     let (mut other, _) = RawClient::connect(&server, "/demo/faulty").await?;

@@ -1,4 +1,4 @@
-//! Running a hub call for a connection: on a blocking thread, within its
+//! Running a hub call for a connection: on its worker (see `workers`), within its
 //! tenant's call slots, counted; and the client's text for a failure, as
 //! ASP.NET Core words it.
 
@@ -9,6 +9,8 @@ use crate::monitoring::{self, Outcome as CallOutcome};
 use crate::names::HubKey;
 use crate::quotas::LimitCounters;
 use crate::runtime::{CallError, CallerInfo, HubError, HubVersion};
+use crate::workers;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 /// What a hub call needs of its connection.
@@ -71,11 +73,11 @@ impl Owned {
     }
 }
 
-/// Run `call` on the hub's active version, on a blocking thread, once one
-/// of the tenant's call slots is free: a hub call is CPU-bound (up to its
-/// deadline) and may wait for another node or a client, so it never runs on
-/// the async workers that serve other connections. `None` if the call
-/// panicked (a host bug).
+/// Run `call` on the hub's active version once one of the tenant's call
+/// slots is free: here, on this task's worker, when the runtime has several
+/// (a call that is not short leaves the worker to the other connections at
+/// its first epoch tick or wait: `workers`), else on a blocking thread.
+/// `None` if the call panicked (a host bug).
 pub(super) async fn call_hub<R: Send + 'static>(
     ctx: Parts<'_>,
     call: impl FnOnce(&HubVersion, &Arc<HubLifetimeManager>, &CallerInfo) -> R + Send + 'static,
@@ -99,6 +101,12 @@ pub(super) async fn call_hub<R: Send + 'static>(
         drop(slot);
         result
     };
+    if workers::can_run_inline() {
+        let ran = std::panic::catch_unwind(AssertUnwindSafe(|| workers::run_inline(run)));
+        return ran
+            .inspect_err(|_| tracing::error!("hub call panicked"))
+            .ok();
+    }
     match tokio::task::spawn_blocking(run).await {
         Ok(result) => Some(result),
         Err(error) => {

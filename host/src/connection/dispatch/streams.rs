@@ -149,7 +149,7 @@ impl Dispatcher<'_> {
         });
     }
 
-    /// Run `call` of `method` on a blocking thread in the background,
+    /// Run `call` of `method` in the background (its own task),
     /// counted; `then` gets its value or the client's text for its failure.
     fn in_background<T: Send + 'static>(
         &self,

@@ -310,3 +310,34 @@ async fn client_results_come_back_and_fail_with_the_reason() -> anyhow::Result<(
     assert_eq!(asker.invoke("5", "Echo", json!([3])).await?["result"], 3);
     server.stop().await
 }
+
+/// What the Rust SDK never sends, sent through the raw imports by the
+/// faulty hub: an item or arguments that are not JSON, arguments that are
+/// not an array, handles that name no stream. Each is refused with its
+/// reason (or `closed`), and the call and the connection carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_and_result_imports_refuse_what_the_sdk_never_sends() -> anyhow::Result<()> {
+    let server = TestServer::start(config()).await?;
+    let (mut client, _) = RawClient::connect(&server, "/demo/faulty").await?;
+    let reply = client.invoke("abuse", "RawStreamAbuse", json!([])).await?;
+    let answers: Vec<String> = serde_json::from_value(reply["result"].clone())
+        .map_err(|e| anyhow::anyhow!("{e}: {reply}"))?;
+    let expected = [
+        "refused: item-json must be one JSON value",
+        "closed",
+        "closed",
+        "closed",
+        "error: args-json must be a JSON array:",
+        "error: args-json must be a JSON array",
+        "error: Connection disconnected.",
+    ];
+    assert_eq!(answers.len(), expected.len(), "{answers:?}");
+    for (answer, start) in answers.iter().zip(expected) {
+        assert!(answer.starts_with(start), "{answer} (expected {start}…)");
+    }
+    assert_eq!(
+        client.invoke("after", "Echo", json!([1])).await?["result"],
+        1
+    );
+    server.stop().await
+}

@@ -54,6 +54,30 @@ impl hubhost_guest::Hub for Faulty {
         // Deep calls with big frames: runs the shadow stack in linear memory
         // below address 0, which traps as an out-of-bounds access.
         m.on("StackSmash", |_, (depth,): (u64,)| Ok(smash(depth)));
+        // The streams and client-result imports, called raw with what the
+        // SDK never sends (an item or arguments that are not JSON, handles
+        // that name no stream): the host's answers, as text.
+        m.on("RawStreamAbuse", |_, ()| {
+            use hubhost_guest::bindings::hubhost::hub::{clients, streams};
+            let invoked = |args: &str, timeout: Option<u64>| match clients::invoke(
+                "someone-else",
+                "M",
+                args,
+                timeout,
+            ) {
+                Ok(value) => format!("ok: {value}"),
+                Err(text) => format!("error: {text}"),
+            };
+            Ok(vec![
+                told(streams::send("nobody:1", "{not json")),
+                told(streams::send("no-colon", "1")),
+                told(streams::send("nobody:1", "1")),
+                told(streams::complete("nobody:1", None)),
+                invoked("{not json", None),
+                invoked(r#"{"an":1}"#, None),
+                invoked("[]", Some(10)),
+            ])
+        });
         // Counts the calls this instance has served: shows whether the host
         // reused it.
         m.on("Calls", |_, ()| {
@@ -208,6 +232,17 @@ impl hubhost_guest::Hub for Faulty {
 
 /// Recursion the optimizer cannot turn into a loop, with tiny frames.
 #[inline(never)]
+/// A stream import's answer, as text.
+fn told(result: Result<(), hubhost_guest::bindings::hubhost::hub::streams::StreamError>) -> String {
+    use hubhost_guest::bindings::hubhost::hub::streams::StreamError;
+    match result {
+        Ok(()) => "ok".into(),
+        Err(StreamError::Cancelled) => "cancelled".into(),
+        Err(StreamError::Closed) => "closed".into(),
+        Err(StreamError::Refused(text)) => format!("refused: {text}"),
+    }
+}
+
 fn recurse(depth: u64) -> u64 {
     if depth == 0 {
         return 0;

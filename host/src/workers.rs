@@ -14,7 +14,7 @@
 //!
 //! Guarantee: a call holds up the other tasks of its worker for one epoch
 //! tick of its own computation (three at most, when no thread takes the
-//! worker over within [`HANDOVER_LIMIT`] at a tick). After that it holds
+//! worker over within `HANDOVER_LIMIT` at a tick). After that it holds
 //! none, unless a wait of its own ends just as another call hands that
 //! worker on, and takes it back: rare, and bounded by the call's deadline. Elsewhere (a
 //! current-thread runtime, a blocking thread, the timer thread) [`wait`]

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine, Strategy};
+use wasmtime::{Engine, Strategy};
 
 /// A version's code: the baseline compiler's until the optimizing
 /// compiler's replaces it. `generation` counts the replacements, so that
@@ -84,13 +84,11 @@ pub(super) struct Baseline {
 
 impl Baseline {
     pub fn new(above: usize) -> anyhow::Result<Self> {
-        let mut background = super::engine_config();
-        background.parallel_compilation(false);
-        let background = Engine::new(&background)
-            .map_err(|e| anyhow::anyhow!("wasmtime background engine: {e}"))?;
-        let mut config = Config::new();
+        let background =
+            background_engine().map_err(|e| anyhow::anyhow!("wasmtime background engine: {e}"))?;
+        // The main engine's settings, with the baseline compiler.
+        let mut config = super::engine_config();
         config.strategy(Strategy::Winch);
-        config.epoch_interruption(true);
         let engine =
             Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime baseline engine: {e}"))?;
         let mut linker = Linker::new(&engine);
@@ -104,6 +102,14 @@ impl Baseline {
             background,
         })
     }
+}
+
+/// The engine of the optimizing compile in the background: the main
+/// engine's settings (so the main engine loads its code), on one thread.
+fn background_engine() -> wasmtime::Result<Engine> {
+    let mut config = super::engine_config();
+    config.parallel_compilation(false);
+    Engine::new(&config)
 }
 
 /// Run the calling thread at the lowest priority (nice 19), where the
@@ -199,9 +205,7 @@ mod tests {
     fn the_background_engines_code_loads_on_the_main_engine() -> wasmtime::Result<()> {
         // An empty component: the magic, version 0x0d, layer 1.
         const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";
-        let mut background = super::super::engine_config();
-        background.parallel_compilation(false);
-        let background = Engine::new(&background)?;
+        let background = background_engine()?;
         let main = Engine::new(&super::super::engine_config())?;
         let artifact = background.precompile_component(EMPTY)?;
         super::super::cache::adopt(None, &main, EMPTY, &artifact)?;

@@ -118,6 +118,11 @@ impl AppState {
                 None => Arc::new(MemoryTimers::new()),
             },
         };
+        // Nodes that share the secrets key share compiled code too.
+        let runtime = match &secrets_key {
+            Some(key) => runtime.with_code_key(key.code_key().clone()),
+            None => runtime,
+        };
         let runtime = runtime
             .with_state(hub_state.clone())
             .with_vars(vars.clone())

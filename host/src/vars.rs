@@ -14,6 +14,7 @@
 use crate::names::HubKey;
 use base64::Engine as _;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::{hkdf, hmac};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -59,9 +60,14 @@ pub struct StoredVar {
     pub value: String,
 }
 
-/// The nodes' key for secrets: 32 bytes, given as base64.
+/// The nodes' key for secrets: 32 bytes, given as base64. It also vouches
+/// for compiled code the nodes pass each other ([`SecretsKey::code_key`]).
 pub struct SecretsKey {
     key: LessSafeKey,
+    /// An HMAC key of its own for compiled code, derived from the same
+    /// bytes (HKDF-SHA256, its own label), so that no secret's ciphertext
+    /// can ever serve as a MAC of code, or the reverse.
+    code: hmac::Key,
 }
 
 impl std::fmt::Debug for SecretsKey {
@@ -84,9 +90,21 @@ impl SecretsKey {
             .map_err(|_| anyhow::anyhow!("secrets_key is not base64"))?;
         let key = UnboundKey::new(&AES_256_GCM, &bytes)
             .map_err(|_| anyhow::anyhow!("secrets_key must be 32 bytes (base64 of them)"))?;
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"hubhost").extract(&bytes);
+        let code: hmac::Key = prk
+            .expand(&[b"compiled-code-mac"], hmac::HMAC_SHA256)
+            .map_err(|_| anyhow::anyhow!("deriving the code key failed"))?
+            .into();
         Ok(Self {
             key: LessSafeKey::new(key),
+            code,
         })
+    }
+
+    /// The key that vouches for compiled code one node passes another (see
+    /// the runtime's shared code).
+    pub fn code_key(&self) -> &hmac::Key {
+        &self.code
     }
 
     /// `value` sealed for `name` of `tenant`.

@@ -17,10 +17,12 @@
 //! A hub from the configuration (`--hub`) is served until the store has an
 //! active version of it, and again once that hub is deleted from the store.
 
+mod compile;
 mod storage;
 mod vars;
 mod watch;
 
+use compile::Compile;
 pub use vars::{ListedVar, VarLimits};
 
 pub use watch::watch;
@@ -31,7 +33,7 @@ use crate::lifetime::HubLifetimeManager;
 use crate::names::HubKey;
 use crate::outbound::CloseRequest;
 use crate::quotas::LimitCounters;
-use crate::runtime::{HubVersion, LoadError, Runtime};
+use crate::runtime::{LoadError, Runtime};
 use crate::store::{HubStore, StoreError, VersionInfo};
 use crate::tenants::Tenants;
 use crate::vars::{SecretsKey, VarError, Vars};
@@ -242,23 +244,6 @@ impl Deployer {
         }
     }
 
-    /// Compile and check `bytes` for `key` on a blocking thread, when one
-    /// of the compile slots is free.
-    pub async fn compile(&self, key: &HubKey, bytes: Arc<[u8]>) -> Result<HubVersion, DeployError> {
-        let _slot = self
-            .compiles
-            .acquire()
-            .await
-            .map_err(|_| DeployError::Internal("compiler slots closed".into()))?;
-        let runtime = self.runtime.clone();
-        let limits = self.tenants.current().get(key.tenant()).hub_limits.clone();
-        let key = key.clone();
-        tokio::task::spawn_blocking(move || runtime.load(key, &bytes, &limits))
-            .await
-            .map_err(|e| DeployError::Internal(format!("compiler task failed: {e}")))?
-            .map_err(DeployError::from)
-    }
-
     /// Check and store a new version of `key`, within its tenant's storage
     /// limits (pruning old versions); serve it at once if `activate`.
     pub async fn upload(
@@ -283,13 +268,19 @@ impl Deployer {
         // compile, and the store is written only within the limits.
         self.check_storage(key, bytes.len() as u64, tenant.storage)
             .await?;
-        let compiled = self.compile(key, bytes.clone()).await?;
+        let (compiled, code) = self
+            .compile_as(key, bytes.clone(), Compile::ToShare)
+            .await?;
         let compile_ms = started.elapsed().as_millis() as u64;
         let _tenant_guard = self.lock_named(key.tenant().to_owned()).await;
-        self.check_storage(key, bytes.len() as u64, tenant.storage)
+        let stored = self
+            .check_storage(key, bytes.len() as u64, tenant.storage)
             .await?;
         let _guard = self.lock(key).await;
         let info = self.store.add_version(key, &bytes, activate).await?;
+        // Before the announcement, so the other nodes find it.
+        self.share_code(key, code, stored, tenant.storage.max_stored_bytes)
+            .await;
         self.prune(key, tenant.storage.max_versions).await;
         if activate {
             self.hubs.install(
@@ -357,16 +348,26 @@ impl Deployer {
     async fn sync_locked(&self, key: &HubKey) -> Result<(), DeployError> {
         let record = self.store.hub(key).await?;
         self.note_versions(key, record.as_ref());
-        let active = record.and_then(|record| record.active());
+        let active = record.as_ref().and_then(|record| record.active());
         let served = self.served(key);
         match (active, served) {
             (Some(version), Some(Source::Store { version: now })) if version == now => Ok(()),
             (Some(version), _) => {
                 let started = Instant::now();
                 let bytes = self.store.bytes(key, version).await?;
-                let compiled = self.compile(key, bytes.into()).await?;
+                let sha256 = record
+                    .iter()
+                    .flat_map(|r| &r.versions)
+                    .find(|v| v.version == version)
+                    .map(|v| v.sha256.as_str());
+                let how = match sha256 {
+                    Some(sha256) => self.shared_code(key, sha256).await,
+                    None => Compile::Alone,
+                };
+                let (compiled, _) = self.compile_as(key, bytes.into(), how).await?;
+                let code = compiled.origin();
                 self.hubs.install(compiled, Source::Store { version });
-                tracing::info!(hub = %key, version, ms = started.elapsed().as_millis() as u64, "serving stored version");
+                tracing::info!(hub = %key, version, ?code, ms = started.elapsed().as_millis() as u64, "serving stored version");
                 Ok(())
             }
             (None, Some(Source::Store { .. })) => {

@@ -9,13 +9,14 @@ use std::collections::HashSet;
 
 impl Deployer {
     /// Whether the tenant of `key` may store one more component of `size`
-    /// bytes, counting the versions the upload will prune.
+    /// bytes, counting the versions the upload will prune; if so, the bytes
+    /// the tenant's components will take then.
     pub(super) async fn check_storage(
         &self,
         key: &HubKey,
         size: u64,
         limits: StorageLimits,
-    ) -> Result<(), DeployError> {
+    ) -> Result<u64, DeployError> {
         let mut hubs = 0;
         let mut stored = 0u64;
         let mut exists = false;
@@ -68,7 +69,7 @@ impl Deployer {
                 limit: limits.max_stored_bytes,
             });
         }
-        Ok(())
+        Ok(stored)
     }
 
     /// Keep at most `keep` versions of `key` (see [`crate::store::HubRecord::prunable`]);

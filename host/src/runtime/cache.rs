@@ -34,12 +34,8 @@ impl ArtifactCache {
 
     /// The artifact of the component whose SHA-256 is `sha256` (hex).
     fn path_of(&self, engine: &Engine, sha256: &str) -> PathBuf {
-        let mut engine_hash = DefaultHasher::new();
-        engine
-            .precompile_compatibility_hash()
-            .hash(&mut engine_hash);
-        let engine_hash = engine_hash.finish();
-        self.dir.join(format!("{sha256}-{engine_hash:016x}.cwasm"))
+        self.dir
+            .join(format!("{sha256}-{}.cwasm", engine_id(engine)))
     }
 
     /// Remove the artifact of the component whose SHA-256 is `sha256` (a
@@ -84,6 +80,15 @@ impl ArtifactCache {
         }
         Ok(component)
     }
+}
+
+/// `engine`'s settings, as far as compiled code depends on them: 16 hex
+/// digits of the hash of wasmtime's compatibility hash (its version, the
+/// target, the flags).
+pub(super) fn engine_id(engine: &Engine) -> String {
+    let mut hash = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hash);
+    format!("{:016x}", hash.finish())
 }
 
 /// Compile `bytes` for `engine`, through `cache` when there is one.

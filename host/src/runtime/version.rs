@@ -68,6 +68,17 @@ pub struct HubVersion {
     pub(super) idle: Mutex<Vec<Idle>>,
     pub(super) idle_memory: Arc<idle::IdleMemory>,
     pub(super) counters: LimitCounters,
+    /// Where its first code came from.
+    pub(super) origin: CodeOrigin,
+}
+
+/// Where a version's first code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOrigin {
+    /// This node compiled it (or loaded it from its own cache).
+    Compiled,
+    /// Another node compiled it and left it in the store (see `shared`).
+    Shared,
 }
 
 impl HubVersion {
@@ -89,6 +100,11 @@ impl HubVersion {
     /// baseline's, which a large component gets first: see `tiers`).
     pub fn optimized(&self) -> bool {
         self.pre.optimized()
+    }
+
+    /// Where its first code came from.
+    pub fn origin(&self) -> CodeOrigin {
+        self.origin
     }
 
     fn instantiate(&self) -> Result<Warm, CallError> {

@@ -17,16 +17,21 @@
 //! - the active version is the last entry of the hub's activation history;
 //!   a rollback removes that entry, so the one before becomes active again;
 //! - the store is the truth: nodes compare what they serve with it (on every
-//!   announcement, and every sync interval), never with each other.
+//!   announcement, and every sync interval), never with each other;
+//! - compiled code in it (a Redis store's, for a few minutes after an
+//!   upload) is a hint that saves compiles: nodes load it only once its MAC
+//!   checks out, and compile when it is missing or refused.
 
 pub mod local;
 pub mod redis;
 
 use crate::names::HubKey;
+use crate::runtime::SharedCode;
 use crate::tenants::TenantConfig;
 use crate::vars::StoredVar;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Activations remembered per hub (how far rollbacks can go).
 pub const MAX_HISTORY: usize = 64;
@@ -193,6 +198,39 @@ impl HubStore {
         var: &StoredVar,
     ) -> Result<(), StoreError> {
         delegate!(self, s => s.put_var(tenant, name, var))
+    }
+
+    /// Keep `code`, the compiled code of the tenant's newest upload, for
+    /// `ttl`, in place of any the tenant had (one per tenant, so what a
+    /// tenant has here is bounded; see `deploy`). A node alone keeps none:
+    /// it has nobody to give it to.
+    pub async fn put_code(
+        &self,
+        tenant: &str,
+        code: &SharedCode,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        match self {
+            HubStore::Local(_) => Ok(()),
+            HubStore::Redis(s) => s.put_code(tenant, code, ttl).await,
+        }
+    }
+
+    /// The tenant's compiled code, if it is of the component whose SHA-256
+    /// is `sha256`. Unchecked: see [`crate::runtime::Runtime::load_shared`].
+    pub async fn code(&self, tenant: &str, sha256: &str) -> Result<Option<SharedCode>, StoreError> {
+        match self {
+            HubStore::Local(_) => Ok(None),
+            HubStore::Redis(s) => s.code(tenant, sha256).await,
+        }
+    }
+
+    /// Forget the tenant's compiled code.
+    pub async fn delete_code(&self, tenant: &str) -> Result<(), StoreError> {
+        match self {
+            HubStore::Local(_) => Ok(()),
+            HubStore::Redis(s) => s.delete_code(tenant).await,
+        }
     }
 
     /// Remove a tenant's variable; false if there was none.

@@ -9,7 +9,9 @@
 //! - `hub:{tenant}/{hub}:history`: list of activations, last = active;
 //! - `hub:{tenant}/{hub}:wasm:{n}`: the component;
 //! - `tenants`: hash of tenant → [`TenantConfig`] JSON (keys as digests);
-//! - `vars`: hash of `tenant/name` → [`StoredVar`] JSON (secrets sealed).
+//! - `vars`: hash of `tenant/name` → [`StoredVar`] JSON (secrets sealed);
+//! - `code:{tenant}`: hash of the tenant's newest upload's compiled code
+//!   ([`SharedCode`]'s fields), for a few minutes (see `put_code`).
 //!
 //! Tenant and hub names are `[a-z0-9-]`, so no key of one hub can be a key
 //! of another. Multi-key changes run in MULTI/EXEC or a script, so readers
@@ -18,6 +20,7 @@
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
 use crate::names::HubKey;
 use crate::redis_endpoint::{EndpointError, RedisConnection, RedisEndpoint};
+use crate::runtime::SharedCode;
 use crate::tenants::TenantConfig;
 use crate::vars::StoredVar;
 use redis::AsyncCommands as _;
@@ -346,5 +349,79 @@ impl RedisStore {
             .run(|mut c| async move { c.hdel(key, field).await })
             .await?;
         Ok(removed > 0)
+    }
+
+    fn code_key(&self, tenant: &str) -> String {
+        format!("{}:code:{tenant}", self.prefix)
+    }
+
+    pub async fn put_code(
+        &self,
+        tenant: &str,
+        code: &SharedCode,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.code_key(tenant);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(&key)
+            .ignore()
+            .hset_multiple(
+                &key,
+                &[
+                    ("sha256", code.sha256.as_bytes()),
+                    ("tier", code.tier.as_bytes()),
+                    ("engine", code.engine.as_bytes()),
+                    ("mac", code.mac.as_slice()),
+                    ("code", code.code.as_slice()),
+                ],
+            )
+            .ignore()
+            .pexpire(&key, ttl.as_millis() as i64)
+            .ignore();
+        self.run(|mut c| async move { pipe.query_async::<()>(&mut c).await })
+            .await
+    }
+
+    pub async fn code(&self, tenant: &str, sha256: &str) -> Result<Option<SharedCode>, StoreError> {
+        let key = self.code_key(tenant);
+        let header: (
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<Vec<u8>>,
+        ) = {
+            let key = key.clone();
+            self.run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg(&["sha256", "tier", "engine", "mac"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?
+        };
+        let (Some(stored_sha), Some(tier), Some(engine), Some(mac)) = header else {
+            return Ok(None);
+        };
+        if stored_sha != sha256 {
+            return Ok(None);
+        }
+        let code: Option<Vec<u8>> = self
+            .run(|mut c| async move { c.hget(key, "code").await })
+            .await?;
+        Ok(code.map(|code| SharedCode {
+            sha256: stored_sha,
+            tier,
+            engine,
+            mac,
+            code,
+        }))
+    }
+
+    pub async fn delete_code(&self, tenant: &str) -> Result<(), StoreError> {
+        let key = self.code_key(tenant);
+        self.run(|mut c| async move { c.del::<_, ()>(key).await })
+            .await
     }
 }

@@ -44,6 +44,7 @@ mod routing;
 mod sandbox;
 mod sentinel;
 mod server_api;
+mod shared_code;
 mod sse;
 mod state;
 mod stateful;

@@ -1,0 +1,203 @@
+//! Compiled code shared through the store: nodes that hold the same secrets
+//! key load the code the uploading node compiled instead of compiling again
+//! (both compilers' code); code a store writer put there or changed is never
+//! loaded (the node compiles, and serves the right component); code that
+//! would take the tenant over its stored-bytes limit is not shared.
+
+use hubhost::config::Config;
+use hubhost::names::HubKey;
+use hubhost::runtime::CodeOrigin;
+use hubhost_tests::admin::{Admin, OPERATOR_KEY, wait_served};
+use hubhost_tests::{
+    PATIENCE, REDIS_URL, RawClient, TestServer, cluster_config, guest, unique_prefix, wait_until,
+};
+use redis::AsyncCommands as _;
+use serde_json::json;
+use std::collections::HashMap;
+
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn node(prefix: &str, baseline_above: usize) -> Config {
+    let mut config = cluster_config(REDIS_URL, prefix);
+    config.admin.operator_keys = vec![OPERATOR_KEY.into()];
+    config.admin.secrets_key = Some(KEY.into());
+    config.baseline_compile_above_bytes = baseline_above;
+    config
+}
+
+fn component(name: &str) -> anyhow::Result<Vec<u8>> {
+    Ok(std::fs::read(guest(name))?)
+}
+
+fn origin(node: &TestServer) -> Option<CodeOrigin> {
+    let key = HubKey::new("acme", "live").ok()?;
+    node.state.hubs.get(&key).map(|slot| slot.active().origin())
+}
+
+async fn redis() -> anyhow::Result<redis::aio::MultiplexedConnection> {
+    Ok(redis::Client::open(REDIS_URL)?
+        .get_multiplexed_async_connection()
+        .await?)
+}
+
+/// The store's key of a tenant's shared code.
+fn code_key(prefix: &str) -> String {
+    format!("{prefix}:store:code:acme")
+}
+
+async fn version_on(node: &TestServer) -> anyhow::Result<serde_json::Value> {
+    let (mut client, _) = RawClient::connect(node, "/acme/live").await?;
+    Ok(client.invoke("1", "Version", json!([])).await?["result"].clone())
+}
+
+/// Delete the hub (its keys leave the shared Redis) and the shared code.
+async fn clean_up(prefix: &str, nodes: [TestServer; 2]) -> anyhow::Result<()> {
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    assert_eq!(admin.delete("/tenants/acme/hubs/live").await?.0, 200);
+    redis().await?.del::<_, ()>(code_key(prefix)).await?;
+    for node in nodes {
+        node.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()> {
+    // 0: every component straight to the optimizing compiler; 1: every
+    // component to the baseline compiler first.
+    for (baseline_above, tier) in [(0, "optimized"), (1, "baseline")] {
+        let prefix = unique_prefix("shared-code");
+        let nodes = [
+            TestServer::start(node(&prefix, baseline_above)).await?,
+            TestServer::start(node(&prefix, baseline_above)).await?,
+        ];
+        let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+        let (status, body) = admin
+            .upload("acme", "live", component("versioned_v1")?, "")
+            .await?;
+        assert_eq!(status, 201, "{body}");
+        for node in &nodes {
+            wait_served(&node.state, "acme", "live", 1).await?;
+        }
+        let stored: Option<String> = redis().await?.hget(code_key(&prefix), "tier").await?;
+        assert_eq!(stored.as_deref(), Some(tier));
+        assert_eq!(origin(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
+        assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
+        assert_eq!(version_on(&nodes[1]).await?, "v1");
+        // Baseline code is replaced by the node's own optimized code.
+        let key = HubKey::new("acme", "live")?;
+        wait_until(PATIENCE, || {
+            nodes[1]
+                .state
+                .hubs
+                .get(&key)
+                .is_some_and(|slot| slot.active().optimized())
+        })
+        .await?;
+        assert_eq!(version_on(&nodes[1]).await?, "v1");
+        clean_up(&prefix, nodes).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_changed_in_the_store_is_never_loaded() -> anyhow::Result<()> {
+    let prefix = unique_prefix("forged-code");
+    let nodes = [
+        TestServer::start(node(&prefix, 0)).await?,
+        TestServer::start(node(&prefix, 0)).await?,
+    ];
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    assert_eq!(
+        admin
+            .upload("acme", "live", component("versioned_v1")?, "")
+            .await?
+            .0,
+        201
+    );
+    wait_served(&nodes[1].state, "acme", "live", 1).await?;
+    let mut redis = redis().await?;
+    // Genuine code, sealed by a node: version 1's.
+    let genuine: HashMap<String, Vec<u8>> = redis.hgetall(code_key(&prefix)).await?;
+    assert!(genuine.contains_key("code"), "{:?}", genuine.keys());
+
+    // A store writer relabels it as version 2's code (so that nodes would
+    // run version 1 where version 2 was uploaded), and then as code
+    // compiled with a MAC of its own.
+    let (status, body) = admin
+        .upload(
+            "acme",
+            "live",
+            component("versioned_v2")?,
+            "?activate=false",
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let sha256 = body["sha256"].as_str().unwrap_or_default().to_owned();
+    let mut forged = genuine.clone();
+    forged.insert("sha256".into(), sha256.clone().into_bytes());
+    redis
+        .hset_multiple::<_, _, _, ()>(code_key(&prefix), &forged.into_iter().collect::<Vec<_>>())
+        .await?;
+    let (status, body) = admin
+        .post_json("/tenants/acme/hubs/live/activate", json!({"version": 2}))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    wait_served(&nodes[1].state, "acme", "live", 2).await?;
+    assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
+    assert_eq!(version_on(&nodes[1]).await?, "v2");
+
+    // Version 1 again, its own code in the store with the MAC of another key.
+    let (status, body) = admin
+        .upload(
+            "acme",
+            "live",
+            component("versioned_v1")?,
+            "?activate=false",
+        )
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let mut other_key = genuine;
+    other_key.insert("mac".into(), vec![0x5a; 32]);
+    redis
+        .hset_multiple::<_, _, _, ()>(
+            code_key(&prefix),
+            &other_key.into_iter().collect::<Vec<_>>(),
+        )
+        .await?;
+    let (status, body) = admin
+        .post_json("/tenants/acme/hubs/live/activate", json!({"version": 3}))
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    wait_served(&nodes[1].state, "acme", "live", 3).await?;
+    assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
+    assert_eq!(version_on(&nodes[1]).await?, "v1");
+    clean_up(&prefix, nodes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_that_would_pass_the_tenants_storage_limit_is_not_shared() -> anyhow::Result<()> {
+    let prefix = unique_prefix("unshared-code");
+    let bytes = component("versioned_v1")?;
+    let config = || {
+        let mut config = node(&prefix, 0);
+        // Room for the component, not for its compiled code beside it.
+        config.admin.storage.max_stored_bytes = bytes.len() as u64 + 1024;
+        config
+    };
+    let nodes = [
+        TestServer::start(config()).await?,
+        TestServer::start(config()).await?,
+    ];
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    assert_eq!(
+        admin.upload("acme", "live", bytes.clone(), "").await?.0,
+        201
+    );
+    wait_served(&nodes[1].state, "acme", "live", 1).await?;
+    assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
+    let kept: bool = redis().await?.exists(code_key(&prefix)).await?;
+    assert!(!kept, "the code was stored beyond the tenant's limit");
+    assert_eq!(version_on(&nodes[1]).await?, "v1");
+    clean_up(&prefix, nodes).await
+}

@@ -120,7 +120,13 @@ impl AppState {
         };
         // Nodes that share the secrets key share compiled code too.
         let runtime = match &secrets_key {
-            Some(key) => runtime.with_code_key(key.code_key().clone()),
+            // The uploading node compiles the optimized code anyway (10–15 s
+            // for a 12–18 MB component on a busy 2-core machine); waiting six
+            // sync intervals (a minute by default) also covers its
+            // announcement being lost and caught by a sync.
+            Some(key) => runtime
+                .with_code_key(key.code_key().clone())
+                .waiting_for_optimized_code(settings.admin.sync_interval * 6),
             None => runtime,
         };
         let runtime = runtime

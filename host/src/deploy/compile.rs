@@ -3,6 +3,12 @@
 //! other nodes load that (checked; see the runtime's shared code) instead
 //! of compiling again. Without a secrets key every node compiles.
 //!
+//! A large component's baseline code is followed by its optimized code: the
+//! uploading node compiles that in the background, as every node would,
+//! and leaves it in the store in place of the baseline code; the others
+//! wait for it (a minute at most, then compile their own) and take it on
+//! the announcement that follows.
+//!
 //! What the store holds for this is charged to the tenant: one upload's
 //! code per tenant (a newer upload's replaces it), for [`SHARED_CODE_TTL`],
 //! and only while the tenant's components and that code together stay
@@ -82,7 +88,11 @@ impl Deployer {
         let tenant = key.tenant();
         let shared = match code {
             Some(code) if stored.saturating_add(code.code.len() as u64) <= limit => {
-                self.store.put_code(tenant, &code, SHARED_CODE_TTL).await
+                let put = self.store.put_code(tenant, &code, SHARED_CODE_TTL).await;
+                if put.is_ok() {
+                    tracing::info!(hub = %key, tier = code.tier, code_bytes = code.code.len(), "compiled code left for the other nodes");
+                }
+                put
             }
             Some(code) => {
                 tracing::info!(hub = %key, code_bytes = code.code.len(), stored, limit,
@@ -93,6 +103,73 @@ impl Deployer {
         };
         if let Err(error) = shared {
             tracing::warn!(hub = %key, %error, "cannot leave the compiled code in the store; the other nodes compile");
+        }
+    }
+
+    /// Leave the optimized `code` of `key` for the other nodes, in place of
+    /// the baseline code of the same component (not of a newer upload),
+    /// within the tenant's limit, and tell them.
+    pub(super) async fn share_optimized(&self, key: &HubKey, code: SharedCode) {
+        let tenant = key.tenant();
+        // Uploads of the tenant write its code under this lock too.
+        let _tenant_guard = self.lock_named(tenant.to_owned()).await;
+        match self.store.code(tenant, &code.sha256).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(error) => {
+                return tracing::warn!(hub = %key, %error, "cannot leave the optimized code in the store; the other nodes compile it");
+            }
+        }
+        let limit = self.tenants.current().get(tenant).storage.max_stored_bytes;
+        let stored = match self.stored_bytes(tenant).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                return tracing::warn!(hub = %key, %error, "cannot leave the optimized code in the store; the other nodes compile it");
+            }
+        };
+        if stored.saturating_add(code.code.len() as u64) > limit {
+            return tracing::info!(hub = %key, code_bytes = code.code.len(), stored, limit,
+                "optimized code not shared: with it the tenant would pass storage.max_stored_bytes; the other nodes compile it");
+        }
+        match self.store.put_code(tenant, &code, SHARED_CODE_TTL).await {
+            Ok(()) => {
+                tracing::info!(hub = %key, tier = code.tier, code_bytes = code.code.len(), "compiled code left for the other nodes");
+                self.announce(key);
+            }
+            Err(error) => {
+                tracing::warn!(hub = %key, %error, "cannot leave the optimized code in the store; the other nodes compile it");
+            }
+        }
+    }
+
+    /// Serve another node's optimized code for `key` if this node still
+    /// runs baseline code and the store has optimized code of the same
+    /// component.
+    pub(super) async fn take_optimized(&self, key: &HubKey) {
+        let Some(active) = self.hubs.get(key).map(|slot| slot.active()) else {
+            return;
+        };
+        let Some(sha256) = active.sha256().filter(|_| !active.optimized()) else {
+            return;
+        };
+        let code = match self.store.code(key.tenant(), sha256).await {
+            Ok(Some(code)) if code.tier == "optimized" => code,
+            Ok(_) => return,
+            Err(error) => {
+                return tracing::warn!(hub = %key, %error, "cannot read optimized code from the store");
+            }
+        };
+        let runtime = self.runtime.clone();
+        let upgraded = tokio::task::spawn_blocking(move || runtime.upgrade(&active, &code)).await;
+        match upgraded {
+            Ok(Ok(true)) => {
+                tracing::info!(hub = %key, "optimized code from another node in service")
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(reason)) => {
+                tracing::warn!(hub = %key, %reason, "not loading the optimized code another node shared; compiling it here");
+            }
+            Err(error) => tracing::error!(hub = %key, %error, "loading optimized code failed"),
         }
     }
 

@@ -178,6 +178,17 @@ impl Deployer {
             }
         }));
         tokio::spawn(sync_loop(Arc::downgrade(self), self.wake.clone(), interval));
+        if let Some(mut optimized) = self.runtime.optimized_code() {
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                while let Some((key, code)) = optimized.recv().await {
+                    let Some(deployer) = weak.upgrade() else {
+                        return;
+                    };
+                    deployer.share_optimized(&key, code).await;
+                }
+            });
+        }
     }
 
     /// Whether the store has been read once since start-up (for `/readyz`).
@@ -351,7 +362,12 @@ impl Deployer {
         let active = record.as_ref().and_then(|record| record.active());
         let served = self.served(key);
         match (active, served) {
-            (Some(version), Some(Source::Store { version: now })) if version == now => Ok(()),
+            (Some(version), Some(Source::Store { version: now })) if version == now => {
+                if self.runtime.shares_code() {
+                    self.take_optimized(key).await;
+                }
+                Ok(())
+            }
             (Some(version), _) => {
                 let started = Instant::now();
                 let bytes = self.store.bytes(key, version).await?;

@@ -72,6 +72,19 @@ impl Deployer {
         Ok(stored)
     }
 
+    /// Bytes of every stored version of every hub of `tenant`.
+    pub(super) async fn stored_bytes(&self, tenant: &str) -> Result<u64, DeployError> {
+        let mut stored = 0u64;
+        for key in self.store.hubs().await? {
+            if key.tenant() == tenant
+                && let Some(record) = self.store.hub(&key).await?
+            {
+                stored += record.stored_bytes();
+            }
+        }
+        Ok(stored)
+    }
+
     /// Keep at most `keep` versions of `key` (see [`crate::store::HubRecord::prunable`]);
     /// the compiled code of pruned versions leaves this node's cache.
     pub(super) async fn prune(&self, key: &HubKey, keep: usize) {

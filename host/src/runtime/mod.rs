@@ -24,6 +24,7 @@ mod host_streams;
 mod host_v2;
 mod idle;
 mod limits;
+mod load;
 mod shared;
 mod tiers;
 mod version;
@@ -34,7 +35,8 @@ pub use error::{CallError, LoadError};
 pub use host::{CallState, json_array};
 pub use host_streams::stream_handle;
 pub use shared::{Refused, SharedCode};
-pub use version::{CallerInfo, CodeOrigin, HubVersion, bounded};
+pub use tiers::CodeOrigin;
+pub use version::{CallerInfo, HubVersion, bounded};
 pub use worlds::{HubError, World};
 
 use crate::kv::KvBackend;
@@ -48,6 +50,7 @@ pub use limits::HubLimits;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
@@ -87,7 +90,19 @@ pub struct Runtime {
     /// The key of compiled code shared with the other nodes (see `shared`);
     /// none: this node neither gives nor takes compiled code.
     code_key: Option<ring::hmac::Key>,
+    /// How long a node that runs another node's baseline code waits for
+    /// that node's optimized code before compiling its own.
+    wait_for_optimized: Duration,
+    /// Optimized code this node compiled for code it shared: sent here by
+    /// the background compile, taken once by the deployer.
+    optimized_code: (
+        mpsc::UnboundedSender<OptimizedCode>,
+        Mutex<Option<mpsc::UnboundedReceiver<OptimizedCode>>>,
+    ),
 }
+
+/// A hub's optimized code, sealed for the other nodes.
+pub type OptimizedCode = (HubKey, SharedCode);
 
 /// The main engine's settings: Cranelift, deadlines by epochs.
 pub(super) fn engine_config() -> Config {
@@ -116,6 +131,11 @@ impl Runtime {
             vars: Arc::default(),
             timers: Arc::new(MemoryTimers::new()),
             code_key: None,
+            wait_for_optimized: Duration::from_secs(60),
+            optimized_code: {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                (sender, Mutex::new(Some(receiver)))
+            },
         })
     }
 
@@ -127,9 +147,27 @@ impl Runtime {
         self
     }
 
+    /// Wait `wait` for another node's optimized code, when running that
+    /// node's baseline code, before compiling it here (60 s by default).
+    pub fn waiting_for_optimized_code(mut self, wait: Duration) -> Self {
+        self.wait_for_optimized = wait;
+        self
+    }
+
     /// Whether this node shares compiled code.
     pub fn shares_code(&self) -> bool {
         self.code_key.is_some()
+    }
+
+    /// The optimized code this node compiles in the background for
+    /// components whose baseline code it shared, sealed for the other
+    /// nodes, as it comes (see `tiers`); `None` after the first call.
+    pub fn optimized_code(&self) -> Option<mpsc::UnboundedReceiver<OptimizedCode>> {
+        self.optimized_code
+            .1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Keep hubs' timers in `timers` (memory on this node by default).
@@ -187,226 +225,6 @@ impl Runtime {
         if let Some(cache) = &self.cache {
             cache.forget(&self.engine, sha256);
         }
-    }
-
-    /// Compile and check a component for `key`, to run under `limits`. A
-    /// large one not in the cache is served with baseline code until its
-    /// optimized code is ready (see `tiers`).
-    pub fn load(
-        &self,
-        key: HubKey,
-        bytes: &[u8],
-        limits: &HubLimits,
-    ) -> Result<HubVersion, LoadError> {
-        Ok(self.compile(key, bytes, limits, false)?.0)
-    }
-
-    /// As [`Runtime::load`], and the code it compiled, sealed for the other
-    /// nodes when this node shares code (`None` when it does not, or when
-    /// sealing failed: the others then compile).
-    pub fn load_to_share(
-        &self,
-        key: HubKey,
-        bytes: &[u8],
-        limits: &HubLimits,
-    ) -> Result<(HubVersion, Option<SharedCode>), LoadError> {
-        self.compile(key, bytes, limits, self.shares_code())
-    }
-
-    /// As [`Runtime::load`], with the code another node compiled (see
-    /// `shared`) when it checks out; else compiled here, and why logged.
-    pub fn load_shared(
-        &self,
-        key: HubKey,
-        bytes: &[u8],
-        limits: &HubLimits,
-        shared: &SharedCode,
-    ) -> Result<HubVersion, LoadError> {
-        // Optimized code of its own beats another node's baseline code.
-        if self.is_cached(bytes) {
-            return self.load(key, bytes, limits);
-        }
-        match self.open_shared(bytes, shared) {
-            Ok((component, tier)) => {
-                let version = match (tier, &self.baseline) {
-                    (shared::Tier::Baseline, Some(baseline)) => {
-                        let code = prepare(&baseline.engine, &baseline.linker, &component)?;
-                        let tiered = tiers::Tiered::new(code, false);
-                        self.optimize_later(&key, bytes, &tiered);
-                        self.version(key, tiered, limits, CodeOrigin::Shared)
-                    }
-                    _ => {
-                        let code = prepare(&self.engine, &self.linker, &component)?;
-                        self.version(
-                            key,
-                            tiers::Tiered::new(code, true),
-                            limits,
-                            CodeOrigin::Shared,
-                        )
-                    }
-                };
-                Ok(version)
-            }
-            Err(reason) => {
-                tracing::warn!(hub = %key, %reason, "not loading the compiled code another node shared; compiling");
-                self.load(key, bytes, limits)
-            }
-        }
-    }
-
-    fn open_shared(
-        &self,
-        bytes: &[u8],
-        shared: &SharedCode,
-    ) -> Result<(Component, shared::Tier), Refused> {
-        let key = self.code_key.as_ref().ok_or(Refused::NoKey)?;
-        let tier = shared::tier_of(shared)?;
-        let engine = match tier {
-            shared::Tier::Optimized => &self.engine,
-            shared::Tier::Baseline => {
-                &self
-                    .baseline
-                    .as_ref()
-                    .ok_or(Refused::NoSuchCompiler("baseline"))?
-                    .engine
-            }
-        };
-        let component = shared::open(key, engine, &shared::sha256(bytes), shared)?;
-        Ok((component, tier))
-    }
-
-    fn compile(
-        &self,
-        key: HubKey,
-        bytes: &[u8],
-        limits: &HubLimits,
-        share: bool,
-    ) -> Result<(HubVersion, Option<SharedCode>), LoadError> {
-        let cached = self.is_cached(bytes);
-        if let Some(baseline) = self
-            .baseline
-            .as_ref()
-            .filter(|b| !cached && bytes.len() >= b.above)
-        {
-            let component = Component::new(&baseline.engine, bytes)
-                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-            let baseline_code = prepare(&baseline.engine, &baseline.linker, &component)?;
-            let tiered = tiers::Tiered::new(baseline_code, false);
-            let sealed = self.seal(
-                share,
-                &key,
-                &baseline.engine,
-                shared::Tier::Baseline,
-                bytes,
-                &component,
-            );
-            self.optimize_later(&key, bytes, &tiered);
-            return Ok((
-                self.version(key, tiered, limits, CodeOrigin::Compiled),
-                sealed,
-            ));
-        }
-        let component = cache::compile(self.cache.as_deref(), &self.engine, bytes)
-            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let pre = prepare(&self.engine, &self.linker, &component)?;
-        let sealed = self.seal(
-            share,
-            &key,
-            &self.engine,
-            shared::Tier::Optimized,
-            bytes,
-            &component,
-        );
-        Ok((
-            self.version(
-                key,
-                tiers::Tiered::new(pre, true),
-                limits,
-                CodeOrigin::Compiled,
-            ),
-            sealed,
-        ))
-    }
-
-    /// Whether the cache has this engine's code for `bytes`.
-    fn is_cached(&self, bytes: &[u8]) -> bool {
-        self.cache
-            .as_ref()
-            .is_some_and(|cache| cache.contains(&self.engine, bytes))
-    }
-
-    /// `component`'s code sealed for the other nodes, if `share`.
-    fn seal(
-        &self,
-        share: bool,
-        hub: &HubKey,
-        engine: &Engine,
-        tier: shared::Tier,
-        bytes: &[u8],
-        component: &Component,
-    ) -> Option<SharedCode> {
-        let key = self.code_key.as_ref().filter(|_| share)?;
-        shared::seal(key, engine, tier, &shared::sha256(bytes), component)
-            .inspect_err(|error| {
-                tracing::warn!(%hub, error = format!("{error:#}"), "cannot seal the compiled code; the other nodes compile it");
-            })
-            .ok()
-    }
-
-    /// Compile `bytes` with the optimizing compiler in the background, for
-    /// `tiered` to run from then on (see `tiers`).
-    fn optimize_later(&self, key: &HubKey, bytes: &[u8], tiered: &Arc<tiers::Tiered>) {
-        let Some(baseline) = &self.baseline else {
-            return;
-        };
-        tiers::Optimize {
-            key: key.clone(),
-            bytes: bytes.to_vec(),
-            tiered: Arc::downgrade(tiered),
-            engine: self.engine.clone(),
-            compiler: baseline.background.clone(),
-            linker: self.linker.clone(),
-            cache: self.cache.clone(),
-            turn: self.optimizing.clone(),
-        }
-        .start();
-    }
-
-    fn version(
-        &self,
-        key: HubKey,
-        pre: Arc<tiers::Tiered>,
-        limits: &HubLimits,
-        origin: CodeOrigin,
-    ) -> HubVersion {
-        let world = pre.current().0.world();
-        HubVersion {
-            key,
-            world,
-            pre,
-            state: self.state.clone(),
-            vars: self.vars.clone(),
-            timers: self.timers.clone(),
-            limits: limits.clone(),
-            idle: Mutex::default(),
-            idle_memory: self.idle.clone(),
-            counters: self.counters.clone(),
-            origin,
-        }
-    }
-
-    /// Read, compile and check a component file for `key`, to run under `limits`.
-    pub fn load_file(
-        &self,
-        key: HubKey,
-        path: &Path,
-        limits: &HubLimits,
-    ) -> Result<HubVersion, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        self.load(key, &bytes, limits)
     }
 }
 

@@ -23,34 +23,53 @@ use super::cache::ArtifactCache;
 use super::worlds::Pre;
 use crate::names::HubKey;
 use arc_swap::ArcSwap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 use wasmtime::component::Linker;
 use wasmtime::{Engine, Strategy};
 
+/// Where a version's code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOrigin {
+    /// This node compiled it (or loaded it from its own cache).
+    Compiled,
+    /// Another node compiled it and left it in the store (see `shared`).
+    Shared,
+}
+
 /// A version's code: the baseline compiler's until the optimizing
-/// compiler's replaces it. `generation` counts the replacements, so that
-/// instances of older code are not reused.
+/// compiler's replaces it (this node's, or another node's: whichever comes
+/// first). `generation` counts the replacements, so that instances of older
+/// code are not reused.
 pub(super) struct Tiered {
     pre: ArcSwap<Pre>,
     generation: AtomicU64,
-    /// Whether `pre` holds the optimizing compiler's code.
-    optimized: AtomicBool,
+    /// Where the optimizing compiler's code came from, once `pre` holds it.
+    optimized: Mutex<Option<CodeOrigin>>,
+    /// Told when `optimized` is set.
+    replaced: Condvar,
 }
 
 impl Tiered {
-    /// `pre`, compiled by the optimizing compiler if `optimized`.
-    pub fn new(pre: Pre, optimized: bool) -> Arc<Self> {
+    /// `pre`, the optimizing compiler's code if `optimized` says from where.
+    pub fn new(pre: Pre, optimized: Option<CodeOrigin>) -> Arc<Self> {
         Arc::new(Self {
             pre: ArcSwap::from_pointee(pre),
             generation: AtomicU64::new(0),
-            optimized: AtomicBool::new(optimized),
+            optimized: Mutex::new(optimized),
+            replaced: Condvar::new(),
         })
     }
 
-    pub fn optimized(&self) -> bool {
-        self.optimized.load(Ordering::Acquire)
+    fn optimized_lock(&self) -> std::sync::MutexGuard<'_, Option<CodeOrigin>> {
+        self.optimized.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the optimizing compiler's code came from; `None` while the
+    /// baseline compiler's is served.
+    pub fn optimized(&self) -> Option<CodeOrigin> {
+        *self.optimized_lock()
     }
 
     /// The code to instantiate now, and its generation.
@@ -64,10 +83,28 @@ impl Tiered {
         self.generation.load(Ordering::Acquire)
     }
 
-    fn replace(&self, pre: Pre) {
+    /// Serve the optimizing compiler's `pre` from `origin`, unless such
+    /// code is served already (false: `pre` is dropped).
+    pub fn replace(&self, pre: Pre, origin: CodeOrigin) -> bool {
+        let mut optimized = self.optimized_lock();
+        if optimized.is_some() {
+            return false;
+        }
         self.pre.store(Arc::new(pre));
         self.generation.fetch_add(1, Ordering::Release);
-        self.optimized.store(true, Ordering::Release);
+        *optimized = Some(origin);
+        self.replaced.notify_all();
+        true
+    }
+
+    /// Wait until optimized code is served, `timeout` at most; whether it is.
+    fn wait_optimized(&self, timeout: Duration) -> bool {
+        let optimized = self.optimized_lock();
+        let (optimized, _) = self
+            .replaced
+            .wait_timeout_while(optimized, timeout, |o| o.is_none())
+            .unwrap_or_else(|e| e.into_inner());
+        optimized.is_some()
     }
 }
 
@@ -143,6 +180,19 @@ pub(super) struct Optimize {
     pub cache: Option<Arc<ArtifactCache>>,
     /// Held while compiling: one optimizing compile at a time per node.
     pub turn: Arc<Mutex<()>>,
+    /// Wait this long first for another node's optimized code (this
+    /// node's baseline code came from that node, which compiles it anyway).
+    pub wait_for_others: Option<Duration>,
+    /// Seal the code for the other nodes and hand it here (this node
+    /// compiled the baseline code the others run).
+    pub publish: Option<Publish>,
+}
+
+/// Where a node's optimized code goes for the other nodes (see `shared`).
+pub(super) struct Publish {
+    pub key: ring::hmac::Key,
+    pub sha256: String,
+    pub to: tokio::sync::mpsc::UnboundedSender<super::OptimizedCode>,
 }
 
 impl Optimize {
@@ -158,9 +208,22 @@ impl Optimize {
     }
 
     fn run(self) {
+        if let Some(wait) = self.wait_for_others {
+            let Some(tiered) = self.tiered.upgrade() else {
+                return;
+            };
+            if tiered.wait_optimized(wait) {
+                return;
+            }
+            tracing::info!(hub = %self.key, "no optimized code from another node in time; compiling it here");
+        }
         lowest_priority();
         let _turn = self.turn.lock().unwrap_or_else(|e| e.into_inner());
-        if self.tiered.strong_count() == 0 {
+        let gone_or_done = self
+            .tiered
+            .upgrade()
+            .is_none_or(|tiered| tiered.optimized().is_some());
+        if gone_or_done {
             return;
         }
         let started = Instant::now();
@@ -175,21 +238,47 @@ impl Optimize {
             tracing::warn!(hub = %self.key, error = format!("{error:#}"), "background compile failed; compiling on the main engine");
             super::cache::compile(cache, &self.engine, &self.bytes)
         });
-        let pre = component.map_err(|e| format!("{e:#}")).and_then(|c| {
-            super::prepare(&self.engine, &self.linker, &c).map_err(|e| e.to_string())
-        });
+        let component = component.map_err(|e| format!("{e:#}"));
+        let pre = component
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|c| super::prepare(&self.engine, &self.linker, c).map_err(|e| e.to_string()));
         match (pre, self.tiered.upgrade()) {
             (Ok(pre), Some(tiered)) => {
-                tiered.replace(pre);
+                if !tiered.replace(pre, CodeOrigin::Compiled) {
+                    return;
+                }
                 tracing::info!(
                     hub = %self.key,
                     ms = started.elapsed().as_millis() as u64,
                     "optimized code in service"
                 );
+                if let (Some(publish), Ok(component)) = (&self.publish, &component) {
+                    publish.send(&self.key, &self.engine, component);
+                }
             }
             (Ok(_), None) => {}
             (Err(error), _) => {
                 tracing::warn!(hub = %self.key, %error, "optimizing compile failed; the hub keeps its baseline code");
+            }
+        }
+    }
+}
+
+impl Publish {
+    fn send(&self, hub: &HubKey, engine: &Engine, component: &wasmtime::component::Component) {
+        let sealed = super::shared::seal(
+            &self.key,
+            engine,
+            super::shared::Tier::Optimized,
+            &self.sha256,
+            component,
+        );
+        match sealed {
+            // The receiver is gone only when the node is.
+            Ok(code) => drop(self.to.send((hub.clone(), code))),
+            Err(error) => {
+                tracing::warn!(%hub, error = format!("{error:#}"), "cannot seal the optimized code; the other nodes compile it");
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use super::idle;
 use super::limits::{LimitHit, Limiter};
-use super::tiers::Tiered;
+use super::tiers::{CodeOrigin, Tiered};
 use super::worlds::{self, Caller as WitCaller};
 use super::{CallError, CallState, EPOCH_TICK, HubError, HubLimits, World};
 use crate::items::Items;
@@ -70,15 +70,9 @@ pub struct HubVersion {
     pub(super) counters: LimitCounters,
     /// Where its first code came from.
     pub(super) origin: CodeOrigin,
-}
-
-/// Where a version's first code came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CodeOrigin {
-    /// This node compiled it (or loaded it from its own cache).
-    Compiled,
-    /// Another node compiled it and left it in the store (see `shared`).
-    Shared,
+    /// The component's SHA-256 (hex), as this node computed it, when this
+    /// node shares compiled code (to check another node's code against).
+    pub(super) sha256: Option<String>,
 }
 
 impl HubVersion {
@@ -99,12 +93,22 @@ impl HubVersion {
     /// Whether new instances run the optimizing compiler's code (not the
     /// baseline's, which a large component gets first: see `tiers`).
     pub fn optimized(&self) -> bool {
-        self.pre.optimized()
+        self.pre.optimized().is_some()
     }
 
     /// Where its first code came from.
     pub fn origin(&self) -> CodeOrigin {
         self.origin
+    }
+
+    /// The component's SHA-256 (hex), when this node shares compiled code.
+    pub fn sha256(&self) -> Option<&str> {
+        self.sha256.as_deref()
+    }
+
+    /// Where its optimizing compiler's code came from, once it runs that.
+    pub fn optimized_origin(&self) -> Option<CodeOrigin> {
+        self.pre.optimized()
     }
 
     fn instantiate(&self) -> Result<Warm, CallError> {

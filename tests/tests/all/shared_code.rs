@@ -1,6 +1,7 @@
 //! Compiled code shared through the store: nodes that hold the same secrets
 //! key load the code the uploading node compiled instead of compiling again
-//! (both compilers' code); code a store writer put there or changed is never
+//! (both compilers' code, the optimized code following the baseline code,
+//! or compiled by the node itself when it does not come); code a store writer put there or changed is never
 //! loaded (the node compiles, and serves the right component); code that
 //! would take the tenant over its stored-bytes limit is not shared.
 
@@ -14,6 +15,7 @@ use hubhost_tests::{
 use redis::AsyncCommands as _;
 use serde_json::json;
 use std::collections::HashMap;
+use std::time::Duration;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -84,16 +86,19 @@ async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()>
         assert_eq!(origin(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
         assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
         assert_eq!(version_on(&nodes[1]).await?, "v1");
-        // Baseline code is replaced by the node's own optimized code.
+        // Baseline code is followed by the uploading node's optimized code.
         let key = HubKey::new("acme", "live")?;
-        wait_until(PATIENCE, || {
-            nodes[1]
-                .state
+        let optimized = |node: &TestServer| {
+            node.state
                 .hubs
                 .get(&key)
-                .is_some_and(|slot| slot.active().optimized())
-        })
-        .await?;
+                .and_then(|slot| slot.active().optimized_origin())
+        };
+        wait_until(PATIENCE, || optimized(&nodes[1]).is_some()).await?;
+        assert_eq!(optimized(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
+        assert_eq!(optimized(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
+        let stored: Option<String> = redis().await?.hget(code_key(&prefix), "tier").await?;
+        assert_eq!(stored.as_deref(), Some("optimized"));
         assert_eq!(version_on(&nodes[1]).await?, "v1");
         clean_up(&prefix, nodes).await?;
     }
@@ -198,6 +203,46 @@ async fn code_that_would_pass_the_tenants_storage_limit_is_not_shared() -> anyho
     assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
     let kept: bool = redis().await?.exists(code_key(&prefix)).await?;
     assert!(!kept, "the code was stored beyond the tenant's limit");
+    assert_eq!(version_on(&nodes[1]).await?, "v1");
+    clean_up(&prefix, nodes).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_compiles_the_optimized_code_itself_when_none_comes() -> anyhow::Result<()> {
+    let prefix = unique_prefix("no-optimized-code");
+    let config = || {
+        let mut config = node(&prefix, 1);
+        // The wait for another node's optimized code is six sync intervals.
+        config.admin.sync_interval = Duration::from_millis(200);
+        config
+    };
+    let nodes = [
+        TestServer::start(config()).await?,
+        TestServer::start(config()).await?,
+    ];
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    assert_eq!(
+        admin
+            .upload("acme", "live", component("versioned_v1")?, "")
+            .await?
+            .0,
+        201
+    );
+    wait_served(&nodes[1].state, "acme", "live", 1).await?;
+    assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Shared));
+    // The shared code goes (as when it expires): the uploading node then
+    // leaves no optimized code in its place.
+    redis().await?.del::<_, ()>(code_key(&prefix)).await?;
+    let key = HubKey::new("acme", "live")?;
+    let optimized = |node: &TestServer| {
+        node.state
+            .hubs
+            .get(&key)
+            .and_then(|slot| slot.active().optimized_origin())
+    };
+    wait_until(PATIENCE, || optimized(&nodes[1]).is_some()).await?;
+    // Had the uploading node been quicker than the delete, the node took
+    // its code; either way it runs optimized code.
     assert_eq!(version_on(&nodes[1]).await?, "v1");
     clean_up(&prefix, nodes).await
 }

@@ -288,10 +288,11 @@ impl Deployer {
             .check_storage(key, bytes.len() as u64, tenant.storage)
             .await?;
         let _guard = self.lock(key).await;
-        let info = self.store.add_version(key, &bytes, activate).await?;
-        // Before the announcement, so the other nodes find it.
+        // Before the version is stored, so that no node (announced to, or
+        // syncing on its own) finds the version without the code.
         self.share_code(key, code, stored, tenant.storage.max_stored_bytes)
             .await;
+        let info = self.store.add_version(key, &bytes, activate).await?;
         self.prune(key, tenant.storage.max_versions).await;
         if activate {
             self.hubs.install(

@@ -48,11 +48,12 @@
 //! - [`vars`]: tenant variables and secrets — sealing, and the node's copy
 //!   hubs read.
 //! - [`runtime`]: the wasmtime engine, the host imports, hub versions and
-//!   limits.
+//!   limits, and compiled code passed between nodes under a MAC.
 //! - [`hubs`]: the hubs a node serves and their active versions.
 //! - [`tenants`]: tenants — admin keys, client auth, limits — declared or stored.
-//! - [`store`]: the hub store — versions, activation history, API tenants —
-//!   local (memory / data directory) or in Redis.
+//! - [`store`]: the hub store — versions, activation history, API tenants,
+//!   an upload's compiled code for a while — local (memory / data
+//!   directory) or in Redis.
 //! - [`connection`]: one client connection over any transport — handshake,
 //!   dispatch, keep-alive, the writer, stateful reconnect, and what a
 //!   connection is made of when a drain hands it to another node.

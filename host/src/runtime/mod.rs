@@ -15,7 +15,9 @@
 //! Each call has a memory limit and a deadline (epoch interruption). A
 //! large component runs on the baseline compiler's code until the
 //! optimizing compiler's is ready (`tiers`); a version's instances and calls
-//! are in `version`.
+//! are in `version`. Nodes that share a secrets key compile an upload once
+//! and pass the code through the store, checked by its MAC (`shared`); how
+//! a component gets its code is in `load`.
 
 mod cache;
 mod error;

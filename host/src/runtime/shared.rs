@@ -53,12 +53,12 @@ impl Tier {
 }
 
 /// Compiled code of one component, sealed, as the store keeps it. Nothing
-/// in it is trusted until [`open`] has checked it.
+/// in it is trusted until `open` has checked it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedCode {
     /// SHA-256 (hex) of the component the code was compiled from.
     pub sha256: String,
-    /// [`Tier::name`] of the compiler.
+    /// `Tier::name` of the compiler.
     pub tier: String,
     /// The engine settings the code is for (hex of their hash).
     pub engine: String,

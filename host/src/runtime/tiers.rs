@@ -8,6 +8,11 @@
 //! flight finish on the code they started with; idle instances of the
 //! baseline code are dropped rather than reused.
 //!
+//! In a cluster whose nodes share compiled code (`shared`), the node that
+//! took the upload is the only one that runs the optimizing compile: the
+//! others wait for its code (`Optimize::wait_for_others`), and compile their
+//! own only if it does not come.
+//!
 //! Both engines run the same checks (the component is validated by either
 //! compile) and the same limits: epochs tick for both.
 //!

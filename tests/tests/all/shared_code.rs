@@ -31,9 +31,39 @@ fn component(name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(std::fs::read(guest(name))?)
 }
 
+/// Where the node's `acme/live` got its first code.
 fn origin(node: &TestServer) -> Option<CodeOrigin> {
     let key = HubKey::new("acme", "live").ok()?;
     node.state.hubs.get(&key).map(|slot| slot.active().origin())
+}
+
+/// Where the node's `acme/live` got its optimized code, once it has it.
+fn optimized(node: &TestServer) -> Option<CodeOrigin> {
+    let key = HubKey::new("acme", "live").ok()?;
+    node.state
+        .hubs
+        .get(&key)
+        .and_then(|slot| slot.active().optimized_origin())
+}
+
+/// Two nodes of `config`; the first takes an upload of version 1 of
+/// `acme/live`, and the second serves it.
+async fn two_nodes_serving_v1(
+    config: impl Fn() -> Config,
+) -> anyhow::Result<([TestServer; 2], Admin)> {
+    let nodes = [
+        TestServer::start(config()).await?,
+        TestServer::start(config()).await?,
+    ];
+    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
+    let (status, body) = admin
+        .upload("acme", "live", component("versioned_v1")?, "")
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    for node in &nodes {
+        wait_served(&node.state, "acme", "live", 1).await?;
+    }
+    Ok((nodes, admin))
 }
 
 async fn redis() -> anyhow::Result<redis::aio::MultiplexedConnection> {
@@ -69,31 +99,13 @@ async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()>
     // component to the baseline compiler first.
     for (baseline_above, tier) in [(0, "optimized"), (1, "baseline")] {
         let prefix = unique_prefix("shared-code");
-        let nodes = [
-            TestServer::start(node(&prefix, baseline_above)).await?,
-            TestServer::start(node(&prefix, baseline_above)).await?,
-        ];
-        let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
-        let (status, body) = admin
-            .upload("acme", "live", component("versioned_v1")?, "")
-            .await?;
-        assert_eq!(status, 201, "{body}");
-        for node in &nodes {
-            wait_served(&node.state, "acme", "live", 1).await?;
-        }
+        let (nodes, _) = two_nodes_serving_v1(|| node(&prefix, baseline_above)).await?;
         let stored: Option<String> = redis().await?.hget(code_key(&prefix), "tier").await?;
         assert_eq!(stored.as_deref(), Some(tier));
         assert_eq!(origin(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
         assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
         assert_eq!(version_on(&nodes[1]).await?, "v1");
         // Baseline code is followed by the uploading node's optimized code.
-        let key = HubKey::new("acme", "live")?;
-        let optimized = |node: &TestServer| {
-            node.state
-                .hubs
-                .get(&key)
-                .and_then(|slot| slot.active().optimized_origin())
-        };
         wait_until(PATIENCE, || optimized(&nodes[1]).is_some()).await?;
         assert_eq!(optimized(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
         assert_eq!(optimized(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
@@ -108,19 +120,7 @@ async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_changed_in_the_store_is_never_loaded() -> anyhow::Result<()> {
     let prefix = unique_prefix("forged-code");
-    let nodes = [
-        TestServer::start(node(&prefix, 0)).await?,
-        TestServer::start(node(&prefix, 0)).await?,
-    ];
-    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
-    assert_eq!(
-        admin
-            .upload("acme", "live", component("versioned_v1")?, "")
-            .await?
-            .0,
-        201
-    );
-    wait_served(&nodes[1].state, "acme", "live", 1).await?;
+    let (nodes, admin) = two_nodes_serving_v1(|| node(&prefix, 0)).await?;
     let mut redis = redis().await?;
     // Genuine code, sealed by a node: version 1's.
     let genuine: HashMap<String, Vec<u8>> = redis.hgetall(code_key(&prefix)).await?;
@@ -190,16 +190,7 @@ async fn code_that_would_pass_the_tenants_storage_limit_is_not_shared() -> anyho
         config.admin.storage.max_stored_bytes = bytes.len() as u64 + 1024;
         config
     };
-    let nodes = [
-        TestServer::start(config()).await?,
-        TestServer::start(config()).await?,
-    ];
-    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
-    assert_eq!(
-        admin.upload("acme", "live", bytes.clone(), "").await?.0,
-        201
-    );
-    wait_served(&nodes[1].state, "acme", "live", 1).await?;
+    let (nodes, _) = two_nodes_serving_v1(config).await?;
     assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
     let kept: bool = redis().await?.exists(code_key(&prefix)).await?;
     assert!(!kept, "the code was stored beyond the tenant's limit");
@@ -216,30 +207,11 @@ async fn a_node_compiles_the_optimized_code_itself_when_none_comes() -> anyhow::
         config.admin.sync_interval = Duration::from_millis(200);
         config
     };
-    let nodes = [
-        TestServer::start(config()).await?,
-        TestServer::start(config()).await?,
-    ];
-    let admin = Admin::new(nodes[0].addr, Some(OPERATOR_KEY));
-    assert_eq!(
-        admin
-            .upload("acme", "live", component("versioned_v1")?, "")
-            .await?
-            .0,
-        201
-    );
-    wait_served(&nodes[1].state, "acme", "live", 1).await?;
+    let (nodes, _) = two_nodes_serving_v1(config).await?;
     assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Shared));
     // The shared code goes (as when it expires): the uploading node then
     // leaves no optimized code in its place.
     redis().await?.del::<_, ()>(code_key(&prefix)).await?;
-    let key = HubKey::new("acme", "live")?;
-    let optimized = |node: &TestServer| {
-        node.state
-            .hubs
-            .get(&key)
-            .and_then(|slot| slot.active().optimized_origin())
-    };
     wait_until(PATIENCE, || optimized(&nodes[1]).is_some()).await?;
     // Had the uploading node been quicker than the delete, the node took
     // its code; either way it runs optimized code.

@@ -113,9 +113,9 @@ impl Deployer {
         let tenant = key.tenant();
         // Uploads of the tenant write its code under this lock too.
         let _tenant_guard = self.lock_named(tenant.to_owned()).await;
-        match self.store.code(tenant, &code.sha256).await {
-            Ok(Some(_)) => {}
-            Ok(None) => return,
+        match self.store.code_tier(tenant, &code.sha256).await {
+            Ok(Some(tier)) if tier == "baseline" => {}
+            Ok(_) => return,
             Err(error) => {
                 return tracing::warn!(hub = %key, %error, "cannot leave the optimized code in the store; the other nodes compile it");
             }
@@ -152,9 +152,13 @@ impl Deployer {
         let Some(sha256) = active.sha256().filter(|_| !active.optimized()) else {
             return;
         };
-        let code = match self.store.code(key.tenant(), sha256).await {
-            Ok(Some(code)) if code.tier == "optimized" => code,
-            Ok(_) => return,
+        let code = match self
+            .store
+            .code(key.tenant(), sha256, Some("optimized"))
+            .await
+        {
+            Ok(Some(code)) => code,
+            Ok(None) => return,
             Err(error) => {
                 return tracing::warn!(hub = %key, %error, "cannot read optimized code from the store");
             }
@@ -179,7 +183,7 @@ impl Deployer {
         if !self.runtime.shares_code() {
             return Compile::Alone;
         }
-        match self.store.code(key.tenant(), sha256).await {
+        match self.store.code(key.tenant(), sha256, None).await {
             Ok(Some(code)) => Compile::From(code),
             Ok(None) => Compile::Alone,
             Err(error) => {

@@ -103,7 +103,7 @@ impl Runtime {
         let sha256 = version.sha256.as_deref().ok_or(Refused::NoKey)?;
         let (tier, engine) = self.engine_for(shared)?;
         if tier != Tier::Optimized {
-            return Err(Refused::NoSuchCompiler("baseline"));
+            return Err(Refused::NotOptimized);
         }
         let component = shared::open(self.key()?, engine, sha256, shared)?;
         let code = prepare(&self.engine, &self.linker, &component)

@@ -78,6 +78,8 @@ pub enum Refused {
     OtherComponent,
     #[error("it names an unknown compiler '{0}'")]
     UnknownTier(String),
+    #[error("it is not the optimizing compiler's code")]
+    NotOptimized,
     #[error("this node does not run the {0} compiler")]
     NoSuchCompiler(&'static str),
     #[error("it is for other engine settings (another build of hubhost?)")]

@@ -214,11 +214,20 @@ impl Optimize {
 
     fn run(self) {
         if let Some(wait) = self.wait_for_others {
-            let Some(tiered) = self.tiered.upgrade() else {
-                return;
-            };
-            if tiered.wait_optimized(wait) {
-                return;
+            let deadline = Instant::now() + wait;
+            loop {
+                // A second at a time, holding the version only meanwhile:
+                // one replaced or removed meanwhile is not kept alive.
+                let Some(tiered) = self.tiered.upgrade() else {
+                    return;
+                };
+                let left = deadline.saturating_duration_since(Instant::now());
+                if tiered.wait_optimized(left.min(Duration::from_secs(1))) {
+                    return;
+                }
+                if left.is_zero() {
+                    break;
+                }
             }
             tracing::info!(hub = %self.key, "no optimized code from another node in time; compiling it here");
         }

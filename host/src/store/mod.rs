@@ -217,11 +217,31 @@ impl HubStore {
     }
 
     /// The tenant's compiled code, if it is of the component whose SHA-256
-    /// is `sha256`. Unchecked: see [`crate::runtime::Runtime::load_shared`].
-    pub async fn code(&self, tenant: &str, sha256: &str) -> Result<Option<SharedCode>, StoreError> {
+    /// is `sha256` (and by the compiler named `tier`, if given; its bytes
+    /// are read only then). Unchecked: see
+    /// [`crate::runtime::Runtime::load_shared`].
+    pub async fn code(
+        &self,
+        tenant: &str,
+        sha256: &str,
+        tier: Option<&str>,
+    ) -> Result<Option<SharedCode>, StoreError> {
         match self {
             HubStore::Local(_) => Ok(None),
-            HubStore::Redis(s) => s.code(tenant, sha256).await,
+            HubStore::Redis(s) => s.code(tenant, sha256, tier).await,
+        }
+    }
+
+    /// The compiler (tier) of the tenant's compiled code, if it is of the
+    /// component whose SHA-256 is `sha256`; the code itself is not read.
+    pub async fn code_tier(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        match self {
+            HubStore::Local(_) => Ok(None),
+            HubStore::Redis(s) => s.code_tier(tenant, sha256).await,
         }
     }
 

@@ -383,7 +383,12 @@ impl RedisStore {
             .await
     }
 
-    pub async fn code(&self, tenant: &str, sha256: &str) -> Result<Option<SharedCode>, StoreError> {
+    pub async fn code(
+        &self,
+        tenant: &str,
+        sha256: &str,
+        tier: Option<&str>,
+    ) -> Result<Option<SharedCode>, StoreError> {
         let key = self.code_key(tenant);
         let header: (
             Option<String>,
@@ -401,10 +406,10 @@ impl RedisStore {
             })
             .await?
         };
-        let (Some(stored_sha), Some(tier), Some(engine), Some(mac)) = header else {
+        let (Some(stored_sha), Some(stored_tier), Some(engine), Some(mac)) = header else {
             return Ok(None);
         };
-        if stored_sha != sha256 {
+        if stored_sha != sha256 || tier.is_some_and(|wanted| wanted != stored_tier) {
             return Ok(None);
         }
         let code: Option<Vec<u8>> = self
@@ -412,11 +417,29 @@ impl RedisStore {
             .await?;
         Ok(code.map(|code| SharedCode {
             sha256: stored_sha,
-            tier,
+            tier: stored_tier,
             engine,
             mac,
             code,
         }))
+    }
+
+    pub async fn code_tier(
+        &self,
+        tenant: &str,
+        sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let key = self.code_key(tenant);
+        let (stored_sha, tier): (Option<String>, Option<String>) = self
+            .run(|mut c| async move {
+                redis::cmd("HMGET")
+                    .arg(key)
+                    .arg(&["sha256", "tier"])
+                    .query_async(&mut c)
+                    .await
+            })
+            .await?;
+        Ok(tier.filter(|_| stored_sha.as_deref() == Some(sha256)))
     }
 
     pub async fn delete_code(&self, tenant: &str) -> Result<(), StoreError> {

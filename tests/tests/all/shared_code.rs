@@ -100,8 +100,12 @@ async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()>
     for (baseline_above, tier) in [(0, "optimized"), (1, "baseline")] {
         let prefix = unique_prefix("shared-code");
         let (nodes, _) = two_nodes_serving_v1(|| node(&prefix, baseline_above)).await?;
-        let stored: Option<String> = redis().await?.hget(code_key(&prefix), "tier").await?;
+        let mut redis = redis().await?;
+        let stored: Option<String> = redis.hget(code_key(&prefix), "tier").await?;
         assert_eq!(stored.as_deref(), Some(tier));
+        // Kept for five minutes at most.
+        let ttl: i64 = redis.pttl(code_key(&prefix)).await?;
+        assert!(0 < ttl && ttl <= 300_000, "{ttl} ms");
         assert_eq!(origin(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
         assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
         assert_eq!(version_on(&nodes[1]).await?, "v1");
@@ -109,7 +113,7 @@ async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()>
         wait_until(PATIENCE, || optimized(&nodes[1]).is_some()).await?;
         assert_eq!(optimized(&nodes[0]), Some(CodeOrigin::Compiled), "{tier}");
         assert_eq!(optimized(&nodes[1]), Some(CodeOrigin::Shared), "{tier}");
-        let stored: Option<String> = redis().await?.hget(code_key(&prefix), "tier").await?;
+        let stored: Option<String> = redis.hget(code_key(&prefix), "tier").await?;
         assert_eq!(stored.as_deref(), Some("optimized"));
         assert_eq!(version_on(&nodes[1]).await?, "v1");
         clean_up(&prefix, nodes).await?;

@@ -80,7 +80,8 @@ lint:
 # Per-call cost of a trivial hub call next to the same dispatch without Wasm;
 # broadcast fan-out on one node, over one Redis and over a Redis Cluster (its own servers);
 # one tenant's latency while another runs hostile hub code; upload to serving
-# on every node of a three-node cluster; a long-polling round trip straight to
+# on every node of a three-node cluster (each node compiling, then compiled once
+# and shared); a long-polling round trip straight to
 # the connection's node and through another node that passes it on; a node's
 # memory while 64 connections that never read are sent all a hub may send; hub
 # state per operation on memory and Redis next to a plain Redis client; timer

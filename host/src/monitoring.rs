@@ -33,6 +33,7 @@ pub const DELIVERIES: &str = "hubhost_deliveries_total";
 pub const HUB_ERRORS: &str = "hubhost_hub_errors_total";
 pub const LIMIT_HITS: &str = "hubhost_limit_hits_total";
 pub const INSTALLS: &str = "hubhost_hub_installs_total";
+pub const SHARED_CODE: &str = "hubhost_shared_code_total";
 pub const ACTIVE_VERSION: &str = "hubhost_hub_active_version";
 pub const REDIS_SECONDS: &str = "hubhost_redis_round_trip_seconds";
 pub const BACKPLANE_PUBLISHED: &str = "hubhost_backplane_published_total";
@@ -76,6 +77,10 @@ pub fn describe() {
         "Times a limit stopped something of a tenant, by its setting."
     );
     describe_counter!(INSTALLS, "Hub versions this node started serving.");
+    describe_counter!(
+        SHARED_CODE,
+        "Compiled code another node shared, by outcome: loaded instead of compiling, or refused (the node compiled)."
+    );
     describe_gauge!(
         ACTIVE_VERSION,
         "The stored version a hub serves on this node; 0 when served from a file or gone."
@@ -184,6 +189,15 @@ pub fn installed(tenant: &str, hub: &str, version: u64) {
     }
     counter!(INSTALLS, "tenant" => tenant.to_owned(), "hub" => hub.to_owned()).increment(1);
     active_version(tenant, hub, version);
+}
+
+/// Compiled code another node shared was `loaded` or `refused` (its MAC,
+/// component, compiler or engine did not check out).
+pub fn shared_code(tenant: &str, outcome: &'static str) {
+    if !enabled() {
+        return;
+    }
+    counter!(SHARED_CODE, "tenant" => tenant.to_owned(), "outcome" => outcome).increment(1);
 }
 
 pub fn active_version(tenant: &str, hub: &str, version: u64) {

@@ -73,10 +73,12 @@ impl Runtime {
         let (tier, component) = match opened {
             Ok(opened) => opened,
             Err(reason) => {
+                crate::monitoring::shared_code(key.tenant(), "refused");
                 tracing::warn!(hub = %key, %reason, "not loading the compiled code another node shared; compiling");
                 return self.load(key, bytes, limits);
             }
         };
+        crate::monitoring::shared_code(key.tenant(), "loaded");
         let sha256 = Some(sha256);
         match (tier, &self.baseline) {
             (Tier::Baseline, Some(baseline)) => {
@@ -100,6 +102,17 @@ impl Runtime {
         if version.optimized() {
             return Ok(false);
         }
+        let upgraded = self.upgrade_to(version, shared);
+        let outcome = if upgraded.is_ok() {
+            "loaded"
+        } else {
+            "refused"
+        };
+        crate::monitoring::shared_code(version.key().tenant(), outcome);
+        upgraded
+    }
+
+    fn upgrade_to(&self, version: &HubVersion, shared: &SharedCode) -> Result<bool, Refused> {
         let sha256 = version.sha256.as_deref().ok_or(Refused::NoKey)?;
         let (tier, engine) = self.engine_for(shared)?;
         if tier != Tier::Optimized {

@@ -1,6 +1,7 @@
 //! `/metrics` (#19): a `hubhost` process with `--metrics-listen`, scraped
 //! and parsed as Prometheus text; every value checked against traffic the
-//! test made, and no label a client chooses.
+//! test made, and no label a client chooses. Compiled code shared between
+//! two processes, loaded and refused, counted.
 
 use hubhost::admin::client::AdminClient;
 use hubhost::names::HubKey;
@@ -20,6 +21,18 @@ async fn scrape(addr: SocketAddr) -> anyhow::Result<Scrape> {
     );
     let text = response.text().await?;
     Ok(Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))?)
+}
+
+/// Where `node` serves `/metrics`, from its log.
+async fn metrics_address(node: &Node) -> anyhow::Result<SocketAddr> {
+    Ok(node
+        .log_until("metrics on http://")
+        .await?
+        .last()
+        .and_then(|l| l.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.split('/').next())
+        .ok_or_else(|| anyhow::anyhow!("no metrics address in the log"))?
+        .parse()?)
 }
 
 /// The value of the sample `name` whose labels include `labels`, if any.
@@ -60,14 +73,7 @@ async fn metrics_count_what_the_node_did() -> anyhow::Result<()> {
         &[("RUST_LOG", "info")],
     )
     .await?;
-    let metrics: SocketAddr = node
-        .log_until("metrics on http://")
-        .await?
-        .last()
-        .and_then(|l| l.split("metrics on http://").nth(1))
-        .and_then(|rest| rest.split('/').next())
-        .ok_or_else(|| anyhow::anyhow!("no metrics address in the log"))?
-        .parse()?;
+    let metrics = metrics_address(&node).await?;
     let public = reqwest::get(format!("http://{}/metrics", node.addr)).await?;
     assert_eq!(public.status(), 404, "metrics are not on the public port");
 
@@ -192,5 +198,82 @@ async fn metrics_count_what_the_node_did() -> anyhow::Result<()> {
             .is_ok_and(|s| value(&s, "hubhost_connections", &ws) == Some(1.0))
     })
     .await?;
+    Ok(())
+}
+
+/// Compiled code one node shares with another is counted on the node that
+/// loads it, and so is code that does not check out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_compiled_code_is_counted() -> anyhow::Result<()> {
+    const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let prefix = unique_prefix("metrics-code");
+    let args = |metrics: bool| {
+        let mut args: Vec<String> = [
+            "--redis",
+            REDIS_URL,
+            "--cluster-prefix",
+            &prefix,
+            "--secrets-key",
+            KEY,
+            "--admin-key",
+            OPERATOR_KEY,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        if metrics {
+            args.extend(["--metrics-listen".into(), "127.0.0.1:0".into()]);
+        }
+        args
+    };
+    let uploader = Node::start(&args(false), &[]).await?;
+    let loader = Node::start(&args(true), &[("RUST_LOG", "info")]).await?;
+    let metrics = metrics_address(&loader).await?;
+    let count = |outcome: &'static str| async move {
+        let labels = [("tenant", "acme"), ("outcome", outcome)];
+        scrape(metrics)
+            .await
+            .ok()
+            .and_then(|s| value(&s, "hubhost_shared_code_total", &labels))
+    };
+    let admin = AdminClient::new(&format!("http://{}", uploader.addr), OPERATOR_KEY)?;
+    let key = HubKey::new("acme", "live")?;
+    admin
+        .upload(&key, std::fs::read(guest("versioned_v1"))?, true)
+        .await?;
+    wait_until_async(PATIENCE, || async { count("loaded").await == Some(1.0) }).await?;
+
+    // The code relabelled as the next version's: refused.
+    let code_key = format!("{prefix}:store:code:acme");
+    let mut redis = redis::Client::open(REDIS_URL)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let genuine: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(&code_key)
+        .query_async(&mut redis)
+        .await?;
+    let next = admin
+        .upload(&key, std::fs::read(guest("versioned_v2"))?, false)
+        .await?;
+    let forged: Vec<(String, Vec<u8>)> = genuine
+        .into_iter()
+        .map(|(field, value)| match field.as_str() {
+            "sha256" => (field, next.info.sha256.clone().into_bytes()),
+            _ => (field, value),
+        })
+        .collect();
+    redis::cmd("HSET")
+        .arg(&code_key)
+        .arg(forged)
+        .query_async::<()>(&mut redis)
+        .await?;
+    admin.activate(&key, next.info.version).await?;
+    wait_until_async(PATIENCE, || async { count("refused").await == Some(1.0) }).await?;
+    assert_eq!(count("loaded").await, Some(1.0));
+    admin.delete(&key).await?;
+    redis::cmd("DEL")
+        .arg(&code_key)
+        .query_async::<()>(&mut redis)
+        .await?;
     Ok(())
 }

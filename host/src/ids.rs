@@ -23,6 +23,13 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The SHA-256 of `bytes` in hex: how components are named (store
+/// versions, the compiled-code cache, shared compiled code).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
 /// The id of one hubhost process in a cluster.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId([u8; NODE_BYTES]);

@@ -8,7 +8,6 @@
 //! and a deleted or pruned version's artifact can be found and removed.
 //! The directory must be writable by hubhost alone (see `load`).
 
-use sha2::{Digest, Sha256};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
@@ -29,7 +28,7 @@ impl ArtifactCache {
     }
 
     fn path(&self, engine: &Engine, bytes: &[u8]) -> PathBuf {
-        self.path_of(engine, &crate::ids::hex(&Sha256::digest(bytes)))
+        self.path_of(engine, &crate::ids::sha256_hex(bytes))
     }
 
     /// The artifact of the component whose SHA-256 is `sha256` (hex).

@@ -66,7 +66,7 @@ impl Runtime {
         if self.is_cached(bytes) {
             return self.load(key, bytes, limits);
         }
-        let sha256 = shared::sha256(bytes);
+        let sha256 = crate::ids::sha256_hex(bytes);
         let opened = self.engine_for(shared).and_then(|(tier, engine)| {
             Ok((tier, shared::open(self.key()?, engine, &sha256, shared)?))
         });
@@ -103,12 +103,13 @@ impl Runtime {
             return Ok(false);
         }
         let upgraded = self.upgrade_to(version, shared);
-        let outcome = if upgraded.is_ok() {
-            "loaded"
-        } else {
-            "refused"
-        };
-        crate::monitoring::shared_code(version.key().tenant(), outcome);
+        // Code that checked out but lost the race to other optimized code
+        // was not loaded, nor refused.
+        match upgraded {
+            Ok(true) => crate::monitoring::shared_code(version.key().tenant(), "loaded"),
+            Ok(false) => {}
+            Err(_) => crate::monitoring::shared_code(version.key().tenant(), "refused"),
+        }
         upgraded
     }
 
@@ -151,7 +152,7 @@ impl Runtime {
         limits: &HubLimits,
         share: bool,
     ) -> Result<(HubVersion, Option<SharedCode>), LoadError> {
-        let sha256 = self.shares_code().then(|| shared::sha256(bytes));
+        let sha256 = self.shares_code().then(|| crate::ids::sha256_hex(bytes));
         let cached = self.is_cached(bytes);
         if let Some(baseline) = self
             .baseline
@@ -167,7 +168,7 @@ impl Runtime {
                 &key,
                 &baseline.engine,
                 Tier::Baseline,
-                &sha256,
+                sha256.as_deref(),
                 &component,
             );
             // The others run this code until they have the optimized code.
@@ -190,7 +191,7 @@ impl Runtime {
             &key,
             &self.engine,
             Tier::Optimized,
-            &sha256,
+            sha256.as_deref(),
             &component,
         );
         let tiered = Tiered::new(code, Some(CodeOrigin::Compiled));
@@ -213,10 +214,10 @@ impl Runtime {
         hub: &HubKey,
         engine: &Engine,
         tier: Tier,
-        sha256: &Option<String>,
+        sha256: Option<&str>,
         component: &Component,
     ) -> Option<SharedCode> {
-        let (key, sha256) = (self.code_key.as_ref()?, sha256.as_deref()?);
+        let (key, sha256) = (self.code_key.as_ref()?, sha256?);
         if !share {
             return None;
         }

@@ -22,7 +22,6 @@
 
 use super::cache::engine_id;
 use ring::hmac;
-use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -88,11 +87,6 @@ pub enum Refused {
     BadMac,
     #[error("wasmtime refused it: {0}")]
     Unloadable(String),
-}
-
-/// The SHA-256 of a component, in hex (as [`crate::store`] names versions).
-pub fn sha256(bytes: &[u8]) -> String {
-    crate::ids::hex(&Sha256::digest(bytes))
 }
 
 fn mac_of(key: &hmac::Key, tier: &str, engine: &str, sha256: &str, code: &[u8]) -> hmac::Tag {
@@ -186,6 +180,7 @@ fn deserialize(engine: &Engine, code: &[u8]) -> wasmtime::Result<Component> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::sha256_hex as sha256;
 
     // An empty component: the magic, version 0x0d, layer 1.
     const EMPTY: &[u8] = b"\0asm\x0d\0\x01\0";

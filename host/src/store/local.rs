@@ -8,11 +8,13 @@
 
 use super::{HubRecord, MAX_HISTORY, StoreError, VersionInfo, hub_name, parse_hub_name};
 use crate::names::HubKey;
+use crate::runtime::SharedCode;
 use crate::tenants::TenantConfig;
 use crate::vars::StoredVar;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -285,6 +287,39 @@ impl LocalStore {
             self.save(&state).await?;
         }
         Ok(existed)
+    }
+
+    // A node alone keeps no compiled code for others: it has nobody to give
+    // it to (its own `--cache-dir` serves its restarts).
+
+    pub async fn put_code(
+        &self,
+        _tenant: &str,
+        _code: &SharedCode,
+        _ttl: Duration,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub async fn code(
+        &self,
+        _tenant: &str,
+        _sha256: &str,
+        _tier: Option<&str>,
+    ) -> Result<Option<SharedCode>, StoreError> {
+        Ok(None)
+    }
+
+    pub async fn code_tier(
+        &self,
+        _tenant: &str,
+        _sha256: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
+    pub async fn delete_code(&self, _tenant: &str) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

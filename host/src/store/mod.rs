@@ -49,11 +49,9 @@ pub struct VersionInfo {
 
 impl VersionInfo {
     pub fn new(version: u64, bytes: &[u8]) -> Self {
-        use sha2::Digest as _;
-        let digest = sha2::Sha256::digest(bytes);
         Self {
             version,
-            sha256: crate::ids::hex(&digest),
+            sha256: crate::ids::sha256_hex(bytes),
             size: bytes.len() as u64,
             uploaded_at_ms: crate::millis::unix_now(),
         }
@@ -210,10 +208,7 @@ impl HubStore {
         code: &SharedCode,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        match self {
-            HubStore::Local(_) => Ok(()),
-            HubStore::Redis(s) => s.put_code(tenant, code, ttl).await,
-        }
+        delegate!(self, s => s.put_code(tenant, code, ttl))
     }
 
     /// The tenant's compiled code, if it is of the component whose SHA-256
@@ -226,10 +221,7 @@ impl HubStore {
         sha256: &str,
         tier: Option<&str>,
     ) -> Result<Option<SharedCode>, StoreError> {
-        match self {
-            HubStore::Local(_) => Ok(None),
-            HubStore::Redis(s) => s.code(tenant, sha256, tier).await,
-        }
+        delegate!(self, s => s.code(tenant, sha256, tier))
     }
 
     /// The compiler (tier) of the tenant's compiled code, if it is of the
@@ -239,18 +231,12 @@ impl HubStore {
         tenant: &str,
         sha256: &str,
     ) -> Result<Option<String>, StoreError> {
-        match self {
-            HubStore::Local(_) => Ok(None),
-            HubStore::Redis(s) => s.code_tier(tenant, sha256).await,
-        }
+        delegate!(self, s => s.code_tier(tenant, sha256))
     }
 
     /// Forget the tenant's compiled code.
     pub async fn delete_code(&self, tenant: &str) -> Result<(), StoreError> {
-        match self {
-            HubStore::Local(_) => Ok(()),
-            HubStore::Redis(s) => s.delete_code(tenant).await,
-        }
+        delegate!(self, s => s.delete_code(tenant))
     }
 
     /// Remove a tenant's variable; false if there was none.

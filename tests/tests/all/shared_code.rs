@@ -121,6 +121,37 @@ async fn nodes_load_the_code_the_uploading_node_compiled() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Upload the component `name` to `acme/live` without activating it, put
+/// `fields(its SHA-256)` in the store in place of the code the upload left
+/// there, activate it, and wait until `node` serves it.
+async fn activate_with_code(
+    admin: &Admin,
+    node: &TestServer,
+    prefix: &str,
+    name: &str,
+    fields: impl FnOnce(String) -> HashMap<String, Vec<u8>>,
+) -> anyhow::Result<()> {
+    let (status, body) = admin
+        .upload("acme", "live", component(name)?, "?activate=false")
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let sha256 = body["sha256"].as_str().unwrap_or_default().to_owned();
+    let version = body["version"].as_u64().unwrap_or_default();
+    let fields: Vec<(String, Vec<u8>)> = fields(sha256).into_iter().collect();
+    redis()
+        .await?
+        .hset_multiple::<_, _, _, ()>(code_key(prefix), &fields)
+        .await?;
+    let (status, body) = admin
+        .post_json(
+            "/tenants/acme/hubs/live/activate",
+            json!({ "version": version }),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    wait_served(&node.state, "acme", "live", version).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_changed_in_the_store_is_never_loaded() -> anyhow::Result<()> {
     let prefix = unique_prefix("forged-code");
@@ -131,54 +162,23 @@ async fn code_changed_in_the_store_is_never_loaded() -> anyhow::Result<()> {
     assert!(genuine.contains_key("code"), "{:?}", genuine.keys());
 
     // A store writer relabels it as version 2's code (so that nodes would
-    // run version 1 where version 2 was uploaded), and then as code
-    // compiled with a MAC of its own.
-    let (status, body) = admin
-        .upload(
-            "acme",
-            "live",
-            component("versioned_v2")?,
-            "?activate=false",
-        )
-        .await?;
-    assert_eq!(status, 201, "{body}");
-    let sha256 = body["sha256"].as_str().unwrap_or_default().to_owned();
-    let mut forged = genuine.clone();
-    forged.insert("sha256".into(), sha256.clone().into_bytes());
-    redis
-        .hset_multiple::<_, _, _, ()>(code_key(&prefix), &forged.into_iter().collect::<Vec<_>>())
-        .await?;
-    let (status, body) = admin
-        .post_json("/tenants/acme/hubs/live/activate", json!({"version": 2}))
-        .await?;
-    assert_eq!(status, 200, "{body}");
-    wait_served(&nodes[1].state, "acme", "live", 2).await?;
+    // run version 1 where version 2 was uploaded).
+    let forged = |sha256: String| {
+        let mut forged = genuine.clone();
+        forged.insert("sha256".into(), sha256.into_bytes());
+        forged
+    };
+    activate_with_code(&admin, &nodes[1], &prefix, "versioned_v2", forged).await?;
     assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
     assert_eq!(version_on(&nodes[1]).await?, "v2");
 
     // Version 1 again, its own code in the store with the MAC of another key.
-    let (status, body) = admin
-        .upload(
-            "acme",
-            "live",
-            component("versioned_v1")?,
-            "?activate=false",
-        )
-        .await?;
-    assert_eq!(status, 201, "{body}");
-    let mut other_key = genuine;
-    other_key.insert("mac".into(), vec![0x5a; 32]);
-    redis
-        .hset_multiple::<_, _, _, ()>(
-            code_key(&prefix),
-            &other_key.into_iter().collect::<Vec<_>>(),
-        )
-        .await?;
-    let (status, body) = admin
-        .post_json("/tenants/acme/hubs/live/activate", json!({"version": 3}))
-        .await?;
-    assert_eq!(status, 200, "{body}");
-    wait_served(&nodes[1].state, "acme", "live", 3).await?;
+    let other_key = |_| {
+        let mut other_key = genuine.clone();
+        other_key.insert("mac".into(), vec![0x5a; 32]);
+        other_key
+    };
+    activate_with_code(&admin, &nodes[1], &prefix, "versioned_v1", other_key).await?;
     assert_eq!(origin(&nodes[1]), Some(CodeOrigin::Compiled));
     assert_eq!(version_on(&nodes[1]).await?, "v1");
     clean_up(&prefix, nodes).await
